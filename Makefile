@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the tests).
+# Both create the two environments when missing or out of date (their lock files changed) and
+# reuse them otherwise.
+PYTHON ?= python3
+DATE ?= 2016-01-01
+VENV := .venv
+RUNTIME := .venv-runtime
+UV := $(VENV)/bin/uv
+PYTEST_ARGS ?=
+
+.PHONY: run test test-airflow test-runtime setup airflow lock clean-home
+
+run: setup
+	$(VENV)/bin/python -m taxi_pipeline.cli run --date $(DATE)
+
+test: setup
+	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model $(PYTEST_ARGS)
+	$(RUNTIME)/bin/python -m pytest tests/taxi_model $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed $(RUNTIME)/.installed
+
+# The Airflow environment. uv (pinned in the lock) installs the lock quickly; pip stays for `pip download`.
+$(VENV)/.installed: requirements.lock
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet "$$(grep '^uv==' requirements.lock)"
+	$(UV) pip install --quiet --python $(VENV)/bin/python -r requirements.lock
+	$(VENV)/bin/python scripts/link_sources.py $(VENV)
+	touch $@
+
+# The ML runtime (TensorFlow, TFT, TFMA, Beam): the same set as the image in docker/runtime.
+$(RUNTIME)/.installed: docker/runtime/requirements.lock $(VENV)/.installed
+	test -x $(RUNTIME)/bin/python || $(PYTHON) -m venv $(RUNTIME)
+	$(UV) pip install --quiet --python $(RUNTIME)/bin/python -r docker/runtime/requirements.lock
+	$(RUNTIME)/bin/python scripts/link_sources.py $(RUNTIME)
+	touch $@
+
+# The Airflow UI with the project's DAGs, on http://127.0.0.1:8080 (login printed by standalone).
+airflow: setup
+	$(VENV)/bin/python -m taxi_pipeline.cli airflow standalone
+
+# Re-pin both environments after editing requirements.txt or docker/runtime/requirements.txt.
+lock: $(VENV)/.installed
+	$(UV) pip compile --quiet --python-version 3.11 requirements.txt -o requirements.lock
+	$(UV) pip compile --quiet --python-version 3.11 docker/runtime/requirements.txt -o docker/runtime/requirements.lock
+
+# Everything the local platform wrote (warehouse, artifacts, serving root, Airflow home).
+clean-home:
+	rm -rf $${TAXI_HOME:-.taxi}

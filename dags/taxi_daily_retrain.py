@@ -1,0 +1,49 @@
+"""taxi_daily_retrain: Workflow 1 of the Kubeflow taxi example, every day.
+
+wait_for_window >> extract_window >> validate_window
+
+The training window is the `window_days` before the run's data_interval_end. Every stage is built
+by the platform chosen with TAXI_PLATFORM (`local` by default, or `gcp`); see
+include/taxi_pipeline/platforms.py.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
+
+from taxi_pipeline.platforms import get_platform
+from taxi_pipeline.run_context import taxi_run
+
+platform = get_platform()
+
+with DAG(
+    dag_id="taxi_daily_retrain",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2014, 1, 1),
+    max_active_runs=2,
+    tags=["taxi", "workflow-1", "retraining", f"platform:{platform.name}"],
+    doc_md=__doc__ + """
+**On-call**: each task's doc says what its failure means. Artifacts of a run live under
+`$TAXI_HOME/artifacts/taxi_daily_retrain/window=<window>/run=<run_id>/`.
+""",
+    default_args={
+        "owner": "taxi-mlops",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=15),
+    },
+    params={
+        "window_days": Param(365, type="integer", minimum=1, maximum=3650,
+                             description="Days of trips before the run's data interval end to train on."),
+        "min_window_rows": Param(500, type="integer", minimum=1,
+                                 description="Fewest trips a window may have to pass validation."),
+    },
+    user_defined_macros={"taxi_run": taxi_run},
+) as dag:
+    wait_for_window = platform.wait_for_window()
+    extract_window = platform.extract_window()
+    validate_window = platform.validate_window()
+
+    chain(wait_for_window, extract_window, validate_window)

@@ -1,0 +1,110 @@
+"""The project's command line (what `make run` and `make airflow` call).
+
+    python -m taxi_pipeline.cli run [--date 2016-01-01] [--dag taxi_daily_retrain]
+    python -m taxi_pipeline.cli load-warehouse
+    python -m taxi_pipeline.cli airflow <airflow args...>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings
+
+DEFAULT_DATE = "2016-01-01"
+
+
+def ensure_warehouse(settings: Settings) -> None:
+    from taxi_pipeline.sample_data import ensure_sample_files
+    from taxi_pipeline.warehouse import load_trips
+
+    if settings.warehouse_path.exists():
+        return
+    files = ensure_sample_files(settings.data_dir)
+    rows = load_trips(settings.warehouse_path, files)
+    print(f"Loaded {rows} trips from the tfx sample into {settings.warehouse_path}")
+
+
+def ensure_airflow_db(settings: Settings) -> None:
+    """Create (or upgrade) the metadata database of the project's Airflow home."""
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    marker = settings.airflow_home / ".migrated"
+    if marker.exists():
+        return
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                   env={**os.environ, **airflow_env(settings)}, stdout=subprocess.DEVNULL)
+    marker.touch()
+
+
+def run(args) -> int:
+    settings = get_settings()
+    ensure_warehouse(settings)
+    ensure_airflow_db(settings)
+    os.environ.update(airflow_env(settings))  # before Airflow is imported
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    if args.dag not in bag.dags:
+        print(f"No DAG {args.dag!r}; import errors: {bag.import_errors}", file=sys.stderr)
+        return 2
+    dag = bag.dags[args.dag]
+    print(f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
+          f"(TAXI_HOME={settings.home})")
+    dag_run = dag.test(logical_date=logical_date)
+    print_summary(dag, dag_run)
+    return 0 if dag_run.state == "success" else 1
+
+
+def print_summary(dag, dag_run) -> None:
+    from taxi_pipeline.run_context import run_layout
+
+    context = {"dag": dag, "run_id": dag_run.run_id, "data_interval_end": dag_run.data_interval_end,
+               "params": {**{k: v.value for k, v in dag.params.items()}, **(dag_run.conf or {})}}
+    layout = run_layout(context)
+    print()
+    print(f"Run {dag_run.run_id}: {dag_run.state}")
+    print(f"  window:    {layout.window}")
+    print(f"  artifacts: {layout.run_dir}")
+    for ti in sorted(dag_run.get_task_instances(), key=lambda t: (t.start_date or dag_run.start_date, t.task_id)):
+        print(f"  {ti.task_id:<28} {ti.state}")
+    report = Path(layout.validation_dir) / "report.json"
+    if report.exists():
+        verdict = json.loads(report.read_text())
+        print(f"  rows per split: {verdict['rows']}")
+        print(f"  validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir}/summary.txt)")
+        for line in verdict["failures"]:
+            print(f"    - {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taxi")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="one full run of a DAG for a logical date, on the embedded platform")
+    run_p.add_argument("--date", default=DEFAULT_DATE, help=f"logical date YYYY-MM-DD (default {DEFAULT_DATE})")
+    run_p.add_argument("--dag", default="taxi_daily_retrain")
+    sub.add_parser("load-warehouse", help="fetch the sample and (re)load the local warehouse")
+    af = sub.add_parser("airflow", help="run an airflow command in the project's Airflow home")
+    af.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return run(args)
+    if args.command == "load-warehouse":
+        ensure_warehouse(get_settings())
+        return 0
+    settings = get_settings()
+    ensure_warehouse(settings)
+    ensure_airflow_db(settings)
+    os.execve(sys.executable, [sys.executable, "-m", "airflow", *args.airflow_args],
+              {**os.environ, **airflow_env(settings)})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

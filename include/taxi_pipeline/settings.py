@@ -1,0 +1,67 @@
+"""Settings read from the environment, with the documented defaults (see README, "Settings").
+
+TAXI_PLATFORM   `local` (default: DuckDB, local folders, DirectRunner, local processes) or `gcp`.
+TAXI_HOME       the one root under which the local platform keeps everything it writes
+                (default: `.taxi/` in the repo, git-ignored).
+TAXI_RUNTIME_PYTHON  interpreter of the ML runtime (default: `.venv-runtime/bin/python`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PLATFORMS = ("local", "gcp")
+
+
+@dataclass(frozen=True)
+class Settings:
+    platform: str
+    home: Path
+    runtime_python: str
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse" / "taxi.duckdb"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the sample CSVs (and the wheel they come from) are kept."""
+        return self.home / "data"
+
+    @property
+    def artifact_root(self) -> str:
+        return str(self.home / "artifacts")
+
+    @property
+    def serving_root(self) -> str:
+        return str(self.home / "serving")
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+
+def get_settings() -> Settings:
+    platform = os.environ.get("TAXI_PLATFORM", "local")
+    if platform not in PLATFORMS:
+        raise ValueError(f"TAXI_PLATFORM={platform!r} is not one of {PLATFORMS}")
+    home = Path(os.environ.get("TAXI_HOME") or REPO_ROOT / ".taxi").resolve()
+    runtime_python = os.environ.get("TAXI_RUNTIME_PYTHON") or str(REPO_ROOT / ".venv-runtime" / "bin" / "python")
+    return Settings(platform=platform, home=home, runtime_python=runtime_python)
+
+
+def airflow_env(settings: Settings | None = None) -> dict[str, str]:
+    """Environment for Airflow processes of this project: its home under TAXI_HOME, the repo's
+    airflow.cfg, dags/ and plugins/ (paths that depend on where the repo is are set here)."""
+    settings = settings or get_settings()
+    return {
+        "AIRFLOW_HOME": str(settings.airflow_home),
+        "AIRFLOW_CONFIG": str(REPO_ROOT / "airflow.cfg"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "TAXI_HOME": str(settings.home),
+        "TAXI_PLATFORM": settings.platform,
+        "TAXI_RUNTIME_PYTHON": settings.runtime_python,
+    }

@@ -1,0 +1,45 @@
+"""Atomic publication of artifact directories.
+
+A task writes into a staging directory beside the destination and publishes it with renames, so
+readers see the previous complete output or the new complete output, never a partial one. A retry
+first sweeps the staging leftovers of a crashed try.
+"""
+from __future__ import annotations
+
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def _sweep(dest: Path) -> None:
+    for leftover in dest.parent.glob(f".{dest.name}.*-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def publish(staging: Path, dest: Path) -> None:
+    """Put the complete `staging` directory at `dest`, replacing what was there."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex}")
+        dest.rename(old)
+        staging.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(dest)
+
+
+@contextmanager
+def atomic_directory(dest: str) -> Iterator[Path]:
+    """Yield a fresh staging directory; when the block succeeds, publish it at `dest`."""
+    target = Path(dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(target)
+    staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, target)

@@ -1,0 +1,227 @@
+"""Data validation of a window with great-expectations: the gate before any model is built.
+
+The expectations are derived from what the sample really is (observed over 25,001 trips,
+2013-2016) with a margin, so that a real window passes and a broken one fails:
+- every column the window query returns is present and numeric where the table is numeric;
+- fares, tips, miles and durations are non-negative (observed maxima: fare 700, 20 h trips);
+- coordinates sit inside a Chicago box (observed lat 41.66-42.02, lon -87.91 to -87.54);
+- null fractions stay near what is normal (company is missing on 34% of trips, dropoff on 4%);
+- unique_key is unique; hour/day/month are in range; trips lie inside the window;
+- at least `min_rows` trips;
+- drift: the KL divergence of each key numeric feature against the previous window of the same
+  length stays under a bar (observed year-on-year: fare and duration <= 0.013, miles <= 0.11).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from taxi_pipeline.queries import WINDOW_COLUMNS
+from taxi_pipeline.window import Window
+
+NUMERIC_COLUMNS = tuple(c for c in WINDOW_COLUMNS if c not in ("unique_key", "payment_type", "company"))
+NON_NEGATIVE = {"fare": 1000.0, "tips": None, "trip_miles": None, "trip_seconds": 86_400.0}
+CHICAGO_BOX = {
+    "pickup_latitude": (41.6, 42.1), "dropoff_latitude": (41.6, 42.1),
+    "pickup_longitude": (-88.0, -87.5), "dropoff_longitude": (-88.0, -87.5),
+}
+CALENDAR_RANGES = {"trip_start_hour": (0, 23), "trip_start_day": (1, 7), "trip_start_month": (1, 12)}
+# The largest share of nulls each column may have; unlisted columns may not be null at all.
+MAX_NULL_FRACTION = {
+    "company": 0.5, "dropoff_census_tract": 0.6, "pickup_census_tract": 1.0,
+    "dropoff_latitude": 0.15, "dropoff_longitude": 0.15, "dropoff_community_area": 0.15,
+    "pickup_community_area": 0.05, "trip_seconds": 0.01, "trip_miles": 0.01, "fare": 0.01,
+    "tips": 0.01, "payment_type": 0.01,
+}
+DRIFT_KL_MAX = {"fare": 0.1, "trip_seconds": 0.1, "trip_miles": 0.3}
+DRIFT_BINS = 10
+NUMERIC_TYPES = ["int", "int64", "Int64", "float", "float64", "Float64"]
+
+
+@dataclass
+class ValidationReport:
+    window: str
+    success: bool
+    rows: dict[str, int]
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verdict = "PASSED" if self.success else f"FAILED ({len(self.failures)} problems)"
+        lines = [f"Validation of window {self.window}: {verdict}; rows {self.rows}"]
+        lines += [f"  - {f}" for f in self.failures] + [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def read_split(directory: str):
+    """All part files of one extracted split as one DataFrame (empty, with no columns, if none)."""
+    import pandas as pd
+
+    parts = sorted(glob.glob(f"{directory}/part-*.csv"))
+    # Only an empty field is a null: "n/a" in a numeric column is a text value to report.
+    frames = [pd.read_csv(p, dtype={"unique_key": str, "payment_type": str, "company": str},
+                          keep_default_na=False, na_values=[""]) for p in parts]
+    frames = [f for f in frames if len(f.columns)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def drift_partition(reference, bins: int = DRIFT_BINS) -> dict | None:
+    """A GX partition object of the reference values: quantile bins and their weights."""
+    import numpy as np
+
+    values = reference.dropna().to_numpy(dtype=float)
+    if len(values) < bins * 10:
+        return None
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+    weights = np.histogram(values, edges)[0] / len(values)
+    return {"bins": edges.tolist(), "weights": weights.tolist()}
+
+
+def build_expectations(window: Window, min_rows: int, reference=None) -> tuple[list, list[str]]:
+    import great_expectations.expectations as gxe
+
+    notes: list[str] = []
+    exps = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(WINDOW_COLUMNS), exact_match=False),
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        gxe.ExpectColumnValuesToBeUnique(column="unique_key"),
+    ]
+    exps += [gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES) for c in NUMERIC_COLUMNS]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=hi) for c, hi in NON_NEGATIVE.items()]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi) for c, (lo, hi) in CHICAGO_BOX.items()]
+    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi) for c, (lo, hi) in CALENDAR_RANGES.items()]
+    exps.append(gxe.ExpectColumnValuesToBeBetween(
+        column="trip_start_timestamp", min_value=window.start.timestamp(), max_value=window.end.timestamp(),
+        strict_max=True))
+    for column in WINDOW_COLUMNS:
+        max_null = MAX_NULL_FRACTION.get(column, 0.0)
+        if max_null < 1.0:
+            exps.append(gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=column, min_value=1 - max_null))
+    if reference is None or reference.empty:
+        notes.append(f"no trips in the previous window {window.previous()}: drift not checked")
+    else:
+        for column, kl_max in DRIFT_KL_MAX.items():
+            partition = drift_partition(reference[column]) if column in reference else None
+            if partition is None:
+                notes.append(f"{column}: too few reference values for a drift check")
+                continue
+            exps.append(gxe.ExpectColumnKLDivergenceToBeLessThan(
+                column=column, partition_object=partition, threshold=kl_max,
+                internal_weight_holdout=0.01, tail_weight_holdout=0.01))
+    return exps, notes
+
+
+def _raised_exception(info) -> str | None:
+    """The first exception message in GX's exception_info (flat, or keyed by metric)."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return (str(info.get("exception_message") or "error").splitlines() or ["error"])[0][:160]
+    return next((m for v in info.values() if (m := _raised_exception(v))), None)
+
+
+def describe_failure(result) -> str:
+    """One readable line for a failed expectation."""
+    cfg = result.expectation_config
+    kind, kw = cfg.type, {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "result_format")}
+    column = kw.get("column")
+    res = result.result or {}
+    raised = _raised_exception(result.exception_info)
+    if raised:
+        return f"{column or 'table'}: {kind} could not run ({raised})"
+    if kind == "expect_table_columns_to_match_set":
+        missing = sorted(set(kw["column_set"]) - set(res.get("observed_value", [])))
+        return f"missing required columns: {', '.join(missing)}"
+    if kind == "expect_table_row_count_to_be_between":
+        return f"too few trips: {res.get('observed_value')} rows, at least {kw['min_value']} required"
+    if kind == "expect_column_values_to_be_unique":
+        return (f"{column}: {res.get('unexpected_count')} rows share their value with another row "
+                f"(e.g. {res.get('partial_unexpected_list', [])[:2]})")
+    if kind == "expect_column_values_to_be_between":
+        lo, hi = kw.get("min_value"), kw.get("max_value")
+        bounds = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        return (f"{column}: {res.get('unexpected_count')} values ({res.get('unexpected_percent', 0):.1f}%) outside "
+                f"{bounds}, e.g. {res.get('partial_unexpected_list', [])[:3]}")
+    if kind == "expect_column_proportion_of_non_null_values_to_be_between":
+        observed = res.get("observed_value")
+        null_share = 1 - observed if isinstance(observed, (int, float)) else observed
+        return f"{column}: {null_share:.1%} nulls, at most {1 - kw['min_value']:.0%} allowed"
+    if kind == "expect_column_kl_divergence_to_be_less_than":
+        observed = res.get("observed_value")
+        shown = "inf" if observed is None or (isinstance(observed, float) and math.isinf(observed)) else f"{observed:.3f}"
+        return f"{column}: drifted from the previous window (KL divergence {shown} > {kw['threshold']})"
+    return f"{column or 'table'}: {kind} failed ({res.get('observed_value')})"
+
+
+def text_values(values, limit: int = 3) -> list[str]:
+    """Examples of the values of a column that are not numbers."""
+    import pandas as pd
+
+    present = values.dropna()
+    return present[pd.to_numeric(present, errors="coerce").isna()].astype(str).unique()[:limit].tolist()
+
+
+def summarize_failures(failed: list, frame) -> list[str]:
+    """One line per problem. A column that is not numeric is reported once, as such, and its
+    range and drift checks (which then fail or cannot run) are not reported again."""
+    if frame.empty:  # column checks of an empty window say nothing more than its row count
+        return [describe_failure(r) for r in failed if "column" not in r.expectation_config.kwargs]
+    missing = set(WINDOW_COLUMNS) - set(frame.columns)
+    not_numeric = {r.expectation_config.kwargs["column"] for r in failed
+                   if r.expectation_config.type == "expect_column_values_to_be_in_type_list"} - missing
+    lines = [f"{c}: not numeric, has text values such as {text_values(frame[c])}" for c in sorted(not_numeric)]
+    lines += [describe_failure(r) for r in failed
+              if r.expectation_config.kwargs.get("column") not in not_numeric | missing]
+    return lines
+
+
+def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int) -> ValidationReport:
+    """Validate the extracted window under `data_dir`; write result.json, summary.txt, data_docs/ to `out_dir`.
+
+    `out_dir` is expected to be a fresh (staging) directory: callers publish it atomically.
+    """
+    import great_expectations as gx
+    import pandas as pd
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    splits = {s: read_split(f"{data_dir}/{s}") for s in ("train", "eval")}
+    reference = read_split(f"{data_dir}/reference")
+    present = [f for f in splits.values() if len(f.columns)]
+    # join="inner": a column missing from one split is missing from the window, not a flood of nulls.
+    frame = (pd.concat(present, join="inner", ignore_index=True) if present
+             else pd.DataFrame({c: [] for c in WINDOW_COLUMNS}))
+    rows = {s: len(f) for s, f in splits.items()}
+    expectations, notes = build_expectations(window, min_rows, reference)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    context.add_data_docs_site(site_name="window", site_config={
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out / "data_docs")},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    batch = (context.data_sources.add_pandas("window")
+             .add_dataframe_asset("trips")
+             .add_batch_definition_whole_dataframe("window"))
+    suite = context.suites.add(gx.ExpectationSuite(name="taxi_window", expectations=expectations))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="taxi_window", data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name="taxi_window", validation_definitions=[definition],
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["window"])],
+        result_format={"result_format": "SUMMARY"}))
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    (validation,) = result.run_results.values()
+
+    failures = [f"the {split} split is empty" for split, n in rows.items() if n == 0 and len(frame)]
+    failures += summarize_failures([r for r in validation.results if not r.success], frame)
+    report = ValidationReport(window=str(window), success=bool(validation.success) and not failures, rows=rows,
+                              failures=failures, notes=notes)
+    (out / "result.json").write_text(json.dumps(validation.to_json_dict(), indent=1, default=str))
+    (out / "report.json").write_text(json.dumps(asdict(report), indent=1))
+    (out / "summary.txt").write_text(report.summary() + "\n")
+    return report

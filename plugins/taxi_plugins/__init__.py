@@ -1,0 +1,1 @@
+"""Custom operators, sensors and extra links of taxi-mlops."""

@@ -1,0 +1,65 @@
+"""Shared fixtures. This file is loaded by both environments' test runs, so it imports only the
+standard library and taxi_pipeline's pure-Python modules at the top."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The sample CSVs are fetched once into the repo's default home and shared by all test sessions.
+SAMPLE_CACHE = REPO / ".taxi" / "data"
+
+
+def pytest_configure(config):
+    # Every test session writes into its own TAXI_HOME / AIRFLOW_HOME, never into the user's.
+    home = Path(tempfile.mkdtemp(prefix="taxi_home_"))
+    os.environ["TAXI_HOME"] = str(home)
+    os.environ["TAXI_PLATFORM"] = "local"
+    sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
+    from taxi_pipeline.settings import airflow_env
+
+    os.environ.update(airflow_env())
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("TAXI_HOME", "/nonexistent"), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def taxi_home() -> Path:
+    return Path(os.environ["TAXI_HOME"])
+
+
+@pytest.fixture(scope="session")
+def sample_files() -> list[Path]:
+    from taxi_pipeline.sample_data import ensure_sample_files
+
+    return ensure_sample_files(SAMPLE_CACHE)
+
+
+@pytest.fixture(scope="session")
+def warehouse(sample_files, taxi_home) -> Path:
+    """The local warehouse of the session's TAXI_HOME, loaded from the real sample."""
+    from taxi_pipeline.settings import get_settings
+    from taxi_pipeline.warehouse import load_trips
+
+    path = get_settings().warehouse_path
+    if not path.exists():
+        load_trips(path, sample_files)
+    return path
+
+
+@pytest.fixture(scope="session")
+def airflow_db(taxi_home):
+    """A migrated Airflow metadata DB in the session's AIRFLOW_HOME."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                   stdout=subprocess.DEVNULL, env=os.environ.copy())
+    return home

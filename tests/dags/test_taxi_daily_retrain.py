@@ -1,0 +1,61 @@
+"""Real runs of taxi_daily_retrain with dag.test() on the sample data."""
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from taxi_pipeline.run_context import run_layout
+from taxi_pipeline.settings import get_settings
+from taxi_pipeline.warehouse import load_trips
+
+LOGICAL_DATE = datetime(2016, 1, 1, tzinfo=timezone.utc)
+
+
+def run_dag(logical_date=LOGICAL_DATE, conf=None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["taxi_daily_retrain"]
+    dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+    params = {**{k: v.value for k, v in dag.params.items()}, **(conf or {})}
+    layout = run_layout({"dag": dag, "run_id": dag_run.run_id, "params": params,
+                         "data_interval_end": dag_run.data_interval_end})
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    return dag_run, layout, states
+
+
+@pytest.mark.slow
+def test_a_daily_run_extracts_and_validates_its_window(airflow_db, warehouse):
+    dag_run, layout, states = run_dag()
+    assert dag_run.state == "success", states
+    assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
+    train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
+    eval_ = list(csv.DictReader(open(f"{layout.split_dir('eval')}/part-00000.csv")))
+    assert len(train) > 4000 and len(eval_) > 2000
+    report = json.loads(Path(layout.validation_dir, "report.json").read_text())
+    assert report["success"] is True and report["rows"] == {"train": len(train), "eval": len(eval_)}
+
+
+@pytest.mark.slow
+def test_a_bad_window_fails_validation_and_stops_the_run(airflow_db, sample_files, tmp_path, monkeypatch):
+    """A warehouse whose 2015 fares are negative: validate_window fails with the problem named."""
+    broken = tmp_path / "broken.csv"
+    with open(sample_files[0], newline="") as src, open(broken, "w", newline="") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, reader.fieldnames)
+        writer.writeheader()
+        for row in reader:
+            if datetime.fromtimestamp(int(row["trip_start_timestamp"]), timezone.utc).year == 2015:
+                row["fare"] = f"-{row['fare']}"
+            writer.writerow(row)
+    monkeypatch.setenv("TAXI_HOME", str(tmp_path / "home"))
+    load_trips(get_settings().warehouse_path, [broken])
+
+    dag_run, layout, states = run_dag()
+    assert dag_run.state == "failed"
+    assert states == {"wait_for_window": "success", "extract_window": "success", "validate_window": "failed"}
+    summary = Path(layout.validation_dir, "summary.txt").read_text()
+    assert "FAILED" in summary and "fare:" in summary and "outside [0, 1000]" in summary

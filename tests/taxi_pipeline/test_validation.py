@@ -1,0 +1,116 @@
+"""Validation of real and deliberately broken windows."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from taxi_pipeline.layout import RunLayout
+from taxi_pipeline.extract import extract_window
+from taxi_pipeline.validation import read_split, validate_window
+from taxi_pipeline.window import Window
+
+WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
+MIN_ROWS = 500
+
+
+@pytest.fixture(scope="module")
+def real_window(warehouse, tmp_path_factory) -> Path:
+    layout = RunLayout(str(tmp_path_factory.mktemp("artifacts")), "test", WINDOW, "real")
+    extract_window(warehouse, layout)
+    return Path(layout.data_dir)
+
+
+def broken_copy(real_window: Path, tmp_path: Path, mutate) -> Path:
+    """A copy of the real window whose train split went through `mutate(frame) -> frame`."""
+    for split in ("train", "eval", "reference"):
+        frame = read_split(str(real_window / split))
+        if split == "train":
+            frame = mutate(frame)
+        (tmp_path / "data" / split).mkdir(parents=True)
+        frame.to_csv(tmp_path / "data" / split / "part-00000.csv", index=False)
+    return tmp_path / "data"
+
+
+def validate(data_dir: Path, tmp_path: Path):
+    return validate_window(str(data_dir), WINDOW, str(tmp_path / "validation"), MIN_ROWS)
+
+
+def test_the_real_window_passes_and_writes_its_report(real_window, tmp_path):
+    report = validate(real_window, tmp_path)
+    assert report.success, report.summary()
+    assert report.rows["train"] > 4000 and report.rows["eval"] > 2000
+    out = tmp_path / "validation"
+    assert json.loads((out / "report.json").read_text())["success"] is True
+    assert json.loads((out / "result.json").read_text())["success"] is True
+    assert (out / "data_docs" / "index.html").exists()
+    assert "PASSED" in (out / "summary.txt").read_text()
+
+
+def test_a_missing_column_is_named(real_window, tmp_path):
+    report = validate(broken_copy(real_window, tmp_path, lambda f: f.drop(columns=["company"])), tmp_path)
+    assert not report.success
+    assert report.failures == ["missing required columns: company"]
+
+
+def test_negative_fares_are_counted(real_window, tmp_path):
+    def negative(frame):
+        frame.loc[:24, "fare"] = -3.0
+        return frame
+
+    report = validate(broken_copy(real_window, tmp_path, negative), tmp_path)
+    assert not report.success
+    (line,) = [f for f in report.failures if f.startswith("fare:")]
+    assert "25 values" in line and "outside [0, 1000]" in line
+
+
+def test_a_text_value_in_a_numeric_column_is_shown(real_window, tmp_path):
+    def text(frame):
+        frame["trip_miles"] = frame["trip_miles"].astype(object)
+        frame.loc[3, "trip_miles"] = "n/a"
+        return frame
+
+    report = validate(broken_copy(real_window, tmp_path, text), tmp_path)
+    assert not report.success
+    assert report.failures == ["trip_miles: not numeric, has text values such as ['n/a']"]
+
+
+def test_an_empty_window_fails_on_its_row_count(real_window, tmp_path):
+    report = validate(broken_copy(real_window, tmp_path, lambda f: f.iloc[:0]), tmp_path)
+    assert report.failures == ["the train split is empty"]
+
+    for split in ("train", "eval", "reference"):
+        (tmp_path / "empty" / split).mkdir(parents=True)
+        pd.DataFrame(columns=read_split(str(real_window / "eval")).columns).to_csv(
+            tmp_path / "empty" / split / "part-00000.csv", index=False)
+    report = validate_window(str(tmp_path / "empty"), WINDOW, str(tmp_path / "v2"), MIN_ROWS)
+    assert report.failures == [f"too few trips: 0 rows, at least {MIN_ROWS} required"]
+    assert report.rows == {"train": 0, "eval": 0}
+
+
+def test_hard_drift_from_the_previous_window_is_caught(real_window, tmp_path):
+    def tripled(frame):
+        frame["fare"] = frame["fare"] * 3
+        frame["trip_seconds"] = frame["trip_seconds"] * 3
+        return frame
+
+    report = validate(broken_copy(real_window, tmp_path, tripled), tmp_path)
+    assert not report.success
+    drifted = sorted(f.split(":")[0] for f in report.failures if "drifted" in f)
+    assert drifted == ["fare", "trip_seconds"]
+
+
+def test_coordinates_outside_chicago_duplicates_and_null_floods(real_window, tmp_path):
+    def broken(frame):
+        frame.loc[:9, "pickup_longitude"] = -122.4  # San Francisco
+        frame.loc[:, "payment_type"] = None
+        return pd.concat([frame, frame.iloc[100:107]], ignore_index=True)
+
+    report = validate(broken_copy(real_window, tmp_path, broken), tmp_path)
+    text = "\n".join(report.failures)
+    assert "pickup_longitude: 10 values" in text
+    assert "unique_key: 14 rows share their value with another row" in text
+    assert "payment_type:" in text and "nulls, at most 1% allowed" in text
