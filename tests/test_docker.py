@@ -1,0 +1,26 @@
+"""The images describe the same environments the local set-up installs (they are not built here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_each_dockerfile_installs_exactly_the_lock_the_local_environment_uses():
+    airflow = (REPO / "docker/airflow/Dockerfile").read_text()
+    runtime = (REPO / "docker/runtime/Dockerfile").read_text()
+    assert "COPY --chown=airflow:0 requirements.lock " in airflow
+    assert "pip install --no-cache-dir -r /opt/taxi-mlops/requirements.lock" in airflow
+    assert "COPY docker/runtime/requirements.lock " in runtime
+    assert "pip install --no-cache-dir -r /opt/taxi-mlops/requirements.lock" in runtime
+    makefile = (REPO / "Makefile").read_text()
+    assert "-r requirements.lock" in makefile and "-r docker/runtime/requirements.lock" in makefile
+
+
+def test_the_base_images_match_the_pinned_airflow_and_beam():
+    lock = (REPO / "requirements.lock").read_text().splitlines()
+    runtime_lock = (REPO / "docker/runtime/requirements.lock").read_text().splitlines()
+    airflow_version = next(l.split("==")[1] for l in lock if l.startswith("apache-airflow=="))
+    beam_version = next(l.split("==")[1] for l in runtime_lock if l.startswith("apache-beam=="))
+    assert f"FROM apache/airflow:{airflow_version}-python3.11" in (REPO / "docker/airflow/Dockerfile").read_text()
+    assert f"FROM apache/beam_python3.11_sdk:{beam_version}" in (REPO / "docker/runtime/Dockerfile").read_text()
