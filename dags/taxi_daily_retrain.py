@@ -1,6 +1,8 @@
 """taxi_daily_retrain: Workflow 1 of the Kubeflow taxi example, every day.
 
 wait_for_window >> extract_window >> validate_window
+    >> for each variant (standard, coarse): transform >> train >> evaluate
+    >> compare_variants
 
 The training window is the `window_days` before the run's data_interval_end. Every stage is built
 by the platform chosen with TAXI_PLATFORM (`local` by default, or `gcp`); see
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
+from taxi_model.variants import VARIANTS
 
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.run_context import taxi_run
@@ -39,6 +42,8 @@ with DAG(
                              description="Days of trips before the run's data interval end to train on."),
         "min_window_rows": Param(500, type="integer", minimum=1,
                                  description="Fewest trips a window may have to pass validation."),
+        "train_steps": Param(300, type="integer", minimum=1, description="Training steps per variant."),
+        "eval_steps": Param(50, type="integer", minimum=1, description="Evaluation steps during training."),
     },
     user_defined_macros={"taxi_run": taxi_run},
 ) as dag:
@@ -46,4 +51,12 @@ with DAG(
     extract_window = platform.extract_window()
     validate_window = platform.validate_window()
 
-    chain(wait_for_window, extract_window, validate_window)
+    variants = []
+    for variant in VARIANTS:
+        with TaskGroup(group_id=variant, tooltip=f"the {variant} preprocessing variant") as group:
+            chain(platform.transform(variant), platform.train(variant), platform.evaluate(variant))
+        variants.append(group)
+
+    compare_variants = platform.compare_variants()
+
+    chain(wait_for_window, extract_window, validate_window, variants, compare_variants)

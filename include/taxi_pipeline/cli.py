@@ -73,7 +73,8 @@ def print_summary(dag, dag_run) -> None:
     print(f"  window:    {layout.window}")
     print(f"  artifacts: {layout.run_dir}")
     for ti in sorted(dag_run.get_task_instances(), key=lambda t: (t.start_date or dag_run.start_date, t.task_id)):
-        print(f"  {ti.task_id:<28} {ti.state}")
+        took = f"{(ti.end_date - ti.start_date).total_seconds():6.1f} s" if ti.start_date and ti.end_date else ""
+        print(f"  {ti.task_id:<28} {ti.state:<16} {took}")
     report = Path(layout.validation_dir) / "report.json"
     if report.exists():
         verdict = json.loads(report.read_text())
@@ -81,6 +82,10 @@ def print_summary(dag, dag_run) -> None:
         print(f"  validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir}/summary.txt)")
         for line in verdict["failures"]:
             print(f"    - {line}")
+    comparison = Path(layout.run_dir) / "comparison.txt"
+    if comparison.exists():
+        print("\nVariants:")
+        print(comparison.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

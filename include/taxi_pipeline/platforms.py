@@ -6,7 +6,9 @@ DAG files call `get_platform()` and the stage builders; the DAG's shape does not
 """
 from __future__ import annotations
 
-from taxi_pipeline.settings import get_settings
+from taxi_pipeline.settings import REPO_ROOT, get_settings
+
+RUNTIME_SOURCES = REPO_ROOT / "include" / "taxi_model"
 
 WAIT_DOC = """
 ### wait_for_window
@@ -36,6 +38,38 @@ alone). The log lists each problem on one line; the full report is `validation/s
 GX's Data Docs `validation/data_docs/index.html` in the run's artifacts. Fix the data at the
 source, then clear this task; retrying without a fix fails the same way.
 """
+TRANSFORM_DOC = """
+### transform
+TensorFlow Transform on Beam for this variant: analyzes the window's train split only (vocabularies,
+z-scores, quantile buckets) and transforms both splits into gzipped TFRecords, written with the
+transform graph under `variants/<variant>/transform/` (atomically).
+
+**On failure**: read the Beam pipeline's output in this log. A retry rewrites the same output.
+"""
+TRAIN_DOC = """
+### train
+Trains the wide-and-deep Keras model (`include/taxi_model/trainer.py`, `run_fn`) on the transformed
+train split for `train_steps` steps, and exports a SavedModel with `serving_default` (serialized
+tf.Examples in, tip probability out; the TFT layer inside) and `transform_features` to
+`variants/<variant>/model/`, with TensorBoard logs in `variants/<variant>/logs/`.
+
+**On failure**: the trainer's output is in this log. A retry retrains from scratch into the same path.
+"""
+EVALUATE_DOC = """
+### evaluate
+TFMA on Beam: evaluates the candidate on the raw eval split (overall, by hour, by company, by
+day x month) against the model in service for this variant, and blesses it or not: AUC above a
+floor, accuracy above the majority-class rate, and AUC not worse than the served model's. Writes
+`variants/<variant>/evaluation/` (TFMA output, metrics.json, blessing.json).
+
+**On failure**: the evaluation itself broke (not a verdict: an unblessed model is a success of
+this task, and the log says why it was not blessed in one line each).
+"""
+COMPARE_DOC = """
+### compare_variants
+One table of the variants of this run: rows, AUC, accuracy, blessed, why. Written to the run's
+`comparison.txt` and `comparison.json`.
+"""
 
 
 class LocalPlatform:
@@ -61,6 +95,51 @@ class LocalPlatform:
 
         return PythonOperator(task_id="validate_window", python_callable=validate_window_artifacts,
                               doc_md=VALIDATE_DOC)
+
+
+    def _beam_pipeline(self, task_id: str, script: str, options: dict, doc_md: str):
+        from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+
+        return BeamRunPythonPipelineOperator(
+            task_id=task_id, runner="DirectRunner", py_file=str(RUNTIME_SOURCES / script),
+            py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md)
+
+    def transform(self, variant: str):
+        return self._beam_pipeline("transform", "transform.py", {
+            "train": "{{ taxi_run().split_glob('train') }}",
+            "eval": "{{ taxi_run().split_glob('eval') }}",
+            "variant": variant,
+            "output": f"{{{{ taxi_run().transform_dir('{variant}') }}}}",
+        }, TRANSFORM_DOC)
+
+    def train(self, variant: str):
+        from taxi_plugins.operators import RuntimeModuleOperator
+
+        return RuntimeModuleOperator(task_id="train", module="taxi_model.trainer", doc_md=TRAIN_DOC, arguments=[
+            "--transform_output", f"{{{{ taxi_run().transform_dir('{variant}') }}}}",
+            "--serving_model_dir", f"{{{{ taxi_run().model_dir('{variant}') }}}}",
+            "--log_dir", f"{{{{ taxi_run().logs_dir('{variant}') }}}}",
+            "--train_steps", "{{ params.train_steps }}",
+            "--eval_steps", "{{ params.eval_steps }}",
+        ])
+
+    def evaluate(self, variant: str):
+        from taxi_pipeline.serving import model_base_path
+
+        return self._beam_pipeline("evaluate", "evaluate.py", {
+            "model": f"{{{{ taxi_run().model_dir('{variant}') }}}}",
+            "serving_base_path": model_base_path(get_settings().serving_root, variant),
+            "eval": "{{ taxi_run().split_glob('eval') }}",
+            "output": f"{{{{ taxi_run().evaluation_dir('{variant}') }}}}",
+            "variant": variant,
+        }, EVALUATE_DOC)
+
+    def compare_variants(self):
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        from taxi_pipeline.tasks import compare_variants
+
+        return PythonOperator(task_id="compare_variants", python_callable=compare_variants, doc_md=COMPARE_DOC)
 
 
 class GcpPlatform:

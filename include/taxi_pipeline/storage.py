@@ -43,3 +43,12 @@ def atomic_directory(dest: str) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     publish(staging, target)
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write a small file under a temporary name and rename it into place."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    tmp.replace(target)

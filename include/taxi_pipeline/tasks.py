@@ -40,3 +40,23 @@ def validate_window_artifacts(**context) -> dict:
             f"Window {layout.window} failed validation with {len(report.failures)} problems: "
             + "; ".join(report.failures) + f". Report: {layout.validation_dir}/summary.txt")
     return {"rows": report.rows, "notes": report.notes}
+
+
+def compare_variants(**context) -> list[dict]:
+    """The run's comparison of its variants: one row each, logged as a table and written beside the run."""
+    import json
+
+    from taxi_model.variants import VARIANTS
+
+    from taxi_pipeline.comparison import comparison_rows, format_table
+    from taxi_pipeline.run_context import run_layout
+    from taxi_pipeline.storage import write_text_atomically
+
+    layout = run_layout(context)
+    rows = comparison_rows(layout, list(VARIANTS))
+    table = format_table(rows)
+    for line in table.splitlines():
+        log.info(line)
+    write_text_atomically(f"{layout.run_dir}/comparison.txt", table + "\n")
+    write_text_atomically(f"{layout.run_dir}/comparison.json", json.dumps(rows, indent=1))
+    return rows

@@ -28,15 +28,28 @@ def run_dag(logical_date=LOGICAL_DATE, conf=None):
 
 
 @pytest.mark.slow
-def test_a_daily_run_extracts_and_validates_its_window(airflow_db, warehouse):
+def test_a_daily_run_trains_evaluates_and_compares_both_variants(airflow_db, warehouse):
     dag_run, layout, states = run_dag()
     assert dag_run.state == "success", states
+    assert set(states) == {"wait_for_window", "extract_window", "validate_window", "compare_variants"} | {
+        f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate")}
     assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
     eval_ = list(csv.DictReader(open(f"{layout.split_dir('eval')}/part-00000.csv")))
     assert len(train) > 4000 and len(eval_) > 2000
     report = json.loads(Path(layout.validation_dir, "report.json").read_text())
     assert report["success"] is True and report["rows"] == {"train": len(train), "eval": len(eval_)}
+    comparison = json.loads(Path(layout.run_dir, "comparison.json").read_text())
+    assert [row["variant"] for row in comparison] == ["standard", "coarse"]
+    for row in comparison:
+        blessing = json.loads(Path(layout.evaluation_dir(row["variant"]), "blessing.json").read_text())
+        assert row["blessed"] is blessing["blessed"] is True, row  # real models on a real year pass the bar
+        assert 0.88 <= row["auc"] <= 1.0 and row["accuracy"] > row["majority_class_rate"]
+        assert row["eval_rows"] == len(eval_) and blessing["baseline"] is None
+        assert Path(layout.model_dir(row["variant"]), "saved_model.pb").exists()
+        assert Path(layout.transform_dir(row["variant"]), "transform_graph").is_dir()
+        assert any(Path(layout.logs_dir(row["variant"])).rglob("events.out.tfevents*"))
+    assert "variant" in Path(layout.run_dir, "comparison.txt").read_text()
 
 
 @pytest.mark.slow
@@ -56,6 +69,9 @@ def test_a_bad_window_fails_validation_and_stops_the_run(airflow_db, sample_file
 
     dag_run, layout, states = run_dag()
     assert dag_run.state == "failed"
-    assert states == {"wait_for_window": "success", "extract_window": "success", "validate_window": "failed"}
+    assert {k: states[k] for k in ("wait_for_window", "extract_window", "validate_window")} == {
+        "wait_for_window": "success", "extract_window": "success", "validate_window": "failed"}
+    downstream = {k: v for k, v in states.items() if "." in k or k == "compare_variants"}
+    assert downstream and set(downstream.values()) == {"upstream_failed"}  # nothing was trained
     summary = Path(layout.validation_dir, "summary.txt").read_text()
     assert "FAILED" in summary and "fare:" in summary and "outside [0, 1000]" in summary

@@ -1,0 +1,214 @@
+"""TFMA evaluation of a candidate model (against the model in service, if any) and its blessing.
+
+    python include/taxi_model/evaluate.py --model <SavedModel> [--serving_base_path <dir>] \
+        --eval '<raw eval CSV glob>' --output <dir> [--auc_floor 0.8] [Beam pipeline args]
+
+The baseline is the model in service: the newest version under --serving_base_path (TF-Serving's
+`<base>/<version>/` layout), found when the evaluation runs; none when the path has no version.
+
+Runs on the raw eval split; the label comes from the model's `transform_features` signature, so
+nothing restates the feature contract. Writes atomically under --output:
+    tfma/           TFMA's metrics, plots and validation result
+    metrics.json    overall and per-slice metrics of the candidate (and baseline)
+    blessing.json   the verdict and its reasons (taxi_model.blessing)
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a file by the Beam operator
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
+
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_model_analysis.proto import config_pb2
+from tfx_bsl.public.tfxio import TFExampleBeamRecord
+
+from taxi_model import features
+from taxi_model.blessing import BlessingPolicy, Verdict
+from taxi_model.fileio import atomic_output_dir
+
+CANDIDATE, BASELINE = "candidate", "baseline"
+# The slices the Kubeflow taxi example analysed.
+SLICES = ((), ("trip_start_hour",), ("company",), ("trip_start_day", "trip_start_month"))
+METRICS = ("ExampleCount", "BinaryAccuracy", "AUC", "Precision", "Recall", "Calibration",
+           "CalibrationPlot", "ConfusionMatrixPlot")
+AUC, ACCURACY = "auc", "binary_accuracy"
+log = logging.getLogger("taxi_model.evaluate")
+
+
+def read_rows(pattern: str) -> list[dict[str, str]]:
+    import csv
+
+    rows = []
+    for path in sorted(glob.glob(pattern)):
+        with tf.io.gfile.GFile(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def serving_version(base_path: str) -> str | None:
+    """The newest complete version of a TF-Serving model base path (None if there is none)."""
+    if not base_path or not tf.io.gfile.isdir(base_path):
+        return None
+    versions = sorted((int(name.strip("/")) for name in tf.io.gfile.listdir(base_path) if name.strip("/").isdigit()),
+                      reverse=True)
+    for version in versions:
+        candidate = f"{base_path.rstrip('/')}/{version}"
+        if tf.io.gfile.exists(f"{candidate}/saved_model.pb"):
+            return candidate
+    return None
+
+
+def majority_class_rate(model_dir: str, serialized: list[bytes]) -> float:
+    """The accuracy of always predicting the eval set's majority class, with the contract's label."""
+    transform = tf.saved_model.load(model_dir).signatures["transform_features"]
+    positives = 0
+    for start in range(0, len(serialized), 4096):
+        batch = tf.constant(serialized[start:start + 4096])
+        positives += int(tf.reduce_sum(tf.cast(transform(examples=batch)[features.LABEL_KEY], tf.int64)))
+    rate = positives / max(len(serialized), 1)
+    return max(rate, 1 - rate)
+
+
+def eval_config(policy: BlessingPolicy, accuracy_bar: float, with_baseline: bool) -> config_pb2.EvalConfig:
+    specs = [config_pb2.ModelSpec(name=CANDIDATE, signature_name="serving_default",
+                                  preprocessing_function_names=["transform_features"],
+                                  label_key=features.LABEL_KEY)]
+    if with_baseline:
+        baseline = config_pb2.ModelSpec()
+        baseline.CopyFrom(specs[0])
+        baseline.name, baseline.is_baseline = BASELINE, True
+        specs.append(baseline)
+    overall = [config_pb2.SlicingSpec()]
+    auc_threshold = config_pb2.MetricThreshold(
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": policy.auc_floor}))
+    if with_baseline:
+        auc_threshold.change_threshold.CopyFrom(config_pb2.GenericChangeThreshold(
+            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -policy.auc_tolerance}))
+    accuracy_threshold = config_pb2.MetricThreshold(
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": accuracy_bar}))
+    metrics = []
+    for name in METRICS:
+        metric = config_pb2.MetricConfig(class_name=name)
+        gate = {"AUC": auc_threshold, "BinaryAccuracy": accuracy_threshold}.get(name)
+        if gate is not None:  # gate only the overall slice
+            metric.per_slice_thresholds.append(config_pb2.PerSliceMetricThreshold(slicing_specs=overall, threshold=gate))
+        metrics.append(metric)
+    return config_pb2.EvalConfig(
+        model_specs=specs,
+        slicing_specs=[config_pb2.SlicingSpec(feature_keys=list(keys)) for keys in SLICES],
+        metrics_specs=[config_pb2.MetricsSpec(metrics=metrics)])
+
+
+def _slice_name(slice_key) -> str:
+    return "overall" if not slice_key else " x ".join(f"{k}={v}" for k, v in slice_key)
+
+
+def metrics_table(output_dir: str) -> dict:
+    """{model: {slice: {metric: value}}} from TFMA's output (scalars only)."""
+    table: dict = {}
+    for record in tfma.load_metrics(output_dir):
+        key = tfma.slicer.deserialize_slice_key(record.slice_key)
+        for kv in record.metric_keys_and_values:
+            if kv.key.is_diff:
+                continue
+            if kv.value.WhichOneof("type") != "double_value":
+                continue
+            model = kv.key.model_name or CANDIDATE
+            table.setdefault(model, {}).setdefault(_slice_name(key), {})[kv.key.name] = kv.value.double_value.value
+    return table
+
+
+def verdict_from(output_dir: str, table: dict, accuracy_bar: float, policy: BlessingPolicy,
+                 baseline: str | None) -> Verdict:
+    result = tfma.load_validation_result(output_dir)
+    overall = table.get(CANDIDATE, {}).get("overall", {})
+    reasons = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            name = failure.metric_key.name
+            if failure.metric_key.is_diff:
+                base = table.get(BASELINE, {}).get("overall", {}).get(name, float("nan"))
+                reasons.append(f"{name} {overall.get(name, float('nan')):.4f} is more than "
+                               f"{policy.auc_tolerance} below the serving model's {base:.4f}")
+            else:
+                bar = policy.auc_floor if name == AUC else accuracy_bar
+                reasons.append(f"{name} {failure.metric_value.double_value.value:.4f} is below the bar {bar:.4f}")
+    if result.validation_ok:
+        reasons.append(f"auc {overall.get(AUC, float('nan')):.4f} >= floor {policy.auc_floor}")
+        reasons.append(f"binary_accuracy {overall.get(ACCURACY, float('nan')):.4f} >= majority-class rate "
+                       f"{accuracy_bar - policy.accuracy_margin:.4f} + {policy.accuracy_margin}")
+        if baseline:
+            base = table.get(BASELINE, {}).get("overall", {}).get(AUC, float("nan"))
+            reasons.append(f"auc not worse than the serving model's {base:.4f} (tolerance {policy.auc_tolerance})")
+        else:
+            reasons.append("no model in service to compare with")
+    metrics = {k: overall[k] for k in ("example_count", AUC, ACCURACY, "precision", "recall", "calibration")
+               if k in overall}
+    metrics["majority_class_rate"] = accuracy_bar - policy.accuracy_margin
+    return Verdict(blessed=bool(result.validation_ok), reasons=reasons, metrics=metrics, baseline=baseline)
+
+
+def run(model: str, eval_pattern: str, output: str, baseline_model: str | None = None,
+        policy: BlessingPolicy = BlessingPolicy(), beam_args: Sequence[str] = ()) -> Verdict:
+    rows = read_rows(eval_pattern)
+    if not rows:
+        raise ValueError(f"no eval rows match {eval_pattern}")
+    serialized = [features.raw_example(r).SerializeToString() for r in rows]
+    accuracy_bar = majority_class_rate(model, serialized) + policy.accuracy_margin
+    config = eval_config(policy, accuracy_bar, with_baseline=bool(baseline_model))
+    shared = [tfma.default_eval_shared_model(eval_saved_model_path=model, model_name=CANDIDATE, eval_config=config)]
+    if baseline_model:
+        shared.append(tfma.default_eval_shared_model(eval_saved_model_path=baseline_model, model_name=BASELINE,
+                                                     eval_config=config))
+    with atomic_output_dir(output) as staging:
+        tfma_dir = f"{staging}/tfma"
+        # TFMA reads Arrow record batches that keep the serialized example for the models.
+        examples = TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["taxi_model"],
+                                       raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+            _ = (pipeline
+                 | "Examples" >> beam.Create(serialized, reshuffle=False)
+                 | "RecordBatches" >> examples.BeamSource()
+                 | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
+                     eval_config=config, eval_shared_model=shared if baseline_model else shared[0],
+                     output_path=tfma_dir))
+        table = metrics_table(tfma_dir)
+        verdict = verdict_from(tfma_dir, table, accuracy_bar, policy, baseline_model)
+        tf.io.gfile.GFile(f"{staging}/metrics.json", "w").write(json.dumps(table, indent=1, sort_keys=True))
+        tf.io.gfile.GFile(f"{staging}/blessing.json", "w").write(json.dumps(verdict.to_dict(), indent=1))
+    return verdict
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--serving_base_path", default="", help="TF-Serving base path of the model in service")
+    parser.add_argument("--eval", required=True, help="glob of the raw eval CSV files")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--variant", default="model", help="only names the log lines")
+    parser.add_argument("--auc_floor", type=float, default=BlessingPolicy.auc_floor)
+    parser.add_argument("--auc_tolerance", type=float, default=BlessingPolicy.auc_tolerance)
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # TF already set a handler
+    policy = BlessingPolicy(auc_floor=args.auc_floor, auc_tolerance=args.auc_tolerance)
+    baseline = serving_version(args.serving_base_path)
+    log.info("%s: baseline %s", args.variant, baseline or f"none (no version under {args.serving_base_path!r})")
+    verdict = run(args.model, args.eval, args.output, baseline, policy, beam_args)
+    for line in verdict.lines(args.variant):
+        log.info(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The comparison of a run's variants: rows, AUC, accuracy, blessed, why."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from taxi_pipeline.layout import RunLayout
+
+
+def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:
+    validation = json.loads(Path(layout.validation_dir, "report.json").read_text())
+    rows = []
+    for variant in variants:
+        blessing = json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
+        metrics = blessing["metrics"]
+        rows.append({
+            "variant": variant,
+            "train_rows": validation["rows"]["train"],
+            "eval_rows": int(metrics.get("example_count", validation["rows"]["eval"])),
+            "auc": metrics.get("auc"),
+            "accuracy": metrics.get("binary_accuracy"),
+            "majority_class_rate": metrics.get("majority_class_rate"),
+            "blessed": blessing["blessed"],
+            "why": "; ".join(blessing["reasons"]),
+            "baseline": blessing.get("baseline"),
+        })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    header = f"{'variant':<10} {'train rows':>10} {'eval rows':>9} {'AUC':>6} {'accuracy':>8} {'blessed':>7}  why"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['variant']:<10} {r['train_rows']:>10} {r['eval_rows']:>9} {r['auc']:>6.3f} "
+                     f"{r['accuracy']:>8.3f} {'yes' if r['blessed'] else 'NO':>7}  {r['why']}")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""Fixtures for the taxi_model tests: a synthetic window of trips, its transform and a trained model.
+
+Run with the ML runtime: `PYTHONPATH=include .venv-runtime/bin/python -m pytest tests/taxi_model`.
+The expensive fixtures are session-scoped so that the transform and the training run once.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
+
+from model_test_data import EVAL_ROWS, INCLUDE, TRAIN_ROWS, runtime_env, synthetic_trips, write_csv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def window_dir(tmp_path_factory) -> Path:
+    """A window extract: train in two part files (each with its header), eval in one."""
+    root = tmp_path_factory.mktemp("window")
+    trips = synthetic_trips(TRAIN_ROWS + EVAL_ROWS, seed=7)
+    write_csv(root / "train" / "part-00000.csv", trips[:500])
+    write_csv(root / "train" / "part-00001.csv", trips[500:TRAIN_ROWS])
+    write_csv(root / "eval" / "part-00000.csv", trips[TRAIN_ROWS:])
+    return root
+
+
+@pytest.fixture(scope="session")
+def transform_dir(window_dir, tmp_path_factory) -> Path:
+    """The window transformed with the standard variant, launched as Airflow does: the module as a file."""
+    output = tmp_path_factory.mktemp("variant") / "transform"
+    subprocess.run(
+        [sys.executable, str(INCLUDE / "taxi_model" / "transform.py"),
+         "--train", str(window_dir / "train" / "part-*.csv"), "--eval", str(window_dir / "eval" / "part-*.csv"),
+         "--variant", "standard", "--output", str(output), "--runner=DirectRunner"],
+        check=True, env={**runtime_env(), "PYTHONPATH": ""},  # the script must find its package itself
+    )
+    return output
+
+
+@pytest.fixture(scope="session")
+def trained_model(transform_dir, tmp_path_factory) -> dict[str, Path]:
+    """A model trained in-process for a few steps: {'model': SavedModel dir, 'logs': TensorBoard dir}."""
+    from taxi_model import trainer
+    from taxi_model import transform_layout as layout
+
+    root = tmp_path_factory.mktemp("trained")
+    trainer.run_fn(trainer.FnArgs(
+        train_files=[layout.transformed_glob(str(transform_dir), "train")],
+        eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
+        transform_graph=layout.transform_graph_dir(str(transform_dir)),
+        serving_model_dir=str(root / "model"),
+        model_run_dir=str(root / "logs"),
+        train_steps=150,
+        eval_steps=3,
+        batch_size=128,
+    ))
+    return {"model": root / "model", "logs": root / "logs"}

@@ -1,0 +1,162 @@
+"""The trainer: the exported SavedModel, train/serve skew, and multi-worker training."""
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_test_data import read_csv, runtime_env
+from taxi_model import features, trainer
+from taxi_model import transform_layout as layout
+
+import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
+import tensorflow_transform as tft  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+
+def _serialized_examples(rows) -> tf.Tensor:
+    return tf.constant([features.raw_example(row).SerializeToString() for row in rows])
+
+
+def _serve(model_dir: Path, rows) -> np.ndarray:
+    """The served probabilities of raw CSV rows, as a client of the SavedModel gets them."""
+    serving = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    return serving(examples=_serialized_examples(rows))[trainer.OUTPUT_KEY].numpy()
+
+
+def _auc(labels, probabilities) -> float:
+    metric = keras.metrics.AUC(num_thresholds=1000)
+    metric.update_state(labels, probabilities)
+    return float(metric.result())
+
+
+def test_saved_model_signatures_take_serialized_examples(trained_model):
+    signatures = tf.saved_model.load(str(trained_model["model"])).signatures
+    assert set(signatures) == {"serving_default", "transform_features"}
+    for signature in signatures.values():
+        (spec,) = signature.structured_input_signature[1].values()
+        assert list(signature.structured_input_signature[1]) == [trainer.SERVING_INPUT_KEY]
+        assert (spec.shape.as_list(), spec.dtype) == ([None], tf.string)
+    (output,) = signatures["serving_default"].structured_outputs.items()
+    assert (output[0], output[1].shape.as_list(), output[1].dtype) == (trainer.OUTPUT_KEY, [None, 1], tf.float32)
+    assert {features.LABEL_KEY, *features.MODEL_INPUT_KEYS} <= set(signatures["transform_features"].structured_outputs)
+
+
+def test_model_learns_the_big_tippers(trained_model, window_dir):
+    rows = read_csv(window_dir / "eval")
+    examples = _serialized_examples(rows)
+    loaded = tf.saved_model.load(str(trained_model["model"]))
+    probabilities = loaded.signatures["serving_default"](examples=examples)[trainer.OUTPUT_KEY].numpy()
+    labels = loaded.signatures["transform_features"](examples=examples)[features.LABEL_KEY].numpy()
+    assert probabilities.shape == (len(rows), 1)
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    assert _auc(labels, probabilities[:, 0]) > 0.8
+
+
+def test_serving_matches_the_model_on_the_beam_transformed_examples(trained_model, transform_dir, window_dir):
+    """No train/serve skew: raw examples through the serving signature (TFT in the graph) give the
+    same predictions and labels as the Keras model on the examples the Beam transform wrote."""
+    rows = read_csv(window_dir / "eval")
+    examples = _serialized_examples(rows)
+    loaded = tf.saved_model.load(str(trained_model["model"]))
+    served = loaded.signatures["serving_default"](examples=examples)[trainer.OUTPUT_KEY].numpy()[:, 0]
+    served_labels = loaded.signatures["transform_features"](examples=examples)[features.LABEL_KEY].numpy()
+
+    tf_transform_output = tft.TFTransformOutput(layout.transform_graph_dir(str(transform_dir)))
+    files = tf.io.gfile.glob(layout.transformed_glob(str(transform_dir), "eval"))
+    records = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(len(rows) + 1)))
+    transformed = tf.io.parse_example(records, tf_transform_output.transformed_feature_spec())
+    model = keras.models.load_model(str(trained_model["model"]))
+    predicted = model({key: transformed[key] for key in features.MODEL_INPUT_KEYS}).numpy()[:, 0]
+
+    row_of_key = {row["unique_key"].encode(): i for i, row in enumerate(rows)}
+    order = [row_of_key[key] for key in transformed[features.EXAMPLE_KEY].numpy()]
+    assert sorted(order) == list(range(len(rows)))
+    np.testing.assert_allclose(served[order], predicted, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(served_labels[order], transformed[features.LABEL_KEY].numpy())
+
+
+def test_training_writes_tensorboard_scalars(trained_model):
+    def tags(run):
+        files = tf.io.gfile.glob(str(trained_model["logs"] / run / "events.out.tfevents.*"))
+        return {v.tag for f in files for event in tf.compat.v1.train.summary_iterator(f) for v in event.summary.value}
+
+    assert {"epoch_loss", "epoch_auc", "batch_loss"} <= tags("train")
+    assert {"epoch_loss", "epoch_auc"} <= tags("validation")
+
+
+@pytest.mark.parametrize("config, chief", [
+    ({}, True),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}}, True),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}, False),
+])
+def test_chief_is_the_chief_task_or_else_worker_zero(config, chief):
+    assert trainer.is_chief(config) is chief
+
+
+def test_worker_count_counts_chief_and_workers():
+    assert trainer.worker_count({}) == 0
+    assert trainer.worker_count({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"], "ps": ["d:1"]}}) == 3
+
+
+def test_cli_takes_the_transform_output_or_its_three_parts(monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainer, "run_fn", calls.append)
+    common = ["--serving_model_dir", "m", "--log_dir", "l", "--train_steps", "7"]
+    trainer.main(["--transform_output", "out/transform", *common])
+    trainer.main(["--transform_graph", "g", "--train_files", "a*", "b*", "--eval_files", "e*", *common])
+    assert [(c.transform_graph, c.train_files, c.eval_files, c.train_steps) for c in calls] == [
+        ("out/transform/transform_graph", ["out/transform/transformed/train-*.tfrecord.gz"],
+         ["out/transform/transformed/eval-*.tfrecord.gz"], 7),
+        ("g", ["a*", "b*"], ["e*"], 7),
+    ]
+    with pytest.raises(SystemExit):
+        trainer.main(["--transform_graph", "g", *common])
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_two_workers_train_together_and_the_chief_exports(transform_dir, window_dir, tmp_path):
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    scratch = tmp_path / "scratch"  # the workers' TMPDIR: the non-chief's throwaway export goes here
+    scratch.mkdir()
+    command = [
+        sys.executable, "-m", "taxi_model.trainer",
+        "--transform_output", str(transform_dir),
+        "--serving_model_dir", str(tmp_path / "model"),
+        "--log_dir", str(tmp_path / "logs"),
+        "--train_steps", "40", "--eval_steps", "2", "--batch_size", "64",
+    ]
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    workers = []
+    try:
+        for index, log in enumerate(logs):
+            tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            env = {**runtime_env(), "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}
+            workers.append(subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+        exit_codes = [worker.wait(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert exit_codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    assert all("MultiWorkerMirroredStrategy" in log.read_text() for log in logs)
+
+    probabilities = _serve(tmp_path / "model", read_csv(window_dir / "eval")[:20])
+    assert probabilities.shape == (20, 1) and ((probabilities > 0) & (probabilities < 1)).all()
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "model", "scratch", "worker0.log", "worker1.log"]

@@ -1,0 +1,87 @@
+"""The transform pipeline and its atomic output."""
+import shutil
+
+import pytest
+
+from model_test_data import COLUMNS, EVAL_ROWS, TRAIN_ROWS
+from taxi_model import features, fileio, transform
+from taxi_model import transform_layout as layout
+
+import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
+import tensorflow_transform as tft  # noqa: E402
+
+
+def _records(pattern: str) -> list[bytes]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    assert files, pattern
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def _examples_by_key(pattern: str) -> dict[bytes, tf.train.Example]:
+    # Compared as protos: the order of features in a serialized example may differ between runs.
+    examples = [tf.train.Example.FromString(record) for record in _records(pattern)]
+    return {e.features.feature[features.EXAMPLE_KEY].bytes_list.value[0]: e for e in examples}
+
+
+def _leftovers(output_dir) -> list[str]:
+    return sorted(p.name for p in output_dir.parent.iterdir() if p.name.startswith(output_dir.name + "."))
+
+
+def test_transform_writes_graph_with_raw_schema_and_both_splits(transform_dir):
+    tf_transform_output = tft.TFTransformOutput(layout.transform_graph_dir(str(transform_dir)))
+    assert tf_transform_output.raw_feature_spec() == features.RAW_FEATURE_SPEC
+    assert set(tf_transform_output.transformed_feature_spec()) == {
+        features.EXAMPLE_KEY, features.LABEL_KEY, *features.MODEL_INPUT_KEYS
+    }
+    assert len(_records(layout.transformed_glob(str(transform_dir), "train"))) == TRAIN_ROWS
+    assert len(_records(layout.transformed_glob(str(transform_dir), "eval"))) == EVAL_ROWS
+    assert sorted(p.name for p in transform_dir.iterdir()) == [layout.TRANSFORM_GRAPH_DIR, layout.TRANSFORMED_DIR]
+    assert _leftovers(transform_dir) == []
+
+
+def test_rerun_replaces_the_output_with_the_same_result(window_dir, transform_dir, tmp_path):
+    output = tmp_path / "transform"
+    shutil.copytree(transform_dir, output)
+    (output / "stale-file").write_text("from an older run")
+
+    transform.run(str(window_dir / "train" / "part-*.csv"), str(window_dir / "eval" / "part-*.csv"),
+                  "standard", str(output), ["--runner=DirectRunner"])
+
+    assert not (output / "stale-file").exists()
+    for split in ("train", "eval"):
+        assert _examples_by_key(layout.transformed_glob(str(output), split)) == \
+            _examples_by_key(layout.transformed_glob(str(transform_dir), split))
+    assert _leftovers(output) == []
+
+
+def test_failed_pipeline_leaves_no_output(window_dir, tmp_path):
+    bad_eval = tmp_path / "bad" / "part-00000.csv"
+    bad_eval.parent.mkdir()
+    bad_eval.write_text(",".join(COLUMNS) + "\n" + "a row,with too few,columns\n")
+    output = tmp_path / "transform"
+
+    with pytest.raises(Exception, match="columns"):
+        transform.run(str(window_dir / "train" / "part-*.csv"), str(bad_eval), "standard", str(output),
+                      ["--runner=DirectRunner"])
+
+    assert not output.exists()
+    assert _leftovers(output) == []
+
+
+def test_atomic_output_dir_publishes_whole_or_keeps_the_previous_output(tmp_path):
+    output = tmp_path / "out"
+    with fileio.atomic_output_dir(str(output)) as staging:
+        assert not output.exists()
+        (tmp_path / staging / "result").write_text("first")
+    assert (output / "result").read_text() == "first"
+
+    with pytest.raises(RuntimeError):
+        with fileio.atomic_output_dir(str(output)) as staging:
+            (tmp_path / staging / "result").write_text("half-written")
+            raise RuntimeError("crash mid-way")
+    assert (output / "result").read_text() == "first"
+
+    with fileio.atomic_output_dir(str(output)) as staging:
+        (tmp_path / staging / "other").write_text("second")
+    assert sorted(p.name for p in output.iterdir()) == ["other"]
+    assert _leftovers(output) == []
