@@ -1,8 +1,8 @@
 """taxi_daily_retrain: Workflow 1 of the Kubeflow taxi example, every day.
 
 wait_for_window >> extract_window >> validate_window
-    >> for each variant (standard, coarse): transform >> train >> evaluate
-    >> compare_variants
+    >> for each variant (standard, coarse): transform >> train >> evaluate >> push
+    >> compare_variants >> promote_champion
 
 The training window is the `window_days` before the run's data_interval_end. Every stage is built
 by the platform chosen with TAXI_PLATFORM (`local` by default, or `gcp`); see
@@ -54,9 +54,11 @@ with DAG(
     variants = []
     for variant in VARIANTS:
         with TaskGroup(group_id=variant, tooltip=f"the {variant} preprocessing variant") as group:
-            chain(platform.transform(variant), platform.train(variant), platform.evaluate(variant))
+            chain(platform.transform(variant), platform.train(variant), platform.evaluate(variant),
+                  platform.push(variant))
         variants.append(group)
 
     compare_variants = platform.compare_variants()
+    promote_champion = platform.promote_champion()
 
-    chain(wait_for_window, extract_window, validate_window, variants, compare_variants)
+    chain(wait_for_window, extract_window, validate_window, variants, compare_variants, promote_champion)

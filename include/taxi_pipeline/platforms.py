@@ -65,6 +65,24 @@ floor, accuracy above the majority-class rate, and AUC not worse than the served
 **On failure**: the evaluation itself broke (not a verdict: an unblessed model is a success of
 this task, and the log says why it was not blessed in one line each).
 """
+PUSH_DOC = """
+### push
+Pushes this variant's model, if it was blessed, as a new version of the served model
+`taxi_<variant>` (TF-Serving's `<serving_root>/<model>/<version>/` layout; the version is the
+run's data interval end, YYYYMMDDHHMM), atomically, with a deployment record beside it.
+
+**Skipped** when the model was not blessed (the log says why) or when a newer window's model is
+already served (a backfill never pushes an old model over a newer one). A retry rewrites the same
+version in place.
+"""
+PROMOTE_DOC = """
+### promote_champion
+The champion is the blessed variant with the best AUC. Its model is pushed as a new version of the
+model `taxi`, and the `stable` label (what clients should use) moves to it; `models.config` (TF-Serving's
+model config, with the labels) is rewritten.
+
+**Skipped** when no variant was blessed: the served model stays as it was.
+"""
 COMPARE_DOC = """
 ### compare_variants
 One table of the variants of this run: rows, AUC, accuracy, blessed, why. Written to the run's
@@ -124,22 +142,39 @@ class LocalPlatform:
         ])
 
     def evaluate(self, variant: str):
-        from taxi_pipeline.serving import model_base_path
+        from taxi_pipeline.serving import model_base_path, model_name
 
         return self._beam_pipeline("evaluate", "evaluate.py", {
             "model": f"{{{{ taxi_run().model_dir('{variant}') }}}}",
-            "serving_base_path": model_base_path(get_settings().serving_root, variant),
+            "serving_base_path": model_base_path(get_settings().serving_root, model_name(variant)),
             "eval": "{{ taxi_run().split_glob('eval') }}",
             "output": f"{{{{ taxi_run().evaluation_dir('{variant}') }}}}",
             "variant": variant,
         }, EVALUATE_DOC)
+
+    def push(self, variant: str):
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        from taxi_pipeline.tasks import push_variant
+
+        return PythonOperator(task_id="push", python_callable=push_variant, op_kwargs={"variant": variant},
+                              doc_md=PUSH_DOC)
+
+    def promote_champion(self):
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        from taxi_pipeline.tasks import promote_champion
+
+        return PythonOperator(task_id="promote_champion", python_callable=promote_champion,
+                              trigger_rule="none_failed", doc_md=PROMOTE_DOC)
 
     def compare_variants(self):
         from airflow.providers.standard.operators.python import PythonOperator
 
         from taxi_pipeline.tasks import compare_variants
 
-        return PythonOperator(task_id="compare_variants", python_callable=compare_variants, doc_md=COMPARE_DOC)
+        return PythonOperator(task_id="compare_variants", python_callable=compare_variants,
+                              trigger_rule="none_failed", doc_md=COMPARE_DOC)
 
 
 class GcpPlatform:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taxi_pipeline.serving import DeploymentRecord
 
 log = logging.getLogger(__name__)
-
-
-class WindowValidationError(Exception):
-    """The window's data failed validation (bad data does not get better on retry)."""
 
 
 def extract_window_to_artifacts(**context) -> dict[str, int]:
@@ -60,3 +60,62 @@ def compare_variants(**context) -> list[dict]:
     write_text_atomically(f"{layout.run_dir}/comparison.txt", table + "\n")
     write_text_atomically(f"{layout.run_dir}/comparison.json", json.dumps(rows, indent=1))
     return rows
+
+
+def _record(layout, context, model: str, variant: str, blessing: dict) -> DeploymentRecord:
+    from taxi_pipeline.serving import DeploymentRecord, version_for
+
+    return DeploymentRecord(
+        model=model, version=version_for(context["data_interval_end"]), variant=variant,
+        dag_id=layout.dag_id, run_id=layout.run_id, window=str(layout.window), source=layout.model_dir(variant),
+        metrics=blessing["metrics"], reasons=blessing["reasons"])
+
+
+def push_variant(variant: str, **context) -> int:
+    """Push a blessed variant's model as the run's version of `taxi_<variant>`."""
+    import json
+    from pathlib import Path
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from taxi_pipeline.run_context import run_layout
+    from taxi_pipeline.serving import model_name, push_model
+    from taxi_pipeline.settings import get_settings
+
+    layout = run_layout(context)
+    blessing = json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
+    if not blessing["blessed"]:
+        raise AirflowSkipException(f"{variant} was not blessed, nothing pushed: " + "; ".join(blessing["reasons"]))
+    result = push_model(get_settings().serving_root, _record(layout, context, model_name(variant), variant, blessing))
+    log.info(result.message)
+    if not result.pushed:
+        raise AirflowSkipException(result.message)
+    return result.version
+
+
+def promote_champion(**context) -> dict:
+    """Push the best blessed variant as the run's version of `taxi` and label it `stable`."""
+    import json
+    from pathlib import Path
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from taxi_pipeline.run_context import run_layout
+    from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, push_model, set_label
+    from taxi_pipeline.settings import get_settings
+
+    layout = run_layout(context)
+    rows = json.loads(Path(layout.run_dir, "comparison.json").read_text())
+    blessed = [r for r in rows if r["blessed"]]
+    if not blessed:
+        raise AirflowSkipException("no variant was blessed: the served model is unchanged")
+    champion = max(blessed, key=lambda r: r["auc"])
+    blessing = json.loads(Path(layout.evaluation_dir(champion["variant"]), "blessing.json").read_text())
+    serving_root = get_settings().serving_root
+    result = push_model(serving_root, _record(layout, context, CHAMPION_MODEL, champion["variant"], blessing))
+    log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
+    if not result.pushed:
+        raise AirflowSkipException(result.message)
+    set_label(serving_root, CHAMPION_MODEL, STABLE_LABEL, result.version)
+    log.info("%s label %r -> version %s", CHAMPION_MODEL, STABLE_LABEL, result.version)
+    return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"]}

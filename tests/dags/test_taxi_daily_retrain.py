@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from taxi_pipeline.run_context import run_layout
+from taxi_pipeline.serving import model_base_path, read_labels, served_versions, version_for
 from taxi_pipeline.settings import get_settings
 from taxi_pipeline.warehouse import load_trips
 
@@ -27,12 +28,27 @@ def run_dag(logical_date=LOGICAL_DATE, conf=None):
     return dag_run, layout, states
 
 
+@pytest.fixture(scope="module")
+def daily_run(airflow_db, warehouse):
+    """One real run of the whole DAG for the 2015 window (shared by the tests below)."""
+    return run_dag()
+
+
+def task_context(dag_run, layout) -> dict:
+    class Dag:
+        dag_id = layout.dag_id
+
+    return {"dag": Dag(), "run_id": dag_run.run_id, "data_interval_end": dag_run.data_interval_end,
+            "params": {"window_days": 365}}
+
+
 @pytest.mark.slow
-def test_a_daily_run_trains_evaluates_and_compares_both_variants(airflow_db, warehouse):
-    dag_run, layout, states = run_dag()
+def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
+    dag_run, layout, states = daily_run
     assert dag_run.state == "success", states
-    assert set(states) == {"wait_for_window", "extract_window", "validate_window", "compare_variants"} | {
-        f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate")}
+    assert set(states) == {"wait_for_window", "extract_window", "validate_window", "compare_variants",
+                           "promote_champion"} | {
+        f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate", "push")}
     assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
     eval_ = list(csv.DictReader(open(f"{layout.split_dir('eval')}/part-00000.csv")))
@@ -50,6 +66,48 @@ def test_a_daily_run_trains_evaluates_and_compares_both_variants(airflow_db, war
         assert Path(layout.transform_dir(row["variant"]), "transform_graph").is_dir()
         assert any(Path(layout.logs_dir(row["variant"])).rglob("events.out.tfevents*"))
     assert "variant" in Path(layout.run_dir, "comparison.txt").read_text()
+
+
+@pytest.mark.slow
+def test_blessed_models_are_served_and_the_champion_is_stable(daily_run):
+    dag_run, layout, states = daily_run
+    serving_root = get_settings().serving_root
+    version = version_for(dag_run.data_interval_end)
+    assert version == 201601010000
+    for model in ("taxi_standard", "taxi_coarse", "taxi"):
+        assert served_versions(model_base_path(serving_root, model)) == [version]
+    comparison = json.loads(Path(layout.run_dir, "comparison.json").read_text())
+    champion = max(comparison, key=lambda r: r["auc"])["variant"]
+    record = json.loads(Path(model_base_path(serving_root, "taxi"), "records", f"{version}.json").read_text())
+    assert record["variant"] == champion and record["run_id"] == dag_run.run_id
+    assert read_labels(serving_root, "taxi") == {"stable": version}
+    assert 'version_labels { key: "stable" value: 201601010000 }' in Path(serving_root, "models.config").read_text()
+
+
+@pytest.mark.slow
+def test_redeploying_the_same_window_keeps_one_copy_and_an_unblessed_model_is_not_pushed(daily_run, tmp_path):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from taxi_pipeline.tasks import promote_champion, push_variant
+
+    dag_run, layout, _ = daily_run
+    context = task_context(dag_run, layout)
+    serving_root = get_settings().serving_root
+    before = sorted(p.relative_to(serving_root).as_posix() for p in Path(serving_root).rglob("*"))
+    assert push_variant("standard", **context) == 201601010000  # a retry of the push
+    assert promote_champion(**context)["version"] == 201601010000
+    after = sorted(p.relative_to(serving_root).as_posix() for p in Path(serving_root).rglob("*"))
+    assert after == before
+
+    blessing = Path(layout.evaluation_dir("coarse"), "blessing.json")
+    verdict = json.loads(blessing.read_text())
+    blessing.write_text(json.dumps({**verdict, "blessed": False, "reasons": ["auc 0.5 is below the bar 0.88"]}))
+    try:
+        with pytest.raises(AirflowSkipException, match="coarse was not blessed, nothing pushed: auc 0.5 is below"):
+            push_variant("coarse", **context)
+    finally:
+        blessing.write_text(json.dumps(verdict))
+    assert served_versions(model_base_path(serving_root, "taxi_coarse")) == [201601010000]
 
 
 @pytest.mark.slow
