@@ -30,7 +30,7 @@ import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
 import apache_beam as beam
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from apache_beam.options.pipeline_options import PipelineOptions
+from taxi_model.beam_options import pipeline_options
 from tensorflow_model_analysis.proto import config_pb2
 from tfx_bsl.public.tfxio import TFExampleBeamRecord
 
@@ -177,7 +177,7 @@ def run(model: str, eval_pattern: str, output: str, baseline_model: str | None =
         # TFMA reads Arrow record batches that keep the serialized example for the models.
         examples = TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["taxi_model"],
                                        raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+        with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
             _ = (pipeline
                  | "Examples" >> beam.Create(serialized, reshuffle=False)
                  | "RecordBatches" >> examples.BeamSource()

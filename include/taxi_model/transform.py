@@ -1,7 +1,7 @@
 """The TFT transform: a Beam pipeline from window CSVs to a transform graph and transformed TFRecords.
 
     python -m taxi_model.transform --train '<glob>' --eval '<glob>' --variant standard \\
-        --output <dir> [Beam pipeline options, e.g. --runner=DirectRunner]
+        --output <dir> [Beam pipeline options, e.g. --runner=FnApiRunner]
     (or `python include/taxi_model/transform.py ...`, as BeamRunPythonPipelineOperator runs it)
 
 Analyzes the train split only (vocabularies, quantiles and z-score moments come from train) and
@@ -26,7 +26,7 @@ import taxi_model  # noqa: E402,F401  (selects Keras 2 before TensorFlow is impo
 import apache_beam as beam  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from taxi_model.beam_options import pipeline_options  # noqa: E402
 from tensorflow_transform.tf_metadata import metadata_io  # noqa: E402
 from tfx_bsl.coders import example_coder  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
@@ -64,7 +64,7 @@ def run(train_pattern: str, eval_pattern: str, variant_name: str, output_dir: st
     preprocessing_fn = features.make_preprocessing_fn(variant_name)
     with fileio.atomic_output_dir(output_dir) as staging_dir:
         transform_graph_dir = layout.transform_graph_dir(staging_dir)
-        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline, \
+        with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline, \
                 tft_beam.Context(temp_dir=f"{staging_dir}/tft_tmp"):
             raw_train = _read_csv(pipeline, "Train", train_pattern)
             raw_eval = _read_csv(pipeline, "Eval", eval_pattern)

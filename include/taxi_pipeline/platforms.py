@@ -1,7 +1,7 @@
 """The one place where the platforms differ: each builds the same stages from its own operators.
 
 `local` (the default) runs on this machine: DuckDB for BigQuery, a local folder for GCS, Beam's
-DirectRunner for Dataflow, local processes for the TFJob. `gcp` uses the providers' operators.
+direct runner (its FnApiRunner engine) for Dataflow, local processes for the TFJob. `gcp` uses the providers' operators.
 DAG files call `get_platform()` and the stage builders; the DAG's shape does not depend on it.
 """
 from __future__ import annotations
@@ -119,7 +119,8 @@ class LocalPlatform:
         from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 
         return BeamRunPythonPipelineOperator(
-            task_id=task_id, runner="DirectRunner", py_file=str(RUNTIME_SOURCES / script),
+            # FnApiRunner: the direct runner's engine, without its attempt to download Prism.
+            task_id=task_id, runner="FnApiRunner", py_file=str(RUNTIME_SOURCES / script),
             py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md)
 
     def transform(self, variant: str):

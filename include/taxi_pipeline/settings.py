@@ -1,6 +1,6 @@
 """Settings read from the environment, with the documented defaults (see README, "Settings").
 
-TAXI_PLATFORM   `local` (default: DuckDB, local folders, DirectRunner, local processes) or `gcp`.
+TAXI_PLATFORM   `local` (default: DuckDB, local folders, Beam's direct runner, local processes) or `gcp`.
 TAXI_HOME       the one root under which the local platform keeps everything it writes
                 (default: `.taxi/` in the repo, git-ignored).
 TAXI_RUNTIME_PYTHON  interpreter of the ML runtime (default: `.venv-runtime/bin/python`).

@@ -35,7 +35,7 @@ def transform_dir(window_dir, tmp_path_factory) -> Path:
     subprocess.run(
         [sys.executable, str(INCLUDE / "taxi_model" / "transform.py"),
          "--train", str(window_dir / "train" / "part-*.csv"), "--eval", str(window_dir / "eval" / "part-*.csv"),
-         "--variant", "standard", "--output", str(output), "--runner=DirectRunner"],
+         "--variant", "standard", "--output", str(output), "--runner=FnApiRunner"],
         check=True, env={**runtime_env(), "PYTHONPATH": ""},  # the script must find its package itself
     )
     return output

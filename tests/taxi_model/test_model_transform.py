@@ -45,7 +45,7 @@ def test_rerun_replaces_the_output_with_the_same_result(window_dir, transform_di
     (output / "stale-file").write_text("from an older run")
 
     transform.run(str(window_dir / "train" / "part-*.csv"), str(window_dir / "eval" / "part-*.csv"),
-                  "standard", str(output), ["--runner=DirectRunner"])
+                  "standard", str(output), ["--runner=FnApiRunner"])
 
     assert not (output / "stale-file").exists()
     for split in ("train", "eval"):
@@ -62,7 +62,7 @@ def test_failed_pipeline_leaves_no_output(window_dir, tmp_path):
 
     with pytest.raises(Exception, match="columns"):
         transform.run(str(window_dir / "train" / "part-*.csv"), str(bad_eval), "standard", str(output),
-                      ["--runner=DirectRunner"])
+                      ["--runner=FnApiRunner"])
 
     assert not output.exists()
     assert _leftovers(output) == []

@@ -1,0 +1,17 @@
+"""Beam pipeline options of the runtime's pipelines (transform, evaluate)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+# The local engine of Beam's direct runner. Plain `DirectRunner` first tries the Prism runner, whose
+# binary it downloads from GitHub at run time (no network here), then falls back to this one.
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    options = PipelineOptions(list(beam_args))
+    if not options.view_as(StandardOptions).runner:
+        options.view_as(StandardOptions).runner = LOCAL_RUNNER
+    return options
