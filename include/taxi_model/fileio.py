@@ -21,6 +21,8 @@ def atomic_output_dir(output_dir: str) -> Iterator[str]:
     so there only the staging-then-rename order is guaranteed, not atomicity.
     """
     output_dir = output_dir.rstrip("/")
+    for leftover in tf.io.gfile.glob(f"{output_dir}.tmp-*") + tf.io.gfile.glob(f"{output_dir}.old-*"):
+        remove_dir(leftover)  # a killed earlier try's staging: this try starts clean
     staging_dir = f"{output_dir}.tmp-{uuid.uuid4().hex}"
     tf.io.gfile.makedirs(staging_dir)
     try:

@@ -85,3 +85,14 @@ def test_atomic_output_dir_publishes_whole_or_keeps_the_previous_output(tmp_path
         (tmp_path / staging / "other").write_text("second")
     assert sorted(p.name for p in output.iterdir()) == ["other"]
     assert _leftovers(output) == []
+
+
+def test_a_retry_sweeps_what_a_killed_try_left_behind(tmp_path):
+    output = tmp_path / "out"
+    killed = tmp_path / "out.tmp-0123456789abcdef"  # a SIGKILLed try never reached its cleanup
+    killed.mkdir()
+    (killed / "part").write_text("half-written")
+    with fileio.atomic_output_dir(str(output)) as staging:
+        (tmp_path / staging / "result").write_text("retry")
+    assert (output / "result").read_text() == "retry"
+    assert _leftovers(output) == []
