@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     ensure_warehouse(settings)
     ensure_airflow_db(settings)
+    # Airflow's own subprocesses (standalone starts `airflow scheduler`, ...) find this venv's `airflow`.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.execve(sys.executable, [sys.executable, "-m", "airflow", *args.airflow_args],
-              {**os.environ, **airflow_env(settings)})
+              {**os.environ, **airflow_env(settings), "PATH": path})
 
 
 if __name__ == "__main__":
