@@ -8,7 +8,7 @@ RUNTIME := .venv-runtime
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: run test test-airflow test-runtime setup airflow lock clean-home
+.PHONY: run test setup airflow lock clean-home serve bench-serving
 
 run: setup
 	$(VENV)/bin/python -m taxi_pipeline.cli run --date $(DATE)
@@ -46,3 +46,11 @@ lock: $(VENV)/.installed
 # Everything the local platform wrote (warehouse, artifacts, serving root, Airflow home).
 clean-home:
 	rm -rf $${TAXI_HOME:-.taxi}
+
+# The model server (TF-Serving's REST and gRPC APIs) on the local serving root: REST 8501, gRPC 8500.
+serve: setup
+	$(RUNTIME)/bin/python -m taxi_model.serving.server --serving_root $${TAXI_HOME:-$(CURDIR)/.taxi}/serving
+
+# Serving latency and throughput (in-process, REST, gRPC) of the model `make run` deployed; not a test.
+bench-serving: setup
+	$(RUNTIME)/bin/python bench/serving.py $(BENCH_ARGS)

@@ -58,11 +58,57 @@ def run(args) -> int:
     print(f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
           f"(TAXI_HOME={settings.home})")
     dag_run = dag.test(logical_date=logical_date)
-    print_summary(dag, dag_run)
-    return 0 if dag_run.state == "success" else 1
+    layout = print_summary(dag, dag_run)
+    if dag_run.state != "success":
+        return 1
+    if args.dag == "taxi_daily_retrain":
+        serve_and_predict(settings, layout)
+    return 0
 
 
-def print_summary(dag, dag_run) -> None:
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_and_predict(settings: Settings, layout, rows: int = 5) -> None:
+    """Start the local model server on the serving root, ask it about a few real eval rows over
+    REST and gRPC (the champion model `taxi`, label `stable`), and stop it."""
+    from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, read_labels
+
+    if STABLE_LABEL not in read_labels(settings.serving_root, CHAMPION_MODEL):
+        print(f"\nNo {CHAMPION_MODEL}:{STABLE_LABEL} model is served (nothing was blessed); no predictions.")
+        return
+    rest_port, grpc_port = free_port(), free_port()
+    log_path = settings.home / "model_server.log"
+    print(f"\nStarting the local model server on {settings.serving_root} "
+          f"(REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port}; log {log_path})")
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen(
+            [settings.runtime_python, "-m", "taxi_model.serving.server", "--serving_root", settings.serving_root,
+             "--rest_port", str(rest_port), "--grpc_port", str(grpc_port)], stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            for protocol, port, wait in (("rest", rest_port, 120), ("grpc", grpc_port, 30)):
+                print(f"Predictions of {CHAMPION_MODEL}:{STABLE_LABEL} over {protocol.upper()} for {rows} eval rows:")
+                client = subprocess.run(
+                    [settings.runtime_python, "-m", "taxi_model.serving.client", "--csv", layout.split_glob("eval"),
+                     "--rows", str(rows), "--model", CHAMPION_MODEL, "--label", STABLE_LABEL,
+                     "--protocol", protocol, "--port", str(port), "--wait", str(wait)],
+                    stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                if client.returncode != 0:  # TensorFlow's start-up chatter is on stderr: shown only on failure
+                    raise RuntimeError(f"the model server did not answer over {protocol}:\n{client.stderr[-2000:]}")
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def print_summary(dag, dag_run):
     from taxi_pipeline.run_context import run_layout
 
     context = {"dag": dag, "run_id": dag_run.run_id, "data_interval_end": dag_run.data_interval_end,
@@ -86,6 +132,17 @@ def print_summary(dag, dag_run) -> None:
     if comparison.exists():
         print("\nVariants:")
         print(comparison.read_text())
+    from taxi_model.variants import VARIANTS
+
+    from taxi_pipeline.serving import CHAMPION_MODEL, model_base_path, model_name, read_labels, served_versions
+
+    serving_root = get_settings().serving_root
+    print(f"Served models ({serving_root}):")
+    for model in [model_name(v) for v in VARIANTS] + [CHAMPION_MODEL]:
+        versions = served_versions(model_base_path(serving_root, model))
+        labels = read_labels(serving_root, model)
+        print(f"  {model:<16} versions {versions or 'none'}{'  labels ' + str(labels) if labels else ''}")
+    return layout
 
 
 def main(argv: list[str] | None = None) -> int:

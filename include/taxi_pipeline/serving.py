@@ -83,6 +83,7 @@ def push_model(serving_root: str, record: DeploymentRecord) -> PushResult:
     with atomic_directory(f"{base}/{record.version}") as staging:
         shutil.copytree(record.source, staging, dirs_exist_ok=True)
     write_text_atomically(f"{base}/records/{record.version}.json", json.dumps(asdict(record), indent=1))
+    write_models_config(serving_root)  # TF-Serving loads only the versions its config names
     return PushResult(True, record.version, f"{record.model}: pushed version {record.version} from {record.source}")
 
 

@@ -1,0 +1,183 @@
+"""Serving benchmark (not a test): the model server against calling the SavedModel in-process.
+
+    .venv-runtime/bin/python bench/serving.py [--model <SavedModel dir>] [--csv '<raw window CSV glob>']
+        [--seconds 3] [--rows 1 100] [--clients 1 4]
+
+Defaults: the newest version under $TAXI_HOME/serving/taxi and the newest eval split under
+$TAXI_HOME/artifacts/ (TAXI_HOME defaults to .taxi/ in the repo), both written by `make run`.
+Trains nothing. Starts the server (a separate process, as in production) on free ports of
+127.0.0.1 with the model as its only version, and prints one table: for each batch size (rows
+per request), path (in-process call, REST, gRPC) and number of concurrent clients, the latency
+p50/p99 and the predictions per second, and the server's throughput over the in-process one.
+Requests are encoded once per cell, so the table measures serving, not client-side encoding.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import glob
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "include"))
+
+import taxi_model  # noqa: E402,F401  (Keras 2 before TensorFlow)
+import tensorflow as tf  # noqa: E402
+
+from taxi_model.serving import client  # noqa: E402
+from taxi_model.serving.repository import versions_on_disk  # noqa: E402
+
+PATHS = ("in-process", "REST", "gRPC")
+
+
+def taxi_home() -> Path:
+    return Path(os.environ.get("TAXI_HOME") or REPO / ".taxi")
+
+
+def default_model() -> str:
+    base = taxi_home() / "serving" / "taxi"
+    versions = versions_on_disk(str(base))
+    if not versions:
+        sys.exit(f"no model version under {base}: run `make run` first, or pass --model <SavedModel dir>")
+    return versions[max(versions)]
+
+
+def default_csv() -> str:
+    splits = glob.glob(str(taxi_home() / "artifacts" / "**" / "data" / "eval"), recursive=True)
+    splits = [s for s in splits if glob.glob(f"{s}/part-*.csv")]
+    if not splits:
+        sys.exit(f"no eval split under {taxi_home() / 'artifacts'}: run `make run` first, or pass --csv <CSV glob>")
+    return f"{max(splits, key=os.path.getmtime)}/part-*.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(model_dir: str) -> Iterator[tuple[int, int]]:
+    """The server, serving `model_dir` as taxi version 1; yields its REST and gRPC ports."""
+    with tempfile.TemporaryDirectory(prefix="bench_serving_") as root:
+        os.makedirs(f"{root}/taxi")
+        os.symlink(os.path.abspath(model_dir), f"{root}/taxi/1")
+        ports = free_port(), free_port()
+        with open(f"{root}/server.log", "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "taxi_model.serving.server", "--serving_root", root,
+                 "--rest_port", str(ports[0]), "--grpc_port", str(ports[1])],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(REPO / "include"), "TF_CPP_MIN_LOG_LEVEL": "2"})
+        try:
+            client.wait_until_available("taxi", 120, port=ports[0])
+            yield ports
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_cell(make_call: Callable[[], Callable[[], None]], clients: int, seconds: float) -> tuple[list[float], float]:
+    """Each client (a thread with its own connection) calls in a loop for `seconds`: latencies (ms)
+    of all calls, and the wall time."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def loop() -> None:
+        call = make_call()
+        call()  # warm the connection
+        own = []
+        start.wait()
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            call()
+            own.append((time.perf_counter() - began) * 1000)
+        with lock:
+            latencies.extend(own)
+
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - began
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="SavedModel dir (default: newest version under $TAXI_HOME/serving/taxi)")
+    parser.add_argument("--csv", help="raw window CSV glob (default: newest eval split under $TAXI_HOME/artifacts)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 100], help="rows per request")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4], help="concurrent clients")
+    args = parser.parse_args()
+    model_dir, csv_pattern = args.model or default_model(), args.csv or default_csv()
+
+    rows = client.read_rows(csv_pattern, max(args.rows))
+    if len(rows) < max(args.rows):
+        sys.exit(f"{csv_pattern} has {len(rows)} rows, fewer than {max(args.rows)}")
+    examples = client.serialized_examples(rows)
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+
+    with server_process(model_dir) as (rest_port, grpc_port):
+        def callers(path: str, batch: list[bytes]) -> Callable[[], Callable[[], None]]:
+            if path == "in-process":
+                return lambda: lambda: serve(examples=tf.constant(batch))
+            if path == "REST":
+                def make_rest():
+                    rest, body = client.RestClient(port=rest_port), client.RestClient.predict_body(batch)
+                    return lambda: rest.predict(batch, body=body)
+                return make_rest
+
+            def make_grpc():
+                stub = client.GrpcClient(port=grpc_port)
+                request = stub.predict_request(batch)
+                return lambda: stub.predict(batch, request=request)
+            return make_grpc
+
+        results = {}
+        for n in args.rows:
+            for path in PATHS:
+                for clients in args.clients:
+                    latencies, elapsed = run_cell(callers(path, examples[:n]), clients, args.seconds)
+                    results[n, path, clients] = (percentile(latencies, 0.5), percentile(latencies, 0.99),
+                                                 len(latencies) * n / elapsed)
+
+    print(f"serving benchmark, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: {os.cpu_count()} cores "
+          f"(nproc {len(os.sched_getaffinity(0))}), {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+    print(f"model {model_dir}; rows of {csv_pattern}; {args.seconds:g} s per cell; server in its own process")
+    header = (f"{'rows/req':>8} {'path':<10} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'pred/s':>10} "
+              f"{'vs in-proc':>10}")
+    print(header + "\n" + "-" * len(header))
+    for (n, path, clients), (p50, p99, throughput) in results.items():
+        ratio = throughput / results[n, "in-process", clients][2]
+        print(f"{n:>8} {path:<10} {clients:>7} {p50:>8.2f} {p99:>8.2f} {throughput:>10.0f} {ratio:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

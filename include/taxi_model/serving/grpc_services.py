@@ -1,0 +1,117 @@
+"""The gRPC front end: TF-Serving's PredictionService and ModelService (tensorflow_serving.apis).
+
+Predict, GetModelMetadata and GetModelStatus are served; Classify and Regress check the signature
+as TF-Serving does and, the model having only predict signatures, answer INVALID_ARGUMENT;
+MultiInference and HandleReloadConfigRequest are UNIMPLEMENTED (the base servicers' answer).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from concurrent import futures
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+
+from taxi_model.serving.errors import ServingError, invalid_argument
+from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
+from taxi_model.serving.service import ModelService, model_spec
+
+SIGNATURE_DEF_FIELD = "signature_def"
+log = logging.getLogger("taxi_model.serving")
+
+
+def _spec_args(spec) -> dict:
+    """name, version and label of a request's ModelSpec."""
+    if not spec.name:
+        raise invalid_argument("Missing ModelSpec")
+    return {"name": spec.name, "version": spec.version.value if spec.HasField("version") else None,
+            "label": spec.version_label or None}
+
+
+def _rpc(method):
+    """ServingError -> its status code; anything else -> INTERNAL, logged. The server keeps serving."""
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as e:
+            context.abort(e.code, e.message)
+        except Exception as e:
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    return wrapper
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, service: ModelService):
+        self._service = service
+
+    @_rpc
+    def Predict(self, request, context):
+        model = self._service.resolve(**_spec_args(request.model_spec))
+        try:
+            inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        except (TypeError, ValueError) as e:
+            raise invalid_argument(f"bad input tensor: {e}") from None
+        signature, outputs = self._service.predict(model, request.model_spec.signature_name, inputs,
+                                                   request.output_filter)
+        response = predict_pb2.PredictResponse(model_spec=model_spec(model, signature.name))
+        for key, array in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
+        return response
+
+    @_rpc
+    def GetModelMetadata(self, request, context):
+        if not request.metadata_field:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        unsupported = [field for field in request.metadata_field if field != SIGNATURE_DEF_FIELD]
+        if unsupported:
+            raise invalid_argument(f"Metadata field {unsupported[0]} is not supported")
+        spec, signature_def_map = self._service.metadata(**_spec_args(request.model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=spec)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map)
+        return response
+
+    def _check(self, request, method_name: str) -> None:
+        model = self._service.resolve(**_spec_args(request.model_spec))
+        self._service.check_method(model.signature(request.model_spec.signature_name), method_name)
+
+    @_rpc
+    def Classify(self, request, context):
+        self._check(request, CLASSIFY_METHOD)
+
+    @_rpc
+    def Regress(self, request, context):
+        self._check(request, REGRESS_METHOD)
+
+
+class ModelStatusService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, service: ModelService):
+        self._service = service
+
+    @_rpc
+    def GetModelStatus(self, request, context):
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        return self._service.status(**_spec_args(request.model_spec))
+
+
+class GrpcServer:
+    def __init__(self, host: str, port: int, service: ModelService, max_message_bytes: int, workers: int = 8):
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                                   options=[("grpc.max_receive_message_length", max_message_bytes),
+                                            ("grpc.max_send_message_length", max_message_bytes)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service), self._server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusService(service), self._server)
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        if not self.port:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace_seconds: float = 2.0) -> None:
+        self._server.stop(grace_seconds).wait()

@@ -1,0 +1,159 @@
+"""A loaded version of a model, and running its signatures on validated inputs.
+
+Both front ends (REST and gRPC) turn a request into numpy arrays keyed by input name and call
+`ModelVersion.predict`, so the checks (input names, dtypes, shapes, batch size, output filter)
+and their TF-Serving-style messages live here once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Callable, Iterable, Mapping
+
+import taxi_model  # noqa: F401  (Keras 2 before TensorFlow: the SavedModels hold tf_keras layers)
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from taxi_model.serving.errors import ServingError, from_tf_error_code, invalid_argument
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+SERVE_TAG = "serve"
+log = logging.getLogger("taxi_model.serving")
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    name: str
+    method_name: str
+    inputs: Mapping[str, tf.TensorSpec]
+    outputs: Mapping[str, tf.TensorSpec]
+    function: Callable[..., Mapping[str, tf.Tensor]]
+
+
+def shape_text(shape: Iterable[int | None]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def dtype_of(array: np.ndarray) -> tf.DType:
+    return tf.string if array.dtype == object or array.dtype.kind in "SU" else tf.as_dtype(array.dtype)
+
+
+def _brace(names: Iterable[str]) -> str:
+    return "{" + ",".join(sorted(names)) + "}"
+
+
+def _op_error_message(message: str) -> str:
+    """An op's own message and node, without the Python stack that eager execution puts first."""
+    lines = message.splitlines()
+    for i, line in enumerate(lines[1:], start=1):
+        if line.lstrip().startswith("[["):
+            return lines[i - 1] + "\n" + line
+    return message
+
+
+def _serving_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise ValueError(f"{path} has no meta graph tagged {SERVE_TAG!r}")
+
+
+class ModelVersion:
+    """One SavedModel version, loaded: its signatures and its SignatureDefs (for metadata)."""
+
+    def __init__(self, name: str, version: int, path: str, saved_model, signatures: Mapping[str, Signature],
+                 signature_def_map: get_model_metadata_pb2.SignatureDefMap):
+        self.name = name
+        self.version = version
+        self.path = path
+        self._saved_model = saved_model  # owns the variables and tables the signatures use
+        self.signatures = dict(signatures)
+        self.signature_def_map = signature_def_map
+
+    @classmethod
+    def load(cls, name: str, version: int, path: str) -> "ModelVersion":
+        meta_graph = _serving_meta_graph(path)
+        saved_model = tf.saved_model.load(path, tags=[SERVE_TAG])
+        signatures = {
+            key: Signature(
+                name=key,
+                method_name=meta_graph.signature_def[key].method_name,
+                inputs=function.structured_input_signature[1],
+                outputs=function.structured_outputs,
+                function=function,
+            )
+            for key, function in saved_model.signatures.items()
+        }
+        signature_def_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in meta_graph.signature_def.items():
+            signature_def_map.signature_def[key].CopyFrom(signature_def)
+        loaded = cls(name, version, path, saved_model, signatures, signature_def_map)
+        loaded.warm_up()
+        return loaded
+
+    def warm_up(self) -> None:
+        """Runs every signature once on a row of default values (empty strings parse as empty
+        tf.Examples), so that the first real request does not pay for the kernels' first run
+        (~200 ms on this model): a version is AVAILABLE only once it is fast."""
+        for signature in self.signatures.values():
+            inputs = {}
+            for key, spec in signature.inputs.items():
+                shape = [1 if d is None else d for d in spec.shape] if spec.shape.rank is not None else [1]
+                inputs[key] = np.full(shape, b"", dtype=object) if spec.dtype == tf.string else np.zeros(
+                    shape, spec.dtype.as_numpy_dtype)
+            try:
+                self.predict(signature.name, inputs)
+            except ServingError as e:  # a signature that default values cannot satisfy: not fatal
+                log.info("%s version %d: no warm-up of signature %s: %s", self.name, self.version, signature.name,
+                         e.message)
+
+    def signature(self, name: str) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
+        return self.signatures[name]
+
+    def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Iterable[str] = (),
+                max_batch_size: int | None = None) -> tuple[Signature, dict[str, np.ndarray]]:
+        """Runs the signature; returns it (with its resolved name) and the outputs as numpy arrays."""
+        signature = self.signature(signature_name)
+        expected, given = set(signature.inputs), set(inputs)
+        if expected != given:
+            raise invalid_argument(
+                f"input size does not match signature: {len(given)}!={len(expected)} len({_brace(given)}) != "
+                f"len({_brace(expected)}). Sent extra: {_brace(given - expected)}. "
+                f"Missing but required: {_brace(expected - given)}.")
+        tensors = {}
+        for key, array in inputs.items():
+            spec = signature.inputs[key]
+            if dtype_of(array) != spec.dtype:
+                raise invalid_argument(f"Expects arg[{key}] to be {spec.dtype.name} but {dtype_of(array).name} "
+                                       f"is provided")
+            if not spec.shape.is_compatible_with(array.shape):
+                raise invalid_argument(f"input {key} has shape {shape_text(array.shape)}, the signature expects "
+                                       f"{shape_text(spec.shape.as_list() if spec.shape.rank is not None else [])}")
+            if max_batch_size is not None and array.ndim and array.shape[0] > max_batch_size:
+                raise invalid_argument(f"Task size {array.shape[0]} is larger than maximum input batch size "
+                                       f"{max_batch_size}")
+            tensors[key] = tf.constant(array, dtype=spec.dtype)
+        wanted = list(output_filter) or list(signature.outputs)
+        unknown = [key for key in wanted if key not in signature.outputs]
+        if unknown:
+            raise invalid_argument(f"output tensor alias not found in signature: {unknown[0]} Outputs expected to "
+                                   f"be in the set {_brace(signature.outputs)}.")
+        try:
+            outputs = signature.function(**tensors)
+        except tf.errors.OpError as e:
+            raise from_tf_error_code(e.error_code, _op_error_message(e.message)) from None
+        except (TypeError, ValueError) as e:  # inputs the function's input signature does not accept
+            raise invalid_argument(str(e)) from None
+        return signature, {key: outputs[key].numpy() for key in wanted}

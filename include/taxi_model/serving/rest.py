@@ -1,0 +1,217 @@
+"""The REST front end, on TF-Serving's paths (model_servers/http_rest_api_util.cc):
+
+    GET  /v1/models/{name}[/versions/{v}|/labels/{label}]              version status
+    GET  /v1/models/{name}[/versions/{v}|/labels/{label}]/metadata     signature_def
+    POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict      (also :classify, :regress)
+
+HTTP/1.1 with keep-alive on the standard library's threading server (a thread per connection).
+Errors answer `{"error": "..."}` with TF-Serving's HTTP status for the error's code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, NoReturn
+from urllib.parse import unquote, urlsplit
+
+from google.protobuf import json_format
+from grpc import StatusCode
+
+from taxi_model.serving import rest_json
+from taxi_model.serving.errors import ServingError, invalid_argument
+from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
+from taxi_model.serving.service import ModelService
+
+_SPEC = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+_PREDICTION_PATH = re.compile(_SPEC + r":(?P<method>classify|regress|predict)", re.IGNORECASE)
+_STATUS_PATH = re.compile(r"/v1/models(?:" + _SPEC[len("/v1/models"):] + r")?(?P<metadata>/metadata)?",
+                          re.IGNORECASE)
+_DRAIN_CHUNK = 1 << 20
+_LINE_LIMIT = 1 << 16
+log = logging.getLogger("taxi_model.serving")
+
+
+def _too_large(limit: int) -> ServingError:
+    return ServingError(StatusCode.RESOURCE_EXHAUSTED,
+                        f"request body larger than the limit of {limit} bytes (--max_body_bytes)", http_status=413)
+
+
+def _proto_json(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    disable_nagle_algorithm = True  # small responses leave at once, not after a delayed ACK
+    server_version = "taxi-model-server"
+    server: "RestServer"
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_seconds  # an idle keep-alive connection ends its thread
+        super().setup()
+
+    def do_GET(self) -> None:
+        self._answer(self._get)
+
+    def do_POST(self) -> None:
+        self._answer(self._post)
+
+    def do_PUT(self) -> None:
+        self._answer(self._malformed)
+
+    do_DELETE = do_PATCH = do_PUT  # "Malformed request", as TF-Serving answers them
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _answer(self, route: Callable[[str, bytes], dict]) -> None:
+        try:
+            body = self._read_body()
+            status, payload = 200, route(urlsplit(self.path).path, body)
+        except ServingError as e:
+            status, payload = e.http_status, {"error": e.message}
+        except (TimeoutError, ConnectionError):  # the client went quiet or away mid-body
+            self.close_connection = True
+            return
+        except Exception as e:  # a bug answers 500; the server keeps serving
+            log.exception("%s %s failed", self.command, self.path)
+            status, payload = 500, {"error": f"{type(e).__name__}: {e}"}
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except ConnectionError:  # the client left before its answer
+            self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        limit = self.server.max_body_bytes
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunks(limit)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise invalid_argument(f"bad Content-Length: {self.headers.get('Content-Length')}") from None
+        if length > limit:
+            # Read and drop the body, so that the client gets this answer rather than a reset.
+            while length > 0:
+                chunk = self.rfile.read(min(length, _DRAIN_CHUNK))
+                if not chunk:
+                    break
+                length -= len(chunk)
+            raise _too_large(limit)
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunks(self, limit: int) -> bytes:
+        """A chunked body. On an error the connection closes: the rest of the body is unread."""
+        body = bytearray()
+        while True:
+            try:
+                size = int(self.rfile.readline(_LINE_LIMIT).split(b";")[0], 16)
+            except ValueError:
+                self.close_connection = True
+                raise invalid_argument("malformed chunked request body") from None
+            if size == 0:
+                while self.rfile.readline(_LINE_LIMIT).strip():  # trailers, up to the empty line
+                    pass
+                return bytes(body)
+            if len(body) + size > limit:
+                self.close_connection = True
+                raise _too_large(limit)
+            body += self.rfile.read(size)
+            self.rfile.readline(_LINE_LIMIT)  # the chunk's CRLF
+
+    def _malformed(self, path: str, body: bytes = b"") -> NoReturn:
+        raise invalid_argument(f"Malformed request: {self.command} {path}")
+
+    def _spec(self, match: re.Match) -> dict:
+        name = unquote(match["name"]) if match["name"] else ""
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        return {"name": name, "version": int(match["version"]) if match["version"] else None,
+                "label": unquote(match["label"]) if match["label"] else None}
+
+    def _get(self, path: str, body: bytes) -> dict:
+        match = _STATUS_PATH.fullmatch(path)
+        if not match:
+            self._malformed(path)
+        spec = self._spec(match)
+        service = self.server.service
+        if match["metadata"]:
+            model_spec, signature_def_map = service.metadata(**spec)
+            return {"model_spec": _proto_json(model_spec),
+                    "metadata": {"signature_def": _proto_json(signature_def_map)}}
+        return _proto_json(service.status(**spec))
+
+    def _post(self, path: str, body: bytes) -> dict:
+        match = _PREDICTION_PATH.fullmatch(path)
+        if not match:
+            self._malformed(path)
+        spec = self._spec(match)
+        document = rest_json.parse_body(body)
+        service = self.server.service
+        model = service.resolve(**spec)
+        signature = model.signature(rest_json.signature_name(document))
+        method = match["method"].lower()
+        if method != "predict":
+            service.check_method(signature, CLASSIFY_METHOD if method == "classify" else REGRESS_METHOD)
+        inputs, request_format = rest_json.request_inputs(document, signature.inputs)
+        _, outputs = service.predict(model, signature.name, inputs)
+        return rest_json.response_body(outputs, request_format)
+
+
+class RestServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, service: ModelService, max_body_bytes: int, idle_seconds: float = 60):
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.idle_seconds = idle_seconds
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        super().__init__((host, port), _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def process_request(self, request, client_address):
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        # Requests' errors are answered by the handler; what gets here is a connection's end.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, name="rest-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops accepting, then ends the open (keep-alive) connections: their threads wake and exit."""
+        self.shutdown()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.server_close()
+        if self._thread:
+            self._thread.join()

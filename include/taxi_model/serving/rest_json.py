@@ -1,0 +1,212 @@
+"""TF-Serving's REST JSON for Predict (util/json_tensor.cc): request bodies to input arrays, output
+arrays to response bodies.
+
+    row format       {"signature_name": "...", "instances": [row, ...]} -> {"predictions": [...]}
+    columnar format  {"signature_name": "...", "inputs": value or {name: value}} -> {"outputs": ...}
+
+A row is a value when the signature has one input, else an object with one key per input.
+Binary strings are {"b64": "..."}; string outputs whose name ends in `_bytes` come back that way.
+With one output the response holds its values directly, with several an object per row (row
+format) or per output (columnar).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from taxi_model.serving.errors import invalid_argument
+
+ROW, COLUMNAR = "row", "columnar"
+BYTES_SUFFIX = "_bytes"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """A JSON value for an error message, cut to `limit` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _is_named_row(value: Any) -> bool:
+    return isinstance(value, dict) and not _is_b64(value)
+
+
+def parse_body(body: bytes) -> dict:
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as e:
+        raise invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
+    except ValueError as e:  # not UTF-8
+        raise invalid_argument(f"JSON Parse error: {e}") from None
+    if not isinstance(document, dict):
+        raise invalid_argument(f"JSON Value: {_short(document)} Is not object")
+    return document
+
+
+def signature_name(document: Mapping) -> str:
+    name = document.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(f"JSON Value: {_short(name)} not formatted correctly. 'signature_name' key must be "
+                               f"a string value.")
+    return name
+
+
+def _leaf(value: Any, dtype: tf.DType):
+    if dtype == tf.string:
+        if isinstance(value, str):
+            return value.encode()
+        if isinstance(value, dict):
+            if not _is_b64(value):
+                raise invalid_argument(f"JSON Value: {_short(value)} not formatted correctly for base64 data")
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except binascii.Error:
+                raise invalid_argument("Unable to base64 decode") from None
+    elif dtype == tf.bool:
+        if isinstance(value, bool):
+            return value
+    elif dtype.is_integer:
+        if isinstance(value, int) and not isinstance(value, bool) and dtype.min <= value <= dtype.max:
+            return value
+    elif dtype.is_floating:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    else:
+        raise invalid_argument(f"Conversion of JSON Value: {_short(value)} to type: {dtype.name} is not supported")
+    raise invalid_argument(f"JSON Value: {_short(value)} Type: {_json_type(value)} is not of expected type: "
+                           f"{dtype.name}")
+
+
+def _collect(value: Any, level: int, shape: list[int], dtype: tf.DType, leaves: list) -> None:
+    if not isinstance(value, list):
+        if level != len(shape):
+            raise invalid_argument(f"JSON Value: {_short(value)} found at incorrect level: {level + 1} in the JSON "
+                                   f"DOM. Expected at level: {len(shape)}")
+        leaves.append(_leaf(value, dtype))
+        return
+    if level >= len(shape):
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {len(shape)}")
+    if len(value) != shape[level]:
+        raise invalid_argument(f"Encountered list at unexpected size: {len(value)} at level: {level} expected "
+                               f"size: {shape[level]}")
+    for item in value:
+        _collect(item, level + 1, shape, dtype, leaves)
+
+
+def to_array(value: Any, dtype: tf.DType) -> np.ndarray:
+    """A JSON value (scalar or rectangular nested lists) as an array of `dtype`; the shape comes
+    from the first element at each level, as TF-Serving does."""
+    shape, first = [], value
+    while isinstance(first, list):
+        shape.append(len(first))
+        first = first[0] if first else None
+    leaves: list = []
+    _collect(value, 0, shape, dtype, leaves)
+    return np.array(leaves, dtype=object if dtype == tf.string else dtype.as_numpy_dtype).reshape(shape)
+
+
+def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list):
+        raise invalid_argument("Excepting 'instances' to be an list/array")
+    if not instances:
+        raise invalid_argument("No values in 'instances' array")
+    names = sorted(specs)
+    if not _is_named_row(instances[0]):
+        if len(names) > 1:
+            raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
+                                   "tensors required as per tensorinfo_map")
+        for i, row in enumerate(instances):
+            if _is_named_row(row):
+                raise invalid_argument(f"Expecting value/list but got object at item {i} of input list")
+        return {names[0]: to_array(instances, specs[names[0]].dtype)}
+    columns: dict[str, list] = {name: [] for name in names}
+    for i, row in enumerate(instances):
+        if not _is_named_row(row):
+            raise invalid_argument(f"Expecting object but got list at item {i} of input list")
+        for key, value in row.items():
+            if key not in columns:
+                raise invalid_argument(f"Failed to process element: {i} key: {key} of 'instances' list. Error: "
+                                       f"JSON object: does not have named input: {key}")
+            columns[key].append(value)
+        if len(row) != len(names):
+            raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON object: {_short(row)} "
+                                   f"keys must be equal to: {','.join(names)}")
+    return {name: to_array(column, specs[name].dtype) for name, column in columns.items()}
+
+
+def _columnar_inputs(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    names = sorted(specs)
+    if not _is_named_row(inputs):
+        if len(names) > 1:
+            raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors "
+                                   "required as per tensorinfo_map")
+        return {names[0]: to_array(inputs, specs[names[0]].dtype)}
+    for name in names:
+        if name not in inputs:
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+    for key in inputs:
+        if key not in specs:
+            raise invalid_argument(f"JSON object: does not have named input: {key}")
+    return {name: to_array(inputs[name], specs[name].dtype) for name in names}
+
+
+def request_inputs(document: Mapping, specs: Mapping[str, tf.TensorSpec]) -> tuple[dict[str, np.ndarray], str]:
+    """The input arrays of a Predict body for a signature's inputs, and the body's format."""
+    if "instances" in document and "inputs" in document:
+        raise invalid_argument("Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist")
+    if "instances" in document:
+        return _row_inputs(document["instances"], specs), ROW
+    if "inputs" in document:
+        return _columnar_inputs(document["inputs"], specs), COLUMNAR
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+def _json_values(name: str, array: np.ndarray) -> Any:
+    if array.dtype == object or array.dtype.kind == "S":
+        as_b64 = name.endswith(BYTES_SUFFIX)
+
+        def text(value: bytes):
+            if not as_b64:
+                try:
+                    return value.decode()
+                except UnicodeDecodeError:  # JSON strings cannot hold it: b64 rather than garbage
+                    pass
+            return {"b64": base64.b64encode(value).decode()}
+
+        return np.frompyfunc(text, 1, 1)(array).tolist() if array.ndim else text(array.item())
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        # The shortest decimal that reads back as the same float32 (0.1, not 0.10000000149011612).
+        return array.astype(str).astype(np.float64).tolist()
+    return array.tolist()
+
+
+def response_body(outputs: Mapping[str, np.ndarray], request_format: str) -> dict:
+    values = {name: _json_values(name, array) for name, array in outputs.items()}
+    if request_format == COLUMNAR:
+        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+    batch_sizes = {array.shape[0] if array.ndim else None for array in outputs.values()}
+    if None in batch_sizes or len(batch_sizes) > 1:
+        raise invalid_argument(f"outputs have no common batch size (shapes "
+                               f"{ {k: list(a.shape) for k, a in outputs.items()} }): use the columnar format")
+    if len(values) == 1:
+        return {"predictions": next(iter(values.values()))}
+    batch_size = batch_sizes.pop()
+    return {"predictions": [{name: rows[i] for name, rows in values.items()} for i in range(batch_size)]}

@@ -1,0 +1,54 @@
+"""Helpers of the serving tests: publishing versions as the deployment does, and running servers."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from taxi_model.serving.server import ModelServer, ServerOptions
+
+# Small limits, so that the tests can exceed them cheaply.
+MAX_BATCH_SIZE = 50
+MAX_BODY_BYTES = 1 << 20
+
+
+def publish_version(model_dir: Path, base_path: Path, version: int) -> Path:
+    """Copies a SavedModel in as `version`, atomically: into a dot-name the server ignores, then renamed."""
+    base_path.mkdir(parents=True, exist_ok=True)
+    staging = base_path / f".{version}.staging"
+    shutil.copytree(model_dir, staging)
+    return staging.rename(base_path / str(version))
+
+
+def write_models_config(serving_root: Path, model: str, versions: list[int], labels: dict[str, int]) -> None:
+    """models.config as the deployment writes it (atomically, by rename)."""
+    entry = [f'name: "{model}"', f'base_path: "{serving_root / model}"', 'model_platform: "tensorflow"',
+             "model_version_policy { specific { " + " ".join(f"versions: {v}" for v in versions) + " } }"]
+    entry += [f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items()]
+    staging = serving_root / ".models.config.tmp"
+    staging.write_text("model_config_list { config { " + " ".join(entry) + " } }\n")
+    staging.rename(serving_root / "models.config")
+
+
+@contextlib.contextmanager
+def running_server(serving_root: Path, poll_seconds: float = 0.2) -> Iterator[ModelServer]:
+    """A server on free ports of 127.0.0.1, stopped on exit."""
+    server = ModelServer(ServerOptions(serving_root=str(serving_root), rest_port=0, grpc_port=0,
+                                       poll_seconds=poll_seconds, max_batch_size=MAX_BATCH_SIZE,
+                                       max_body_bytes=MAX_BODY_BYTES))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Polls `condition` until it holds; fails the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.05)

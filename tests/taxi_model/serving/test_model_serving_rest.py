@@ -1,0 +1,133 @@
+"""The REST API against TF-Serving's contract: paths, formats, b64, errors, keep-alive."""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+
+import numpy as np
+import pytest
+from serving_test_support import MAX_BATCH_SIZE, MAX_BODY_BYTES
+
+
+def b64(example: bytes) -> dict:
+    return {"b64": base64.b64encode(example).decode()}
+
+
+def post(rest, path: str, document) -> tuple[int, dict]:
+    return rest.request("POST", path, json.dumps(document).encode())
+
+
+def test_status_is_tf_servings(rest):
+    assert rest.request("GET", "/v1/models/taxi") == (200, {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+    assert rest.request("GET", "/v1/models/taxi/versions/1")[1]["model_version_status"][0]["version"] == "1"
+
+
+def test_metadata_holds_the_signature_defs(rest):
+    status, metadata = rest.request("GET", "/v1/models/taxi/metadata")
+    assert status == 200
+    assert metadata["model_spec"] == {"name": "taxi", "version": "1", "signature_name": ""}
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    serving = signatures["serving_default"]
+    assert serving["method_name"] == "tensorflow/serving/predict"
+    assert serving["inputs"]["examples"]["dtype"] == "DT_STRING"
+    assert serving["inputs"]["examples"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
+    assert serving["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+    assert "transform_features" in signatures
+
+
+@pytest.mark.parametrize("path", ["/v1/models/taxi:predict", "/v1/models/taxi/versions/1:predict"])
+def test_row_format_answers_what_the_saved_model_answers(rest, examples, saved_model_outputs, path):
+    status, answer = post(rest, path, {"instances": [b64(e) for e in examples]})
+    assert status == 200
+    # One output: the values themselves, one per row; float32 survives JSON exactly.
+    np.testing.assert_array_equal(np.array(answer["predictions"], np.float32),
+                                  saved_model_outputs["serving_default"]["probabilities"])
+
+
+def test_named_rows_and_the_columnar_format_agree(rest, examples, saved_model_outputs):
+    expected = saved_model_outputs["serving_default"]["probabilities"]
+    status, named = post(rest, "/v1/models/taxi:predict", {"instances": [{"examples": b64(e)} for e in examples]})
+    assert status == 200
+    np.testing.assert_array_equal(np.array(named["predictions"], np.float32), expected)
+    status, columnar = post(rest, "/v1/models/taxi:predict",
+                            {"signature_name": "serving_default", "inputs": {"examples": [b64(e) for e in examples]}})
+    assert status == 200 and set(columnar) == {"outputs"}
+    np.testing.assert_array_equal(np.array(columnar["outputs"], np.float32), expected)
+
+
+def test_several_outputs_come_as_one_object_per_row(rest, examples, eval_rows, saved_model_outputs):
+    status, answer = post(rest, "/v1/models/taxi:predict",
+                          {"signature_name": "transform_features", "instances": [b64(e) for e in examples[:3]]})
+    assert status == 200
+    transformed = saved_model_outputs["transform_features"]
+    for i, row in enumerate(answer["predictions"]):
+        assert set(row) == set(transformed)
+        assert row["unique_key"] == eval_rows[i]["unique_key"]  # a string output, as text
+        assert np.float32(row["fare_xf"]) == transformed["fare_xf"][i]
+        assert row["payment_type_xf"] == transformed["payment_type_xf"][i]
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(rest, examples):
+    body = {"instances": [b64(examples[0])]}
+    post(rest, "/v1/models/taxi:predict", body)
+    connection = rest._connection.sock
+    for _ in range(20):
+        assert post(rest, "/v1/models/taxi:predict", body)[0] == 200
+    assert rest._connection.sock is connection
+
+
+BAD_REQUESTS = [  # (method, path, body, HTTP status, start of the error)
+    ("POST", "/v1/models/taxi:predict", b'{"instances": [', 400, "JSON Parse error"),
+    ("POST", "/v1/models/taxi:predict", b"[1, 2]", 400, "JSON Value: [1, 2] Is not object"),
+    ("POST", "/v1/models/taxi:predict", b"{}", 400, "Missing 'inputs' or 'instances' key"),
+    ("POST", "/v1/models/nope:predict", b'{"instances": [""]}', 404, "Servable not found for request: Latest(nope)"),
+    ("POST", "/v1/models/taxi/versions/7:predict", b'{"instances": [""]}', 404,
+     "Servable not found for request: Specific(taxi, 7)"),
+    ("POST", "/v1/models/taxi/labels/nope:predict", b'{"instances": [""]}', 400,
+     "Unrecognized servable version label: nope"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": [{"rows": ""}]}', 400,
+     "Failed to process element: 0 key: rows of 'instances' list. Error: JSON object: does not have named input"),
+    ("POST", "/v1/models/taxi:predict", b'{"inputs": {"rows": [""]}}', 400, "Missing named input: examples"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": [1.5]}', 400,
+     "JSON Value: 1.5 Type: Number is not of expected type: string"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": [{"b64": "%%%"}]}', 400, "Unable to base64 decode"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": [["", ""]]}', 400, "input examples has shape [1,2]"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": ["not an example"]}', 400, "Could not parse example input"),
+    ("POST", "/v1/models/taxi:predict", b'{"signature_name": "nope", "instances": [""]}', 400,
+     'Serving signature name: "nope" not found in signature def'),
+    ("POST", "/v1/models/taxi:predict", json.dumps({"instances": [""] * (MAX_BATCH_SIZE + 1)}).encode(), 400,
+     f"Task size {MAX_BATCH_SIZE + 1} is larger than maximum input batch size {MAX_BATCH_SIZE}"),
+    ("POST", "/v1/models/taxi:predict", b" " * (MAX_BODY_BYTES + 1), 413, "request body larger than the limit"),
+    ("POST", "/v1/models/taxi:classify", b'{"examples": [{}]}', 400,
+     "Expected classification signature method_name to be tensorflow/serving/classify"),
+    ("POST", "/v1/models/taxi:regress", b'{"examples": [{}]}', 400,
+     "Expected regression signature method_name to be tensorflow/serving/regress"),
+    ("POST", "/v1/models/taxi:explain", b"{}", 400, "Malformed request: POST /v1/models/taxi:explain"),
+    ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
+    ("GET", "/v1/models/taxi/versions/7", None, 404, "Could not find version 7 of model taxi"),
+    ("GET", "/v1/models", None, 400, "Missing model name in request."),
+    ("DELETE", "/v1/models/taxi", None, 400, "Malformed request: DELETE /v1/models/taxi"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, http_status, error", BAD_REQUESTS,
+                         ids=[f"{m} {p} {e[:30]}" for m, p, _, _, e in BAD_REQUESTS])
+def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(rest, examples, method, path, body,
+                                                                         http_status, error):
+    status, answer = rest.request(method, path, body)
+    assert (status, answer["error"][:len(error)]) == (http_status, error)
+    assert post(rest, "/v1/models/taxi:predict", {"instances": [b64(examples[0])]})[0] == 200  # same connection
+
+
+def test_a_chunked_body_is_read(server, examples, saved_model_outputs):
+    body = json.dumps({"instances": [b64(e) for e in examples]}).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+    connection.request("POST", "/v1/models/taxi:predict", body=iter([body[:100], body[100:]]),
+                       headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 200
+    np.testing.assert_array_equal(np.array(json.loads(response.read())["predictions"], np.float32),
+                                  saved_model_outputs["serving_default"]["probabilities"])
+    connection.close()

@@ -1,0 +1,138 @@
+"""Versions: swaps under load, labels from models.config, and what in the serving root is not a version."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import pytest
+from serving_test_support import publish_version, running_server, wait_for, write_models_config
+
+from taxi_model.serving.client import GrpcClient, RestClient, ServingRequestError
+
+
+def states(server, model: str = "taxi") -> dict[int, str]:
+    client = RestClient(port=server.rest_port)
+    try:
+        return dict(client.status(model))
+    finally:
+        client.close()
+
+
+def test_a_new_version_takes_over_without_a_failed_request(trained_model, tmp_path, examples):
+    publish_version(trained_model["model"], tmp_path / "taxi", 1)
+    failures: list[str] = []
+    versions_per_client: list[list[int]] = [[] for _ in range(2)]
+    rest_answers = [0, 0]
+    stop = threading.Event()
+
+    def ask_grpc(port: int, seen: list[int]) -> None:
+        client = GrpcClient(port=port, timeout=10)
+        while not stop.is_set():
+            try:
+                seen.append(client.predict(examples[:5]).version)
+            except Exception as e:
+                failures.append(f"gRPC: {e!r}")
+        client.close()
+
+    def ask_rest(port: int, index: int) -> None:
+        client = RestClient(port=port, timeout=10)
+        while not stop.is_set():
+            try:
+                assert len(client.predict(examples[:5]).probabilities) == 5
+                rest_answers[index] += 1
+            except Exception as e:
+                failures.append(f"REST: {e!r}")
+        client.close()
+
+    with running_server(tmp_path, poll_seconds=0.2) as server:
+        threads = [threading.Thread(target=ask_grpc, args=(server.grpc_port, seen)) for seen in versions_per_client]
+        threads += [threading.Thread(target=ask_rest, args=(server.rest_port, i)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.5)
+            publish_version(trained_model["model"], tmp_path / "taxi", 2)
+            wait_for(lambda: states(server) == {2: "AVAILABLE", 1: "END"}, "version 2 replaces version 1")
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=20)
+
+    assert not failures
+    assert min(rest_answers) > 0
+    for seen in versions_per_client:
+        assert seen[0] == 1 and seen[-1] == 2
+        assert seen == sorted(seen)  # once version 2 answered, version 1 never did again
+
+
+def test_labels_route_to_their_versions_and_follow_models_config(trained_model, tmp_path, examples):
+    base = tmp_path / "taxi"
+    for version in (1, 2):
+        publish_version(trained_model["model"], base, version)
+    write_models_config(tmp_path, "taxi", [1, 2], {"stable": 1, "canary": 2})
+
+    with running_server(tmp_path) as server:
+        grpc_client, rest = GrpcClient(port=server.grpc_port), RestClient(port=server.rest_port)
+        assert grpc_client.predict(examples, label="stable").version == 1
+        assert grpc_client.predict(examples, label="canary").version == 2
+        assert grpc_client.predict(examples).version == 2  # no label: the newest
+        assert rest.status("taxi", label="stable") == [(1, "AVAILABLE")]
+        assert rest.predict(examples, label="stable").probabilities == rest.predict(examples, version=1).probabilities
+
+        write_models_config(tmp_path, "taxi", [2], {"stable": 2})  # promote version 2; version 1 goes
+        wait_for(lambda: states(server) == {2: "AVAILABLE", 1: "END"}, "version 1 unloaded")
+        assert grpc_client.predict(examples, label="stable").version == 2
+        with pytest.raises(ServingRequestError, match="Unrecognized servable version label: canary"):
+            rest.predict(examples, label="canary")
+        grpc_client.close()
+        rest.close()
+
+
+def test_only_version_directories_count_and_a_bad_version_breaks_nothing(trained_model, tmp_path, examples):
+    base = tmp_path / "taxi"
+    publish_version(trained_model["model"], base, 1)
+    shutil.copytree(trained_model["model"], base / ".3.staging-abc")  # a push in progress
+    (base / "records").mkdir()
+    (base / "records" / "1.json").write_text(json.dumps({"run_id": "x"}))
+    (base / "labels.json").write_text("{}")
+    (tmp_path / ".taxi_new").mkdir()  # a model being set up
+
+    with running_server(tmp_path) as server:
+        client = GrpcClient(port=server.grpc_port)
+        assert states(server) == {1: "AVAILABLE"}
+        with pytest.raises(ServingRequestError, match="Could not find any versions of model .taxi_new"):
+            states(server, ".taxi_new")
+
+        # A newest version that cannot load: reported, and version 1 keeps serving.
+        (base / "5").mkdir()
+        (base / "5" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        wait_for(lambda: states(server).get(5) == "END", "version 5 failed")
+        status = RestClient(port=server.rest_port).request("GET", "/v1/models/taxi/versions/5")[1]
+        assert status["model_version_status"][0]["status"]["error_code"] != "OK"
+        assert client.predict(examples).version == 1
+
+        # It vanishes (moved away by rename) and a good version 6 arrives: 6 takes over.
+        (base / "5").rename(base / ".5.trash")
+        publish_version(trained_model["model"], base, 6)
+        wait_for(lambda: states(server) == {6: "AVAILABLE", 5: "END", 1: "END"}, "version 6 replaces version 1")
+
+        # Version 6 replaced in place by renames (the deployment's retry of a window): reloaded from
+        # the new directory, and serving goes on meanwhile.
+        first_copy = server.repository.resolve("taxi", 6)
+        (base / "6").rename(base / ".6.old")
+        time.sleep(0.3)  # polls that find no version 6 on disk (fewer than VANISHED_POLLS)
+        assert client.predict(examples).version == 6
+        publish_version(trained_model["model"], base, 6)
+        shutil.rmtree(base / ".6.old")
+        wait_for(lambda: server.repository.resolve("taxi", 6) is not first_copy, "version 6 reloaded")
+        assert client.predict(examples).version == 6
+        assert states(server) == {6: "AVAILABLE", 5: "END", 1: "END"}
+
+        # Version 6 deleted for good (a rollback): version 1 is back.
+        shutil.rmtree(base / "6")
+        wait_for(lambda: states(server) == {6: "END", 5: "END", 1: "AVAILABLE"}, "version 1 replaces version 6")
+        assert client.predict(examples).version == 1
+        client.close()
