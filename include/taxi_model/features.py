@@ -13,35 +13,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from taxi_model import variants
+from taxi_model import columns, variants
 
-# The window CSV's columns, in file order, with their raw (tf.Example) types. Every column may be
-# empty, so all are VarLen (a missing value is an empty list) and `_fill_in_missing` makes them
-# dense. Nullable integer columns are FLOAT because writers emit them as "5.0" when a column has
-# NULLs; only the columns derived from the (never NULL) trip start are INT. Census tracts are
-# 11-digit ids that float32 would round, so they are kept as STRING (the model does not use them).
-RAW_COLUMNS: tuple[tuple[str, tf.dtypes.DType], ...] = (
-    ("unique_key", tf.string),
-    ("pickup_community_area", tf.float32),
-    ("fare", tf.float32),
-    ("trip_start_month", tf.int64),
-    ("trip_start_hour", tf.int64),
-    ("trip_start_day", tf.int64),
-    ("trip_start_timestamp", tf.int64),
-    ("pickup_latitude", tf.float32),
-    ("pickup_longitude", tf.float32),
-    ("dropoff_latitude", tf.float32),
-    ("dropoff_longitude", tf.float32),
-    ("trip_miles", tf.float32),
-    ("pickup_census_tract", tf.string),
-    ("dropoff_census_tract", tf.string),
-    ("payment_type", tf.string),
-    ("company", tf.string),
-    ("trip_seconds", tf.float32),
-    ("dropoff_community_area", tf.float32),
-    ("tips", tf.float32),
-)
-RAW_COLUMN_NAMES = tuple(name for name, _ in RAW_COLUMNS)
+# The window CSV's columns (taxi_model.columns) with their raw tf.Example types. Every column may be
+# empty, so all are VarLen (a missing value is an empty list) and `_fill_in_missing` makes them dense.
+_TF_TYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
+RAW_COLUMNS: tuple[tuple[str, tf.dtypes.DType], ...] = tuple(
+    (name, _TF_TYPES[kind]) for name, kind in columns.RAW_COLUMN_TYPES)
+RAW_COLUMN_NAMES = columns.RAW_COLUMN_NAMES
 RAW_FEATURE_SPEC = {name: tf.io.VarLenFeature(dtype) for name, dtype in RAW_COLUMNS}
 
 FARE_KEY = "fare"

@@ -8,17 +8,13 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from taxi_model.columns import RAW_COLUMN_NAMES
+
 SQL_DIR = Path(__file__).with_name("sql")
 BIGQUERY_SOURCE_TABLE = "`bigquery-public-data.chicago_taxi_trips.taxi_trips`"
 LOCAL_SOURCE_TABLE = "chicago_taxi_trips.taxi_trips"
 # The columns the window query returns, in order: the contract with the ML runtime's CSV reader.
-WINDOW_COLUMNS = (
-    "unique_key", "pickup_community_area", "fare", "trip_start_month", "trip_start_hour",
-    "trip_start_day", "trip_start_timestamp", "pickup_latitude", "pickup_longitude",
-    "dropoff_latitude", "dropoff_longitude", "trip_miles", "pickup_census_tract",
-    "dropoff_census_tract", "payment_type", "company", "trip_seconds", "dropoff_community_area",
-    "tips",
-)
+WINDOW_COLUMNS = RAW_COLUMN_NAMES
 
 
 @lru_cache(maxsize=None)

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from taxi_model.columns import RAW_COLUMN_NAMES
+
 REPO = Path(__file__).resolve().parents[2]
 INCLUDE = REPO / "include"
 TRAIN_ROWS, EVAL_ROWS = 900, 300  # the rows of the `window_dir` fixture
-COLUMNS = (
-    "unique_key", "pickup_community_area", "fare", "trip_start_month", "trip_start_hour",
-    "trip_start_day", "trip_start_timestamp", "pickup_latitude", "pickup_longitude",
-    "dropoff_latitude", "dropoff_longitude", "trip_miles", "pickup_census_tract",
-    "dropoff_census_tract", "payment_type", "company", "trip_seconds", "dropoff_community_area",
-    "tips",
-)
+COLUMNS = RAW_COLUMN_NAMES
 PAYMENT_TYPES = ("Credit Card", "Cash", "No Charge", "Unknown", "Dispute", "Mobile")
 PAYMENT_SHARES = (0.42, 0.52, 0.03, 0.015, 0.005, 0.01)
 COMPANIES = (

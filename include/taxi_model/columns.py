@@ -1,0 +1,34 @@
+"""The window's raw columns: names in file order and their raw types.
+
+Pure Python (no TensorFlow): the Airflow side reads it too, as the contract between the window SQL
+(taxi_pipeline.queries), the extracted CSVs and the feature contract (taxi_model.features).
+
+Every column may be empty. Nullable integer columns are `float` because writers emit them as "5.0"
+when a column has NULLs; only the columns derived from the (never NULL) trip start are `int`.
+Census tracts are 11-digit ids that float32 would round, so they are `string` (the model does not
+use them).
+"""
+from __future__ import annotations
+
+RAW_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
+    ("unique_key", "string"),
+    ("pickup_community_area", "float"),
+    ("fare", "float"),
+    ("trip_start_month", "int"),
+    ("trip_start_hour", "int"),
+    ("trip_start_day", "int"),
+    ("trip_start_timestamp", "int"),
+    ("pickup_latitude", "float"),
+    ("pickup_longitude", "float"),
+    ("dropoff_latitude", "float"),
+    ("dropoff_longitude", "float"),
+    ("trip_miles", "float"),
+    ("pickup_census_tract", "string"),
+    ("dropoff_census_tract", "string"),
+    ("payment_type", "string"),
+    ("company", "string"),
+    ("trip_seconds", "float"),
+    ("dropoff_community_area", "float"),
+    ("tips", "float"),
+)
+RAW_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RAW_COLUMN_TYPES)
