@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 from taxi_model.variants import VARIANTS
 
+from taxi_pipeline.branches import Branch
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.run_context import taxi_run
+from taxi_pipeline.serving import model_name
 
 platform = get_platform()
 
@@ -53,9 +55,9 @@ with DAG(
 
     variants = []
     for variant in VARIANTS:
+        branch = Branch(name=variant, variant=variant, served_model=model_name(variant))
         with TaskGroup(group_id=variant, tooltip=f"the {variant} preprocessing variant") as group:
-            chain(platform.transform(variant), platform.train(variant), platform.evaluate(variant),
-                  platform.push(variant))
+            chain(platform.transform(branch), platform.train(branch), platform.evaluate(branch), platform.push(branch))
         variants.append(group)
 
     compare_variants = platform.compare_variants()

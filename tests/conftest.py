@@ -62,4 +62,7 @@ def airflow_db(taxi_home):
     home.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
                    stdout=subprocess.DEVNULL, env=os.environ.copy())
+    from taxi_pipeline.pools import ensure_pools
+
+    ensure_pools({})
     return home

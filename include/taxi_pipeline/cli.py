@@ -14,6 +14,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from taxi_pipeline.pools import ensure_pools
 from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings
 
 DEFAULT_DATE = "2016-01-01"
@@ -33,11 +34,12 @@ def ensure_warehouse(settings: Settings) -> None:
 def ensure_airflow_db(settings: Settings) -> None:
     """Create (or upgrade) the metadata database of the project's Airflow home."""
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    marker = settings.airflow_home / ".migrated"
+    marker = settings.airflow_home / ".migrated-with-pools"
     if marker.exists():
         return
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
                    env={**os.environ, **airflow_env(settings)}, stdout=subprocess.DEVNULL)
+    ensure_pools(airflow_env(settings))
     marker.touch()
 
 
@@ -121,11 +123,11 @@ def print_summary(dag, dag_run):
     for ti in sorted(dag_run.get_task_instances(), key=lambda t: (t.start_date or dag_run.start_date, t.task_id)):
         took = f"{(ti.end_date - ti.start_date).total_seconds():6.1f} s" if ti.start_date and ti.end_date else ""
         print(f"  {ti.task_id:<28} {ti.state:<16} {took}")
-    report = Path(layout.validation_dir) / "report.json"
+    report = Path(layout.validation_dir()) / "report.json"
     if report.exists():
         verdict = json.loads(report.read_text())
         print(f"  rows per split: {verdict['rows']}")
-        print(f"  validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir}/summary.txt)")
+        print(f"  validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir()}/summary.txt)")
         for line in verdict["failures"]:
             print(f"    - {line}")
     comparison = Path(layout.run_dir) / "comparison.txt"

@@ -8,7 +8,7 @@ from taxi_pipeline.layout import RunLayout
 
 
 def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:
-    validation = json.loads(Path(layout.validation_dir, "report.json").read_text())
+    validation = json.loads(Path(layout.validation_dir(), "report.json").read_text())
     rows = []
     for variant in variants:
         blessing = json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())

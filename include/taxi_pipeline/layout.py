@@ -1,12 +1,16 @@
 """The artifact layout: the one place that says where a run's artifacts live.
 
     {artifact_root}/{dag_id}/window={window.key}/run={run_id}/
-        data/{train,eval,reference}/part-*.csv   extracted splits (reference = previous window, for drift)
-        validation/                             result.json, summary.txt, data_docs/
+        data/{train,eval}/part-*.csv            the run's window, extracted (daily DAG)
+        data/reference/train/part-*.csv         the previous window, the drift reference (daily DAG)
+        data/{newest,recent,long}/{train,eval}/ the named windows of the sliding-window DAG
+        validation/[<window name>/]             result.json, summary.txt, data_docs/
         variants/{variant}/transform/           transform graph + transformed TFRecords
         variants/{variant}/model/               SavedModel
         variants/{variant}/logs/                TensorBoard logs
         variants/{variant}/evaluation/          TFMA output + blessing.json
+        window_comparison/                      recent vs long (sliding-window DAG)
+    {artifact_root}/{dag_id}/history/           one verdict per window (sliding-window DAG)
 
 Keyed by DAG, window and run, so a backfill and the daily run never write the same paths, and a
 retry of the same run rewrites its own paths in place. Paths are strings joined with "/" so that
@@ -20,7 +24,6 @@ from dataclasses import dataclass
 from taxi_pipeline.window import Window
 
 SPLITS = ("train", "eval")
-REFERENCE = "reference"
 
 
 def _path_safe(run_id: str) -> str:
@@ -43,17 +46,26 @@ class RunLayout:
     def data_dir(self) -> str:
         return f"{self.run_dir}/data"
 
-    def split_dir(self, split: str) -> str:
-        if split not in SPLITS + (REFERENCE,):
+    def window_data_dir(self, name: str = "") -> str:
+        """The extracted splits of a named window of the run ("" = the run's own window)."""
+        return f"{self.data_dir}/{name}" if name else self.data_dir
+
+    def split_dir(self, split: str, window: str = "") -> str:
+        if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
-        return f"{self.data_dir}/{split}"
+        return f"{self.window_data_dir(window)}/{split}"
 
-    def split_glob(self, split: str) -> str:
-        return f"{self.split_dir(split)}/part-*.csv"
+    def split_glob(self, split: str, window: str = "") -> str:
+        return f"{self.split_dir(split, window)}/part-*.csv"
 
-    @property
-    def validation_dir(self) -> str:
-        return f"{self.run_dir}/validation"
+    def window_glob(self, window: str) -> str:
+        """Every split of a named window (all its trips)."""
+        if not window:
+            raise ValueError("the run's own window also holds the drift reference: name a split")
+        return f"{self.window_data_dir(window)}/*/part-*.csv"
+
+    def validation_dir(self, window: str = "") -> str:
+        return f"{self.run_dir}/validation/{window}".rstrip("/")
 
     def variant_dir(self, variant: str) -> str:
         return f"{self.run_dir}/variants/{variant}"
@@ -71,5 +83,11 @@ class RunLayout:
         return f"{self.variant_dir(variant)}/evaluation"
 
     @property
-    def summary_path(self) -> str:
-        return f"{self.run_dir}/summary.json"
+    def window_comparison_dir(self) -> str:
+        """The sliding-window DAG's recent-vs-long comparison."""
+        return f"{self.run_dir}/window_comparison"
+
+    @property
+    def history_dir(self) -> str:
+        """One verdict per window, across the DAG's runs (outside any run's folder)."""
+        return f"{self.artifact_root.rstrip('/')}/{self.dag_id}/history"

@@ -6,6 +6,8 @@ DAG files call `get_platform()` and the stage builders; the DAG's shape does not
 """
 from __future__ import annotations
 
+from taxi_pipeline.branches import Branch
+from taxi_pipeline.pools import DEPLOY_POOL, HEAVY_POOL
 from taxi_pipeline.settings import REPO_ROOT, get_settings
 
 RUNTIME_SOURCES = REPO_ROOT / "include" / "taxi_model"
@@ -90,6 +92,21 @@ One table of the variants of this run: rows, AUC, accuracy, blessed, why. Writte
 """
 
 
+WINDOW_COMPARISON_DOC = """
+### compare_windows
+Workflow 2's question: does the model trained on the recent window beat the one trained on all
+history, on the newest data? Per slice, both models' TFMA metrics and their difference, and a
+verdict on the overall AUC difference with a paired bootstrap 95% interval (is it larger than its
+noise?). Written to the run's `window_comparison/`.
+"""
+RECORD_VERDICT_DOC = """
+### record_verdict
+Adds this window's verdict to the DAG's history (one row per window, `history/<window>.json` and
+`history/history.csv`), so a user can see over time whether recency matters. A rerun of the window
+rewrites its own row.
+"""
+
+
 class LocalPlatform:
     name = "local"
 
@@ -121,45 +138,68 @@ class LocalPlatform:
         return BeamRunPythonPipelineOperator(
             # FnApiRunner: the direct runner's engine, without its attempt to download Prism.
             task_id=task_id, runner="FnApiRunner", py_file=str(RUNTIME_SOURCES / script),
-            py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md)
+            py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md, pool=HEAVY_POOL)
 
-    def transform(self, variant: str):
+    def transform(self, branch: Branch):
         return self._beam_pipeline("transform", "transform.py", {
-            "train": "{{ taxi_run().split_glob('train') }}",
-            "eval": "{{ taxi_run().split_glob('eval') }}",
-            "variant": variant,
-            "output": f"{{{{ taxi_run().transform_dir('{variant}') }}}}",
+            "train": branch.split_glob("train"),
+            "eval": branch.split_glob("eval"),
+            "variant": branch.variant,
+            "output": branch.path("transform_dir"),
         }, TRANSFORM_DOC)
 
-    def train(self, variant: str):
+    def train(self, branch: Branch):
         from taxi_plugins.operators import RuntimeModuleOperator
 
-        return RuntimeModuleOperator(task_id="train", module="taxi_model.trainer", doc_md=TRAIN_DOC, arguments=[
-            "--transform_output", f"{{{{ taxi_run().transform_dir('{variant}') }}}}",
-            "--serving_model_dir", f"{{{{ taxi_run().model_dir('{variant}') }}}}",
-            "--log_dir", f"{{{{ taxi_run().logs_dir('{variant}') }}}}",
+        return RuntimeModuleOperator(task_id="train", module="taxi_model.trainer", doc_md=TRAIN_DOC, pool=HEAVY_POOL, arguments=[
+            "--transform_output", branch.path("transform_dir"),
+            "--serving_model_dir", branch.path("model_dir"),
+            "--log_dir", branch.path("logs_dir"),
             "--train_steps", "{{ params.train_steps }}",
             "--eval_steps", "{{ params.eval_steps }}",
         ])
 
-    def evaluate(self, variant: str):
-        from taxi_pipeline.serving import model_base_path, model_name
+    def evaluate(self, branch: Branch):
+        from taxi_pipeline.serving import model_base_path
 
+        serving_root = get_settings().serving_root
         return self._beam_pipeline("evaluate", "evaluate.py", {
-            "model": f"{{{{ taxi_run().model_dir('{variant}') }}}}",
-            "serving_base_path": model_base_path(get_settings().serving_root, model_name(variant)),
-            "eval": "{{ taxi_run().split_glob('eval') }}",
-            "output": f"{{{{ taxi_run().evaluation_dir('{variant}') }}}}",
-            "variant": variant,
+            "model": branch.path("model_dir"),
+            "serving_base_path": model_base_path(serving_root, branch.served_model) if branch.served_model else "",
+            "eval": branch.eval_glob,
+            "output": branch.path("evaluation_dir"),
+            "variant": branch.name,
         }, EVALUATE_DOC)
 
-    def push(self, variant: str):
+    def compare_windows(self, recent: Branch, long: Branch):
+        from taxi_plugins.operators import RuntimeModuleOperator
+
+        from taxi_pipeline.branches import run_path
+
+        return RuntimeModuleOperator(
+            task_id="compare_windows", module="taxi_model.window_comparison", doc_md=WINDOW_COMPARISON_DOC,
+            pool=HEAVY_POOL,
+            arguments=["--recent_model", recent.path("model_dir"), "--long_model", long.path("model_dir"),
+                       "--eval", recent.eval_glob,
+                       "--recent_evaluation", recent.path("evaluation_dir"),
+                       "--long_evaluation", long.path("evaluation_dir"),
+                       "--output", run_path("window_comparison_dir")])
+
+    def record_verdict(self):
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        from taxi_pipeline.tasks import record_window_verdict
+
+        return PythonOperator(task_id="record_verdict", python_callable=record_window_verdict,
+                              doc_md=RECORD_VERDICT_DOC)
+
+    def push(self, branch: Branch):
         from airflow.providers.standard.operators.python import PythonOperator
 
         from taxi_pipeline.tasks import push_variant
 
-        return PythonOperator(task_id="push", python_callable=push_variant, op_kwargs={"variant": variant},
-                              doc_md=PUSH_DOC)
+        return PythonOperator(task_id="push", python_callable=push_variant, op_kwargs={"variant": branch.name},
+                              doc_md=PUSH_DOC, pool=DEPLOY_POOL)
 
     def promote_champion(self):
         from airflow.providers.standard.operators.python import PythonOperator
@@ -167,7 +207,7 @@ class LocalPlatform:
         from taxi_pipeline.tasks import promote_champion
 
         return PythonOperator(task_id="promote_champion", python_callable=promote_champion,
-                              trigger_rule="none_failed", doc_md=PROMOTE_DOC)
+                              trigger_rule="none_failed", doc_md=PROMOTE_DOC, pool=DEPLOY_POOL)
 
     def compare_variants(self):
         from airflow.providers.standard.operators.python import PythonOperator

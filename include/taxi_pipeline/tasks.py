@@ -10,36 +10,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def extract_window_to_artifacts(**context) -> dict[str, int]:
-    from taxi_pipeline.extract import extract_window
-    from taxi_pipeline.run_context import run_layout
+def extract_window_to_artifacts(**context) -> dict[str, dict[str, int]]:
+    from taxi_pipeline.extract import extract_windows
+    from taxi_pipeline.run_context import run_layout, window_plan
     from taxi_pipeline.settings import get_settings
 
-    layout = run_layout(context)
-    rows = extract_window(get_settings().warehouse_path, layout)
-    log.info("Window %s extracted to %s: %s", layout.window, layout.data_dir, rows)
+    layout, plan = run_layout(context), window_plan(context)
+    rows = extract_windows(get_settings().warehouse_path, layout, plan.windows)
+    for name, window in plan.windows.items():
+        log.info("Window %s %s: %s", name or "of the run", window, rows[name or "window"])
+    log.info("Extracted to %s", layout.data_dir)
     return rows
 
 
 def validate_window_artifacts(**context) -> dict:
+    """Validate each window of the run's plan; fail (without retries) if any is bad."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from taxi_pipeline.run_context import run_layout
+    from taxi_pipeline.run_context import run_layout, window_plan
     from taxi_pipeline.storage import atomic_directory
     from taxi_pipeline.validation import validate_window
 
-    layout = run_layout(context)
-    with atomic_directory(layout.validation_dir) as staging:
-        report = validate_window(layout.data_dir, layout.window, str(staging), context["params"]["min_window_rows"])
-    for line in report.summary().splitlines():
-        log.info(line)
-    log.info("Full report: %s/summary.txt, Data Docs: %s/data_docs/index.html", layout.validation_dir,
-             layout.validation_dir)
-    if not report.success:
-        raise AirflowFailException(
-            f"Window {layout.window} failed validation with {len(report.failures)} problems: "
-            + "; ".join(report.failures) + f". Report: {layout.validation_dir}/summary.txt")
-    return {"rows": report.rows, "notes": report.notes}
+    layout, plan = run_layout(context), window_plan(context)
+    reports, failures = {}, []
+    for name, reference in plan.checks.items():
+        out = layout.validation_dir(name)
+        with atomic_directory(out) as staging:
+            report = validate_window(
+                layout.window_data_dir(name), plan.windows[name], str(staging), context["params"]["min_window_rows"],
+                reference_dir=layout.split_dir("train", reference) if reference else None,
+                reference_name=f"the {reference} window {plan.windows[reference]}" if reference else "")
+        for line in report.summary().splitlines():
+            log.info("%s%s", f"[{name}] " if name else "", line)
+        log.info("Full report: %s/summary.txt, Data Docs: %s/data_docs/index.html", out, out)
+        reports[name or "window"] = {"rows": report.rows, "notes": report.notes, "success": report.success}
+        if not report.success:
+            failures.append(f"window {name + ' ' if name else ''}{report.window} failed validation with "
+                            f"{len(report.failures)} problems: " + "; ".join(report.failures)
+                            + f". Report: {out}/summary.txt")
+    if failures:
+        raise AirflowFailException(" | ".join(failures))
+    return reports
 
 
 def compare_variants(**context) -> list[dict]:
@@ -119,3 +130,25 @@ def promote_champion(**context) -> dict:
     set_label(serving_root, CHAMPION_MODEL, STABLE_LABEL, result.version)
     log.info("%s label %r -> version %s", CHAMPION_MODEL, STABLE_LABEL, result.version)
     return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"]}
+
+
+def record_window_verdict(**context) -> dict:
+    """Record the run's recent-vs-long verdict as its window's row of the DAG's history."""
+    import json
+    from pathlib import Path
+
+    from taxi_pipeline.history import write_history
+    from taxi_pipeline.run_context import run_layout, window_plan
+
+    layout, plan = run_layout(context), window_plan(context)
+    comparison = json.loads(Path(layout.window_comparison_dir, "comparison.json").read_text())
+    row = {
+        "window": str(plan.windows["newest"]), "window_key": layout.window.key, "run_id": layout.run_id,
+        "recent_window": str(plan.windows["recent"]), "long_window": str(plan.windows["long"]),
+        "examples": comparison["examples"], "verdict": comparison["verdict"], **{
+            f"auc_{k}": v for k, v in comparison["auc"].items()},
+    }
+    path = write_history(layout.history_dir, row)
+    log.info("%s", comparison["sentence"])
+    log.info("Verdict of window %s recorded in %s", row["window"], path)
+    return row

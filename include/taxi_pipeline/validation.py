@@ -80,7 +80,8 @@ def drift_partition(reference, bins: int = DRIFT_BINS) -> dict | None:
     return {"bins": edges.tolist(), "weights": weights.tolist()}
 
 
-def build_expectations(window: Window, min_rows: int, reference=None) -> tuple[list, list[str]]:
+def build_expectations(window: Window, min_rows: int, reference=None,
+                       reference_name: str = "the reference window") -> tuple[list, list[str]]:
     import great_expectations.expectations as gxe
 
     notes: list[str] = []
@@ -100,8 +101,10 @@ def build_expectations(window: Window, min_rows: int, reference=None) -> tuple[l
         max_null = MAX_NULL_FRACTION.get(column, 0.0)
         if max_null < 1.0:
             exps.append(gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=column, min_value=1 - max_null))
-    if reference is None or reference.empty:
-        notes.append(f"no trips in the previous window {window.previous()}: drift not checked")
+    if reference is None:
+        notes.append("no reference window for this window: drift not checked")
+    elif reference.empty:
+        notes.append(f"no trips in {reference_name}: drift not checked")
     else:
         for column, kl_max in DRIFT_KL_MAX.items():
             partition = drift_partition(reference[column]) if column in reference else None
@@ -178,8 +181,11 @@ def summarize_failures(failed: list, frame) -> list[str]:
     return lines
 
 
-def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int) -> ValidationReport:
-    """Validate the extracted window under `data_dir`; write result.json, summary.txt, data_docs/ to `out_dir`.
+def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int,
+                    reference_dir: str | None = None, reference_name: str = "the reference window") -> ValidationReport:
+    """Validate the extracted window under `data_dir` (its train/ and eval/ splits), measuring drift
+    against the trips under `reference_dir` (a split folder) if given; write result.json,
+    summary.txt and data_docs/ to `out_dir`.
 
     `out_dir` is expected to be a fresh (staging) directory: callers publish it atomically.
     """
@@ -188,13 +194,13 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int) 
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     splits = {s: read_split(f"{data_dir}/{s}") for s in ("train", "eval")}
-    reference = read_split(f"{data_dir}/reference")
+    reference = read_split(reference_dir) if reference_dir else None
     present = [f for f in splits.values() if len(f.columns)]
     # join="inner": a column missing from one split is missing from the window, not a flood of nulls.
     frame = (pd.concat(present, join="inner", ignore_index=True) if present
              else pd.DataFrame({c: [] for c in WINDOW_COLUMNS}))
     rows = {s: len(f) for s, f in splits.items()}
-    expectations, notes = build_expectations(window, min_rows, reference)
+    expectations, notes = build_expectations(window, min_rows, reference, reference_name)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from taxi_pipeline.layout import RunLayout
-from taxi_pipeline.extract import extract_window
+from taxi_pipeline.extract import extract_windows
 from taxi_pipeline.validation import read_split, validate_window
 from taxi_pipeline.window import Window
 
@@ -20,13 +20,13 @@ MIN_ROWS = 500
 @pytest.fixture(scope="module")
 def real_window(warehouse, tmp_path_factory) -> Path:
     layout = RunLayout(str(tmp_path_factory.mktemp("artifacts")), "test", WINDOW, "real")
-    extract_window(warehouse, layout)
+    extract_windows(warehouse, layout, {"": WINDOW, "reference": WINDOW.previous()})
     return Path(layout.data_dir)
 
 
 def broken_copy(real_window: Path, tmp_path: Path, mutate) -> Path:
     """A copy of the real window whose train split went through `mutate(frame) -> frame`."""
-    for split in ("train", "eval", "reference"):
+    for split in ("train", "eval", "reference/train"):
         frame = read_split(str(real_window / split))
         if split == "train":
             frame = mutate(frame)
@@ -36,7 +36,8 @@ def broken_copy(real_window: Path, tmp_path: Path, mutate) -> Path:
 
 
 def validate(data_dir: Path, tmp_path: Path):
-    return validate_window(str(data_dir), WINDOW, str(tmp_path / "validation"), MIN_ROWS)
+    return validate_window(str(data_dir), WINDOW, str(tmp_path / "validation"), MIN_ROWS,
+                           reference_dir=str(data_dir / "reference" / "train"))
 
 
 def test_the_real_window_passes_and_writes_its_report(real_window, tmp_path):
@@ -82,7 +83,7 @@ def test_an_empty_window_fails_on_its_row_count(real_window, tmp_path):
     report = validate(broken_copy(real_window, tmp_path, lambda f: f.iloc[:0]), tmp_path)
     assert report.failures == ["the train split is empty"]
 
-    for split in ("train", "eval", "reference"):
+    for split in ("train", "eval"):
         (tmp_path / "empty" / split).mkdir(parents=True)
         pd.DataFrame(columns=read_split(str(real_window / "eval")).columns).to_csv(
             tmp_path / "empty" / split / "part-00000.csv", index=False)
@@ -114,3 +115,9 @@ def test_coordinates_outside_chicago_duplicates_and_null_floods(real_window, tmp
     assert "pickup_longitude: 10 values" in text
     assert "unique_key: 14 rows share their value with another row" in text
     assert "payment_type:" in text and "nulls, at most 1% allowed" in text
+
+
+def test_without_a_reference_window_drift_is_not_checked_and_said_so(real_window, tmp_path):
+    report = validate_window(str(real_window), WINDOW, str(tmp_path / "v"), MIN_ROWS)
+    assert report.success
+    assert report.notes == ["no reference window for this window: drift not checked"]

@@ -1,0 +1,73 @@
+"""taxi_sliding_window: Workflow 2 of the Kubeflow taxi example, every month.
+
+Does a model trained on recent data beat one trained on all history, judged on the newest data?
+
+wait_for_window >> extract_window >> validate_window
+    >> recent: transform >> train >> evaluate      (the `recent_days` before the month)
+    >> long:   transform >> train >> evaluate      (from `history_start` to the month)
+    >> compare_windows >> record_verdict
+
+Both models are judged by TFMA on every trip of the run's own month (its data interval). The same
+stages as taxi_daily_retrain, built by the same platform (TAXI_PLATFORM); see
+include/taxi_pipeline/platforms.py and branches.py.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
+
+from taxi_pipeline.branches import Branch
+from taxi_pipeline.platforms import get_platform
+from taxi_pipeline.run_context import taxi_run
+
+platform = get_platform()
+BRANCHES = (
+    Branch(name="recent", variant="standard", window="recent", eval_window="newest"),
+    Branch(name="long", variant="standard", window="long", eval_window="newest"),
+)
+
+with DAG(
+    dag_id="taxi_sliding_window",
+    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
+    start_date=datetime(2014, 1, 1),
+    max_active_runs=2,
+    tags=["taxi", "workflow-2", "recency", f"platform:{platform.name}"],
+    doc_md=__doc__ + """
+**On-call**: each task's doc says what its failure means. Artifacts of a run live under
+`$TAXI_HOME/artifacts/taxi_sliding_window/window=<month>/run=<run_id>/`, the history of verdicts
+under `$TAXI_HOME/artifacts/taxi_sliding_window/history/`.
+""",
+    default_args={
+        "owner": "taxi-mlops",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=15),
+    },
+    params={
+        "recent_days": Param(90, type="integer", minimum=7, maximum=3650,
+                             description="Days before the evaluated month that the recent model trains on."),
+        "history_start": Param("2013-01-01", type="string", format="date",
+                               description="First day the long-window model trains on."),
+        "min_window_rows": Param(50, type="integer", minimum=1,
+                                 description="Fewest trips each window may have to pass validation."),
+        "train_steps": Param(300, type="integer", minimum=1, description="Training steps per model."),
+        "eval_steps": Param(50, type="integer", minimum=1, description="Evaluation steps during training."),
+    },
+    user_defined_macros={"taxi_run": taxi_run},
+) as dag:
+    wait_for_window = platform.wait_for_window()
+    extract_window = platform.extract_window()
+    validate_window = platform.validate_window()
+
+    models = []
+    for branch in BRANCHES:
+        with TaskGroup(group_id=branch.name, tooltip=f"the model trained on the {branch.name} window") as group:
+            chain(platform.transform(branch), platform.train(branch), platform.evaluate(branch))
+        models.append(group)
+
+    compare_windows = platform.compare_windows(*BRANCHES)
+    record_verdict = platform.record_verdict()
+
+    chain(wait_for_window, extract_window, validate_window, models, compare_windows, record_verdict)
