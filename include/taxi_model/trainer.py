@@ -183,6 +183,8 @@ def run_fn(fn_args: FnArgs) -> keras.Model:
     strategy = _strategy(config)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     chief = is_chief(config)
     keras.utils.set_random_seed(fn_args.seed)
+    # A rerun of a window (retry, reprocessed backfill) must give the same model and metrics.
+    tf.config.experimental.enable_op_determinism()
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph)
     train = _dataset(fn_args.train_files, tf_transform_output, fn_args.batch_size, shuffle_seed=fn_args.seed)
