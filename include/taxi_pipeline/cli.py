@@ -111,9 +111,10 @@ def serve_and_predict(settings: Settings, layout, rows: int = 5) -> None:
 
 
 def print_summary(dag, dag_run):
-    from taxi_pipeline.run_context import run_layout
+    from taxi_pipeline.run_context import run_layout, window_plan
 
-    context = {"dag": dag, "run_id": dag_run.run_id, "data_interval_end": dag_run.data_interval_end,
+    context = {"dag": dag, "run_id": dag_run.run_id, "data_interval_start": dag_run.data_interval_start,
+               "data_interval_end": dag_run.data_interval_end,
                "params": {**{k: v.value for k, v in dag.params.items()}, **(dag_run.conf or {})}}
     layout = run_layout(context)
     print()
@@ -123,17 +124,23 @@ def print_summary(dag, dag_run):
     for ti in sorted(dag_run.get_task_instances(), key=lambda t: (t.start_date or dag_run.start_date, t.task_id)):
         took = f"{(ti.end_date - ti.start_date).total_seconds():6.1f} s" if ti.start_date and ti.end_date else ""
         print(f"  {ti.task_id:<28} {ti.state:<16} {took}")
-    report = Path(layout.validation_dir()) / "report.json"
-    if report.exists():
-        verdict = json.loads(report.read_text())
-        print(f"  rows per split: {verdict['rows']}")
-        print(f"  validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir()}/summary.txt)")
-        for line in verdict["failures"]:
-            print(f"    - {line}")
-    comparison = Path(layout.run_dir) / "comparison.txt"
-    if comparison.exists():
-        print("\nVariants:")
-        print(comparison.read_text())
+    plan = window_plan(context)
+    for name in plan.checks:
+        report = Path(layout.validation_dir(name)) / "report.json"
+        if report.exists():
+            verdict = json.loads(report.read_text())
+            title = f"window {name} {plan.windows[name]}" if name else "rows per split"
+            print(f"  {title}: {verdict['rows']}")
+            print(f"    validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir(name)}/summary.txt)")
+            for line in verdict["failures"]:
+                print(f"    - {line}")
+    for title, comparison in (("Variants", Path(layout.run_dir) / "comparison.txt"),
+                              ("Recent vs long window", Path(layout.window_comparison_dir) / "comparison.txt")):
+        if comparison.exists():
+            print(f"\n{title}:")
+            print(comparison.read_text())
+    if dag.dag_id != "taxi_daily_retrain":
+        return layout
     from taxi_model.variants import VARIANTS
 
     from taxi_pipeline.serving import CHAMPION_MODEL, model_base_path, model_name, read_labels, served_versions

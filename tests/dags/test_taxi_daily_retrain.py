@@ -53,7 +53,7 @@ def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
     eval_ = list(csv.DictReader(open(f"{layout.split_dir('eval')}/part-00000.csv")))
     assert len(train) > 4000 and len(eval_) > 2000
-    report = json.loads(Path(layout.validation_dir, "report.json").read_text())
+    report = json.loads(Path(layout.validation_dir(), "report.json").read_text())
     assert report["success"] is True and report["rows"] == {"train": len(train), "eval": len(eval_)}
     comparison = json.loads(Path(layout.run_dir, "comparison.json").read_text())
     assert [row["variant"] for row in comparison] == ["standard", "coarse"]
@@ -131,5 +131,5 @@ def test_a_bad_window_fails_validation_and_stops_the_run(airflow_db, sample_file
         "wait_for_window": "success", "extract_window": "success", "validate_window": "failed"}
     downstream = {k: v for k, v in states.items() if "." in k or k == "compare_variants"}
     assert downstream and set(downstream.values()) == {"upstream_failed"}  # nothing was trained
-    summary = Path(layout.validation_dir, "summary.txt").read_text()
+    summary = Path(layout.validation_dir(), "summary.txt").read_text()
     assert "FAILED" in summary and "fare:" in summary and "outside [0, 1000]" in summary

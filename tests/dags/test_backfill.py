@@ -1,0 +1,135 @@
+"""Real backfills of taxi_sliding_window through Airflow's scheduler (not dag.test()).
+
+Starts the api-server, the scheduler and the dag-processor on this session's Airflow home, backfills
+three months, checks every run succeeded and wrote its own window, then reprocesses the same months
+and checks the artifacts are identical (the data splits and the metrics, by hash).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DAG_ID = "taxi_sliding_window"
+FROM_DATE, TO_DATE = "2014-04-01", "2014-06-01"  # three monthly runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow(*args: str, env: dict) -> str:
+    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def airflow_services(airflow_db, sample_files, tmp_path_factory):
+    """api-server + scheduler + dag-processor of the session's Airflow home, on loopback, writing
+    into a TAXI_HOME of their own (so other tests' artifacts don't mix with the backfill's)."""
+    from taxi_pipeline.warehouse import load_trips
+
+    home = tmp_path_factory.mktemp("backfill_home")
+    load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
+    port = free_port()
+    env = {**os.environ, "TAXI_HOME": str(home),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+           "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2"}
+    logs = tmp_path_factory.mktemp("airflow_services")
+    procs = {}
+    for name in ("api-server", "scheduler", "dag-processor"):
+        procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=env,
+                                       stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while DAG_ID not in airflow("dags", "list", "-o", "plain", env=env):
+            assert time.monotonic() < deadline, "the dag-processor did not parse the DAG in time"
+            assert all(p.poll() is None for p in procs.values()), _tails(logs)
+            time.sleep(3)
+        airflow("dags", "unpause", DAG_ID, env=env)  # the scheduler queues no task of a paused DAG
+        yield env, logs, home
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _tails(logs: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
+
+
+def backfill_runs(env) -> list[dict]:
+    runs = json.loads(airflow("dags", "list-runs", DAG_ID, "-o", "json", env=env) or "[]")
+    return [r for r in runs if r["run_type"] == "backfill"]
+
+
+def backfill(env, logs, *extra: str, since: float) -> list[dict]:
+    """Create a backfill and wait until its three runs have finished after `since` (a timestamp)."""
+    airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", FROM_DATE, "--to-date", TO_DATE,
+            "--max-active-runs", "2", *extra, env=env)
+    deadline = time.monotonic() + 30 * 60
+    while True:
+        runs = backfill_runs(env)
+        finished = [r for r in runs if r["state"] in ("success", "failed") and r["end_date"]
+                    and _timestamp(r["end_date"]) > since]
+        if len(finished) == 3:
+            return finished
+        assert time.monotonic() < deadline, f"backfill did not finish: {runs}\n{_tails(logs)}"
+        time.sleep(10)
+
+
+def _timestamp(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def artifact_hashes(artifacts: Path) -> dict[str, str]:
+    """sha256 of every data split and metrics file of the DAG's runs."""
+    wanted = [p for p in artifacts.rglob("*") if p.is_file() and (
+        p.suffix == ".csv" and "/data/" in p.as_posix() or p.name in ("metrics.json", "comparison.json"))]
+    return {p.relative_to(artifacts).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in wanted}
+
+
+@pytest.mark.slow
+def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_artifacts(airflow_services):
+    env, logs, home = airflow_services
+    artifacts = home / "artifacts" / DAG_ID
+    start = time.time()
+    first = backfill(env, logs, since=start)
+    assert [r["state"] for r in first] == ["success"] * 3, f"{first}\n{_tails(logs)}"
+
+    windows = sorted(p.name for p in artifacts.glob("window=*"))
+    assert len(windows) == 3  # each run wrote its own window, once
+    for window in windows:
+        runs = list((artifacts / window).glob("run=*"))
+        assert len(runs) == 1 and (runs[0] / "window_comparison" / "comparison.json").exists()
+    history = (artifacts / "history" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3  # a header and one verdict per window
+    before = artifact_hashes(artifacts)
+    assert len([k for k in before if k.endswith(".csv") and "/data/" in k]) == 3 * 6  # 3 windows x 3 x 2 splits
+
+    second = backfill(env, logs, "--reprocess-behavior", "completed", since=time.time())
+    assert [r["state"] for r in second] == ["success"] * 3, f"{second}\n{_tails(logs)}"
+    assert sorted({r["run_id"] for r in second}) == sorted({r["run_id"] for r in first})  # the same runs, cleared
+    assert sorted(p.name for p in artifacts.glob("window=*")) == windows
+    assert artifact_hashes(artifacts) == before
