@@ -3,6 +3,7 @@
 # reuse them otherwise.
 PYTHON ?= python3
 DATE ?= 2016-01-01
+DAG ?= taxi_daily_retrain
 VENV := .venv
 RUNTIME := .venv-runtime
 UV := $(VENV)/bin/uv
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: run test setup airflow lock clean-home serve bench-serving
 
 run: setup
-	$(VENV)/bin/python -m taxi_pipeline.cli run --date $(DATE)
+	$(VENV)/bin/python -m taxi_pipeline.cli run --dag $(DAG) --date $(DATE)
 
 test: setup
 	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model $(PYTEST_ARGS)

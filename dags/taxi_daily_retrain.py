@@ -10,14 +10,14 @@ include/taxi_pipeline/platforms.py.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 from taxi_model.variants import VARIANTS
 
 from taxi_pipeline.branches import Branch
+from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc
 from taxi_pipeline.platforms import get_platform
-from taxi_pipeline.run_context import taxi_run
 from taxi_pipeline.serving import model_name
 
 platform = get_platform()
@@ -28,26 +28,14 @@ with DAG(
     start_date=datetime(2014, 1, 1),
     max_active_runs=2,
     tags=["taxi", "workflow-1", "retraining", f"platform:{platform.name}"],
-    doc_md=__doc__ + """
-**On-call**: each task's doc says what its failure means. Artifacts of a run live under
-`$TAXI_HOME/artifacts/taxi_daily_retrain/window=<window>/run=<run_id>/`.
-""",
-    default_args={
-        "owner": "taxi-mlops",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=15),
-    },
+    doc_md=__doc__ + on_call_doc("taxi_daily_retrain", ""),
+    default_args=DEFAULT_ARGS,
     params={
         "window_days": Param(365, type="integer", minimum=1, maximum=3650,
                              description="Days of trips before the run's data interval end to train on."),
-        "min_window_rows": Param(500, type="integer", minimum=1,
-                                 description="Fewest trips a window may have to pass validation."),
-        "train_steps": Param(300, type="integer", minimum=1, description="Training steps per variant."),
-        "eval_steps": Param(50, type="integer", minimum=1, description="Evaluation steps during training."),
+        **common_params(min_window_rows=500),
     },
-    user_defined_macros={"taxi_run": taxi_run},
+    user_defined_macros=MACROS,
 ) as dag:
     wait_for_window = platform.wait_for_window()
     extract_window = platform.extract_window()

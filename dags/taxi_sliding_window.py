@@ -13,13 +13,13 @@ include/taxi_pipeline/platforms.py and branches.py.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 
 from taxi_pipeline.branches import Branch
+from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc
 from taxi_pipeline.platforms import get_platform
-from taxi_pipeline.run_context import taxi_run
 
 platform = get_platform()
 BRANCHES = (
@@ -33,29 +33,17 @@ with DAG(
     start_date=datetime(2014, 1, 1),
     max_active_runs=2,
     tags=["taxi", "workflow-2", "recency", f"platform:{platform.name}"],
-    doc_md=__doc__ + """
-**On-call**: each task's doc says what its failure means. Artifacts of a run live under
-`$TAXI_HOME/artifacts/taxi_sliding_window/window=<month>/run=<run_id>/`, the history of verdicts
-under `$TAXI_HOME/artifacts/taxi_sliding_window/history/`.
-""",
-    default_args={
-        "owner": "taxi-mlops",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=15),
-    },
+    doc_md=__doc__ + on_call_doc(
+        "taxi_sliding_window", ", the history of verdicts under `$TAXI_HOME/artifacts/taxi_sliding_window/history/`"),
+    default_args=DEFAULT_ARGS,
     params={
         "recent_days": Param(90, type="integer", minimum=7, maximum=3650,
                              description="Days before the evaluated month that the recent model trains on."),
         "history_start": Param("2013-01-01", type="string", format="date",
                                description="First day the long-window model trains on."),
-        "min_window_rows": Param(50, type="integer", minimum=1,
-                                 description="Fewest trips each window may have to pass validation."),
-        "train_steps": Param(300, type="integer", minimum=1, description="Training steps per model."),
-        "eval_steps": Param(50, type="integer", minimum=1, description="Evaluation steps during training."),
+        **common_params(min_window_rows=50),
     },
-    user_defined_macros={"taxi_run": taxi_run},
+    user_defined_macros=MACROS,
 ) as dag:
     wait_for_window = platform.wait_for_window()
     extract_window = platform.extract_window()

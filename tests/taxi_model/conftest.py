@@ -59,3 +59,19 @@ def trained_model(transform_dir, tmp_path_factory) -> dict[str, Path]:
         batch_size=128,
     ))
     return {"model": root / "model", "logs": root / "logs"}
+
+
+@pytest.fixture(scope="session")
+def one_step_model(transform_dir, tmp_path_factory) -> Path:
+    """The same model after a single step: one that must lose to `trained_model`."""
+    from taxi_model import trainer
+    from taxi_model import transform_layout as layout
+
+    root = tmp_path_factory.mktemp("one_step")
+    trainer.run_fn(trainer.FnArgs(
+        train_files=[layout.transformed_glob(str(transform_dir), "train")],
+        eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
+        transform_graph=layout.transform_graph_dir(str(transform_dir)),
+        serving_model_dir=str(root / "model"), model_run_dir=str(root / "logs"),
+        train_steps=1, eval_steps=1, batch_size=32))
+    return root / "model"

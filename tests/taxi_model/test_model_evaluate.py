@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from taxi_model import trainer
-from taxi_model import transform_layout as layout
 from taxi_model.blessing import BlessingPolicy
 from taxi_model.evaluate import eval_config, run, serving_version
 from tensorflow_model_analysis.proto import config_pb2
@@ -31,19 +29,6 @@ def test_thresholds_gate_only_the_overall_slice_and_compare_only_with_a_baseline
     assert [s.is_baseline for s in against.model_specs] == [False, True]
     assert [list(s.feature_keys) for s in alone.slicing_specs] == [
         [], ["trip_start_hour"], ["company"], ["trip_start_day", "trip_start_month"]]
-
-
-@pytest.fixture(scope="module")
-def weak_model(transform_dir, tmp_path_factory) -> Path:
-    """The same model after a single step: a candidate that must lose to the trained one."""
-    root = tmp_path_factory.mktemp("weak")
-    trainer.run_fn(trainer.FnArgs(
-        train_files=[layout.transformed_glob(str(transform_dir), "train")],
-        eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-        transform_graph=layout.transform_graph_dir(str(transform_dir)),
-        serving_model_dir=str(root / "model"), model_run_dir=str(root / "logs"),
-        train_steps=1, eval_steps=1, batch_size=32))
-    return root / "model"
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +59,8 @@ def test_a_good_candidate_with_nothing_in_service_is_blessed(trained_model, wind
     assert any(" x " in k for k in table)  # the day x month slices
 
 
-def test_a_candidate_worse_than_the_served_model_is_not_blessed(weak_model, serving_root, window_dir, tmp_path):
-    verdict = run(str(weak_model), str(window_dir / "eval" / "part-*.csv"), str(tmp_path / "eval"),
+def test_a_candidate_worse_than_the_served_model_is_not_blessed(one_step_model, serving_root, window_dir, tmp_path):
+    verdict = run(str(one_step_model), str(window_dir / "eval" / "part-*.csv"), str(tmp_path / "eval"),
                   baseline_model=serving_version(str(serving_root)), policy=BlessingPolicy(auc_floor=0.0))
     table = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     candidate_auc, served_auc = table["candidate"]["overall"]["auc"], table["baseline"]["overall"]["auc"]

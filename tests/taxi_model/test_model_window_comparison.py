@@ -205,22 +205,6 @@ def test_the_table_is_aligned():
 # --- a real run ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def one_step_model(transform_dir, tmp_path_factory) -> Path:
-    """The model after a single step: the "long" model, which must lose to the trained one."""
-    from taxi_model import trainer
-    from taxi_model import transform_layout as layout
-
-    root = tmp_path_factory.mktemp("one_step")
-    trainer.run_fn(trainer.FnArgs(
-        train_files=[layout.transformed_glob(str(transform_dir), "train")],
-        eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-        transform_graph=layout.transform_graph_dir(str(transform_dir)),
-        serving_model_dir=str(root / "model"), model_run_dir=str(root / "logs"),
-        train_steps=1, eval_steps=1, batch_size=32))
-    return root / "model"
-
-
-@pytest.fixture(scope="module")
 def evaluations(trained_model, one_step_model, window_dir, tmp_path_factory) -> dict[str, Path]:
     """Both models evaluated by TFMA on the eval split, as the DAG does before the comparison."""
     from taxi_model import evaluate
