@@ -10,6 +10,9 @@ use them).
 """
 from __future__ import annotations
 
+import csv
+import glob
+
 RAW_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("unique_key", "string"),
     ("pickup_community_area", "float"),
@@ -32,3 +35,16 @@ RAW_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("tips", "float"),
 )
 RAW_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RAW_COLUMN_TYPES)
+
+
+def read_rows(csv_pattern: str, limit: int | None = None) -> list[dict[str, str]]:
+    """The rows (column -> text, '' = NULL) of the window-CSV files a glob names, in file order;
+    at most `limit`. Each file has its header. No file matching gives no rows."""
+    rows: list[dict[str, str]] = []
+    for path in sorted(glob.glob(csv_pattern)):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if limit is not None and len(rows) >= limit:
+                    return rows
+                rows.append(row)
+    return rows

@@ -15,7 +15,6 @@ nothing restates the feature contract. Writes atomically under --output:
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from tfx_bsl.public.tfxio import TFExampleBeamRecord
 
 from taxi_model import features
 from taxi_model.blessing import BlessingPolicy, Verdict
+from taxi_model.columns import read_rows
 from taxi_model.fileio import atomic_output_dir
 
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -45,16 +45,6 @@ METRICS = ("ExampleCount", "BinaryAccuracy", "AUC", "Precision", "Recall", "Cali
            "CalibrationPlot", "ConfusionMatrixPlot")
 AUC, ACCURACY = "auc", "binary_accuracy"
 log = logging.getLogger("taxi_model.evaluate")
-
-
-def read_rows(pattern: str) -> list[dict[str, str]]:
-    import csv
-
-    rows = []
-    for path in sorted(glob.glob(pattern)):
-        with tf.io.gfile.GFile(path) as f:
-            rows += list(csv.DictReader(f))
-    return rows
 
 
 def serving_version(base_path: str) -> str | None:

@@ -302,7 +302,7 @@ def run(recent_model: str, long_model: str, eval_pattern: str, recent_evaluation
     import tensorflow as tf
 
     from taxi_model import features
-    from taxi_model.evaluate import read_rows
+    from taxi_model.columns import read_rows
     from taxi_model.fileio import atomic_output_dir
 
     metrics = read_metrics(recent_evaluation, "recent"), read_metrics(long_evaluation, "long")

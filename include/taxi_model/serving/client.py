@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import dataclasses
-import glob
 import http.client
 import json
 import math
 import time
 from typing import Mapping, Sequence
+
+from taxi_model.columns import read_rows
 
 DEFAULT_MODEL = "taxi"
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}
@@ -198,21 +198,6 @@ def wait_until_available(model: str = DEFAULT_MODEL, timeout: float = 60.0, *, p
         time.sleep(0.25)
 
 
-def read_rows(csv_pattern: str, limit: int | None = None) -> list[dict[str, str]]:
-    """The first `limit` rows of the window-CSV files the pattern names (each file has its header)."""
-    paths = sorted(glob.glob(csv_pattern))
-    if not paths:
-        raise FileNotFoundError(f"no CSV file matches {csv_pattern}")
-    rows: list[dict[str, str]] = []
-    for path in paths:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if limit is not None and len(rows) >= limit:
-                    return rows
-                rows.append(row)
-    return rows
-
-
 def serialized_examples(rows: Sequence[Mapping[str, str]]) -> list[bytes]:
     from taxi_model import features
 
@@ -270,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.wait:
         wait_until_available(args.model, args.wait, version=args.version, label=args.label, **target)
     rows = read_rows(args.csv, args.rows)
+    if not rows:
+        raise SystemExit(f"no rows in CSV files matching {args.csv}")
     prediction = predict_rows(rows, args.model, version=args.version, label=args.label, **target)
     answered_by = f" version {prediction.version}" if prediction.version is not None else ""
     print(f"# {args.model}{answered_by} over {args.protocol}, {len(rows)} rows of {args.csv}")
