@@ -7,11 +7,16 @@ from pathlib import Path
 from taxi_pipeline.layout import RunLayout
 
 
+def read_blessing(layout: RunLayout, variant: str) -> dict:
+    """The evaluation's verdict on a variant of the run (taxi_model.blessing.Verdict as written)."""
+    return json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
+
+
 def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:
     validation = json.loads(Path(layout.validation_dir(), "report.json").read_text())
     rows = []
     for variant in variants:
-        blessing = json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
+        blessing = read_blessing(layout, variant)
         metrics = blessing["metrics"]
         rows.append({
             "variant": variant,

@@ -84,17 +84,15 @@ def _record(layout, context, model: str, variant: str, blessing: dict) -> Deploy
 
 def push_variant(variant: str, **context) -> int:
     """Push a blessed variant's model as the run's version of `taxi_<variant>`."""
-    import json
-    from pathlib import Path
-
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from taxi_pipeline.comparison import read_blessing
     from taxi_pipeline.run_context import run_layout
     from taxi_pipeline.serving import model_name, push_model
     from taxi_pipeline.settings import get_settings
 
     layout = run_layout(context)
-    blessing = json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
+    blessing = read_blessing(layout, variant)
     if not blessing["blessed"]:
         raise AirflowSkipException(f"{variant} was not blessed, nothing pushed: " + "; ".join(blessing["reasons"]))
     result = push_model(get_settings().serving_root, _record(layout, context, model_name(variant), variant, blessing))
@@ -111,6 +109,7 @@ def promote_champion(**context) -> dict:
 
     from airflow.sdk.exceptions import AirflowSkipException
 
+    from taxi_pipeline.comparison import read_blessing
     from taxi_pipeline.run_context import run_layout
     from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, push_model, set_label
     from taxi_pipeline.settings import get_settings
@@ -121,7 +120,7 @@ def promote_champion(**context) -> dict:
     if not blessed:
         raise AirflowSkipException("no variant was blessed: the served model is unchanged")
     champion = max(blessed, key=lambda r: r["auc"])
-    blessing = json.loads(Path(layout.evaluation_dir(champion["variant"]), "blessing.json").read_text())
+    blessing = read_blessing(layout, champion["variant"])
     serving_root = get_settings().serving_root
     result = push_model(serving_root, _record(layout, context, CHAMPION_MODEL, champion["variant"], blessing))
     log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
