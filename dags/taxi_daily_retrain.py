@@ -16,7 +16,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 from taxi_model.variants import VARIANTS
 
 from taxi_pipeline.branches import Branch
-from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc
+from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.serving import model_name
 
@@ -30,6 +30,7 @@ with DAG(
     tags=["taxi", "workflow-1", "retraining", f"platform:{platform.name}"],
     doc_md=__doc__ + on_call_doc("taxi_daily_retrain", ""),
     default_args=DEFAULT_ARGS,
+    deadline=run_deadline("taxi_daily_retrain", hours=8),
     params={
         "window_days": Param(365, type="integer", minimum=1, maximum=3650,
                              description="Days of trips before the run's data interval end to train on."),

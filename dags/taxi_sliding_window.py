@@ -18,7 +18,7 @@ from datetime import datetime
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 
 from taxi_pipeline.branches import Branch
-from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc
+from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
 
 platform = get_platform()
@@ -36,6 +36,7 @@ with DAG(
     doc_md=__doc__ + on_call_doc(
         "taxi_sliding_window", ", the history of verdicts under `$TAXI_HOME/artifacts/taxi_sliding_window/history/`"),
     default_args=DEFAULT_ARGS,
+    deadline=run_deadline("taxi_sliding_window", hours=12),
     params={
         "recent_days": Param(90, type="integer", minimum=7, maximum=3650,
                              description="Days before the evaluated month that the recent model trains on."),

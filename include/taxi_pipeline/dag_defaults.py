@@ -1,10 +1,12 @@
-"""What the project's DAGs share: task defaults (owner, retries with backoff), the Params of
-training and validation, and the macros their templates use."""
+"""What the project's DAGs share: task defaults (owner, retries with backoff, the failure alert),
+the deadline alert of a run that takes far too long, the Params of training and validation, and
+the macros their templates use."""
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param
+from airflow.sdk import DeadlineAlert, DeadlineReference, Param, SyncCallback
+from taxi_plugins.notifiers import TaxiAlertNotifier
 
 from taxi_pipeline.run_context import taxi_run
 
@@ -14,8 +16,20 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=15),
+    # Every failed try notifies on-call (the `taxi_alerts` connection; one log line when there is none).
+    "on_failure_callback": TaxiAlertNotifier(),
 }
 MACROS = {"taxi_run": taxi_run}
+
+
+def run_deadline(dag_id: str, hours: float) -> DeadlineAlert:
+    """Airflow 3's replacement of SLAs: alert when a run is still not done `hours` after it was
+    queued (far beyond its normal duration, including the sensor's wait), through the same notifier."""
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=hours), name=f"{dag_id}_too_long",
+        callback=SyncCallback(TaxiAlertNotifier, kwargs={
+            "message": f"DEADLINE MISSED: a {dag_id} run is still not done {hours:g} hours after it was queued; "
+                       "look for a task stuck in running or up_for_retry, or a sensor still waiting for data"}))
 
 
 def common_params(min_window_rows: int) -> dict[str, Param]:
