@@ -14,12 +14,22 @@ The version is derived from the run's data interval, so a retry or a backfill of
 the same version (replaced in place, never a second copy), and a push never puts a model of an
 older window over a newer one. Pushes are atomic: a version is copied under a dot-name the server
 ignores and renamed into place.
+
+Deployments are serialized twice: Airflow's `taxi_deploy` pool (one slot) for the DAGs' push and
+promote tasks, and an exclusive lock on `<serving_root>/.deploy.lock` held by every change of the
+serving root (a push, a label, the config), which also covers runs outside the scheduler
+(`dag.test`, `airflow tasks test`, a second Airflow). Under the lock, "is a newer version served?"
+and the write that follows cannot interleave with another push.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
+import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +38,34 @@ from taxi_pipeline.storage import atomic_directory, write_text_atomically
 
 CHAMPION_MODEL = "taxi"
 STABLE_LABEL = "stable"
+LOCK_NAME = ".deploy.lock"
 log = logging.getLogger(__name__)
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def deploy_lock(serving_root: str):
+    """Hold the serving root's deployment lock (blocking until it is free). Re-entrant in a thread,
+    so a push and the label move that follows it can share one hold."""
+    depth = getattr(_held, "depth", {})
+    _held.depth = depth
+    key = os.path.realpath(serving_root)
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
+    Path(serving_root).mkdir(parents=True, exist_ok=True)
+    with open(Path(serving_root, LOCK_NAME), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, also by a killed process
+        depth[key] = 1
+        try:
+            yield
+        finally:
+            depth[key] = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def model_name(variant: str) -> str:
@@ -75,15 +112,16 @@ class PushResult:
 def push_model(serving_root: str, record: DeploymentRecord) -> PushResult:
     """Publish `record.source` as `record.version` of `record.model`, unless a newer version serves."""
     base = model_base_path(serving_root, record.model)
-    newer = [v for v in served_versions(base) if v > record.version]
-    if newer:
-        return PushResult(False, record.version, (
-            f"{record.model}: not pushing version {record.version} (window {record.window}): version {max(newer)} "
-            f"of a newer window is already served; an older window never replaces a newer model"))
-    with atomic_directory(f"{base}/{record.version}") as staging:
-        shutil.copytree(record.source, staging, dirs_exist_ok=True)
-    write_text_atomically(f"{base}/records/{record.version}.json", json.dumps(asdict(record), indent=1))
-    write_models_config(serving_root)  # TF-Serving loads only the versions its config names
+    with deploy_lock(serving_root):
+        newer = [v for v in served_versions(base) if v > record.version]
+        if newer:
+            return PushResult(False, record.version, (
+                f"{record.model}: not pushing version {record.version} (window {record.window}): version "
+                f"{max(newer)} of a newer window is already served; an older window never replaces a newer model"))
+        with atomic_directory(f"{base}/{record.version}") as staging:
+            shutil.copytree(record.source, staging, dirs_exist_ok=True)
+        write_text_atomically(f"{base}/records/{record.version}.json", json.dumps(asdict(record), indent=1))
+        write_models_config(serving_root)  # TF-Serving loads only the versions its config names
     return PushResult(True, record.version, f"{record.model}: pushed version {record.version} from {record.source}")
 
 
@@ -93,11 +131,12 @@ def read_labels(serving_root: str, model: str) -> dict[str, int]:
 
 
 def set_label(serving_root: str, model: str, label: str, version: int) -> None:
-    if version not in served_versions(model_base_path(serving_root, model)):
-        raise ValueError(f"{model} has no version {version} to label {label!r}")
-    labels = {**read_labels(serving_root, model), label: version}
-    write_text_atomically(f"{model_base_path(serving_root, model)}/labels.json", json.dumps(labels, indent=1))
-    write_models_config(serving_root)
+    with deploy_lock(serving_root):
+        if version not in served_versions(model_base_path(serving_root, model)):
+            raise ValueError(f"{model} has no version {version} to label {label!r}")
+        labels = {**read_labels(serving_root, model), label: version}
+        write_text_atomically(f"{model_base_path(serving_root, model)}/labels.json", json.dumps(labels, indent=1))
+        write_models_config(serving_root)
 
 
 def models_config(serving_root: str) -> str:
