@@ -7,6 +7,7 @@ DAG files call `get_platform()` and the stage builders; the DAG's shape does not
 from __future__ import annotations
 
 from taxi_pipeline.branches import Branch
+from taxi_pipeline.links import GcpLinks, LocalLinks
 from taxi_pipeline.pools import DEPLOY_POOL, HEAVY_POOL
 from taxi_pipeline.settings import REPO_ROOT, get_settings
 
@@ -109,6 +110,7 @@ rewrites its own row.
 
 class LocalPlatform:
     name = "local"
+    links = LocalLinks()  # where the UI's extra links point (taxi_pipeline.links)
 
     def wait_for_window(self):
         from taxi_plugins.sensors import WindowLandedSensor
@@ -220,6 +222,7 @@ class LocalPlatform:
 
 class GcpPlatform:
     name = "gcp"
+    links = GcpLinks()
 
     def __getattr__(self, stage):
         raise NotImplementedError(
