@@ -9,7 +9,7 @@ RUNTIME := .venv-runtime
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: run test setup airflow lock clean-home serve bench-serving
+.PHONY: run test setup airflow lock clean-home serve bench-serving bench
 
 run: setup
 	$(VENV)/bin/python -m taxi_pipeline.cli run --dag $(DAG) --date $(DATE)
@@ -55,3 +55,11 @@ serve: setup
 # Serving latency and throughput (in-process, REST, gRPC) of the model `make run` deployed; not a test.
 bench-serving: setup
 	$(RUNTIME)/bin/python bench/serving.py $(BENCH_ARGS)
+
+# The benchmark suite (bench/run.py): one table, each figure beside its reference and goal; not a test.
+# Parts alone: make bench FIGURES=1,3 SIZES=15000 MEMORY_SIZE=100000 (BENCH_ARGS for other options).
+FIGURES ?= 1,2,3,4,5,6,7
+SIZES ?= 100000,1000000
+MEMORY_SIZE ?= 1000000
+bench: setup
+	$(VENV)/bin/python bench/run.py --figures $(FIGURES) --sizes $(SIZES) --memory-size $(MEMORY_SIZE) $(BENCH_ARGS)
