@@ -10,6 +10,7 @@ Runs on the raw eval split; the label comes from the model's `transform_features
 nothing restates the feature contract. Writes atomically under --output:
     tfma/           TFMA's metrics, plots and validation result
     metrics.json    overall and per-slice metrics of the candidate (and baseline)
+    plots.json      overall calibration (10 bins), confusion matrix at 0.5 and ROC points of each model
     blessing.json   the verdict and its reasons (taxi_model.blessing)
 """
 from __future__ import annotations
@@ -120,6 +121,42 @@ def metrics_table(output_dir: str) -> dict:
     return table
 
 
+def _calibration_bins(buckets, bins: int = 10) -> list[dict]:
+    """TFMA's fine calibration histogram merged into `bins` equal prediction ranges."""
+    out = [{"lower": i / bins, "upper": (i + 1) / bins, "examples": 0.0, "labels": 0.0, "predictions": 0.0}
+           for i in range(bins)]
+    for bucket in buckets:
+        n = bucket.num_weighted_examples.value
+        if not n:
+            continue
+        index = min(int(min(max(bucket.lower_threshold_inclusive, 0.0), 1.0) * bins), bins - 1)
+        out[index]["examples"] += n
+        out[index]["labels"] += bucket.total_weighted_label.value
+        out[index]["predictions"] += bucket.total_weighted_refined_prediction.value
+    return out
+
+
+def plots_table(output_dir: str) -> dict:
+    """{model: {calibration, confusion_matrix, roc}} of the overall slice from TFMA's plots output."""
+    table: dict = {}
+    for record in tfma.load_plots(output_dir):
+        if tfma.slicer.deserialize_slice_key(record.slice_key):
+            continue
+        for kv in record.plot_keys_and_values:
+            plots = table.setdefault(kv.key.model_name or CANDIDATE, {})
+            if kv.value.HasField("calibration_histogram_buckets"):
+                plots["calibration"] = _calibration_bins(kv.value.calibration_histogram_buckets.buckets)
+            if kv.value.HasField("confusion_matrix_at_thresholds"):
+                matrices = kv.value.confusion_matrix_at_thresholds.matrices
+                at_half = min(matrices, key=lambda m: abs(m.threshold - 0.5))
+                plots["confusion_matrix"] = {
+                    "threshold": round(at_half.threshold, 6), "true_positives": at_half.true_positives,
+                    "false_positives": at_half.false_positives, "true_negatives": at_half.true_negatives,
+                    "false_negatives": at_half.false_negatives}
+                plots["roc"] = [[m.false_positive_rate, m.recall] for m in matrices[::20]]
+    return table
+
+
 def verdict_from(output_dir: str, table: dict, accuracy_bar: float, policy: BlessingPolicy,
                  baseline: str | None) -> Verdict:
     result = tfma.load_validation_result(output_dir)
@@ -177,6 +214,7 @@ def run(model: str, eval_pattern: str, output: str, baseline_model: str | None =
         table = metrics_table(tfma_dir)
         verdict = verdict_from(tfma_dir, table, accuracy_bar, policy, baseline_model)
         tf.io.gfile.GFile(f"{staging}/metrics.json", "w").write(json.dumps(table, indent=1, sort_keys=True))
+        tf.io.gfile.GFile(f"{staging}/plots.json", "w").write(json.dumps(plots_table(tfma_dir), indent=1))
         tf.io.gfile.GFile(f"{staging}/blessing.json", "w").write(json.dumps(verdict.to_dict(), indent=1))
     return verdict
 

@@ -57,6 +57,13 @@ def test_a_good_candidate_with_nothing_in_service_is_blessed(trained_model, wind
     table = json.loads((tmp_path / "eval" / "metrics.json").read_text())["candidate"]
     assert {"overall", "trip_start_hour=0"} <= set(table) and any(k.startswith("company=") for k in table)
     assert any(" x " in k for k in table)  # the day x month slices
+    plots = json.loads((tmp_path / "eval" / "plots.json").read_text())["candidate"]  # what the model report draws
+    assert sum(b["examples"] for b in plots["calibration"]) == 300 and len(plots["calibration"]) == 10
+    matrix = plots["confusion_matrix"]
+    assert matrix["threshold"] == pytest.approx(0.5, abs=1e-3)
+    assert matrix["true_positives"] + matrix["false_positives"] + matrix["true_negatives"] + matrix["false_negatives"] == 300
+    assert (matrix["true_positives"] + matrix["true_negatives"]) / 300 == pytest.approx(
+        verdict.metrics["binary_accuracy"], abs=1e-6)
 
 
 def test_a_candidate_worse_than_the_served_model_is_not_blessed(one_step_model, serving_root, window_dir, tmp_path):
