@@ -3,8 +3,11 @@
     python include/taxi_model/evaluate.py --model <SavedModel> [--serving_base_path <dir>] \
         --eval '<raw eval CSV glob>' --output <dir> [--auc_floor 0.8] [Beam pipeline args]
 
-The baseline is the model in service: the newest version under --serving_base_path (TF-Serving's
-`<base>/<version>/` layout), found when the evaluation runs; none when the path has no version.
+The baseline is the model in service for this window: the newest version under --serving_base_path
+(TF-Serving's `<base>/<version>/` layout) older than --baseline_before (the run's own version), found
+when the evaluation runs; none when there is no such version. Bounding it by the run's own version
+means a rerun of a window is never judged against its own earlier push, nor a backfill of an old
+window against a model of a later one.
 
 Runs on the raw eval split; the label comes from the model's `transform_features` signature, so
 nothing restates the feature contract. Writes atomically under --output:
@@ -48,12 +51,14 @@ AUC, ACCURACY = "auc", "binary_accuracy"
 log = logging.getLogger("taxi_model.evaluate")
 
 
-def serving_version(base_path: str) -> str | None:
-    """The newest complete version of a TF-Serving model base path (None if there is none)."""
+def serving_version(base_path: str, before: int | None = None) -> str | None:
+    """The newest complete version of a TF-Serving model base path, older than `before` if given
+    (None if there is none)."""
     if not base_path or not tf.io.gfile.isdir(base_path):
         return None
     versions = sorted((int(name.strip("/")) for name in tf.io.gfile.listdir(base_path) if name.strip("/").isdigit()),
                       reverse=True)
+    versions = [v for v in versions if before is None or v < before]
     for version in versions:
         candidate = f"{base_path.rstrip('/')}/{version}"
         if tf.io.gfile.exists(f"{candidate}/saved_model.pb"):
@@ -223,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--serving_base_path", default="", help="TF-Serving base path of the model in service")
+    parser.add_argument("--baseline_before", type=int, default=None,
+                        help="only versions older than this one (the run's own version) can be the baseline")
     parser.add_argument("--eval", required=True, help="glob of the raw eval CSV files")
     parser.add_argument("--output", required=True)
     parser.add_argument("--variant", default="model", help="only names the log lines")
@@ -231,8 +238,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # TF already set a handler
     policy = BlessingPolicy(auc_floor=args.auc_floor, auc_tolerance=args.auc_tolerance)
-    baseline = serving_version(args.serving_base_path)
-    log.info("%s: baseline %s", args.variant, baseline or f"none (no version under {args.serving_base_path!r})")
+    baseline = serving_version(args.serving_base_path, before=args.baseline_before)
+    log.info("%s: baseline %s", args.variant, baseline or (
+        f"none (no version under {args.serving_base_path!r} older than {args.baseline_before})"))
     verdict = run(args.model, args.eval, args.output, baseline, policy, beam_args)
     for line in verdict.lines(args.variant):
         log.info(line)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from airflow.sdk import DeadlineAlert, DeadlineReference, Param, SyncCallback
 from taxi_plugins.notifiers import TaxiAlertNotifier
 
-from taxi_pipeline.run_context import taxi_run
+from taxi_pipeline.run_context import taxi_run, taxi_version
 
 DEFAULT_ARGS = {
     "owner": "taxi-mlops",
@@ -19,7 +19,7 @@ DEFAULT_ARGS = {
     # Every failed try notifies on-call (the `taxi_alerts` connection; one log line when there is none).
     "on_failure_callback": TaxiAlertNotifier(),
 }
-MACROS = {"taxi_run": taxi_run}
+MACROS = {"taxi_run": taxi_run, "taxi_version": taxi_version}
 
 
 def run_deadline(dag_id: str, hours: float) -> DeadlineAlert:

@@ -61,8 +61,10 @@ tf.Examples in, tip probability out; the TFT layer inside) and `transform_featur
 EVALUATE_DOC = """
 ### evaluate
 TFMA on Beam: evaluates the candidate on the raw eval split (overall, by hour, by company, by
-day x month) against the model in service for this variant, and blesses it or not: AUC above a
-floor, accuracy above the majority-class rate, and AUC not worse than the served model's. Writes
+day x month) against the model in service for this variant: its newest version older than this
+run's own, so a rerun is never judged against itself, nor an old window against a later model.
+Blesses it or not: AUC above a floor, accuracy above the majority-class rate, and AUC not worse
+than the served model's. Writes
 `variants/<variant>/evaluation/` (TFMA output, metrics.json, blessing.json).
 
 **On failure**: the evaluation itself broke (not a verdict: an unblessed model is a success of
@@ -77,6 +79,17 @@ run's data interval end, YYYYMMDDHHMM), atomically, with a deployment record bes
 **Skipped** when the model was not blessed (the log says why) or when a newer window's model is
 already served (a backfill never pushes an old model over a newer one). A retry rewrites the same
 version in place.
+"""
+CHECK_EXPORT_DOC = """
+### check_export
+Is the exported model servable? Loads the SavedModel on its own, as the server does, and calls
+`serving_default` on serialized raw tf.Examples of real eval rows: the export must load, answer
+probabilities (finite, in [0, 1]) that are not constant, with a mean near the eval rows' rate of
+big tippers (not skewed). Writes `variants/<variant>/export_check/report.json`.
+
+**An unservable export** is a verdict, not a failure of this task: the log says why in one line
+each, and `push` is skipped with the same reasons (the served model stays). It means the trainer's
+export is broken: look at the train log of this run. **On failure**: the check itself could not run.
 """
 PROMOTE_DOC = """
 ### promote_champion
@@ -168,6 +181,7 @@ class LocalPlatform:
         return self._beam_pipeline("evaluate", "evaluate.py", {
             "model": branch.path("model_dir"),
             "serving_base_path": model_base_path(serving_root, branch.served_model) if branch.served_model else "",
+            "baseline_before": "{{ taxi_version() }}",
             "eval": branch.eval_glob,
             "output": branch.path("evaluation_dir"),
             "variant": branch.name,
@@ -194,6 +208,14 @@ class LocalPlatform:
 
         return PythonOperator(task_id="record_verdict", python_callable=record_window_verdict,
                               doc_md=RECORD_VERDICT_DOC)
+
+    def check_export(self, branch: Branch):
+        from taxi_plugins.operators import RuntimeModuleOperator
+
+        return RuntimeModuleOperator(task_id="check_export", module="taxi_model.export_check", doc_md=CHECK_EXPORT_DOC,
+                                     arguments=["--model", branch.path("model_dir"), "--eval", branch.eval_glob,
+                                                "--output", branch.path("export_check_dir"),
+                                                "--variant", branch.name])
 
     def push(self, branch: Branch):
         from airflow.providers.standard.operators.python import PythonOperator

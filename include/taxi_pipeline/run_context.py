@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from jinja2 import pass_context
 
 from taxi_pipeline.layout import RunLayout
+from taxi_pipeline.serving import version_for
 from taxi_pipeline.settings import get_settings
 from taxi_pipeline.window import Window
 
@@ -54,3 +55,9 @@ def run_layout(context) -> RunLayout:
 def taxi_run(template_context) -> RunLayout:
     """Template macro: `{{ taxi_run().split_glob('train') }}` renders the same paths as run_layout()."""
     return run_layout(template_context)
+
+
+@pass_context
+def taxi_version(template_context) -> int:
+    """Template macro: the version a run's models are served as (serving.version_for)."""
+    return version_for(template_context["data_interval_end"])

@@ -45,6 +45,12 @@ def test_the_served_version_is_the_newest_complete_one(serving_root, tmp_path):
     assert serving_version(str(tmp_path / "nothing")) is None
 
 
+def test_the_baseline_is_older_than_the_runs_own_version(serving_root):
+    # A rerun of window 1 must not be judged against its own earlier push.
+    assert serving_version(str(serving_root), before=2) == f"{serving_root}/1"
+    assert serving_version(str(serving_root), before=1) is None
+
+
 def test_a_good_candidate_with_nothing_in_service_is_blessed(trained_model, window_dir, tmp_path):
     verdict = run(str(trained_model["model"]), str(window_dir / "eval" / "part-*.csv"), str(tmp_path / "eval"),
                   policy=BlessingPolicy(auc_floor=0.6))

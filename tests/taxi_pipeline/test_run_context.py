@@ -41,3 +41,13 @@ def test_the_history_has_one_row_per_window_and_a_rerun_replaces_its_row(tmp_pat
     lines = open(path).read().splitlines()
     assert lines == ["window_key,verdict", "20150101,long", "20150201,no significant difference"]
     assert json.loads((tmp_path / "20150201.json").read_text())["verdict"] == "no significant difference"
+
+
+def test_the_evaluation_baseline_is_bounded_by_the_runs_own_served_version():
+    """The evaluate task renders --baseline_before from the run's data interval (taxi_version())."""
+    from taxi_pipeline.dag_defaults import MACROS
+    from jinja2 import Environment
+
+    template = Environment().from_string("{{ taxi_version() }}")
+    rendered = template.render(**MACROS, data_interval_end=pendulum.datetime(2016, 1, 1))
+    assert rendered == "201601010000"
