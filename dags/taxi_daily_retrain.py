@@ -18,6 +18,8 @@ from taxi_model.variants import VARIANTS
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
+from taxi_pipeline.reports.tasks import data_report_task, model_report_task
+from taxi_plugins.links import add_artifact_links
 from taxi_pipeline.serving import model_name
 
 platform = get_platform()
@@ -53,3 +55,7 @@ with DAG(
     promote_champion = platform.promote_champion()
 
     chain(wait_for_window, extract_window, validate_window, variants, compare_variants, promote_champion)
+    validate_window >> data_report_task()  # reports for people, beside the pipeline
+    compare_variants >> model_report_task()
+
+add_artifact_links(dag)

@@ -20,6 +20,8 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
+from taxi_pipeline.reports.tasks import data_report_task, model_report_task
+from taxi_plugins.links import add_artifact_links
 
 platform = get_platform()
 BRANCHES = (
@@ -60,3 +62,7 @@ with DAG(
     record_verdict = platform.record_verdict()
 
     chain(wait_for_window, extract_window, validate_window, models, compare_windows, record_verdict)
+    validate_window >> data_report_task()  # reports for people, beside the pipeline
+    record_verdict >> model_report_task()
+
+add_artifact_links(dag)

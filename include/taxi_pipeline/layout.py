@@ -10,6 +10,7 @@
         variants/{variant}/logs/                TensorBoard logs
         variants/{variant}/evaluation/          TFMA output + blessing.json
         window_comparison/                      recent vs long (sliding-window DAG)
+        reports/{data,model}.html               the run's reports, for people (taxi_pipeline.reports)
     {artifact_root}/{dag_id}/history/           one verdict per window (sliding-window DAG)
 
 Keyed by DAG, window and run, so a backfill and the daily run never write the same paths, and a
@@ -86,6 +87,16 @@ class RunLayout:
     def window_comparison_dir(self) -> str:
         """The sliding-window DAG's recent-vs-long comparison."""
         return f"{self.run_dir}/window_comparison"
+
+    @property
+    def reports_dir(self) -> str:
+        return f"{self.run_dir}/reports"
+
+    def report_path(self, kind: str) -> str:
+        """The run's `data` or `model` report."""
+        if kind not in ("data", "model"):
+            raise ValueError(f"unknown report {kind!r}")
+        return f"{self.reports_dir}/{kind}.html"
 
     @property
     def history_dir(self) -> str:

@@ -1,0 +1,218 @@
+"""The artifacts app: a FastAPI app the Airflow api-server mounts at /taxi (an Airflow 3 plugin app).
+
+What the local platform's extra links open, behind the Airflow login (the api-server's JWT cookie):
+    /taxi/                     index: the DAGs' runs and their reports, the served models
+    /taxi/artifacts/<path>     a file of $TAXI_HOME/artifacts, or a folder listing (read-only)
+    /taxi/serving/             the served models
+    /taxi/serving/<model>      a served model's status: versions, labels, what models.config loads,
+                               the deployment (and rollback) records
+Only the artifact root is served (never the warehouse or the Airflow home); hidden names (staging
+folders) and paths that resolve outside the root are refused. HTML is served with a sandboxing
+Content-Security-Policy, so an artifact's page cannot act as the Airflow UI.
+"""
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
+
+TEXT_SUFFIXES = {".txt", ".json", ".csv", ".config", ".md", ".log", ".pbtxt", ".sql"}
+SANDBOX = "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox"
+STYLE = """<style>body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;padding:0 16px;color:#1d2733}
+table{border-collapse:collapse}td,th{border:1px solid #d9dee5;padding:4px 10px;text-align:left}
+th{background:#f3f5f8}.r{text-align:right}.tag{background:#e8eef7;border-radius:4px;padding:1px 6px;margin-left:4px}
+</style>"""
+
+
+def _require_login():
+    """Airflow's authentication (JWT bearer or the UI's cookie); none outside an api-server."""
+    try:
+        from airflow.api_fastapi.core_api.security import requires_authenticated
+    except ImportError:  # pragma: no cover
+        return []
+    return [Depends(requires_authenticated())]
+
+
+def _settings():
+    from taxi_pipeline.settings import get_settings
+
+    return get_settings()
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """`root/relative`, refusing hidden names, '..' and anything that resolves outside `root`."""
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if any(p.startswith(".") or "\\" in p or "\x00" in p for p in parts):
+        raise HTTPException(404, "not found")
+    root = root.resolve()
+    target = root.joinpath(*parts).resolve()
+    if target != root and root not in target.parents:
+        raise HTTPException(404, "not found")
+    if not target.exists():
+        raise HTTPException(404, f"no artifact {relative!r}")
+    return target
+
+
+def page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                        f"{STYLE}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def _size(path: Path) -> str:
+    if path.is_dir():
+        return ""
+    size = path.stat().st_size
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def listing(root: Path, directory: Path) -> HTMLResponse:
+    relative = directory.relative_to(root.resolve()).as_posix()
+    relative = "" if relative == "." else relative
+    crumbs = ['<a href="/taxi/artifacts/">artifacts</a>']
+    for i, part in enumerate(relative.split("/") if relative else []):
+        crumbs.append(f'<a href="/taxi/artifacts/{quote("/".join(relative.split("/")[:i + 1]))}/">{html.escape(part)}</a>')
+    rows = []
+    entries = sorted((p for p in directory.iterdir() if not p.name.startswith(".")),
+                     key=lambda p: (not p.is_dir(), p.name))
+    for entry in entries:
+        href = "/taxi/artifacts/" + quote(f"{relative}/{entry.name}".lstrip("/")) + ("/" if entry.is_dir() else "")
+        modified = datetime.fromtimestamp(entry.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        rows.append(f'<tr><td><a href="{href}">{html.escape(entry.name)}{"/" if entry.is_dir() else ""}</a></td>'
+                    f'<td class="r">{_size(entry)}</td><td>{modified}</td></tr>')
+    reports = [name for name in ("reports/data.html", "reports/model.html", "history.html", "comparison.txt")
+               if (directory / name).exists()]
+    shortcut = ("<p>" + " · ".join(
+        f'<a href="/taxi/artifacts/{quote(f"{relative}/{name}".lstrip("/"))}">{html.escape(name)}</a>'
+        for name in reports) + "</p>") if reports else ""
+    return page(f"/{relative}" if relative else "artifacts",
+                "<p>" + " / ".join(crumbs) + "</p>" + shortcut
+                + "<table><tr><th>name</th><th>size</th><th>modified (UTC)</th></tr>" + "".join(rows) + "</table>")
+
+
+def serve_file(path: Path):
+    suffix = path.suffix.lower()
+    if suffix in (".html", ".htm"):
+        return FileResponse(path, media_type="text/html", headers={"Content-Security-Policy": SANDBOX})
+    if suffix in TEXT_SUFFIXES:
+        return FileResponse(path, media_type="text/plain; charset=utf-8")
+    media = mimetypes.guess_type(path.name)[0]
+    if media in ("image/png", "image/jpeg", "image/svg+xml"):
+        return FileResponse(path, media_type=media, headers={"Content-Security-Policy": SANDBOX})
+    return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+
+
+def model_status(serving_root: str, model: str) -> dict:
+    """What is served of `model`: its versions (with their records), labels and what the config loads."""
+    from taxi_pipeline.serving import model_base_path, read_labels, served_versions
+
+    base = Path(model_base_path(serving_root, model))
+    versions = served_versions(str(base))
+    records = {}
+    for version in versions:
+        record = base / "records" / f"{version}.json"
+        records[version] = json.loads(record.read_text()) if record.exists() else {}
+    config = Path(serving_root, "models.config")
+    loaded = []
+    if config.exists():
+        text = config.read_text()
+        block = text.split(f'name: "{model}"', 1)[1].split("config {", 1)[0] if f'name: "{model}"' in text else ""
+        loaded = [int(v) for v in __import__("re").findall(r"versions: (\d+)", block)]
+    rollbacks = base / "rollbacks.json"
+    return {"model": model, "versions": versions, "labels": read_labels(serving_root, model), "loaded": loaded,
+            "records": records, "rollbacks": json.loads(rollbacks.read_text()) if rollbacks.exists() else []}
+
+
+def status_page(status: dict) -> HTMLResponse:
+    labels_by_version: dict[int, list[str]] = {}
+    for label, version in status["labels"].items():
+        labels_by_version.setdefault(version, []).append(label)
+    newest = status["versions"][-1] if status["versions"] else None
+    rows = []
+    for version in reversed(status["versions"]):
+        record = status["records"].get(version, {})
+        metrics = record.get("metrics", {})
+        tags = "".join(f'<span class="tag">{html.escape(t)}</span>' for t in labels_by_version.get(version, []))
+        if version == newest:
+            tags += '<span class="tag">newest</span>'
+        auc = metrics.get("auc")
+        rows.append(f"<tr><td>{version}{tags}</td><td>{'yes' if version in status['loaded'] else 'no'}</td>"
+                    f"<td>{html.escape(str(record.get('variant', '')))}</td>"
+                    f"<td>{html.escape(str(record.get('window', '')))}</td>"
+                    f"<td class='r'>{'' if auc is None else f'{auc:.4f}'}</td>"
+                    f"<td>{html.escape(str(record.get('run_id', '')))}</td></tr>")
+    stable = status["labels"].get("stable")
+    head = (f"<p id='summary'>{len(status['versions'])} versions; newest <b>{newest}</b>"
+            + (f"; label <b>stable</b> &rarr; <b>{stable}</b>" if stable else "") + "</p>")
+    rollbacks = "".join(
+        f"<li>{html.escape(r.get('at', ''))}: {html.escape(str(r.get('from')))} &rarr; {html.escape(str(r.get('to')))}"
+        f" ({html.escape(r.get('label', ''))}) by {html.escape(r.get('run_id', ''))}: {html.escape(r.get('reason', ''))}</li>"
+        for r in reversed(status["rollbacks"]))
+    return page(f"Served model {status['model']}", head
+                + "<table><tr><th>version</th><th>loaded</th><th>variant</th><th>window</th><th>AUC</th>"
+                  "<th>pushed by run</th></tr>" + "".join(rows) + "</table>"
+                + (f"<h2>Rollbacks</h2><ul>{rollbacks}</ul>" if rollbacks else "")
+                + "<p>Roll back with the DAG <a href='/dags/taxi_serving_rollback'>taxi_serving_rollback</a>.</p>"
+                + "<p><a href='/taxi/serving/'>all served models</a></p>")
+
+
+def create_app(login: bool = True) -> FastAPI:
+    """The app; `login=False` only for tests of its pages (the plugin's app always requires it)."""
+    app = FastAPI(title="taxi-mlops artifacts", dependencies=_require_login() if login else [], docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index():
+        root = Path(_settings().artifact_root)
+        items = []
+        for dag in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.exists() else []:
+            runs = sorted(dag.glob("window=*/run=*"), key=lambda p: p.stat().st_mtime, reverse=True)[:10]
+            links = "".join(
+                f"<li><a href='/taxi/artifacts/{quote(r.relative_to(root).as_posix())}/'>"
+                f"{html.escape(r.parent.name)} / {html.escape(r.name)}</a>"
+                + "".join(f" · <a href='/taxi/artifacts/{quote((r / 'reports' / k).relative_to(root).as_posix())}'>{k}</a>"
+                          for k in ("data.html", "model.html") if (r / "reports" / k).exists()) + "</li>" for r in runs)
+            items.append(f"<h2>{html.escape(dag.name)}</h2><ul>{links or '<li>no run yet</li>'}</ul>")
+        return page("taxi-mlops artifacts", "".join(items)
+                    + "<h2>Serving</h2><p><a href='/taxi/serving/'>served models</a></p>")
+
+    @app.get("/artifacts/{relative:path}")
+    def artifact(relative: str = ""):
+        root = Path(_settings().artifact_root)
+        if not root.exists():
+            raise HTTPException(404, "no artifacts yet")
+        target = resolve_inside(root, relative)
+        return listing(root, target) if target.is_dir() else serve_file(target)
+
+    @app.get("/serving/", response_class=HTMLResponse)
+    def serving_index():
+        from taxi_pipeline.serving import served_versions
+
+        root = Path(_settings().serving_root)
+        models = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.exists() else []
+        rows = "".join(f"<li><a href='/taxi/serving/{quote(m)}'>{html.escape(m)}</a> "
+                       f"({len(served_versions(str(root / m)))} versions)</li>" for m in models)
+        return page("Served models", f"<ul>{rows or '<li>nothing served yet</li>'}</ul>")
+
+    @app.get("/serving/{model}", response_class=HTMLResponse)
+    def serving_model(model: str):
+        root = Path(_settings().serving_root)
+        if not root.exists():
+            raise HTTPException(404, "nothing served yet")
+        if not resolve_inside(root, model).is_dir():
+            raise HTTPException(404, f"no served model {model!r}")
+        return status_page(model_status(str(root), model))
+
+    return app
+
+
+app = create_app()
