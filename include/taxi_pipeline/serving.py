@@ -148,13 +148,18 @@ def models_config(serving_root: str) -> str:
         versions = served_versions(str(base))
         if not versions:
             continue
-        labels = {k: v for k, v in read_labels(serving_root, base.name).items() if v in versions}
-        keep = sorted({versions[-1], *labels.values()})
-        lines = [f'    name: "{base.name}"', f'    base_path: "{base.resolve()}"', '    model_platform: "tensorflow"',
-                 "    model_version_policy { specific { " + " ".join(f"versions: {v}" for v in keep) + " } }"]
-        lines += [f'    version_labels {{ key: "{k}" value: {v} }}' for k, v in sorted(labels.items())]
-        entries.append("  config {\n" + "\n".join(lines) + "\n  }")
+        entries.append(models_config_entry(base.name, str(base.resolve()), versions, read_labels(serving_root, base.name)))
     return "model_config_list {\n" + "\n".join(entries) + "\n}\n"
+
+
+def models_config_entry(model: str, base_path: str, versions: list[int], labels: dict[str, int]) -> str:
+    """One model's entry of the ModelServerConfig (shared with the gs:// serving root, gcs_serving)."""
+    labels = {k: v for k, v in labels.items() if v in versions}
+    keep = sorted({versions[-1], *labels.values()})
+    lines = [f'    name: "{model}"', f'    base_path: "{base_path}"', '    model_platform: "tensorflow"',
+             "    model_version_policy { specific { " + " ".join(f"versions: {v}" for v in keep) + " } }"]
+    lines += [f'    version_labels {{ key: "{k}" value: {v} }}' for k, v in sorted(labels.items())]
+    return "  config {\n" + "\n".join(lines) + "\n  }"
 
 
 def write_models_config(serving_root: str) -> None:

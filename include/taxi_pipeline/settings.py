@@ -4,6 +4,7 @@ TAXI_PLATFORM   `local` (default: DuckDB, local folders, Beam's direct runner, l
 TAXI_HOME       the one root under which the local platform keeps everything it writes
                 (default: `.taxi/` in the repo, git-ignored).
 TAXI_RUNTIME_PYTHON  interpreter of the ML runtime (default: `.venv-runtime/bin/python`).
+The gcp platform's own settings (project, region, bucket, ...) are in taxi_pipeline.gcp_settings.
 """
 from __future__ import annotations
 
@@ -32,10 +33,21 @@ class Settings:
 
     @property
     def artifact_root(self) -> str:
+        """Where runs' artifacts live: `$TAXI_HOME/artifacts`, or `gs://<bucket>/artifacts` on gcp
+        (the same layout.RunLayout under either root)."""
+        if self.platform == "gcp":
+            from taxi_pipeline.gcp_settings import get_gcp_settings
+
+            return get_gcp_settings().artifact_root
         return str(self.home / "artifacts")
 
     @property
     def serving_root(self) -> str:
+        """TF-Serving's model base paths: `$TAXI_HOME/serving`, or `gs://<bucket>/serving` on gcp."""
+        if self.platform == "gcp":
+            from taxi_pipeline.gcp_settings import get_gcp_settings
+
+            return get_gcp_settings().serving_root
         return str(self.home / "serving")
 
     @property
