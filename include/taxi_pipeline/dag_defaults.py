@@ -38,6 +38,9 @@ def common_params(min_window_rows: int) -> dict[str, Param]:
                                  description="Fewest trips each window may have to pass validation."),
         "train_steps": Param(300, type="integer", minimum=1, description="Training steps per model."),
         "eval_steps": Param(50, type="integer", minimum=1, description="Evaluation steps during training."),
+        "workers": Param(2, type="integer", minimum=1, maximum=16,
+                         description="Worker replicas of the TFJob that trains each model (gcp platform; "
+                                     "the local platform trains in one process)."),
     }
 
 
