@@ -242,13 +242,213 @@ class LocalPlatform:
                               trigger_rule="none_failed", doc_md=COMPARE_DOC)
 
 
+GCP_WAIT_DOC = """
+On the gcp platform: a deferrable BigQuery sensor on the hourly partition of the window's last
+hour in the trips table (TAXI_GCP_SOURCE_TABLE). It holds no worker slot while it waits.
+"""
+GCP_PUSH_DOC = """
+On the gcp platform the version is copied to the model's GCS base path (saved_model.pb last,
+then models.config names it: TF-Serving loads it after it is complete) and uploaded as a new
+version of the Vertex AI model of the same name (alias `v<version>`; a retry reuses it).
+"""
+GCP_PROMOTE_DOC = """
+On the gcp platform it also applies the `taxi-serving` tensorflow/serving Deployment and Service
+(created or patched; it waits for the rollout) and deploys the champion's Vertex AI model version
+to the endpoint with all the traffic. The task's links open the model and the endpoint in the console.
+"""
+
+
 class GcpPlatform:
+    """The same stages from the providers' operators: BigQuery, GCS, Dataflow, GKE (TFJob, TF-Serving),
+    Vertex AI. Settings: taxi_pipeline.gcp_settings (README, "The gcp platform")."""
+
     name = "gcp"
     links = GcpLinks()
 
-    def __getattr__(self, stage):
-        raise NotImplementedError(
-            f"The gcp platform's {stage} stage is not built yet (issue 6); use TAXI_PLATFORM=local")
+    def __init__(self):
+        from taxi_pipeline.gcp_settings import get_gcp_settings
+
+        self.gcp = get_gcp_settings()
+
+    # job and object names: deterministic per DAG, window and branch (a retry or rerun reuses them)
+    @staticmethod
+    def _name(*parts: str) -> str:
+        return ("{{ (dag.dag_id | replace('taxi_', '', 1)) ~ '-' ~ taxi_run().window.key ~ '-"
+                + "-".join(parts) + "' | lower | replace('_', '-') }}")
+
+    def _gke(self) -> dict:
+        g = self.gcp
+        return {"project_id": g.project, "location": g.gke_location, "cluster_name": g.gke_cluster,
+                "gcp_conn_id": g.conn_id}
+
+    def wait_for_window(self):
+        from airflow.providers.google.cloud.sensors.bigquery import BigQueryTablePartitionExistenceSensor
+
+        project, dataset, table = self.gcp.source_table.split(".")
+        return BigQueryTablePartitionExistenceSensor(
+            task_id="wait_for_window", project_id=project, dataset_id=dataset, table_id=table,
+            # the hourly partition of the window's last hour
+            partition_id="{{ (taxi_run().window.end - macros.timedelta(hours=1)).strftime('%Y%m%d%H') }}",
+            gcp_conn_id=self.gcp.conn_id, deferrable=True, poke_interval=300, timeout=6 * 3600,
+            doc_md=WAIT_DOC + GCP_WAIT_DOC)
+
+    def extract_window(self):
+        from taxi_plugins.gcp_operators import WindowExtractOperator
+
+        return WindowExtractOperator(
+            task_id="extract_window", project_id=self.gcp.project, location=self.gcp.bq_location,
+            dataset=self.gcp.extract_dataset, source_table=self.gcp.source_table, gcp_conn_id=self.gcp.conn_id,
+            doc_md=EXTRACT_DOC)
+
+    def _python(self, task_id: str, callable_name: str, doc_md: str, **kwargs):
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        from taxi_pipeline import gcp_tasks
+
+        return PythonOperator(task_id=task_id, python_callable=getattr(gcp_tasks, callable_name), doc_md=doc_md,
+                              **kwargs)
+
+    def validate_window(self):
+        return self._python("validate_window", "validate_window", VALIDATE_DOC)
+
+    def _beam_pipeline(self, task_id: str, script: str, options: dict, branch: Branch, doc_md: str):
+        from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+        from airflow.providers.google.cloud.operators.dataflow import DataflowConfiguration
+
+        g = self.gcp
+        return BeamRunPythonPipelineOperator(
+            task_id=task_id, runner="DataflowRunner", py_file=str(RUNTIME_SOURCES / script),
+            py_interpreter=get_settings().runtime_python, doc_md=doc_md, pool=HEAVY_POOL,
+            pipeline_options={
+                **options,
+                "temp_location": g.dataflow_temp, "staging_location": g.dataflow_staging,
+                "sdk_container_image": g.runtime_image, "sdk_location": "container",
+                "experiments": ["use_runner_v2"], "labels": {"taxi-dag": "{{ dag.dag_id | replace('_', '-') }}",
+                                                              "taxi-branch": branch.name},
+            },
+            dataflow_config=DataflowConfiguration(
+                job_name=self._name(branch.name, task_id), append_job_name=False, project_id=g.project,
+                location=g.region, gcp_conn_id=g.conn_id, service_account=g.service_account,
+                wait_until_finished=True, max_num_workers=10),
+            gcp_conn_id=g.conn_id)
+
+    def transform(self, branch: Branch):
+        return self._beam_pipeline("transform", "transform.py", {
+            "train": branch.split_glob("train"),
+            "eval": branch.split_glob("eval"),
+            "variant": branch.variant,
+            "output": branch.path("transform_dir"),
+        }, branch, TRANSFORM_DOC)
+
+    def train(self, branch: Branch):
+        import yaml
+        from taxi_plugins.tfjob import TFJobTrainOperator
+
+        from taxi_pipeline.k8s import tfjob
+
+        g = self.gcp
+        manifest = tfjob(
+            name=self._name(branch.name), namespace=g.namespace, image=g.runtime_image,
+            service_account=g.k8s_service_account, workers="{{ params.workers }}",
+            labels={"app.kubernetes.io/part-of": "taxi-mlops", "taxi-branch": branch.name},
+            arguments=["--transform_output", branch.path("transform_dir"),
+                       "--serving_model_dir", branch.path("model_dir"),
+                       "--log_dir", branch.path("logs_dir"),
+                       "--train_steps", "{{ params.train_steps }}",
+                       "--eval_steps", "{{ params.eval_steps }}"])
+        # the Worker replicas render as a YAML integer
+        yaml_conf = yaml.safe_dump(manifest, sort_keys=False).replace("replicas: '{{ params.workers }}'",
+                                                                      "replicas: {{ params.workers }}")
+        return TFJobTrainOperator(task_id="train", yaml_conf=yaml_conf, namespace=g.namespace, doc_md=TRAIN_DOC,
+                                  pool=HEAVY_POOL, **self._gke())
+
+    def evaluate(self, branch: Branch):
+        from taxi_pipeline.serving import model_base_path
+
+        return self._beam_pipeline("evaluate", "evaluate.py", {
+            "model": branch.path("model_dir"),
+            "serving_base_path": model_base_path(self.gcp.serving_root, branch.served_model) if branch.served_model else "",
+            "baseline_before": "{{ taxi_version() }}",
+            "eval": branch.eval_glob,
+            "output": branch.path("evaluation_dir"),
+            "variant": branch.name,
+        }, branch, EVALUATE_DOC)
+
+    def _runtime_pod(self, task_id: str, module: str, arguments: list[str], doc_md: str, **kwargs):
+        from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
+        from kubernetes.client import models as k8s
+
+        from taxi_pipeline.k8s import RUNTIME_UID, security_context
+
+        g = self.gcp
+        return GKEStartPodOperator(
+            task_id=task_id, name=f"taxi-{task_id.replace('_', '-')}", namespace=g.namespace, image=g.runtime_image,
+            cmds=["python", "-m", module], arguments=arguments, service_account_name=g.k8s_service_account,
+            env_vars={"HOME": "/tmp", "TF_USE_LEGACY_KERAS": "1"},
+            container_resources=k8s.V1ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"},
+                                                           limits={"cpu": "2", "memory": "4Gi"}),
+            security_context={"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "fsGroup": RUNTIME_UID,
+                              "seccompProfile": {"type": "RuntimeDefault"}},
+            container_security_context=security_context(RUNTIME_UID),
+            volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+            volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+            get_logs=True, on_finish_action="delete_pod", doc_md=doc_md, **self._gke(), **kwargs)
+
+    def compare_windows(self, recent: Branch, long: Branch):
+        from taxi_pipeline.branches import run_path
+
+        return self._runtime_pod(
+            "compare_windows", "taxi_model.window_comparison", doc_md=WINDOW_COMPARISON_DOC, pool=HEAVY_POOL,
+            arguments=["--recent_model", recent.path("model_dir"), "--long_model", long.path("model_dir"),
+                       "--eval", recent.eval_glob,
+                       "--recent_evaluation", recent.path("evaluation_dir"),
+                       "--long_evaluation", long.path("evaluation_dir"),
+                       "--output", run_path("window_comparison_dir")])
+
+    def record_verdict(self):
+        return self._python("record_verdict", "record_verdict", RECORD_VERDICT_DOC)
+
+    def check_export(self, branch: Branch):
+        return self._runtime_pod(
+            "check_export", "taxi_model.export_check", doc_md=CHECK_EXPORT_DOC,
+            arguments=["--model", branch.path("model_dir"), "--eval", branch.eval_glob,
+                       "--output", branch.path("export_check_dir"), "--variant", branch.name])
+
+    def _vertex(self) -> dict:
+        return {"project_id": self.gcp.project, "region": self.gcp.region, "gcp_conn_id": self.gcp.conn_id,
+                "model": {"container_spec": {"image_uri": self.gcp.vertex_serving_image}}}
+
+    def push(self, branch: Branch):
+        from taxi_plugins.gcp_operators import VertexPushOperator
+
+        return VertexPushOperator(task_id="push", variant=branch.name, served_model=branch.served_model,
+                                  serving_root=self.gcp.serving_root, doc_md=PUSH_DOC + GCP_PUSH_DOC,
+                                  pool=DEPLOY_POOL, **self._vertex())
+
+    def promote_champion(self):
+        from taxi_plugins.gcp_operators import ChampionDeployOperator
+
+        from taxi_pipeline.k8s import tf_serving_deployment, tf_serving_service
+        from taxi_pipeline.serving import CHAMPION_MODEL
+
+        g = self.gcp
+        return ChampionDeployOperator(
+            task_id="promote_champion", trigger_rule="none_failed", doc_md=PROMOTE_DOC + GCP_PROMOTE_DOC,
+            pool=DEPLOY_POOL, serving_root=g.serving_root,
+            deployment=tf_serving_deployment(namespace=g.namespace, image=g.serving_image,
+                                             models_config=f"{g.serving_root}/models.config",
+                                             service_account=g.k8s_service_account, ready_model=CHAMPION_MODEL),
+            service=tf_serving_service(namespace=g.namespace),
+            gke={**self._gke(), "namespace": g.namespace},
+            endpoint_id=g.endpoint_id,
+            deployed_model={"display_name": CHAMPION_MODEL,
+                            "dedicated_resources": {"machine_spec": {"machine_type": "n1-standard-2"},
+                                                    "min_replica_count": 1, "max_replica_count": 3}},
+            traffic_split={"0": 100},  # the new deployment ("0") takes all the traffic
+            **self._vertex())
+
+    def compare_variants(self):
+        return self._python("compare_variants", "compare_variants", COMPARE_DOC, trigger_rule="none_failed")
 
 
 def get_platform():

@@ -1,0 +1,232 @@
+"""The gcp platform's stages that are several provider operators under one task id (the DAG has
+the same tasks on both platforms): each runs the providers' operators one after the other, in the
+task's own context, so their XComs and extra links are the task's.
+
+- `WindowExtractOperator` (extract_window): per window of the run and split, the window SQL
+  (include/taxi_pipeline/sql/window.sql, as BigQuery runs it) with BigQueryInsertJobOperator into
+  `<dataset>.<dag>__<window key>__<name>_<split>`, then BigQueryToGCSOperator into the run's layout.
+  Job ids are deterministic per run, window and split (the provider adds a hash of the job's
+  configuration), and a retry reattaches to a job of an earlier try, running or done, instead of
+  running it twice.
+- `VertexPushOperator` (<variant>.push): a blessed model becomes the run's version under the GCS
+  model base path (gcs_serving.push_model), then a new version of its Vertex AI model
+  (UploadModelOperator with parent_model, the prebuilt TF serving container).
+- `ChampionDeployOperator` (promote_champion): the best blessed variant is pushed as the version of
+  `taxi` labelled `stable`; the TF-Serving Deployment and Service are applied; the version is
+  uploaded to Vertex AI and deployed to the endpoint (CreateEndpointOperator the first time,
+  DeployModelOperator with the traffic split).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+from airflow.providers.google.cloud.links.vertex_ai import VertexAIEndpointLink, VertexAIModelLink
+from airflow.providers.google.cloud.operators.vertex_ai.model_service import UploadModelOperator
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+
+def _run_hash(run_id: str) -> str:
+    return hashlib.sha1(run_id.encode()).hexdigest()[:10]
+
+
+class WindowExtractOperator(BaseOperator):
+    template_fields: Sequence[str] = ("project_id", "location", "dataset", "source_table", "gcp_conn_id")
+    ui_color = "#e3f2fd"
+
+    def __init__(self, *, project_id: str, location: str, dataset: str, source_table: str,
+                 gcp_conn_id: str = "google_cloud_default", **kwargs):
+        super().__init__(**kwargs)
+        self.project_id, self.location, self.dataset = project_id, location, dataset
+        self.source_table, self.gcp_conn_id = source_table, gcp_conn_id
+
+    def jobs(self, context) -> list[dict]:
+        """The query and export of each window and split of the run: the operators' arguments."""
+        from taxi_pipeline.layout import SPLITS
+        from taxi_pipeline.queries import bigquery_sql
+        from taxi_pipeline.run_context import run_layout, window_plan
+
+        layout, plan = run_layout(context), window_plan(context)
+        sql = bigquery_sql("window", f"`{self.source_table}`")
+        prefix = f"taxi_{_run_hash(layout.run_id)}"
+        jobs = []
+        for name, window in plan.windows.items():
+            for split in SPLITS:
+                table = f"{layout.dag_id}__{layout.window.key}__{name or 'window'}_{split}".replace("-", "_").lower()
+                parameters = [
+                    {"name": "window_start", "parameterType": {"type": "STRING"},
+                     "parameterValue": {"value": window.start.isoformat()}},
+                    {"name": "window_end", "parameterType": {"type": "STRING"},
+                     "parameterValue": {"value": window.end.isoformat()}},
+                    {"name": "split", "parameterType": {"type": "STRING"}, "parameterValue": {"value": split}},
+                ]
+                jobs.append({
+                    "window": name or "window", "split": split,
+                    "query": {
+                        "job_id": f"{prefix}_{table}_query",
+                        "configuration": {"query": {
+                            "query": sql, "useLegacySql": False, "parameterMode": "NAMED",
+                            "queryParameters": parameters,
+                            "destinationTable": {"projectId": self.project_id, "datasetId": self.dataset, "tableId": table},
+                            "writeDisposition": "WRITE_TRUNCATE", "createDisposition": "CREATE_IF_NEEDED",
+                        }},
+                    },
+                    "export": {
+                        "job_id": f"{prefix}_{table}_export",
+                        "source_project_dataset_table": f"{self.project_id}.{self.dataset}.{table}",
+                        "destination_cloud_storage_uris": [f"{layout.split_dir(split, name)}/part-*.csv"],
+                    },
+                })
+        return jobs
+
+    def execute(self, context) -> dict:
+        from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
+        from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
+
+        from taxi_pipeline import gcs
+        from taxi_pipeline.run_context import run_layout
+
+        reattach = {"PENDING", "RUNNING", "DONE"}
+        rows: dict[str, dict[str, int]] = {}
+        data_dir = run_layout(context).data_dir
+        gcs.delete_tree(data_dir)  # an earlier try's part files never mix with this try's
+        for job in self.jobs(context):
+            common = {"project_id": self.project_id, "location": self.location, "gcp_conn_id": self.gcp_conn_id,
+                      "reattach_states": reattach, "force_rerun": False}
+            query = BigQueryInsertJobOperator(task_id=self.task_id, **job["query"], **common)
+            query.execute(context)
+            export = BigQueryToGCSOperator(task_id=self.task_id, export_format="CSV", print_header=True,
+                                           **job["export"], **common)
+            export.execute(context)
+            table = query.hook.get_client(project_id=self.project_id, location=self.location).get_table(
+                job["export"]["source_project_dataset_table"])
+            rows.setdefault(job["window"], {})[job["split"]] = table.num_rows
+            self.log.info("Window %s, %s split: %s rows -> %s", job["window"], job["split"], table.num_rows,
+                          job["export"]["destination_cloud_storage_uris"][0])
+        return rows
+
+
+def vertex_model(display_name: str, artifact_uri: str, image: str, version: int, description: str) -> dict:
+    """The Vertex AI Model of a served version (the prebuilt TF serving container reads the SavedModel)."""
+    return {
+        "display_name": display_name,
+        "description": description,
+        "artifact_uri": artifact_uri,
+        "container_spec": {"image_uri": image},
+        "version_aliases": [f"v{version}"],
+        "labels": {"taxi-model": display_name.replace("_", "-"), "taxi-version": str(version)},
+    }
+
+
+class _VertexUpload(UploadModelOperator):
+    """Upload the pushed version as a new version of the Vertex AI model named like the served model
+    (parent_model: that model, once it exists); a retry finds its version by alias and reuses it."""
+
+    def _existing(self, context, display_name: str, version: int) -> tuple[str | None, str | None]:
+        from airflow.providers.google.cloud.hooks.vertex_ai.model_service import ModelServiceHook
+
+        hook = ModelServiceHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+        models = list(hook.list_models(project_id=self.project_id, region=self.region,
+                                       filter=f'display_name="{display_name}"'))
+        if not models:
+            return None, None
+        parent = models[0].name
+        for v in hook.list_model_versions(project_id=self.project_id, region=self.region, model_id=parent.rsplit("/", 1)[-1]):
+            if f"v{version}" in v.version_aliases:
+                return parent, f"{v.name}@{v.version_id}"
+        return parent, None
+
+    def upload(self, context, display_name: str, artifact_uri: str, version: int, description: str) -> str:
+        """Returns the uploaded (or already uploaded) model version's resource name."""
+        parent, done = self._existing(context, display_name, version)
+        if done:
+            self.log.info("Vertex AI model %s already has version v%s: %s", display_name, version, done)
+            VertexAIModelLink.persist(context=context, model_id=done.rsplit("/", 1)[-1].split("@")[0])
+            return done
+        self.model = vertex_model(display_name, artifact_uri, self.model["container_spec"]["image_uri"], version,
+                                  description)
+        self.parent_model = parent
+        response = super().execute(context)
+        return f"{response['model']}@{response.get('model_version_id', '')}".rstrip("@")
+
+
+class VertexPushOperator(_VertexUpload):
+    template_fields: Sequence[str] = tuple({*UploadModelOperator.template_fields, "serving_root"})
+
+    def __init__(self, *, variant: str, served_model: str, serving_root: str, **kwargs):
+        super().__init__(**kwargs)
+        self.variant, self.served_model, self.serving_root = variant, served_model, serving_root
+
+    def execute(self, context):
+        from taxi_pipeline import gcp_tasks, gcs_serving
+        from taxi_pipeline.run_context import run_layout
+        from taxi_pipeline.serving import model_base_path
+        from taxi_pipeline.tasks import _record
+
+        blessing = gcp_tasks.read_blessing(context, self.variant)
+        if not blessing["blessed"]:
+            raise AirflowSkipException(f"{self.variant} was not blessed, nothing pushed: " + "; ".join(blessing["reasons"]))
+        record = _record(run_layout(context), context, self.served_model, self.variant, blessing)
+        result = gcs_serving.push_model(self.serving_root, record)
+        self.log.info(result.message)
+        if not result.pushed:
+            raise AirflowSkipException(result.message)
+        artifact_uri = f"{model_base_path(self.serving_root, self.served_model)}/{result.version}"
+        return self.upload(context, self.served_model, artifact_uri, result.version,
+                           f"{self.variant} of window {record.window} (run {record.run_id})")
+
+
+class ChampionDeployOperator(_VertexUpload):
+    template_fields: Sequence[str] = tuple({*UploadModelOperator.template_fields, "serving_root", "deployment",
+                                            "service", "endpoint_id", "deployed_model", "traffic_split"})
+    template_fields_renderers = {"deployment": "json", "service": "json", "deployed_model": "json"}
+    operator_extra_links = (VertexAIModelLink(), VertexAIEndpointLink())
+
+    def __init__(self, *, serving_root: str, deployment: dict, service: dict, gke: dict, endpoint_id: str,
+                 deployed_model: dict, traffic_split: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.serving_root, self.deployment, self.service, self.gke = serving_root, deployment, service, gke
+        self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
+
+    def execute(self, context):
+        from airflow.providers.google.cloud.operators.vertex_ai.endpoint_service import (
+            CreateEndpointOperator,
+            DeployModelOperator,
+        )
+        from google.api_core.exceptions import AlreadyExists
+        from taxi_plugins.tf_serving import TFServingDeployOperator
+
+        from taxi_pipeline import gcp_tasks, gcs_serving
+        from taxi_pipeline.run_context import run_layout
+        from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, model_base_path
+        from taxi_pipeline.tasks import _record
+
+        blessed = [r for r in gcp_tasks.read_comparison(context) if r["blessed"]]
+        if not blessed:
+            raise AirflowSkipException("no variant was blessed: the served model is unchanged")
+        champion = max(blessed, key=lambda r: r["auc"])
+        record = _record(run_layout(context), context, CHAMPION_MODEL, champion["variant"],
+                         gcp_tasks.read_blessing(context, champion["variant"]))
+        result = gcs_serving.push_model(self.serving_root, record)
+        self.log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
+        if not result.pushed:
+            raise AirflowSkipException(result.message)
+        gcs_serving.set_label(self.serving_root, CHAMPION_MODEL, STABLE_LABEL, result.version)
+
+        TFServingDeployOperator(task_id=self.task_id, deployment=self.deployment, service=self.service,
+                                **self.gke).execute(context)
+
+        model = self.upload(context, CHAMPION_MODEL, f"{model_base_path(self.serving_root, CHAMPION_MODEL)}/{result.version}",
+                            result.version, f"champion {champion['variant']} of window {record.window}")
+        vertex = {"project_id": self.project_id, "region": self.region, "gcp_conn_id": self.gcp_conn_id}
+        try:
+            CreateEndpointOperator(task_id=self.task_id, endpoint={"display_name": CHAMPION_MODEL},
+                                   endpoint_id=self.endpoint_id, **vertex).execute(context)
+        except AlreadyExists:
+            self.log.info("Vertex AI endpoint %s exists", self.endpoint_id)
+            VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
+        DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
+                            deployed_model={**self.deployed_model, "model": model},
+                            traffic_split=self.traffic_split, **vertex).execute(context)
+        return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"], "vertex_model": model}
