@@ -8,6 +8,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 # The local engine of Beam's direct runner. Plain `DirectRunner` first tries the Prism runner, whose
 # binary it downloads from GitHub at run time (no network here), then falls back to this one.
 LOCAL_RUNNER = "FnApiRunner"
+# Rows per Arrow record batch in every pipeline (TFT's CSV reading and analysis, TFMA's input). Left
+# unset, Beam's BatchElements tunes batch sizes to measured timings, so a busier machine batches
+# differently, and TFT's approximate quantiles and float sums then differ between reruns of the same
+# window. A fixed size makes a rerun reproduce its outputs. 1000 is tfx-bsl's own cap.
+BATCH_SIZE = 1000
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:

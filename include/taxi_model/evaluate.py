@@ -33,7 +33,7 @@ import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
 import apache_beam as beam
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from taxi_model.beam_options import pipeline_options
+from taxi_model.beam_options import BATCH_SIZE, pipeline_options
 from tensorflow_model_analysis.proto import config_pb2
 from tfx_bsl.public.tfxio import TFExampleBeamRecord
 
@@ -212,7 +212,7 @@ def run(model: str, eval_pattern: str, output: str, baseline_model: str | None =
         with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
             _ = (pipeline
                  | "Examples" >> beam.Create(serialized, reshuffle=False)
-                 | "RecordBatches" >> examples.BeamSource()
+                 | "RecordBatches" >> examples.BeamSource(batch_size=BATCH_SIZE)
                  | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
                      eval_config=config, eval_shared_model=shared if baseline_model else shared[0],
                      output_path=tfma_dir))

@@ -26,7 +26,7 @@ import taxi_model  # noqa: E402,F401  (selects Keras 2 before TensorFlow is impo
 import apache_beam as beam  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402
-from taxi_model.beam_options import pipeline_options  # noqa: E402
+from taxi_model.beam_options import BATCH_SIZE, pipeline_options  # noqa: E402
 from tensorflow_transform.tf_metadata import metadata_io  # noqa: E402
 from tfx_bsl.coders import example_coder  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
@@ -43,7 +43,7 @@ def _read_csv(pipeline: beam.Pipeline, label: str, file_pattern: str):
         skip_header_lines=1,  # per file: every part-*.csv has its own header
         telemetry_descriptors=["taxi_model"],
     )
-    return pipeline | f"Read{label}" >> csv.BeamSource(), csv.TensorAdapterConfig()
+    return pipeline | f"Read{label}" >> csv.BeamSource(batch_size=BATCH_SIZE), csv.TensorAdapterConfig()
 
 
 def _write_examples(transformed_dataset, split: str, output_dir: str):
@@ -65,7 +65,7 @@ def run(train_pattern: str, eval_pattern: str, variant_name: str, output_dir: st
     with fileio.atomic_output_dir(output_dir) as staging_dir:
         transform_graph_dir = layout.transform_graph_dir(staging_dir)
         with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline, \
-                tft_beam.Context(temp_dir=f"{staging_dir}/tft_tmp"):
+                tft_beam.Context(temp_dir=f"{staging_dir}/tft_tmp", desired_batch_size=BATCH_SIZE):
             raw_train = _read_csv(pipeline, "Train", train_pattern)
             raw_eval = _read_csv(pipeline, "Eval", eval_pattern)
             transformed_train, transform_fn = raw_train | tft_beam.AnalyzeAndTransformDataset(
