@@ -9,7 +9,7 @@ RUNTIME := .venv-runtime
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: run test setup airflow lock clean-home serve bench-serving bench
+.PHONY: run test setup chromium airflow lock clean-home serve bench-serving bench
 
 run: setup
 	$(VENV)/bin/python -m taxi_pipeline.cli run --dag $(DAG) --date $(DATE)
@@ -18,7 +18,14 @@ test: setup
 	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model $(PYTEST_ARGS)
 	$(RUNTIME)/bin/python -m pytest tests/taxi_model $(PYTEST_ARGS)
 
-setup: $(VENV)/.installed $(RUNTIME)/.installed
+setup: $(VENV)/.installed $(RUNTIME)/.installed chromium
+
+# Debian's Chromium, driven by Playwright in the browser test of the Airflow UI (tests/plugins/test_ui_browser.py).
+# Installed when missing (as root or with sudo); without it that test is skipped, everything else works.
+chromium:
+	@test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && \
+		$$SUDO apt-get install -y -q chromium >/dev/null; } || echo "warning: could not install chromium (the UI test will be skipped)"; }
 
 # The Airflow environment. uv (pinned in the lock) installs the lock quickly; pip stays for `pip download`.
 $(VENV)/.installed: requirements.lock
