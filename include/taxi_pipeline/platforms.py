@@ -148,9 +148,10 @@ class LocalPlatform:
 
 
     def _beam_pipeline(self, task_id: str, script: str, options: dict, doc_md: str):
-        from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+        # Not the provider's BeamRunPythonPipelineOperator: importing it costs most of a parse (see the operator).
+        from taxi_plugins.operators import LocalBeamPipelineOperator
 
-        return BeamRunPythonPipelineOperator(
+        return LocalBeamPipelineOperator(
             # FnApiRunner: the direct runner's engine, without its attempt to download Prism.
             task_id=task_id, runner="FnApiRunner", py_file=str(RUNTIME_SOURCES / script),
             py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md, pool=HEAVY_POOL)
@@ -273,8 +274,8 @@ class GcpPlatform:
     # job and object names: deterministic per DAG, window and branch (a retry or rerun reuses them)
     @staticmethod
     def _name(*parts: str) -> str:
-        return ("{{ (dag.dag_id | replace('taxi_', '', 1)) ~ '-' ~ taxi_run().window.key ~ '-"
-                + "-".join(parts) + "' | lower | replace('_', '-') }}")
+        return ("{{ ((dag.dag_id | replace('taxi_', '', 1)) ~ '-' ~ taxi_run().window.key ~ '-"
+                + "-".join(parts) + "') | lower | replace('_', '-') }}")
 
     def _gke(self) -> dict:
         g = self.gcp
@@ -341,7 +342,8 @@ class GcpPlatform:
         }, branch, TRANSFORM_DOC)
 
     def train(self, branch: Branch):
-        import yaml
+        import json
+
         from taxi_plugins.tfjob import TFJobTrainOperator
 
         from taxi_pipeline.k8s import tfjob
@@ -356,9 +358,9 @@ class GcpPlatform:
                        "--log_dir", branch.path("logs_dir"),
                        "--train_steps", "{{ params.train_steps }}",
                        "--eval_steps", "{{ params.eval_steps }}"])
-        # the Worker replicas render as a YAML integer
-        yaml_conf = yaml.safe_dump(manifest, sort_keys=False).replace("replicas: '{{ params.workers }}'",
-                                                                      "replicas: {{ params.workers }}")
+        # JSON is YAML, and leaves the templates' quotes alone; the Worker replicas render as an integer
+        yaml_conf = json.dumps(manifest, indent=1).replace('"replicas": "{{ params.workers }}"',
+                                                           '"replicas": {{ params.workers }}')
         return TFJobTrainOperator(task_id="train", yaml_conf=yaml_conf, namespace=g.namespace, doc_md=TRAIN_DOC,
                                   pool=HEAVY_POOL, **self._gke())
 
