@@ -21,6 +21,7 @@ from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.reports.tasks import data_report_task, model_report_task
 from taxi_plugins.links import add_artifact_links
 from taxi_pipeline.serving import model_name
+from taxi_plugins.sensors import PreviousRunSettledSensor
 
 platform = get_platform()
 
@@ -44,17 +45,24 @@ with DAG(
     extract_window = platform.extract_window()
     validate_window = platform.validate_window()
 
+    # Each variant is judged against what the previous window left in service: wait for its deploys.
+    wait_for_previous_deploys = PreviousRunSettledSensor(
+        task_id="wait_for_previous_deploys", task_ids=[*(f"{v}.push" for v in VARIANTS), "promote_champion"])
+
     variants = []
     for variant in VARIANTS:
         branch = Branch(name=variant, variant=variant, served_model=model_name(variant))
         with TaskGroup(group_id=variant, tooltip=f"the {variant} preprocessing variant") as group:
-            chain(platform.transform(branch), platform.train(branch), platform.evaluate(branch), platform.push(branch))
+            evaluate = platform.evaluate(branch)
+            wait_for_previous_deploys >> evaluate
+            chain(platform.transform(branch), platform.train(branch), evaluate, platform.push(branch))
         variants.append(group)
 
     compare_variants = platform.compare_variants()
     promote_champion = platform.promote_champion()
 
     chain(wait_for_window, extract_window, validate_window, variants, compare_variants, promote_champion)
+    validate_window >> wait_for_previous_deploys
     validate_window >> data_report_task()  # reports for people, beside the pipeline
     compare_variants >> model_report_task()
 

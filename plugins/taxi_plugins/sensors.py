@@ -48,3 +48,58 @@ class WindowLandedSensor(BaseSensorOperator):
                 f"Window {run_window(context)} has not landed after {self.timeout:.0f}s: the warehouse holds "
                 f"trips only up to {self._latest}. Check the ingestion into the trips table, then clear this task."
             ) from timeout
+
+
+# States after which a task will not change again without someone clearing it.
+FINISHED_STATES = frozenset({"success", "skipped", "failed", "upstream_failed", "removed"})
+
+
+def previous_run_settled(previous_run_state: str | None, task_states: dict[str, str | None]) -> bool:
+    """Whether the previous run's deploy decisions are final: it finished, or each task has."""
+    if previous_run_state in ("success", "failed"):
+        return True
+    return bool(task_states) and all(state in FINISHED_STATES for state in task_states.values())
+
+
+PREVIOUS_RUN_DOC = """
+### wait_for_previous_deploys
+Waits until the previous run (the previous window) has finished its deploy steps ({tasks}), so
+that this run's evaluations are judged against what that window left in service, whatever the
+timing of a backfill. Any finished state counts: a failed previous window does not block this one.
+
+**On timeout** (6 h): the previous run is stuck; look at it first. Marking its deploy steps failed
+or skipped, or clearing them, releases this one.
+"""
+
+
+class PreviousRunSettledSensor(BaseSensorOperator):
+    """Waits until the previous run (by logical date) has settled the given tasks (its deploys).
+
+    A run's evaluation is judged against the served model older than its own window. In a backfill,
+    runs of consecutive windows overlap; waiting for the previous window's pushes makes the baseline
+    the same whatever the timing, so a reprocessed window is judged as it was the first time. It
+    waits on finished states, not success: a failed previous window does not block this one.
+    """
+
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, task_ids: list[str], timeout: float = timedelta(hours=6).total_seconds(), **kwargs):
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 30)
+        kwargs.setdefault("doc_md", PREVIOUS_RUN_DOC.format(tasks=", ".join(f"`{t}`" for t in task_ids)))
+        super().__init__(timeout=timeout, **kwargs)
+        self.watched_task_ids = list(task_ids)
+
+    def poke(self, context) -> bool:
+        ti = context["ti"]
+        previous = ti.get_previous_dagrun()
+        if previous is None:
+            self.log.info("No earlier run of %s: nothing to wait for", self.dag_id)
+            return True
+        states = ti.get_task_states(dag_id=self.dag_id, task_ids=self.watched_task_ids,
+                                    run_ids=[previous.run_id]).get(previous.run_id, {})
+        run_state = ti.get_dagrun_state(dag_id=self.dag_id, run_id=previous.run_id)
+        settled = previous_run_settled(run_state, states)
+        self.log.info("Previous run %s is %s; its %s: %s -> %s", previous.run_id, run_state,
+                      ", ".join(self.watched_task_ids), states, "settled" if settled else "waiting")
+        return settled

@@ -30,3 +30,44 @@ def test_timeout_fails_with_the_watermark_it_saw(warehouse, monkeypatch):
     sensor = WindowLandedSensor(task_id="wait_for_window", timeout=0, poke_interval=0, mode="poke")
     with pytest.raises(AirflowSensorTimeout, match=r"holds trips only up to 2016-12-30 16:45:00"):
         sensor.execute(context(datetime(2017, 1, 1, tzinfo=timezone.utc)))
+
+
+class _PreviousRun:
+    run_id = "scheduled__2015-12-31"
+
+
+class _TaskInstance:
+    """What the sensor asks the Task SDK: the previous run, its task states and its state."""
+
+    def __init__(self, previous, task_states, run_state):
+        self.previous, self.task_states, self.run_state = previous, task_states, run_state
+
+    def get_previous_dagrun(self):
+        return self.previous
+
+    def get_task_states(self, dag_id, task_ids, run_ids):
+        return {run_ids[0]: {t: s for t, s in self.task_states.items() if t in task_ids}}
+
+    def get_dagrun_state(self, dag_id, run_id):
+        return self.run_state
+
+
+WATCHED = ["standard.push", "coarse.push", "promote_champion"]
+
+
+@pytest.mark.parametrize("previous, task_states, run_state, settled", [
+    (None, {}, None, True),  # the first run, or a manual run with no earlier one
+    (_PreviousRun(), {"standard.push": "success", "coarse.push": "running", "promote_champion": None},
+     "running", False),  # a push still running in the previous window
+    (_PreviousRun(), {"standard.push": "success", "coarse.push": "skipped", "promote_champion": "success"},
+     "running", True),  # its deploys are done, its reports may still run
+    (_PreviousRun(), {"standard.push": "upstream_failed", "coarse.push": "upstream_failed",
+                      "promote_champion": "upstream_failed"}, "failed", True),  # a bad window does not block
+    (_PreviousRun(), {}, "running", False),  # its tasks are not even created yet
+])
+def test_evaluation_waits_until_the_previous_windows_deploys_are_settled(previous, task_states, run_state, settled):
+    from taxi_plugins.sensors import PreviousRunSettledSensor
+
+    sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=WATCHED)
+    assert sensor.poke({"ti": _TaskInstance(previous, task_states, run_state)}) is settled
+    assert "`promote_champion`" in sensor.doc_md
