@@ -1,7 +1,7 @@
 """taxi_daily_retrain: Workflow 1 of the Kubeflow taxi example, every day.
 
 wait_for_window >> extract_window >> validate_window
-    >> for each variant (standard, coarse): transform >> train >> evaluate >> push
+    >> for each variant (standard, coarse): transform >> train >> evaluate >> check_export >> push
     >> compare_variants >> promote_champion
 
 The training window is the `window_days` before the run's data_interval_end. Every stage is built
@@ -55,7 +55,8 @@ with DAG(
         with TaskGroup(group_id=variant, tooltip=f"the {variant} preprocessing variant") as group:
             evaluate = platform.evaluate(branch)
             wait_for_previous_deploys >> evaluate
-            chain(platform.transform(branch), platform.train(branch), evaluate, platform.push(branch))
+            chain(platform.transform(branch), platform.train(branch), evaluate,
+                  platform.check_export(branch), platform.push(branch))
         variants.append(group)
 
     compare_variants = platform.compare_variants()

@@ -51,6 +51,8 @@ def run(args) -> int:
 
     from airflow.dag_processing.dagbag import DagBag
 
+    from taxi_pipeline.dag_defaults import run_in_process
+
     logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     if args.dag not in bag.dags:
@@ -59,7 +61,7 @@ def run(args) -> int:
     dag = bag.dags[args.dag]
     print(f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
           f"(TAXI_HOME={settings.home})")
-    dag_run = dag.test(logical_date=logical_date)
+    dag_run = run_in_process(dag, logical_date=logical_date)
     layout = print_summary(dag, dag_run)
     if dag_run.state != "success":
         return 1

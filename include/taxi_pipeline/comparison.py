@@ -8,8 +8,19 @@ from taxi_pipeline.layout import RunLayout
 
 
 def read_blessing(layout: RunLayout, variant: str) -> dict:
-    """The evaluation's verdict on a variant of the run (taxi_model.blessing.Verdict as written)."""
-    return json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
+    """The verdict on a variant of the run: the evaluation's (taxi_model.blessing.Verdict as
+    written), overruled when the export check found the exported model unservable. A model whose
+    export was not checked is not deployable either (the check is the step before the push)."""
+    blessing = json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
+    report = Path(layout.export_check_dir(variant), "report.json")
+    if not report.exists():
+        return {**blessing, "blessed": False,
+                "reasons": blessing["reasons"] + [f"the export was not checked (no {report})"]}
+    export = json.loads(report.read_text())
+    if not export["servable"]:
+        return {**blessing, "blessed": False, "export_check": export,
+                "reasons": blessing["reasons"] + [f"export: {reason}" for reason in export["reasons"]]}
+    return {**blessing, "export_check": export}
 
 
 def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:

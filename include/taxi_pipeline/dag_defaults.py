@@ -32,6 +32,18 @@ def run_deadline(dag_id: str, hours: float) -> DeadlineAlert:
                        "look for a task stuck in running or up_for_retry, or a sensor still waiting for data"}))
 
 
+def run_in_process(dag, **kwargs):
+    """`dag.test(**kwargs)` of a project DAG, without its deadline alerts. dag.test() has no scheduler,
+    so no deadline is ever evaluated there, and Airflow 3.3's dag.test() fails at the end of a
+    successful run of a DAG that has them (it looks their serialized form up as database ids)."""
+    saved = dag.deadline
+    dag.deadline = None
+    try:
+        return dag.test(**kwargs)
+    finally:
+        dag.deadline = saved
+
+
 def common_params(min_window_rows: int) -> dict[str, Param]:
     return {
         "min_window_rows": Param(min_window_rows, type="integer", minimum=1,

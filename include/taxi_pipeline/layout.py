@@ -9,6 +9,7 @@
         variants/{variant}/model/               SavedModel
         variants/{variant}/logs/                TensorBoard logs
         variants/{variant}/evaluation/          TFMA output + blessing.json
+        variants/{variant}/export_check/        is the exported model servable? report.json
         window_comparison/                      recent vs long (sliding-window DAG)
         reports/{data,model}.html               the run's reports, for people (taxi_pipeline.reports)
     {artifact_root}/{dag_id}/history/           one verdict per window (sliding-window DAG)
@@ -82,6 +83,9 @@ class RunLayout:
 
     def evaluation_dir(self, variant: str) -> str:
         return f"{self.variant_dir(variant)}/evaluation"
+
+    def export_check_dir(self, variant: str) -> str:
+        return f"{self.variant_dir(variant)}/export_check"
 
     @property
     def window_comparison_dir(self) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from taxi_pipeline.dag_defaults import run_in_process
 from taxi_pipeline.run_context import run_layout
 from taxi_pipeline.serving import model_base_path, read_labels, served_versions, version_for
 from taxi_pipeline.settings import get_settings
@@ -20,7 +21,7 @@ def run_dag(logical_date=LOGICAL_DATE, conf=None):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["taxi_daily_retrain"]
-    dag_run = dag.test(logical_date=logical_date, run_conf=conf)
+    dag_run = run_in_process(dag, logical_date=logical_date, run_conf=conf)
     params = {**{k: v.value for k, v in dag.params.items()}, **(conf or {})}
     layout = run_layout({"dag": dag, "run_id": dag_run.run_id, "params": params,
                          "data_interval_end": dag_run.data_interval_end})
@@ -48,7 +49,7 @@ def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
     assert dag_run.state == "success", states
     assert set(states) == {"wait_for_window", "extract_window", "validate_window", "wait_for_previous_deploys",
                            "compare_variants", "promote_champion"} | {
-        f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate", "push")}
+        f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate", "check_export", "push")}
     assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
     eval_ = list(csv.DictReader(open(f"{layout.split_dir('eval')}/part-00000.csv")))
