@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import datetime
 import glob
+import json
 import os
 import platform
 import signal
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100], help="rows per request")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4], help="concurrent clients")
+    parser.add_argument("--json", help="also write the cells to this JSON file (bench/run.py reads it)")
     args = parser.parse_args()
     model_dir, csv_pattern = args.model or default_model(), args.csv or default_csv()
 
@@ -177,6 +179,10 @@ def main() -> None:
     for (n, path, clients), (p50, p99, throughput) in results.items():
         ratio = throughput / results[n, "in-process", clients][2]
         print(f"{n:>8} {path:<10} {clients:>7} {p50:>8.2f} {p99:>8.2f} {throughput:>10.0f} {ratio:>10.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([
+            {"rows": n, "path": path, "clients": clients, "p50": p50, "p99": p99, "throughput": throughput}
+            for (n, path, clients), (p50, p99, throughput) in results.items()], indent=1))
 
 
 if __name__ == "__main__":

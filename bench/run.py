@@ -1,0 +1,621 @@
+"""The benchmark suite (not a test): `make bench` runs it and prints ONE table.
+
+    .venv/bin/python bench/run.py [--figures 1,2,3,4,5,6,7] [--sizes 100000,1000000]
+        [--memory-size 1000000] [--work .taxi/bench] [--backfill-windows 6]
+
+Each row is a figure measured in this run next to its reference, measured in the same run, with
+the goal and pass/miss. Figures (see issue 8 and README "Benchmarks"):
+
+1 DAG parse cost per DAG file, TAXI_PLATFORM=local and gcp, after the interpreter and airflow.sdk
+  start-up, against bench/tfx_style_dag.py (TFX-style top-level TF/TFT/TFMA imports, runtime interpreter).
+2 time to a served model: one taxi_daily_retrain run (default window 2016-01-01, both variants)
+  through Airflow's scheduler (api-server, scheduler, dag-processor, LocalExecutor; triggered as
+  a backfill of one date), from the trigger until the new version answers a predict on the local
+  model server (started before the trigger, polling the serving root); per-step times and the
+  share of the wall time that is not the steps' own compute.
+3 TFT analyze+transform rows/s (the project's taxi_model.transform.run, in-process time) at each
+  --sizes, against pandas/NumPy computing the same statistics and outputs from the same CSVs.
+4 trainer steps/s (its tf.data pipeline) against the same model fed the same batches from memory.
+5 serving (bench/serving.py): REST/gRPC p50/p99 and throughput against the in-process call.
+6 backfill of --backfill-windows daily windows through the scheduler against that many times the
+  run of figure 2.
+7 peak RSS of each step (extract, validate, transform, train, evaluate) at --memory-size trips.
+
+The data of 3, 4 and 7: the sample warehouse grown to N trips by taxi_pipeline.scale, every trip
+in one window (2012-12-01 to 2017-01-01). Everything is written under --work (its own TAXI_HOME
+and Airflow home, so a user's .taxi/ is untouched); raw numbers go to <work>/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
+RUNTIME = os.environ.get("TAXI_RUNTIME_PYTHON") or str(REPO / ".venv-runtime" / "bin" / "python")
+GIB = 1024 ** 3
+DAG_ID = "taxi_daily_retrain"
+RUN_DATE = dt.date(2016, 1, 1)  # the default window of `make run`: all of 2015
+ALL_DATA = (dt.datetime(2012, 12, 1, tzinfo=dt.timezone.utc), dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc))
+RUNTIME_STEPS = {"transform": "taxi_model.transform", "train": "taxi_model.trainer", "evaluate": "taxi_model.evaluate"}
+
+
+@dataclass
+class Row:
+    figure: str
+    measure: str
+    value: str
+    reference: str = ""
+    ratio: str = ""
+    goal: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Bench:
+    work: Path
+    rows: list[Row] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return self.work / "home"
+
+    def env(self) -> dict[str, str]:
+        from taxi_pipeline.settings import airflow_env, get_settings
+
+        os.environ["TAXI_HOME"] = str(self.home)
+        return {**os.environ, **airflow_env(get_settings()), "TAXI_PLATFORM": "local",
+                "PYTHONPATH": f"{REPO / 'include'}{os.pathsep}{REPO / 'plugins'}"}
+
+    def add(self, *args, **kwargs) -> None:
+        row = Row(*args, **kwargs)
+        self.rows.append(row)
+        print(f"  [{row.figure}] {row.measure}: {row.value} (ref {row.reference or '-'}) {row.verdict}", flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "MISS"
+
+
+def log(message: str) -> None:
+    print(f"{dt.datetime.now():%H:%M:%S} {message}", flush=True)
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+def measured(command: list[str], log_path: Path, env: dict | None = None) -> dict:
+    """Run a command to completion; its wall time, peak RSS (bytes, of that process) and the
+    BENCH_RESULT JSON it printed (if any)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env or os.environ.copy(), cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - began
+    text = log_path.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])}... exited {proc.returncode}; log {log_path}:\n{text[-3000:]}")
+    result = next((json.loads(line.split(" ", 1)[1]) for line in reversed(text.splitlines())
+                   if line.startswith("BENCH_RESULT ")), {})
+    return {"wall": wall, "rss": usage.ru_maxrss * 1024, **result}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- figure 1: DAG parse cost --------------------------------------------------------------------
+
+PARSE_PROBE = r"""
+import json, runpy, sys, time
+began = time.perf_counter()
+try:  # airflow.sdk loads lazily: its start-up is paid on the first names taken from it
+    from airflow.sdk import DAG, BaseOperator, CronDataIntervalTimetable, Param, TaskGroup, chain
+except ImportError:  # the ML runtime
+    pass
+sdk = time.perf_counter()
+error = None
+try:
+    runpy.run_path(sys.argv[1], run_name="bench_dag_file")
+except NotImplementedError as e:
+    error = f"NotImplementedError: {e}"
+print("BENCH_RESULT " + json.dumps({"sdk": sdk - began, "parse": time.perf_counter() - sdk, "error": error}))
+"""
+
+
+def parse_cost(python: str, path: Path, env: dict, repeats: int, logs: Path) -> dict:
+    runs = [measured([python, "-c", PARSE_PROBE, str(path)], logs / f"{path.stem}-{i}.log", env) for i in range(repeats)]
+    return {"parse": statistics.median(r["parse"] for r in runs), "sdk": statistics.median(r["sdk"] for r in runs),
+            "wall": statistics.median(r["wall"] for r in runs), "error": runs[-1]["error"]}
+
+
+def figure_1(bench: Bench, args) -> None:
+    logs = bench.work / "logs" / "parse"
+    ref = parse_cost(RUNTIME, REPO / "bench" / "tfx_style_dag.py", bench.env(), args.repeats, logs)
+    bench.raw["parse_tfx_style"] = ref
+    bench.add("1", "DAG parse, TFX-style file (runtime)", f"{ref['parse']:.2f} s", "", "", "reference", "")
+    for dag_file in sorted((REPO / "dags").glob("*.py")):
+        for platform_name, goal in (("local", 0.5), ("gcp", 1.0)):
+            env = {**bench.env(), "TAXI_PLATFORM": platform_name}
+            cost = parse_cost(sys.executable, dag_file, env, args.repeats, logs / platform_name)
+            bench.raw[f"parse_{dag_file.stem}_{platform_name}"] = cost
+            measure = f"DAG parse {dag_file.stem} [{platform_name}]"
+            if cost["error"]:
+                bench.add("1", measure, "not buildable", f"{ref['parse']:.2f} s", "", f"< {goal} s, >= 10x", "n/a")
+                bench.notes.append(f"{measure}: {cost['error']} (after {cost['parse']:.2f} s)")
+                continue
+            ratio = ref["parse"] / cost["parse"]
+            bench.add("1", measure, f"{cost['parse']:.3f} s", f"{ref['parse']:.2f} s", f"{ratio:.0f}x cheaper",
+                      f"< {goal} s, >= 10x", verdict(cost["parse"] < goal and ratio >= 10))
+
+
+# --- figures 2 and 6: runs through the scheduler --------------------------------------------------
+
+class Services:
+    """api-server, scheduler and dag-processor of the bench's Airflow home (as tests/dags/test_backfill.py)."""
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+        port = free_port()
+        self.env = {**bench.env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
+                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                    "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                    # only the bench's backfills run: no scheduled run of today once the DAG is unpaused
+                    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+        self.logs = bench.work / "logs" / "airflow"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.db = Path(self.env["AIRFLOW_HOME"]) / "airflow.db"
+
+    def airflow(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        return done.stdout
+
+    def __enter__(self):
+        from taxi_pipeline.cli import ensure_airflow_db, ensure_warehouse
+        from taxi_pipeline.settings import get_settings
+
+        settings = get_settings()
+        ensure_warehouse(settings)
+        ensure_airflow_db(settings)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for name in ("api-server", "scheduler", "dag-processor"):
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=self.env,
+                                                start_new_session=True, stdout=open(self.logs / f"{name}.log", "w"),
+                                                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while DAG_ID not in self.airflow("dags", "list", "-o", "plain"):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs.values()):
+                raise RuntimeError(f"the dag-processor did not parse {DAG_ID}; logs in {self.logs}")
+            time.sleep(2)
+        self.airflow("dags", "unpause", DAG_ID)
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    def backfill(self, first: dt.date, last: dt.date) -> float:
+        """Create a backfill; returns the time it was created (the trigger)."""
+        command = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", first.isoformat(),
+                   "--to-date", last.isoformat(), "--max-active-runs", "2"]
+        deadline = time.monotonic() + 300
+        while True:
+            trigger = time.time()
+            done = subprocess.run([sys.executable, "-m", "airflow", *command], env=self.env, capture_output=True, text=True)
+            if done.returncode == 0:
+                return trigger
+            if "Another backfill is running" not in done.stderr or time.monotonic() > deadline:
+                raise RuntimeError(done.stderr[-2000:])
+            time.sleep(3)
+
+    def runs(self, since: float) -> list[dict]:
+        rows = self.query("SELECT run_id, state, logical_date, start_date, end_date FROM dag_run WHERE dag_id = ?", DAG_ID)
+        runs = [dict(zip(("run_id", "state", "logical_date", "start", "end"), r)) for r in rows]
+        return [r for r in runs if r["run_id"].startswith("backfill__") and (r["end"] is None or _ts(r["end"]) > since)]
+
+    def wait_for_runs(self, count: int, since: float, timeout: float) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.runs(since)
+            done = [r for r in runs if r["state"] in ("success", "failed") and r["end"]]
+            if len(done) >= count:
+                return done
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"runs did not finish in {timeout} s: {runs}; logs in {self.logs}")
+            time.sleep(2)
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        rows = self.query("SELECT task_id, state, start_date, end_date, queued_dttm FROM task_instance "
+                          "WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
+        return [dict(zip(("task_id", "state", "start", "end", "queued"), r)) for r in rows]
+
+
+def _ts(text: str | None) -> float | None:
+    if not text:
+        return None
+    moment = dt.datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+@contextlib.contextmanager
+def model_server(bench: Bench):
+    from taxi_pipeline.settings import get_settings
+
+    serving_root = get_settings().serving_root
+    os.makedirs(serving_root, exist_ok=True)
+    port = free_port()
+    with open(bench.work / "logs" / "model_server.log", "w") as out:
+        proc = subprocess.Popen([RUNTIME, "-m", "taxi_model.serving.server", "--serving_root", serving_root,
+                                 "--rest_port", str(port), "--grpc_port", str(free_port()), "--poll_seconds", "1"],
+                                stdout=out, stderr=subprocess.STDOUT, env={**bench.env(), "TF_CPP_MIN_LOG_LEVEL": "2"})
+        try:
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def predict_body(bench: Bench) -> bytes:
+    """A REST predict request for one real row of the default window (built by the runtime's client)."""
+    from taxi_pipeline.settings import get_settings
+    from taxi_pipeline.warehouse import export_split
+    from taxi_pipeline.window import Window
+
+    end = dt.datetime.combine(RUN_DATE, dt.time(), dt.timezone.utc)
+    csv_path = bench.work / "probe.csv"
+    export_split(get_settings().warehouse_path, Window.ending_at(end, 365), "eval", str(csv_path))
+    body_path = bench.work / "probe_body.json"
+    script = ("import sys; from taxi_model.serving import client; rows = client.read_rows(sys.argv[1], 1); "
+              "open(sys.argv[2], 'wb').write(client.RestClient.predict_body(client.serialized_examples(rows)))")
+    subprocess.run([RUNTIME, "-c", script, str(csv_path), str(body_path)], check=True, env=bench.env(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return body_path.read_bytes()
+
+
+def answers(port: int, version: int, body: bytes) -> bool:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/taxi/versions/{version}:predict",
+                                     data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status == 200 and b"predictions" in response.read()
+    except OSError:
+        return False
+
+
+def runtime_fixed_costs(bench: Bench) -> dict[str, float]:
+    """Seconds a runtime step spends before its own compute: interpreter start-up and its imports."""
+    costs = {}
+    for step, module in RUNTIME_STEPS.items():
+        runs = [measured([RUNTIME, str(REPO / "bench" / "ml.py"), "imports", "--module", module],
+                         bench.work / "logs" / f"imports-{step}-{i}.log", bench.env()) for i in range(2)]
+        costs[step] = min(r["wall"] for r in runs)
+    return costs
+
+
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    total, current_start, current_end = 0.0, None, None
+    for start, end in sorted(intervals):
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    return total + (current_end - current_start if current_end is not None else 0.0)
+
+
+def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
+    from taxi_pipeline.serving import version_for
+
+    fixed = runtime_fixed_costs(bench)
+    bench.raw["runtime_fixed_costs"] = fixed
+    body = predict_body(bench)
+    with Services(bench) as services, model_server(bench) as port:
+        log("figure 2: one run through the scheduler")
+        end = dt.datetime.combine(RUN_DATE + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        version = version_for(end)
+        trigger = services.backfill(RUN_DATE, RUN_DATE)
+        served = None
+        deadline = time.monotonic() + 30 * 60
+        while served is None:
+            if answers(port, version, body):
+                served = time.time()
+                break
+            runs = services.runs(trigger)
+            if any(r["state"] == "failed" for r in runs) or time.monotonic() > deadline:
+                raise RuntimeError(f"the run failed or took too long: {runs}; logs in {services.logs}")
+            time.sleep(0.5)
+        (run,) = services.wait_for_runs(1, trigger, 600)
+        run_wall = _ts(run["end"]) - trigger
+        served_wall = served - trigger
+        tis = [ti for ti in services.task_instances(run["run_id"]) if ti["start"] and ti["end"]]
+        compute = []
+        for ti in tis:
+            start, stop = _ts(ti["start"]), _ts(ti["end"])
+            step = ti["task_id"].rsplit(".", 1)[-1]
+            compute.append((min(start + fixed.get(step, 0.0), stop), stop))
+        own = union_seconds(compute)
+        overhead = (served_wall - own) / served_wall
+        bench.raw["figure_2"] = {"trigger_to_served": served_wall, "trigger_to_run_end": run_wall, "own_compute": own,
+                                 "overhead_share": overhead, "state": run["state"], "task_instances": tis}
+        if with_2:
+            bench.add("2", "time to served model (scheduler run)", f"{served_wall:.0f} s", "", "", "< 240 s",
+                      verdict(served_wall < 240 and run["state"] == "success"))
+            bench.add("2", "orchestration share of it", f"{overhead:.0%}", f"own compute {own:.0f} s", "", "< 20%",
+                      verdict(overhead < 0.2))
+            for ti in sorted(tis, key=lambda t: _ts(t["start"])):
+                step = ti["task_id"].rsplit(".", 1)[-1]
+                took = _ts(ti["end"]) - _ts(ti["start"])
+                queued = f"start +{_ts(ti['start']) - trigger:.0f} s"
+                note = f"incl. {fixed[step]:.0f} s start-up+imports" if step in fixed else ""
+                bench.add("2", f"  step {ti['task_id']} ({ti['state']})", f"{took:.1f} s", queued, "", note, "")
+
+        if with_6:
+            n = args.backfill_windows
+            log(f"figure 6: backfill of {n} windows")
+            first = RUN_DATE + dt.timedelta(days=1)
+            started = services.backfill(first, first + dt.timedelta(days=n - 1))
+            runs = services.wait_for_runs(n, started, 90 * 60)
+            wall = max(_ts(r["end"]) for r in runs) - started
+            failed = [r["run_id"] for r in runs if r["state"] != "success"]
+            reference = n * run_wall
+            bench.raw["figure_6"] = {"wall": wall, "reference": reference, "runs": runs}
+            bench.add("6", f"backfill of {n} windows (scheduler)", f"{wall:.0f} s", f"{n} x {run_wall:.0f} s",
+                      f"{wall / reference:.2f}", "<= 0.75, no failure",
+                      verdict(wall / reference <= 0.75 and not failed))
+            if failed:
+                bench.notes.append(f"figure 6: failed runs {failed}")
+
+
+# --- figures 3, 4 and 7: steps at N trips ---------------------------------------------------------
+
+STEP_EXTRACT = r"""
+import json, sys
+from datetime import datetime, timezone
+from pathlib import Path
+from taxi_pipeline.warehouse import export_split
+from taxi_pipeline.window import Window
+window = Window(datetime.fromisoformat(sys.argv[3]), datetime.fromisoformat(sys.argv[4]))
+rows = {}
+for split in ("train", "eval"):
+    (Path(sys.argv[2]) / split).mkdir(parents=True, exist_ok=True)
+    rows[split] = export_split(Path(sys.argv[1]), window, split, f"{sys.argv[2]}/{split}/part-00000.csv")
+print("BENCH_RESULT " + json.dumps(rows))
+"""
+STEP_VALIDATE = r"""
+import json, shutil, sys
+from datetime import datetime
+from taxi_pipeline.validation import validate_window
+from taxi_pipeline.window import Window
+window = Window(datetime.fromisoformat(sys.argv[3]), datetime.fromisoformat(sys.argv[4]))
+shutil.rmtree(sys.argv[2], ignore_errors=True)
+report = validate_window(sys.argv[1], window, sys.argv[2], 500)
+print("BENCH_RESULT " + json.dumps({"success": report.success, "failures": report.failures}))
+"""
+
+
+def scaled_data(bench: Bench, trips: int) -> Path:
+    """The window CSVs of the sample grown to `trips` trips (built once per work dir)."""
+    from taxi_pipeline.cli import ensure_warehouse
+    from taxi_pipeline.scale import scale_warehouse
+    from taxi_pipeline.settings import get_settings
+
+    base = bench.work / "data" / str(trips)
+    warehouse = base / "warehouse" / "taxi.duckdb"
+    if not warehouse.exists():
+        bench.env()
+        settings = get_settings()
+        ensure_warehouse(settings)
+        log(f"scaling the sample to {trips} trips")
+        scale_warehouse(settings.warehouse_path, warehouse, trips)
+    return base
+
+
+def step_runs(bench: Bench, trips: int, steps: list[str]) -> dict:
+    """Run the chosen steps at `trips` trips as separate processes: wall, peak RSS and results."""
+    base = scaled_data(bench, trips)
+    data, logs, out = base / "window", bench.work / "logs" / str(trips), base / "out"
+    window = [moment.isoformat() for moment in ALL_DATA]
+    env, results = bench.env(), bench.raw.setdefault(f"steps_{trips}", {})
+    for step in steps:
+        if step in results:
+            continue
+        log(f"{step} at {trips} trips")
+        if step == "extract":
+            command = [sys.executable, "-c", STEP_EXTRACT, str(base / "warehouse" / "taxi.duckdb"), str(data), *window]
+        elif step == "validate":
+            command = [sys.executable, "-c", STEP_VALIDATE, str(data), str(out / "validation"), *window]
+        elif step in ("transform", "numpy"):
+            command = [RUNTIME, str(REPO / "bench" / "ml.py"), "tft" if step == "transform" else "numpy",
+                       "--train", f"{data}/train/part-*.csv", "--eval", f"{data}/eval/part-*.csv",
+                       "--output", str(out / "transform")]
+        elif step == "train":
+            command = [RUNTIME, "-m", "taxi_model.trainer", "--transform_output", str(out / "transform"),
+                       "--serving_model_dir", str(out / "model"), "--log_dir", str(out / "logs")]
+        elif step == "evaluate":
+            command = [RUNTIME, str(REPO / "include" / "taxi_model" / "evaluate.py"), "--model", str(out / "model"),
+                       "--eval", f"{data}/eval/part-*.csv", "--output", str(out / "evaluation"), "--runner=FnApiRunner"]
+        elif step == "trainer_input":
+            command = [RUNTIME, str(REPO / "bench" / "ml.py"), "trainer", "--transform_output", str(out / "transform"),
+                       "--steps", str(bench.raw.get("trainer_steps", 300))]
+        else:
+            raise ValueError(step)
+        results[step] = measured(command, logs / f"{step}.log", env)
+    return results
+
+
+def figure_3(bench: Bench, args) -> None:
+    for trips in args.sizes:
+        r = step_runs(bench, trips, ["extract", "transform", "numpy"])
+        tft_rate = r["transform"]["rows"] / r["transform"]["seconds"]
+        limit = r["numpy"]["rows"] / r["numpy"]["seconds"]
+        goal = trips >= 1_000_000
+        bench.add("3", f"TFT analyze+transform, {trips:,} trips ({r['transform']['rows']:,} rows)",
+                  f"{tft_rate:,.0f} rows/s", f"{limit:,.0f} rows/s (pandas)", f"{tft_rate / limit:.3f} of limit",
+                  ">= 100k rows/s" if goal else "", verdict(tft_rate >= 100_000) if goal else "")
+
+
+def figure_4(bench: Bench, args) -> None:
+    trips = min(args.sizes)
+    r = step_runs(bench, trips, ["extract", "transform", "trainer_input"])["trainer_input"]
+    ratio = r["file_steps_per_s"] / r["memory_steps_per_s"]
+    bench.add("4", f"trainer steps/s (batch {r['batch_size']}, {trips:,} trips)", f"{r['file_steps_per_s']:.0f}/s",
+              f"{r['memory_steps_per_s']:.0f}/s in memory", f"{ratio:.2f}", ">= 0.8", verdict(ratio >= 0.8))
+
+
+def figure_7(bench: Bench, args) -> None:
+    trips = args.memory_size
+    r = step_runs(bench, trips, ["extract", "validate", "transform", "train", "evaluate"])
+    for step in ("extract", "validate", "transform", "train", "evaluate"):
+        bench.add("7", f"peak RSS {step}, {trips:,} trips", f"{r[step]['rss'] / GIB:.2f} GiB",
+                  f"{r[step]['wall']:.0f} s wall", "", "< 4 GiB", verdict(r[step]["rss"] < 4 * GIB))
+
+
+# --- figure 5: serving ---------------------------------------------------------------------------
+
+def figure_5(bench: Bench, args) -> None:
+    import glob
+
+    from taxi_pipeline.settings import get_settings
+
+    serving = Path(get_settings().serving_root) / "taxi"
+    versions = sorted((p for p in serving.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    trained = sorted((bench.work / "data").glob("*/out/model/saved_model.pb"))  # figure 7's
+    model = versions[-1] if versions else (trained[0].parent if trained else bench.work / "no-model")
+    csv = sorted(glob.glob(str(bench.work / "data" / "*" / "window" / "eval" / "part-*.csv"))) or \
+        [str(bench.work / "probe.csv")]
+    if not (model / "saved_model.pb").exists():
+        raise RuntimeError("no model to serve: run figure 2 or 7 in the same work dir first")
+    out = bench.work / "serving.json"
+    measured([RUNTIME, str(REPO / "bench" / "serving.py"), "--model", str(model), "--csv", csv[0], "--rows", "1", "100",
+              "--clients", "1", "--seconds", str(args.serving_seconds), "--json", str(out)],
+             bench.work / "logs" / "serving.log", bench.env())
+    cells = {(c["rows"], c["path"]): c for c in json.loads(out.read_text())}
+    bench.raw["figure_5"] = list(cells.values())
+    for n in (1, 100):
+        local = cells[n, "in-process"]
+        for path in ("REST", "gRPC"):
+            cell = cells[n, path]
+            ratio = cell["throughput"] / local["throughput"]
+            goal, ok = "", ""
+            if n == 1 and path == "REST":
+                goal, ok = "p50 < 5 ms", verdict(cell["p50"] < 5)
+            if n == 100:
+                goal, ok = ">= 0.7 of in-process", verdict(ratio >= 0.7)
+            bench.add("5", f"serving {path}, {n} row(s)/request", f"p50 {cell['p50']:.2f} ms, p99 {cell['p99']:.2f} ms, "
+                      f"{cell['throughput']:,.0f} pred/s", f"in-process {local['throughput']:,.0f} pred/s "
+                      f"(p50 {local['p50']:.2f} ms)", f"{ratio:.2f}", goal, ok)
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+def table(bench: Bench, started: dt.datetime) -> str:
+    header = Row("fig", "measure", "value", "reference (same run)", "ratio", "goal", "verdict")
+    rows = [header, *bench.rows]
+    widths = [max(len(getattr(r, f)) for r in rows) for f in asdict(header)]
+    line = lambda r: "  ".join(getattr(r, f).ljust(w) for f, w in zip(asdict(header), widths)).rstrip()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    load = os.getloadavg()
+    lines = [f"taxi-mlops benchmarks, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {mem:.0f} GiB, "
+             f"{platform.machine()}, Python {platform.python_version()}; load average at the end "
+             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
+             line(header), "  ".join("-" * w for w in widths), *map(line, bench.rows)]
+    if bench.notes:
+        lines += ["", "notes:", *(f"- {n}" for n in bench.notes)]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7")
+    parser.add_argument("--sizes", default="100000,1000000", help="trips of figure 3 (the smallest also for 4)")
+    parser.add_argument("--memory-size", type=int, default=1_000_000, help="trips of figure 7")
+    parser.add_argument("--work", type=Path, default=REPO / ".taxi" / "bench")
+    parser.add_argument("--fresh", action="store_true", help="delete the work dir first (else scaled data is reused)")
+    parser.add_argument("--repeats", type=int, default=5, help="fresh processes per parse measurement")
+    parser.add_argument("--backfill-windows", type=int, default=6)
+    parser.add_argument("--trainer-steps", type=int, default=300)
+    parser.add_argument("--serving-seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    args.sizes = sorted(int(s) for s in str(args.sizes).split(",") if s)
+    figures = {f.strip() for f in args.figures.split(",") if f.strip()}
+    if args.fresh:
+        shutil.rmtree(args.work, ignore_errors=True)
+    # Each invocation's Airflow home and serving root are fresh; scaled data is kept for the next one.
+    for stale in ("home/airflow", "home/serving", "home/artifacts", "serving.json"):
+        shutil.rmtree(args.work / stale, ignore_errors=True)
+    for trips_dir in (args.work / "data").glob("*/out"):
+        shutil.rmtree(trips_dir, ignore_errors=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(work=args.work.resolve())
+    bench.raw["trainer_steps"] = args.trainer_steps
+    started = dt.datetime.now(dt.timezone.utc)
+    # 2 and 6 last: the longest, through the scheduler; 5 serves figure 7's model when 2 does not run first
+    plan = [("1", figure_1), ("3", figure_3), ("4", figure_4), ("7", figure_7), ("5", figure_5), ("2+6", None)]
+    for name, run in plan:
+        if name == "2+6":
+            if not figures & {"2", "6"}:
+                continue
+            run = lambda b, a: figures_2_and_6(b, a, "2" in figures, "6" in figures)  # noqa: E731
+        elif name not in figures:
+            continue
+        log(f"figure {name}")
+        try:
+            run(bench, args)
+        except Exception as error:  # one figure's failure is a row of the table, not the end of the run
+            traceback.print_exc()
+            bench.add(name, "error", f"{type(error).__name__}", "", "", "", "ERROR")
+            bench.notes.append(f"figure {name}: {str(error)[:400]}")
+    (bench.work / "results.json").write_text(json.dumps({**bench.raw, "rows": [asdict(r) for r in bench.rows],
+                                                          "notes": bench.notes}, indent=1, default=str))
+    print()
+    print(table(bench, started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
