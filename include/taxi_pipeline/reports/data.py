@@ -33,12 +33,12 @@ def feature_summary(frame) -> tuple[list[list], list[list]]:
         if column in CATEGORICAL:
             present = values.dropna()
             top = present.value_counts()
-            categorical.append([column, n - missing, missing, missing / n if n else float("nan"),
+            categorical.append([column, n - missing, missing, f"{missing / n:.1%}" if n else "–",
                                 int(present.nunique()), top.index[0] if len(top) else None,
                                 top.iloc[0] / len(present) if len(top) else float("nan")])
             continue
         numbers = pd.to_numeric(values, errors="coerce").dropna()
-        numeric.append([column, n - missing, missing, missing / n if n else float("nan"),
+        numeric.append([column, n - missing, missing, f"{missing / n:.1%}" if n else "–",
                         *(float(f(numbers)) if len(numbers) else float("nan")
                           for f in (pd.Series.mean, pd.Series.std, pd.Series.min, pd.Series.median,
                                     pd.Series.max))])
@@ -139,7 +139,7 @@ def build(layout: RunLayout, plan: WindowPlan) -> tuple[str, dict]:
         body.append(h.table(["feature", "present", "missing", "missing share", "mean", "std", "min", "median", "max"],
                             numeric, css_id="numeric"))
         body.append(h.table(["feature", "present", "missing", "missing share", "distinct", "most frequent",
-                             "its share"], categorical, left=1, css_id="categorical"))
+                             "its share"], [[*r[:-1], f"{r[-1]:.1%}"] for r in categorical], left=1, css_id="categorical"))
         body.append("<h2>Missing values</h2>" + missing_figure(frame))
 
     reference = plan.checks.get(key)

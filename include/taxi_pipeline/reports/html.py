@@ -40,7 +40,7 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
-        if value.is_integer() and abs(value) >= 1:
+        if value.is_integer():
             return f"{int(value):,}"
         return f"{value:.{digits}f}"
     return str(value)

@@ -1,0 +1,244 @@
+"""The on-call experience in a real browser: Airflow's api-server, scheduler and dag-processor with the
+project's DAGs and plugin, a real run of taxi_daily_retrain (a small window, few training steps) and a
+run of taxi_serving_rollback, driven through headless Chromium (Debian's, via Playwright).
+
+It logs in (the simple auth manager, a user and password of its own), opens the DAG's grid and graph
+views, a task's log and its extra links, and each report, asserting on what the pages show (the run's
+state, the reports' headline numbers against the artifacts). The screenshots are kept in
+docs/screenshots/ (the README shows some of them): each run of the test regenerates them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DAG_ID = "taxi_daily_retrain"
+DATE = "2016-01-01"
+# A small run: 120 days of trips (about 1,500), 150 training steps.
+CONF = {"window_days": 120, "train_steps": 150, "eval_steps": 5, "min_window_rows": 100}
+USER = "oncall"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make setup)")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow(*args: str, env: dict) -> str:
+    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _tails(logs: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def airflow_ui(airflow_db, sample_files, tmp_path_factory):
+    """The three services on loopback, a TAXI_HOME of their own, and a user `oncall` with a password."""
+    from taxi_pipeline.warehouse import load_trips
+
+    home = tmp_path_factory.mktemp("ui_home")
+    load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
+    password = secrets.token_urlsafe(12)
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({USER: password}))
+    port = free_port()
+    env = {**os.environ, "TAXI_HOME": str(home),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+           "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+           "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test asks for
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords)}
+    logs = tmp_path_factory.mktemp("ui_services")
+    procs = {}
+    for name in ("api-server", "scheduler", "dag-processor"):
+        procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=env, start_new_session=True,
+                                       stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not {DAG_ID, "taxi_serving_rollback"} <= set(airflow("dags", "list", "-o", "plain", env=env).split()):
+            assert time.monotonic() < deadline, "the dag-processor did not parse the DAGs in time"
+            assert all(p.poll() is None for p in procs.values()), _tails(logs)
+            time.sleep(3)
+        for dag_id in (DAG_ID, "taxi_serving_rollback"):
+            airflow("dags", "unpause", dag_id, env=env)
+        yield {"env": env, "logs": logs, "home": home, "url": f"http://127.0.0.1:{port}", "password": password}
+    finally:
+        for proc in procs.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def runs_of(dag_id: str, env: dict) -> list[dict]:
+    out = airflow("dags", "list-runs", dag_id, "-o", "json", env=env)
+    return json.loads(next((line for line in reversed(out.splitlines()) if line.startswith("[")), "[]"))
+
+
+def wait_for_run(dag_id: str, ui: dict, minutes: float, run_id: str | None = None) -> dict:
+    deadline = time.monotonic() + minutes * 60
+    while True:
+        runs = [r for r in runs_of(dag_id, ui["env"]) if run_id in (None, r["run_id"])]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        if done:
+            return done[0]
+        assert time.monotonic() < deadline, f"{dag_id} did not finish: {runs}\n{_tails(ui['logs'])}"
+        time.sleep(5)
+
+
+@pytest.fixture(scope="module")
+def daily_run(airflow_ui) -> dict:
+    """One real run of taxi_daily_retrain for DATE, through the scheduler (a backfill of one day:
+    a backfill run gets the day's data interval)."""
+    airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", DATE, "--to-date", DATE,
+            "--dag-run-conf", json.dumps(CONF), env=airflow_ui["env"])
+    run = wait_for_run(DAG_ID, airflow_ui, minutes=12)
+    assert run["state"] == "success", f"{run}\n{_tails(airflow_ui['logs'])}"
+    (run_dir,) = (airflow_ui["home"] / "artifacts" / DAG_ID).glob("window=*/run=*")
+    return {**run, "dir": run_dir}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, airflow_ui):
+    """A logged-in page of the Airflow UI."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(airflow_ui["url"] + "/")
+    page.wait_for_url(re.compile(r".*/auth/login.*"))  # not logged in yet: the login page
+    page.locator("input[name=username]").fill(USER)
+    page.locator("input[name=password]").fill(airflow_ui["password"])
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"^(?!.*auth/login).*$"))
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def open_link(page, url: str, task: str, name: str):
+    """Open a task's extra link (in its Details tab; a same-origin link opens in the same tab)."""
+    page.goto(f"{url}/tasks/{task}/details")
+    link = page.get_by_role("link", name=name)
+    link.wait_for()
+    link.click()
+    page.wait_for_load_state("networkidle")
+    return page
+
+
+def test_the_run_shows_in_the_grid_and_the_graph(page, airflow_ui, daily_run):
+    base = airflow_ui["url"]
+    page.goto(f"{base}/dags/{DAG_ID}/runs/{daily_run['run_id']}")
+    page.get_by_text("success").first.wait_for()
+    for task in ("wait_for_window", "validate_window", "data_report", "model_report", "promote_champion"):
+        page.get_by_text(task, exact=True).first.wait_for()
+    shot(page, "grid")
+    page.goto(f"{base}/dags/{DAG_ID}")
+    page.locator("button[aria-label*='raph'], [title*='raph']").first.click()  # the grid/graph toggle
+    page.get_by_text("compare_variants").first.wait_for()
+    for group in ("standard", "coarse"):  # the two variants side by side
+        page.get_by_text(group, exact=True).first.wait_for()
+    shot(page, "graph")
+
+
+def test_a_tasks_log_and_its_links_to_the_validation_and_data_reports(page, airflow_ui, daily_run):
+    rows = json.loads((daily_run["dir"] / "validation" / "report.json").read_text())["rows"]
+    run_url = f"{airflow_ui['url']}/dags/{DAG_ID}/runs/{daily_run['run_id']}"
+    page.goto(f"{run_url}/tasks/validate_window")
+    page.get_by_text("Validation of window").first.wait_for()  # the task's log
+    shot(page, "task_log")
+    page.goto(f"{run_url}/tasks/validate_window/details")
+    page.get_by_role("link", name="Data report").wait_for()
+    shot(page, "task_links")
+    report = open_link(page, run_url, "validate_window", "Data report")
+    assert report.locator("[data-verdict]").first.inner_text() == "VALIDATION PASSED"
+    headline = {m.get_attribute("data-metric"): m.locator(".v").inner_text()
+                for m in report.locator(".metric").all()}
+    assert headline["train rows"] == f"{rows['train']:,}" and headline["eval rows"] == f"{rows['eval']:,}"
+    assert report.locator("svg").count() >= 5  # missing values and the drift overlays, drawn
+    report.screenshot(path=str(SCREENSHOTS / "data_report.png"), full_page=True)
+    validation = open_link(page, run_url, "validate_window", "Validation report")
+    validation.get_by_text("summary.txt").first.wait_for()  # the validation folder's listing
+
+
+def test_the_model_report_and_the_served_model(page, airflow_ui, daily_run):
+    blessings = {v: json.loads((daily_run["dir"] / "variants" / v / "evaluation" / "blessing.json").read_text())
+                 for v in ("standard", "coarse")}
+    run_url = f"{airflow_ui['url']}/dags/{DAG_ID}/runs/{daily_run['run_id']}"
+    report = open_link(page, run_url, "compare_variants", "Model report")
+    for variant, blessing in blessings.items():
+        section = report.locator(f"#model-{variant}")
+        assert section.locator("[data-verdict]").inner_text() == ("BLESSED" if blessing["blessed"] else "NOT BLESSED")
+        assert section.locator("[data-metric=AUC] .v").inner_text() == f"{blessing['metrics']['auc']:.4f}"
+        assert section.locator("svg").count() >= 4  # hour, calibration, confusion matrix, companies, day x month
+    report.screenshot(path=str(SCREENSHOTS / "model_report.png"), full_page=False)
+    logs = open_link(page, run_url, "standard.train", "Training logs")
+    assert ">train/<" in logs.content()  # the TensorBoard logs (train/ and validation/ event files)
+    if not any(b["blessed"] for b in blessings.values()):
+        pytest.skip("no variant was blessed in this small run: nothing was served")
+    (version,) = [p.name for p in (airflow_ui["home"] / "serving" / "taxi").iterdir() if p.name.isdigit()]
+    served = open_link(page, run_url, "promote_champion", "Served model")
+    assert f"label stable → {version}" in served.locator("#summary").inner_text()
+
+
+def test_a_rollback_run_is_idempotent_and_shows_the_served_model(page, airflow_ui, daily_run):
+    versions = [p.name for p in (airflow_ui["home"] / "serving" / "taxi").glob("[0-9]*")]
+    if not versions:
+        pytest.skip("nothing was served by the daily run")
+    (version,) = versions  # the run's data interval end, YYYYMMDDHHMM
+    conf = {"model": "taxi", "target_version": version, "reason": "browser test: pin the served version"}
+    airflow("dags", "trigger", "taxi_serving_rollback", "--run-id", "rollback_check", "--conf", json.dumps(conf),
+            env=airflow_ui["env"])
+    run = wait_for_run("taxi_serving_rollback", airflow_ui, minutes=3, run_id="rollback_check")
+    assert run["state"] == "success"
+    run_url = f"{airflow_ui['url']}/dags/taxi_serving_rollback/runs/rollback_check"
+    page.goto(f"{run_url}/tasks/roll_back")
+    page.get_by_text(f"already served at version {version}").first.wait_for()  # nothing to do: idempotent
+    served = open_link(page, run_url, "roll_back", "Served model")
+    assert f"newest <b>{version}</b>" in served.content()
+    served.screenshot(path=str(SCREENSHOTS / "served_model.png"))
