@@ -28,17 +28,19 @@ chromium:
 		$$SUDO apt-get install -y -q chromium >/dev/null; } || echo "warning: could not install chromium (the UI test will be skipped)"; }
 
 # The Airflow environment. uv (pinned in the lock) installs the lock quickly; pip stays for `pip download`.
+# --compile-bytecode: every task is a fresh process, and PYTHONDONTWRITEBYTECODE (set on this kind of
+# machine) would make each one recompile its imports (~10 s a process) without the .pyc files.
 $(VENV)/.installed: requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet "$$(grep '^uv==' requirements.lock)"
-	$(UV) pip install --quiet --python $(VENV)/bin/python -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(VENV)/bin/python -r requirements.lock
 	$(VENV)/bin/python scripts/link_sources.py $(VENV)
 	touch $@
 
 # The ML runtime (TensorFlow, TFT, TFMA, Beam): the same set as the image in docker/runtime.
 $(RUNTIME)/.installed: docker/runtime/requirements.lock $(VENV)/.installed
 	test -x $(RUNTIME)/bin/python || $(PYTHON) -m venv $(RUNTIME)
-	$(UV) pip install --quiet --python $(RUNTIME)/bin/python -r docker/runtime/requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(RUNTIME)/bin/python -r docker/runtime/requirements.lock
 	$(RUNTIME)/bin/python scripts/link_sources.py $(RUNTIME)
 	touch $@
 
