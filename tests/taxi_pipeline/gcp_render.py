@@ -1,0 +1,83 @@
+"""Parse the DAGs with TAXI_PLATFORM=gcp (no credentials, no network) and render every task for a
+window: prints one JSON document with each task's rendered fields (run by test_platform_gcp.py in
+a subprocess, so the platform setting does not leak into the test session)."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+
+def render(dag, end: datetime, start: datetime) -> dict:
+    from airflow.sdk.execution_time import macros
+
+    params = {k: v for k, v in dag.params.dump().items()} if hasattr(dag.params, "dump") else dict(dag.params)
+    context = {"dag": dag, "params": params, "run_id": "scheduled__" + end.isoformat(),
+               "data_interval_start": start, "data_interval_end": end, "logical_date": start,
+               "macros": macros, "ds": start.strftime("%Y-%m-%d")}
+    out = {}
+    for task in dag.tasks:
+        context["task"] = task
+        # what the pod operator labels its pod with (no task instance when rendering offline)
+        context["ti"] = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, run_id=context["run_id"],
+                                        try_number=1, map_index=-1)
+        task.render_template_fields(context, jinja_env=dag.get_template_env())
+        fields = {name: getattr(task, name) for name in task.template_fields}
+        entry = {"operator": type(task).__name__}
+        if type(task).__name__ == "WindowExtractOperator":
+            entry["jobs"] = task.jobs(context)
+        if type(task).__name__ == "TFJobTrainOperator":
+            entry["tfjob"] = yaml.safe_load(task.yaml_conf)
+        if type(task).__name__ == "BeamRunPythonPipelineOperator":
+            entry["pipeline_options"] = task.pipeline_options
+            entry["runner"] = task.runner
+            entry["py_file"] = task.py_file
+            entry["job_name"] = task.dataflow_config.job_name
+            entry["dataflow"] = {k: getattr(task.dataflow_config, k) for k in (
+                "project_id", "location", "service_account", "append_job_name")}
+        if type(task).__name__ == "ChampionDeployOperator":
+            entry.update(deployment=task.deployment, service=task.service, endpoint_id=task.endpoint_id,
+                         traffic_split=task.traffic_split, deployed_model=task.deployed_model)
+        if type(task).__name__ == "GKEStartPodOperator":
+            from kubernetes.client import ApiClient
+
+            plain = ApiClient().sanitize_for_serialization
+            # the pod the operator asks for, from its rendered fields (building it for real needs the cluster)
+            entry["pod"] = {"apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": task.name, "namespace": task.namespace},
+                            "spec": {"serviceAccountName": task.service_account_name,
+                                     "securityContext": task.security_context,
+                                     "volumes": plain(task.volumes),
+                                     "containers": [{"name": "base", "image": task.image, "command": task.cmds,
+                                                     "args": task.arguments, "env": plain(task.env_vars),
+                                                     "resources": plain(task.container_resources),
+                                                     "securityContext": task.container_security_context,
+                                                     "volumeMounts": plain(task.volume_mounts)}]}}
+        if hasattr(task, "partition_id"):
+            entry["partition_id"] = task.partition_id
+        entry["rendered"] = json.loads(json.dumps(fields, default=str))
+        out[task.task_id] = entry
+    return out
+
+
+def main() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
+    result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+    windows = {"taxi_daily_retrain": (datetime(2015, 12, 31, tzinfo=timezone.utc), datetime(2016, 1, 1, tzinfo=timezone.utc)),
+               "taxi_sliding_window": (datetime(2015, 1, 1, tzinfo=timezone.utc), datetime(2015, 2, 1, tzinfo=timezone.utc))}
+    for dag_id, dag in bag.dags.items():
+        result["dags"][dag_id] = {"tasks": sorted(t.task_id for t in dag.tasks)}
+        if dag_id in windows and "render" in sys.argv:
+            start, end = windows[dag_id]
+            result["dags"][dag_id]["rendered"] = render(dag, end, start)
+    print("RESULT " + json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The gcp platform, offline: the DAGs parse with TAXI_PLATFORM=gcp without credentials or network,
+have the local platform's shape, and every task renders for a window into objects that validate
+(TFJob against the TFJob CRD's spec schema and its pods, Deployment, Service and the runtime pods
+with kubernetes-validate; Dataflow's PipelineOptions; the window SQL is the local platform's text)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RENDER = Path(__file__).with_name("gcp_render.py")
+K8S_VERSION = "1.30.0"
+
+
+def _run(platform: str, *args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXI_GCP_", "GOOGLE_", "AIRFLOW_CONN_"))}
+    env.update(TAXI_PLATFORM=platform, TAXI_GCP_PROJECT="taxi-test",
+               # no network: any attempt to reach Google fails fast instead of passing by luck
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="",
+               AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="0")  # a loaded machine parses slowly; not what is tested here
+    out = subprocess.run([sys.executable, str(RENDER), *args], env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def gcp():
+    return _run("gcp", "render")
+
+
+@pytest.fixture(scope="module")
+def local():
+    return _run("local")
+
+
+def test_the_gcp_dags_parse_offline_with_the_local_shape(gcp, local):
+    assert gcp["import_errors"] == {}
+    assert {d: v["tasks"] for d, v in gcp["dags"].items()} == {d: v["tasks"] for d, v in local["dags"].items()}
+
+
+def _every_string(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _every_string(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _every_string(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("dag_id", ["taxi_daily_retrain", "taxi_sliding_window"])
+def test_every_task_renders_with_gcs_paths(gcp, dag_id):
+    rendered = gcp["dags"][dag_id]["rendered"]
+    for task_id, entry in rendered.items():
+        for text in _every_string(entry):
+            assert "{{" not in text and "{%" not in text, (task_id, text)
+            assert "/.taxi/" not in text and "/tmp/" not in text.replace("mountPath", ""), (task_id, text)
+    transform = next(e for t, e in rendered.items() if t.endswith(".transform"))
+    assert transform["pipeline_options"]["output"].startswith(f"gs://taxi-test-taxi-mlops/artifacts/{dag_id}/window=")
+
+
+def _validate_k8s(obj):
+    import kubernetes_validate
+
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_the_tfjob_validates_against_the_crd_schema_and_its_pods_as_pods(gcp):
+    import jsonschema
+
+    from taxi_pipeline.k8s import TFJOB_SCHEMA
+
+    for dag in gcp["dags"].values():
+        for task_id, entry in dag.get("rendered", {}).items():
+            if not task_id.endswith(".train"):
+                continue
+            job = entry["tfjob"]
+            jsonschema.validate(job, TFJOB_SCHEMA)
+            worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+            assert worker["replicas"] == 2  # the `workers` Param's default, an integer
+            template = worker["template"]
+            _validate_k8s({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"],
+                                                                          **template["metadata"]},
+                           "spec": template["spec"]})
+            container = template["spec"]["containers"][0]
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["runAsNonRoot"] is True
+            assert container["image"].endswith("taxi-mlops-runtime:latest")
+            assert container["args"][container["args"].index("--train_steps") + 1] == "300"
+
+
+def test_a_bad_tfjob_fails_the_schema():
+    import jsonschema
+
+    from taxi_pipeline.k8s import TFJOB_SCHEMA, tfjob
+
+    job = tfjob(name="x", namespace="n", image="i", arguments=[], service_account="s", workers=2, labels={})
+    job["spec"]["tfReplicaSpecs"]["Worker"]["restartPolicy"] = "Sometimes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(job, TFJOB_SCHEMA)
+    job["spec"]["tfReplicaSpecs"] = {"Workers": job["spec"]["tfReplicaSpecs"]["Worker"]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(job, TFJOB_SCHEMA)
+
+
+def test_tf_serving_deployment_service_and_runtime_pods_validate(gcp):
+    promote = gcp["dags"]["taxi_daily_retrain"]["rendered"]["promote_champion"]
+    deployment, service = promote["deployment"], promote["service"]
+    _validate_k8s(deployment)
+    _validate_k8s(service)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/taxi"
+    assert "--model_config_file=gs://taxi-test-taxi-mlops/serving/models.config" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] and container["resources"]["limits"]
+    assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
+    assert promote["traffic_split"] == {"0": 100} and promote["endpoint_id"].isdigit()
+    for dag in gcp["dags"].values():
+        for task_id, entry in dag.get("rendered", {}).items():
+            if "pod" in entry:
+                _validate_k8s(entry["pod"])
+
+
+def test_dataflow_pipeline_options_are_complete_and_valid_for_the_dataflow_runner(gcp, monkeypatch):
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+
+    # the validator's one network call: a warning about the buckets' soft-delete policy
+    monkeypatch.setattr(GoogleCloudOptions, "_warn_if_soft_delete_policy_enabled", lambda self, arg: None)
+    names = set()
+    for dag in gcp["dags"].values():
+        for task_id, entry in dag.get("rendered", {}).items():
+            if entry["operator"] != "BeamRunPythonPipelineOperator":
+                continue
+            assert entry["runner"] == "DataflowRunner" and entry["dataflow"]["append_job_name"] is False
+            options = {**entry["pipeline_options"], "project": entry["dataflow"]["project_id"],
+                       "region": entry["dataflow"]["location"], "job_name": entry["job_name"],
+                       "service_account_email": entry["dataflow"]["service_account"]}
+            args = [f"--{k}={v}" for k, v in options.items() if not isinstance(v, (list, dict))]
+            args += [f"--experiments={e}" for e in options["experiments"]]
+            pipeline_options = PipelineOptions(args)
+            assert PipelineOptionsValidator(pipeline_options, DataflowRunner()).validate() == []
+            gcp_options = pipeline_options.view_as(GoogleCloudOptions)
+            assert gcp_options.temp_location.startswith("gs://") and gcp_options.region == "us-central1"
+            assert pipeline_options.view_as(WorkerOptions).sdk_container_image.endswith("taxi-mlops-runtime:latest")
+            names.add(entry["job_name"])
+    assert len(names) == 8  # one per DAG, window, branch and step: deterministic and distinct
+    assert "daily-retrain-20150101t0000-20160101t0000-standard-transform" in names
+
+
+def test_extract_runs_the_window_sql_the_local_platform_translates(gcp):
+    from taxi_pipeline.queries import LOCAL_SOURCE_TABLE, bigquery_sql, duckdb_sql
+
+    extract = gcp["dags"]["taxi_daily_retrain"]["rendered"]["extract_window"]
+    jobs = extract["jobs"]
+    assert {(j["window"], j["split"]) for j in jobs} == {(w, s) for w in ("window", "reference") for s in ("train", "eval")}
+    source = "`taxi-test.chicago_taxi_trips.taxi_trips`"
+    for job in jobs:
+        query = job["query"]["configuration"]["query"]
+        assert query["query"] == bigquery_sql("window", source)
+        assert query["writeDisposition"] == "WRITE_TRUNCATE"
+        assert job["export"]["destination_cloud_storage_uris"][0].endswith(f"/data/{'reference/' if job['window'] == 'reference' else ''}{job['split']}/part-*.csv")
+    # the same text, but for the table, is what the local platform translates for DuckDB
+    local_text = query["query"].replace(source, LOCAL_SOURCE_TABLE)
+    assert local_text == bigquery_sql("window", LOCAL_SOURCE_TABLE)
+    assert duckdb_sql("window", LOCAL_SOURCE_TABLE)  # (duckdb_sql translates exactly that text)
+    ids = [j["query"]["job_id"] for j in jobs] + [j["export"]["job_id"] for j in jobs]
+    assert len(set(ids)) == len(ids)
+    sliding = gcp["dags"]["taxi_sliding_window"]["rendered"]
+    assert {j["window"] for j in sliding["extract_window"]["jobs"]} == {"newest", "recent", "long"}
+    assert sliding["wait_for_window"]["partition_id"] == "2015013123"
