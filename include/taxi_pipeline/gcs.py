@@ -64,6 +64,8 @@ def list_children(uri: str) -> list[str]:
     """The immediate "subdirectories" and objects of a gs:// "directory" (names, no slash)."""
     bucket, prefix = _prefix(uri)
     pages = client().list_blobs(bucket, prefix=prefix, delimiter="/")
+    # every page is read first: the iterator fills in `.prefixes` only as its pages are read
+    # (before that it is empty; tests/taxi_pipeline/test_gcs.py checks this against the emulator)
     objects = [b.name[len(prefix):] for b in pages]
     return sorted({*objects, *(p[len(prefix):].rstrip("/") for p in pages.prefixes)})
 

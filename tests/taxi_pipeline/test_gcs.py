@@ -1,0 +1,254 @@
+"""taxi_pipeline.gcs, gcs_serving and gcp_tasks' mirror, for real against a local GCS emulator
+(gcp-storage-emulator, in this process on a free loopback port). The client is the google
+provider's GCSHook, on a connection with anonymous credentials; STORAGE_EMULATOR_HOST points
+google-cloud-storage at the emulator. The order of writes is read from the objects' generations
+(the emulator's are nanosecond clocks, like GCS's microsecond ones)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+PROJECT = "taxi-test"
+BUCKET = f"{PROJECT}-taxi-mlops"  # the gcp settings' default bucket for the project
+ROOT = f"gs://{BUCKET}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "TAXI_GCP_PROJECT": PROJECT,
+           "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({
+               "conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": PROJECT}})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+@pytest.fixture
+def store(emulator):
+    """An empty bucket for each test; returns the storage client the module under test uses."""
+    from taxi_pipeline import gcs
+
+    emulator.wipe(keep_buckets=True)
+    return gcs.client()
+
+
+def _generations(store, prefix: str) -> dict[str, int]:
+    return {b.name[len(prefix):]: int(b.generation) for b in store.list_blobs(BUCKET, prefix=prefix)}
+
+
+def _saved_model(path: Path, marker: str) -> Path:
+    """A SavedModel's file layout (the bytes are not TensorFlow's: this is about where they go)."""
+    for name in ("saved_model.pb", "fingerprint.pb", "variables/variables.index",
+                 "variables/variables.data-00000-of-00001", "assets/vocab_company.txt"):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(f"{marker}:{name}")
+    return path
+
+
+def test_the_client_is_the_providers_hook_on_the_emulator(store):
+    from taxi_pipeline import gcs
+
+    assert store._connection.API_BASE_URL == os.environ["STORAGE_EMULATOR_HOST"]
+    gcs.write_text(f"{ROOT}/a/b.txt", "one")
+    assert gcs.exists(f"{ROOT}/a/b.txt") and not gcs.exists(f"{ROOT}/a/c.txt")
+    assert gcs.read_text(f"{ROOT}/a/b.txt") == "one"
+    gcs.write_text(f"{ROOT}/a/b.txt", "two")  # a rewrite replaces the whole object
+    assert gcs.read_text(f"{ROOT}/a/b.txt") == "two"
+
+
+def test_listing_names_children_and_globs(store):
+    from taxi_pipeline import gcs
+
+    for name in ("serving/taxi/202601010000/saved_model.pb", "serving/taxi/labels.json",
+                 "serving/taxi_wide/202601010000/saved_model.pb", "serving/models.config",
+                 "serving-other/x", "data/train/part-000000000000.csv", "data/train/part-000000000001.csv",
+                 "data/eval/part-000000000000.csv"):
+        gcs.write_text(f"{ROOT}/{name}", name)
+    # the "subdirectories" (the listing's prefixes, known once its pages are read) and the objects
+    assert gcs.list_children(f"{ROOT}/serving") == ["models.config", "taxi", "taxi_wide"]
+    assert gcs.list_children(f"{ROOT}/serving/") == ["models.config", "taxi", "taxi_wide"]
+    assert gcs.list_children(f"{ROOT}/nothing") == []
+    assert gcs.list_names(f"{ROOT}/serving/taxi") == ["202601010000/saved_model.pb", "labels.json"]
+    assert gcs.glob(f"{ROOT}/data/train/part-*.csv") == [
+        f"{ROOT}/data/train/part-000000000000.csv", f"{ROOT}/data/train/part-000000000001.csv"]
+    assert gcs.glob(f"{ROOT}/data/*/part-*.csv") == [
+        f"{ROOT}/data/eval/part-000000000000.csv", *gcs.glob(f"{ROOT}/data/train/part-*.csv")]
+
+
+def test_upload_tree_drops_an_earlier_trys_objects_and_writes_last_names_last(store, tmp_path):
+    from taxi_pipeline import gcs
+
+    target = f"{ROOT}/artifacts/d/window=w/run=r/variants/standard/model"
+    first = _saved_model(tmp_path / "first", "first")
+    (first / "variables" / "stale.tmp").write_text("from the first try only")
+    gcs.upload_tree(first, target, last=("saved_model.pb",))
+    second = _saved_model(tmp_path / "second", "second")
+    written = gcs.upload_tree(second, target, last=("saved_model.pb",))
+
+    assert sorted(written) == gcs.list_names(target)
+    assert "variables/stale.tmp" not in gcs.list_names(target)
+    assert gcs.read_text(f"{target}/variables/variables.index") == "second:variables/variables.index"
+    generations = _generations(store, split_prefix(target))
+    assert generations["saved_model.pb"] > max(g for n, g in generations.items() if n != "saved_model.pb")
+
+    local = tmp_path / "back"
+    assert gcs.download_tree(target, local) == sorted(written)
+    assert all((local / n).read_text() == (second / n).read_text() for n in written)
+    assert gcs.download_tree(f"{ROOT}/missing", tmp_path / "none") == []
+
+
+def split_prefix(uri: str) -> str:
+    from taxi_pipeline import gcs
+
+    return gcs.split(uri)[1].rstrip("/") + "/"
+
+
+def _record(source: str, version: int, model: str = "taxi_standard"):
+    from taxi_pipeline.serving import DeploymentRecord
+
+    return DeploymentRecord(model=model, version=version, variant="standard", dag_id="taxi_daily_retrain",
+                            run_id=f"scheduled__{version}", window=f"w{version}", source=source,
+                            metrics={"auc": 0.8}, reasons=[])
+
+
+@pytest.fixture
+def exported(store, tmp_path):
+    """Two runs' exported SavedModels in the artifact bucket."""
+    from taxi_pipeline import gcs
+
+    sources = {}
+    for run in ("old", "new"):
+        sources[run] = f"{ROOT}/artifacts/taxi_daily_retrain/run={run}/variants/standard/model"
+        gcs.upload_tree(_saved_model(tmp_path / run, run), sources[run], last=("saved_model.pb",))
+    return sources
+
+
+def test_push_copies_the_version_saved_model_last_then_the_record_then_models_config(store, exported):
+    from taxi_pipeline import gcs, gcs_serving
+
+    serving = f"{ROOT}/serving"
+    result = gcs_serving.push_model(serving, _record(exported["new"], 201601010000))
+    assert result.pushed and result.version == 201601010000
+
+    version = f"{serving}/taxi_standard/201601010000"
+    assert gcs.list_names(version) == gcs.list_names(exported["new"])
+    assert gcs.read_text(f"{version}/saved_model.pb") == "new:saved_model.pb"
+    assert gcs_serving.served_versions(f"{serving}/taxi_standard") == [201601010000]
+    record = json.loads(gcs.read_text(f"{serving}/taxi_standard/records/201601010000.json"))
+    assert record["source"] == exported["new"] and record["version"] == 201601010000
+
+    generations = _generations(store, "serving/")
+    files = {n: g for n, g in generations.items() if n.startswith("taxi_standard/201601010000/")}
+    pb = files.pop("taxi_standard/201601010000/saved_model.pb")
+    assert pb > max(files.values())
+    assert pb < generations["taxi_standard/records/201601010000.json"] < generations["models.config"]
+
+    config = gcs.read_text(f"{serving}/models.config")
+    assert 'name: "taxi_standard"' in config and f'base_path: "{serving}/taxi_standard"' in config
+    assert "versions: 201601010000" in config
+
+
+def test_an_older_window_never_replaces_a_newer_version(store, exported):
+    from taxi_pipeline import gcs, gcs_serving
+
+    serving = f"{ROOT}/serving"
+    assert gcs_serving.push_model(serving, _record(exported["new"], 201601010000)).pushed
+    config = gcs.read_text(f"{serving}/models.config")
+    before = _generations(store, "serving/")
+
+    result = gcs_serving.push_model(serving, _record(exported["old"], 201512310000))
+    assert not result.pushed and "201601010000" in result.message and "newer window" in result.message
+    assert _generations(store, "serving/") == before  # not one object written
+    assert gcs_serving.served_versions(f"{serving}/taxi_standard") == [201601010000]
+    assert gcs.read_text(f"{serving}/models.config") == config
+
+
+def test_a_retried_push_is_idempotent_and_a_half_copied_version_is_not_served(store, exported):
+    from taxi_pipeline import gcs, gcs_serving
+
+    serving = f"{ROOT}/serving"
+    base = f"{serving}/taxi_standard"
+    # an earlier try died after copying part of the version, before saved_model.pb and models.config
+    gcs.write_text(f"{base}/201601010000/variables/variables.index", "partial")
+    gcs.write_text(f"{base}/201601010000/leftover.tmp", "partial")
+    assert gcs_serving.served_versions(base) == []
+    assert "taxi_standard" not in gcs_serving.models_config(serving)
+
+    record = _record(exported["new"], 201601010000)
+    assert gcs_serving.push_model(serving, record).pushed
+    names, config = gcs.list_names(serving), gcs.read_text(f"{serving}/models.config")
+    assert "taxi_standard/201601010000/leftover.tmp" not in names
+    assert gcs.read_text(f"{base}/201601010000/variables/variables.index") == "new:variables/variables.index"
+
+    assert gcs_serving.push_model(serving, record).pushed  # the retry: same objects, same config
+    assert gcs.list_names(serving) == names and gcs.read_text(f"{serving}/models.config") == config
+
+    # a later window adds a version; the stable label keeps the earlier one configured
+    gcs_serving.set_label(serving, "taxi_standard", "stable", 201601010000)
+    assert gcs_serving.push_model(serving, replace(record, version=201601020000, source=exported["old"])).pushed
+    config = gcs.read_text(f"{serving}/models.config")
+    assert "versions: 201601010000 versions: 201601020000" in config
+    assert 'version_labels { key: "stable" value: 201601010000 }' in config
+    with pytest.raises(ValueError, match="no version 1"):
+        gcs_serving.set_label(serving, "taxi_standard", "stable", 1)
+
+
+def test_a_push_from_nothing_fails_clearly_and_writes_nothing(store):
+    from taxi_pipeline import gcs, gcs_serving
+
+    with pytest.raises(FileNotFoundError, match="nothing to copy"):
+        gcs_serving.push_model(f"{ROOT}/serving", _record(f"{ROOT}/artifacts/missing/model", 201601010000))
+    assert gcs.list_names(f"{ROOT}/serving") == []
+
+
+def test_a_gcp_task_reads_and_writes_the_runs_artifacts_through_a_local_mirror(store, monkeypatch):
+    from taxi_pipeline import gcp_tasks, gcs
+    from taxi_pipeline.run_context import run_layout
+
+    monkeypatch.setenv("TAXI_PLATFORM", "gcp")
+    end = datetime(2016, 1, 1, tzinfo=timezone.utc)
+    context = {"dag": SimpleNamespace(dag_id="taxi_daily_retrain"), "run_id": "scheduled__2016-01-01T00:00:00+00:00",
+               "data_interval_start": datetime(2015, 12, 31, tzinfo=timezone.utc), "data_interval_end": end,
+               "logical_date": datetime(2015, 12, 31, tzinfo=timezone.utc), "params": {"window_days": 365}}
+    remote = run_layout(context)
+    assert remote.run_dir.startswith(f"{ROOT}/artifacts/taxi_daily_retrain/window=")
+    gcs.write_text(f"{remote.run_dir}/data/train/part-0.csv", "a,b\n1,2\n")
+    gcs.write_text(f"{remote.run_dir}/validation/stale.txt", "an earlier try's report")
+
+    with pytest.raises(RuntimeError, match="bad window"):
+        with gcp_tasks.local_mirror(context, reads=["data"], writes=["validation", "comparison.txt"]) as local:
+            assert os.environ["TAXI_PLATFORM"] == "local" and not local.run_dir.startswith("gs://")
+            assert Path(local.run_dir, "data/train/part-0.csv").read_text() == "a,b\n1,2\n"
+            Path(local.run_dir, "validation").mkdir()
+            Path(local.run_dir, "validation/summary.txt").write_text("1 problem")
+            Path(local.run_dir, "comparison.txt").write_text("table")
+            raise RuntimeError("bad window")  # a failed task still publishes its report
+    assert os.environ["TAXI_PLATFORM"] == "gcp"
+    assert gcs.list_names(f"{remote.run_dir}/validation") == ["summary.txt"]
+    assert gcs.read_text(f"{remote.run_dir}/comparison.txt") == "table"
