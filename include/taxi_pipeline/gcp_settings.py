@@ -1,7 +1,14 @@
 """Settings of the gcp platform (TAXI_PLATFORM=gcp); see README, "The gcp platform".
 
 Each setting is read from the environment variable `TAXI_GCP_<NAME>`, else from the Airflow Variable
-`taxi_gcp_<name>`, else its default. Only `TAXI_GCP_PROJECT` has no default. No secret is a
+`taxi_gcp_<name>`, else its default. Only `TAXI_GCP_PROJECT` has no default. `conn_id` is read
+from the environment only (the hooks take it before any template is rendered).
+
+Parsing a DAG asks no Variable (each lookup is a call to the metadata DB or the API server, and
+16 of them made a parse take ~20 s): `gcp_templates()` gives the settings as the DAG files use
+them, a value from the environment as it is, else a template that asks the Variable when the task
+runs (`{{ var.value.get('taxi_gcp_<name>', <its default>) }}`). `get_gcp_settings()` resolves them
+all, for code that runs inside a task. No secret is a
 setting: credentials come from the Airflow connections named here (`google_cloud_default` for
 BigQuery, GCS, Dataflow, GKE and Vertex AI, unless `TAXI_GCP_CONN_ID` names another), and the pods
 run as a Kubernetes service account bound to a Google service account (Workload Identity).
@@ -46,8 +53,37 @@ def _variable(key: str) -> str | None:
         return None
 
 
+ENV_ONLY = ("conn_id",)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"TAXI_GCP_{name.upper()}") or None
+
+
 def _lookup(name: str) -> str | None:
-    return os.environ.get(f"TAXI_GCP_{name.upper()}") or _variable(f"taxi_gcp_{name}")
+    return _env(name) or (None if name in ENV_ONLY else _variable(f"taxi_gcp_{name}"))
+
+
+def _expression(name: str) -> str:
+    """A Jinja expression of a setting's value at run time: the environment's at parse time, else
+    the Airflow Variable's, else the default (which may use the project's and region's expressions)."""
+    import string
+
+    env = _env(name)
+    if env:
+        return repr(env)
+    default = DEFAULTS[name][0]
+    if name in ENV_ONLY:
+        return repr(default)
+    if default is None:
+        return f"var.value.taxi_gcp_{name}"
+    parts = []
+    for literal, field, _spec, _conv in string.Formatter().parse(default):
+        if literal:
+            parts.append(repr(literal))
+        if field:
+            parts.append(f"({_expression(field)})")
+    return f"var.value.get('taxi_gcp_{name}', {' ~ '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -107,3 +143,24 @@ def get_gcp_settings() -> GcpSettings:
             continue
         values[field.name] = _lookup(field.name) or DEFAULTS[field.name][0].format(project=project, region=region)
     return GcpSettings(**values)
+
+
+def gcp_templates() -> GcpSettings:
+    """The settings for a DAG file, with no Variable asked: each is the environment's value, or a
+    template that resolves it (Variable, else default) when the task runs. Use them only in
+    templated fields."""
+    values = {}
+    for field in fields(GcpSettings):
+        env = _env(field.name)
+        if env or field.name in ENV_ONLY:
+            values[field.name] = env or DEFAULTS[field.name][0]
+        else:
+            values[field.name] = "{{ " + _expression(field.name) + " }}"
+    return GcpSettings(**values)
+
+
+def dotted_part(value: str, index: int) -> str:
+    """Part `index` of a dotted name (project.dataset.table), of a value or of a gcp_templates() template."""
+    if value.startswith("{{") and value.endswith("}}"):
+        return "{{ (" + value[2:-2].strip() + ").split('.')[" + str(index) + "] }}"
+    return value.split(".")[index]

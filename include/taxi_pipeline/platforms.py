@@ -267,9 +267,10 @@ class GcpPlatform:
     links = GcpLinks()
 
     def __init__(self):
-        from taxi_pipeline.gcp_settings import get_gcp_settings
+        # templates (no Variable asked while parsing): every use below is in a templated field
+        from taxi_pipeline.gcp_settings import gcp_templates
 
-        self.gcp = get_gcp_settings()
+        self.gcp = gcp_templates()
 
     # job and object names: deterministic per DAG, window and branch (a retry or rerun reuses them)
     @staticmethod
@@ -285,7 +286,9 @@ class GcpPlatform:
     def wait_for_window(self):
         from airflow.providers.google.cloud.sensors.bigquery import BigQueryTablePartitionExistenceSensor
 
-        project, dataset, table = self.gcp.source_table.split(".")
+        from taxi_pipeline.gcp_settings import dotted_part
+
+        project, dataset, table = (dotted_part(self.gcp.source_table, i) for i in range(3))
         return BigQueryTablePartitionExistenceSensor(
             task_id="wait_for_window", project_id=project, dataset_id=dataset, table_id=table,
             # the hourly partition of the window's last hour
@@ -314,7 +317,7 @@ class GcpPlatform:
 
     def _beam_pipeline(self, task_id: str, script: str, options: dict, branch: Branch, doc_md: str):
         from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
-        from airflow.providers.google.cloud.operators.dataflow import DataflowConfiguration
+        from taxi_plugins.gcp_operators import TemplatedDataflowConfiguration as DataflowConfiguration
 
         g = self.gcp
         return BeamRunPythonPipelineOperator(
@@ -361,7 +364,8 @@ class GcpPlatform:
         # JSON is YAML, and leaves the templates' quotes alone; the Worker replicas render as an integer
         yaml_conf = json.dumps(manifest, indent=1).replace('"replicas": "{{ params.workers }}"',
                                                            '"replicas": {{ params.workers }}')
-        return TFJobTrainOperator(task_id="train", yaml_conf=yaml_conf, namespace=g.namespace, doc_md=TRAIN_DOC,
+        # (its namespace is the manifest's metadata.namespace, rendered with the rest)
+        return TFJobTrainOperator(task_id="train", yaml_conf=yaml_conf, doc_md=TRAIN_DOC,
                                   pool=HEAVY_POOL, **self._gke())
 
     def evaluate(self, branch: Branch):
@@ -377,13 +381,13 @@ class GcpPlatform:
         }, branch, EVALUATE_DOC)
 
     def _runtime_pod(self, task_id: str, module: str, arguments: list[str], doc_md: str, **kwargs):
-        from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
         from kubernetes.client import models as k8s
+        from taxi_plugins.gcp_operators import RuntimePodOperator
 
         from taxi_pipeline.k8s import RUNTIME_UID, security_context
 
         g = self.gcp
-        return GKEStartPodOperator(
+        return RuntimePodOperator(
             task_id=task_id, name=f"taxi-{task_id.replace('_', '-')}", namespace=g.namespace, image=g.runtime_image,
             cmds=["python", "-m", module], arguments=arguments, service_account_name=g.k8s_service_account,
             env_vars={"HOME": "/tmp", "TF_USE_LEGACY_KERAS": "1"},

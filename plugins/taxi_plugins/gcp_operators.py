@@ -22,9 +22,24 @@ import hashlib
 from typing import Sequence
 
 from airflow.providers.google.cloud.links.vertex_ai import VertexAIEndpointLink, VertexAIModelLink
+from airflow.providers.google.cloud.operators.dataflow import DataflowConfiguration
+from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
 from airflow.providers.google.cloud.operators.vertex_ai.model_service import UploadModelOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
+
+
+class TemplatedDataflowConfiguration(DataflowConfiguration):
+    """DataflowConfiguration whose project and service account are templated too (the gcp
+    settings are templates that read the Airflow Variables when the task runs)."""
+
+    template_fields = (*DataflowConfiguration.template_fields, "project_id", "service_account")
+
+
+class RuntimePodOperator(GKEStartPodOperator):
+    """GKEStartPodOperator whose Kubernetes service account is templated too (a gcp setting)."""
+
+    template_fields = (*GKEStartPodOperator.template_fields, "service_account_name")
 
 
 def _run_hash(run_id: str) -> str:
@@ -179,7 +194,7 @@ class VertexPushOperator(_VertexUpload):
 
 class ChampionDeployOperator(_VertexUpload):
     template_fields: Sequence[str] = tuple({*UploadModelOperator.template_fields, "serving_root", "deployment",
-                                            "service", "endpoint_id", "deployed_model", "traffic_split"})
+                                            "service", "endpoint_id", "deployed_model", "traffic_split", "gke"})
     template_fields_renderers = {"deployment": "json", "service": "json", "deployed_model": "json"}
     operator_extra_links = (VertexAIModelLink(), VertexAIEndpointLink())
 

@@ -18,7 +18,7 @@ def render(dag, end: datetime, start: datetime) -> dict:
     params = {k: v for k, v in dag.params.dump().items()} if hasattr(dag.params, "dump") else dict(dag.params)
     context = {"dag": dag, "params": params, "run_id": "scheduled__" + end.isoformat(),
                "data_interval_start": start, "data_interval_end": end, "logical_date": start,
-               "macros": macros, "ds": start.strftime("%Y-%m-%d")}
+               "macros": macros, "ds": start.strftime("%Y-%m-%d"), "var": {"value": NoVariables()}}
     out = {}
     for task in dag.tasks:
         context["task"] = task
@@ -42,7 +42,7 @@ def render(dag, end: datetime, start: datetime) -> dict:
         if type(task).__name__ == "ChampionDeployOperator":
             entry.update(deployment=task.deployment, service=task.service, endpoint_id=task.endpoint_id,
                          traffic_split=task.traffic_split, deployed_model=task.deployed_model)
-        if type(task).__name__ == "GKEStartPodOperator":
+        if type(task).__name__ == "RuntimePodOperator":
             from kubernetes.client import ApiClient
 
             plain = ApiClient().sanitize_for_serialization
@@ -64,11 +64,39 @@ def render(dag, end: datetime, start: datetime) -> dict:
     return out
 
 
-def main() -> None:
+class NoVariables:
+    """`var.value` of a deployment that sets no Airflow Variable: every setting takes its default."""
+
+    def get(self, key, default=None):
+        return default
+
+    def __getattr__(self, key):
+        raise KeyError(f"no Airflow Variable {key}")
+
+
+def parse_asking_no_variable(dag_folder: str):
+    """Parse the DAGs with Variable.get (the SDK's and the metadata DB's) recording each call and failing."""
+    from unittest import mock
+
+    from airflow.models.variable import Variable as ModelVariable
+    from airflow.sdk import Variable
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
-    result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
+    asked = []
+
+    def refuse(key, *args, **kwargs):
+        asked.append(key)
+        raise RuntimeError(f"Variable {key} asked while parsing")
+
+    with mock.patch.object(Variable, "get", side_effect=refuse), \
+            mock.patch.object(ModelVariable, "get", side_effect=refuse):
+        return DagBag(dag_folder=dag_folder), asked
+
+
+def main() -> None:
+    bag, asked = parse_asking_no_variable(str(Path(__file__).resolve().parents[2] / "dags"))
+    result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {},
+              "variables_asked_while_parsing": asked}
     windows = {"taxi_daily_retrain": (datetime(2015, 12, 31, tzinfo=timezone.utc), datetime(2016, 1, 1, tzinfo=timezone.utc)),
                "taxi_sliding_window": (datetime(2015, 1, 1, tzinfo=timezone.utc), datetime(2015, 2, 1, tzinfo=timezone.utc))}
     for dag_id, dag in bag.dags.items():

@@ -40,6 +40,8 @@ def local():
 
 def test_the_gcp_dags_parse_offline_with_the_local_shape(gcp, local):
     assert gcp["import_errors"] == {}
+    # the settings are templates read when a task runs: parsing asks the metadata DB for no Variable
+    assert gcp["variables_asked_while_parsing"] == []
     assert {d: v["tasks"] for d, v in gcp["dags"].items()} == {d: v["tasks"] for d, v in local["dags"].items()}
 
 
