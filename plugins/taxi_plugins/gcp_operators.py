@@ -37,9 +37,26 @@ class TemplatedDataflowConfiguration(DataflowConfiguration):
 
 
 class RuntimePodOperator(GKEStartPodOperator):
-    """GKEStartPodOperator whose Kubernetes service account is templated too (a gcp setting)."""
+    """GKEStartPodOperator whose Kubernetes service account is templated too (a gcp setting), and
+    whose pod has one name per DAG, task and run (`taxi-<dag>-<task>-<hash of the run id>`, no
+    random suffix): a retry of the task names the same pod, two runs (a backfill beside the daily
+    run) never share one, and the pod of a run can be found from the run."""
 
     template_fields = (*GKEStartPodOperator.template_fields, "service_account_name")
+
+    def __init__(self, **kwargs):
+        kwargs["random_name_suffix"] = False
+        super().__init__(**kwargs)
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.name = run_pod_name(context["dag"].dag_id, self.task_id, context["run_id"])
+
+
+def run_pod_name(dag_id: str, task_id: str, run_id: str) -> str:
+    from taxi_pipeline.k8s import k8s_name
+
+    return k8s_name("taxi", dag_id.removeprefix("taxi_"), task_id, _run_hash(run_id))
 
 
 def _run_hash(run_id: str) -> str:

@@ -47,6 +47,7 @@ def render(dag, end: datetime, start: datetime) -> dict:
 
             plain = ApiClient().sanitize_for_serialization
             # the pod the operator asks for, from its rendered fields (building it for real needs the cluster)
+            entry["random_name_suffix"] = task.random_name_suffix
             entry["pod"] = {"apiVersion": "v1", "kind": "Pod",
                             "metadata": {"name": task.name, "namespace": task.namespace},
                             "spec": {"serviceAccountName": task.service_account_name,

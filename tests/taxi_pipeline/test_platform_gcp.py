@@ -129,6 +129,20 @@ def test_tf_serving_deployment_service_and_runtime_pods_validate(gcp):
                 _validate_k8s(entry["pod"])
 
 
+def test_runtime_pods_have_one_name_per_run(gcp):
+    from taxi_plugins.gcp_operators import run_pod_name
+
+    rendered = gcp["dags"]["taxi_sliding_window"]["rendered"]
+    pod = rendered["compare_windows"]["pod"]
+    run_id = "scheduled__2015-02-01T00:00:00+00:00"
+    assert pod["metadata"]["name"] == run_pod_name("taxi_sliding_window", "compare_windows", run_id)
+    assert pod["metadata"]["name"].startswith("taxi-sliding-window-compare-windows-")
+    assert rendered["compare_windows"]["random_name_suffix"] is False
+    assert run_pod_name("taxi_sliding_window", "compare_windows", "manual__2015-02-01T00:00:00+00:00") != pod["metadata"]["name"]
+    names = [e["pod"]["metadata"]["name"] for d in gcp["dags"].values() for e in d.get("rendered", {}).values() if "pod" in e]
+    assert len(set(names)) == len(names)  # check_export of each variant and DAG, compare_windows: all distinct
+
+
 def test_dataflow_pipeline_options_are_complete_and_valid_for_the_dataflow_runner(gcp, monkeypatch):
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
