@@ -246,7 +246,9 @@ class Services:
             done = subprocess.run([sys.executable, "-m", "airflow", *command], env=self.env, capture_output=True, text=True)
             if done.returncode == 0:
                 return trigger
-            if "Another backfill is running" not in done.stderr or time.monotonic() > deadline:
+            # the scheduler closes a finished backfill on its next loop; SQLite may be busy with it
+            retry = ("Another backfill is running" in done.stderr or "database is locked" in done.stderr)
+            if not retry or time.monotonic() > deadline:
                 raise RuntimeError(done.stderr[-2000:])
             time.sleep(3)
 
