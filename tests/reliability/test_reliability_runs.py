@@ -112,6 +112,12 @@ def concurrent_runs(home, env, tmp_path_factory):
     """The daily run and a backfill of an older window (its standard variant), started at once."""
     logs = tmp_path_factory.mktemp("logs")
     daily = start(env, DAILY, log=logs / "daily.log")
+    # The backfill starts once the daily run is under way: two dag.test processes that both write the
+    # DAG folder's DAGs into a fresh metadata DB at the same instant collide on its primary key.
+    deadline = time.monotonic() + 600
+    while "[DAG TEST] running task" not in (logs / "daily.log").read_text() and daily.poll() is None:
+        assert time.monotonic() < deadline, "the daily run did not start a task in time"
+        time.sleep(1)
     backfill = start(env, BACKFILL, mark_success=ONLY_STANDARD, log=logs / "backfill.log")
     return finish(daily, logs / "daily.log"), finish(backfill, logs / "backfill.log")
 
