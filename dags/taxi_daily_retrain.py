@@ -19,8 +19,8 @@ from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.reports.tasks import data_report_task, model_report_task
-from taxi_plugins.links import add_artifact_links
 from taxi_pipeline.serving import model_name
+from taxi_plugins.links import add_artifact_links
 from taxi_plugins.sensors import PreviousRunSettledSensor
 
 platform = get_platform()
