@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from taxi_pipeline.serving import STABLE_LABEL, model_base_path, read_labels, served_versions, write_models_config
+from taxi_pipeline.serving import (STABLE_LABEL, deploy_lock, model_base_path, read_labels, served_versions,
+                                   write_models_config)
 from taxi_pipeline.storage import write_text_atomically
 
 PREVIOUS = "previous"
@@ -86,6 +87,11 @@ def roll_back(serving_root: str, model: str, target: str | int, reason: str, run
     """Make `target` the version `model` serves; see the module's docstring."""
     if not reason or not reason.strip():
         raise RollbackError("say why: a rollback needs a reason")
+    with deploy_lock(serving_root):  # no push, label move or other rollback in between
+        return _roll_back(serving_root, model, target, reason, run_id)
+
+
+def _roll_back(serving_root: str, model: str, target: str | int, reason: str, run_id: str) -> Rollback:
     base = Path(model_base_path(serving_root, model))
     version = resolve_target(serving_root, model, target)
     before = current_version(serving_root, model) if served_versions(str(base)) else version

@@ -65,3 +65,19 @@ def test_there_is_no_previous_of_the_first_version(serving):
     roll_back(serving, "taxi", str(VERSIONS[0]), "back to the start", "manual__1")
     with pytest.raises(RollbackError, match="no blessed version older"):
         roll_back(serving, "taxi", "previous", "one more step back", "manual__2")
+
+
+def test_a_rollback_waits_for_a_deployment_in_progress(serving):
+    import threading
+
+    from taxi_pipeline.serving import deploy_lock
+
+    done = threading.Event()
+    rollback = threading.Thread(target=lambda: (roll_back(serving, "taxi", "previous", "bad model in prod", "m"),
+                                                done.set()))
+    with deploy_lock(serving):  # a push holding the serving root
+        rollback.start()
+        assert not done.wait(1.0)  # the rollback does not interleave with it
+        assert served_versions(f"{serving}/taxi") == list(VERSIONS)
+    rollback.join(10)
+    assert done.is_set() and served_versions(f"{serving}/taxi") == list(VERSIONS[:2])
