@@ -2,7 +2,8 @@
 
 Starts the api-server, the scheduler and the dag-processor on this session's Airflow home, backfills
 three months, checks every run succeeded and wrote its own window, then reprocesses the same months
-and checks the artifacts are identical (the data splits and the metrics, by hash).
+and checks the artifacts are identical (the data splits, the metrics, blessings and window
+comparisons, by hash).
 """
 from __future__ import annotations
 
@@ -91,10 +92,12 @@ def backfill(env, logs, *extra: str, since: float) -> list[dict]:
     """Create a backfill and wait until its three runs have finished after `since` (a timestamp)."""
     command = [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", FROM_DATE,
                "--to-date", TO_DATE, "--max-active-runs", "2", *extra]
-    deadline = time.monotonic() + 180
-    # The scheduler closes a finished backfill on its next loop; until then a new one is refused.
+    deadline = time.monotonic() + 600
+    # The scheduler closes a finished backfill on its next loop; until then a new one is refused. And
+    # SQLite, the metadata DB here, may be locked by the scheduler for longer than the CLI waits.
     while (created := subprocess.run(command, env=env, capture_output=True, text=True)).returncode != 0:
-        assert "Another backfill is running" in created.stderr and time.monotonic() < deadline, created.stderr[-3000:]
+        retry = "Another backfill is running" in created.stderr or "database is locked" in created.stderr
+        assert retry and time.monotonic() < deadline, created.stderr[-3000:]
         time.sleep(5)
     deadline = time.monotonic() + 30 * 60
     while True:
@@ -119,10 +122,11 @@ def data_hashes(artifacts: Path) -> dict[str, str]:
     return {p.relative_to(artifacts).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in wanted}
 
 
-def overall_aucs(artifacts: Path) -> dict[str, float]:
-    """The overall AUC in every TFMA metrics file of the DAG's runs."""
-    return {p.relative_to(artifacts).as_posix(): json.loads(p.read_text())["candidate"]["overall"]["auc"]
-            for p in artifacts.rglob("metrics.json")}
+def result_hashes(artifacts: Path) -> dict[str, str]:
+    """sha256 of every model's TFMA metrics and blessing and of every window comparison."""
+    wanted = [*artifacts.rglob("metrics.json"), *artifacts.rglob("blessing.json"),
+              *artifacts.rglob("window_comparison/comparison.json")]
+    return {p.relative_to(artifacts).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in wanted}
 
 
 @pytest.mark.slow
@@ -140,17 +144,15 @@ def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_arti
         assert len(runs) == 1 and (runs[0] / "window_comparison" / "comparison.json").exists()
     history = (artifacts / "history" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3  # a header and one verdict per window
-    data_before, aucs_before = data_hashes(artifacts), overall_aucs(artifacts)
-    assert len(data_before) == 3 * 3 * 2 and len(aucs_before) == 3 * 2  # 3 windows x 3 windows x 2 splits
+    data_before, results_before = data_hashes(artifacts), result_hashes(artifacts)
+    assert len(data_before) == 3 * 3 * 2  # 3 runs x 3 windows (newest, recent, long) x 2 splits
+    assert len(results_before) == 3 * (2 * 2 + 1)  # 3 runs x (2 models x metrics and blessing + the comparison)
 
     second = backfill(env, logs, "--reprocess-behavior", "completed", since=time.time())
     assert [r["state"] for r in second] == ["success"] * 3, f"{second}\n{_tails(logs)}"
     assert sorted({r["run_id"] for r in second}) == sorted({r["run_id"] for r in first})  # the same runs, cleared
     assert sorted(p.name for p in artifacts.glob("window=*")) == windows
     assert data_hashes(artifacts) == data_before  # the same rows, byte for byte, in the same places
-    # Metrics are rewritten in place; they are not always bit-identical yet (TFMA is, on the same
-    # model: something upstream of it varies between reruns under the scheduler), so they are
-    # compared with a tolerance.
-    aucs_after = overall_aucs(artifacts)
-    assert aucs_after.keys() == aucs_before.keys()
-    assert all(abs(aucs_after[k] - aucs_before[k]) < 0.02 for k in aucs_before), (aucs_before, aucs_after)
+    # The same models, judged the same: TFT, training and TFMA reproduce their outputs even on a
+    # machine as busy as a backfill makes it (fixed Beam batch sizes, deterministic TF ops, seeds).
+    assert result_hashes(artifacts) == results_before
