@@ -11,6 +11,10 @@ def test_each_dockerfile_installs_exactly_the_lock_the_local_environment_uses():
     runtime = (REPO / "docker/runtime/Dockerfile").read_text()
     assert "COPY --chown=airflow:0 requirements.lock " in airflow
     assert "pip install --no-cache-dir -r /opt/taxi-mlops/requirements.lock" in airflow
+    # the Airflow image launches the Beam pipelines with the runtime's interpreter, from the same lock
+    assert "COPY --chown=airflow:0 docker/runtime/requirements.lock /opt/taxi-mlops/runtime-requirements.lock" in airflow
+    assert "runtime/bin/pip install --no-cache-dir -r /opt/taxi-mlops/runtime-requirements.lock" in airflow
+    assert "TAXI_RUNTIME_PYTHON=/opt/taxi-mlops/runtime/bin/python" in airflow
     assert "COPY docker/runtime/requirements.lock " in runtime
     assert "pip install --no-cache-dir -r /opt/taxi-mlops/requirements.lock" in runtime
     makefile = (REPO / "Makefile").read_text()
