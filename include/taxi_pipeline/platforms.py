@@ -6,12 +6,34 @@ DAG files call `get_platform()` and the stage builders; the DAG's shape does not
 """
 from __future__ import annotations
 
-from taxi_pipeline.branches import Branch
+from taxi_pipeline.branches import Branch, run_path
 from taxi_pipeline.links import GcpLinks, LocalLinks
 from taxi_pipeline.pools import DEPLOY_POOL, HEAVY_POOL
 from taxi_pipeline.settings import REPO_ROOT, get_settings
 
 RUNTIME_SOURCES = REPO_ROOT / "include" / "taxi_model"
+
+
+# The command lines of the runtime modules: the same on both platforms (local processes or pods).
+def train_arguments(branch: Branch) -> list[str]:
+    return ["--transform_output", branch.path("transform_dir"),
+            "--serving_model_dir", branch.path("model_dir"),
+            "--log_dir", branch.path("logs_dir"),
+            "--train_steps", "{{ params.train_steps }}",
+            "--eval_steps", "{{ params.eval_steps }}"]
+
+
+def check_export_arguments(branch: Branch) -> list[str]:
+    return ["--model", branch.path("model_dir"), "--eval", branch.eval_glob,
+            "--output", branch.path("export_check_dir"), "--variant", branch.name]
+
+
+def compare_windows_arguments(recent: Branch, long: Branch) -> list[str]:
+    return ["--recent_model", recent.path("model_dir"), "--long_model", long.path("model_dir"),
+            "--eval", recent.eval_glob,
+            "--recent_evaluation", recent.path("evaluation_dir"),
+            "--long_evaluation", long.path("evaluation_dir"),
+            "--output", run_path("window_comparison_dir")]
 
 WAIT_DOC = """
 ### wait_for_window
@@ -167,13 +189,8 @@ class LocalPlatform:
     def train(self, branch: Branch):
         from taxi_plugins.operators import RuntimeModuleOperator
 
-        return RuntimeModuleOperator(task_id="train", module="taxi_model.trainer", doc_md=TRAIN_DOC, pool=HEAVY_POOL, arguments=[
-            "--transform_output", branch.path("transform_dir"),
-            "--serving_model_dir", branch.path("model_dir"),
-            "--log_dir", branch.path("logs_dir"),
-            "--train_steps", "{{ params.train_steps }}",
-            "--eval_steps", "{{ params.eval_steps }}",
-        ])
+        return RuntimeModuleOperator(task_id="train", module="taxi_model.trainer", doc_md=TRAIN_DOC, pool=HEAVY_POOL,
+                                     arguments=train_arguments(branch))
 
     def evaluate(self, branch: Branch):
         from taxi_pipeline.serving import model_base_path
@@ -191,16 +208,10 @@ class LocalPlatform:
     def compare_windows(self, recent: Branch, long: Branch):
         from taxi_plugins.operators import RuntimeModuleOperator
 
-        from taxi_pipeline.branches import run_path
-
         return RuntimeModuleOperator(
             task_id="compare_windows", module="taxi_model.window_comparison", doc_md=WINDOW_COMPARISON_DOC,
             pool=HEAVY_POOL,
-            arguments=["--recent_model", recent.path("model_dir"), "--long_model", long.path("model_dir"),
-                       "--eval", recent.eval_glob,
-                       "--recent_evaluation", recent.path("evaluation_dir"),
-                       "--long_evaluation", long.path("evaluation_dir"),
-                       "--output", run_path("window_comparison_dir")])
+            arguments=compare_windows_arguments(recent, long))
 
     def record_verdict(self):
         from airflow.providers.standard.operators.python import PythonOperator
@@ -214,9 +225,7 @@ class LocalPlatform:
         from taxi_plugins.operators import RuntimeModuleOperator
 
         return RuntimeModuleOperator(task_id="check_export", module="taxi_model.export_check", doc_md=CHECK_EXPORT_DOC,
-                                     arguments=["--model", branch.path("model_dir"), "--eval", branch.eval_glob,
-                                                "--output", branch.path("export_check_dir"),
-                                                "--variant", branch.name])
+                                     arguments=check_export_arguments(branch))
 
     def push(self, branch: Branch):
         from airflow.providers.standard.operators.python import PythonOperator
@@ -356,11 +365,7 @@ class GcpPlatform:
             name=self._name(branch.name), namespace=g.namespace, image=g.runtime_image,
             service_account=g.k8s_service_account, workers="{{ params.workers }}",
             labels={"app.kubernetes.io/part-of": "taxi-mlops", "taxi-branch": branch.name},
-            arguments=["--transform_output", branch.path("transform_dir"),
-                       "--serving_model_dir", branch.path("model_dir"),
-                       "--log_dir", branch.path("logs_dir"),
-                       "--train_steps", "{{ params.train_steps }}",
-                       "--eval_steps", "{{ params.eval_steps }}"])
+            arguments=train_arguments(branch))
         # JSON is YAML, and leaves the templates' quotes alone; the Worker replicas render as an integer
         yaml_conf = json.dumps(manifest, indent=1).replace('"replicas": "{{ params.workers }}"',
                                                            '"replicas": {{ params.workers }}')
@@ -401,15 +406,9 @@ class GcpPlatform:
             get_logs=True, on_finish_action="delete_pod", doc_md=doc_md, **self._gke(), **kwargs)
 
     def compare_windows(self, recent: Branch, long: Branch):
-        from taxi_pipeline.branches import run_path
-
         return self._runtime_pod(
             "compare_windows", "taxi_model.window_comparison", doc_md=WINDOW_COMPARISON_DOC, pool=HEAVY_POOL,
-            arguments=["--recent_model", recent.path("model_dir"), "--long_model", long.path("model_dir"),
-                       "--eval", recent.eval_glob,
-                       "--recent_evaluation", recent.path("evaluation_dir"),
-                       "--long_evaluation", long.path("evaluation_dir"),
-                       "--output", run_path("window_comparison_dir")])
+            arguments=compare_windows_arguments(recent, long))
 
     def record_verdict(self):
         return self._python("record_verdict", "record_verdict", RECORD_VERDICT_DOC)
@@ -417,8 +416,7 @@ class GcpPlatform:
     def check_export(self, branch: Branch):
         return self._runtime_pod(
             "check_export", "taxi_model.export_check", doc_md=CHECK_EXPORT_DOC,
-            arguments=["--model", branch.path("model_dir"), "--eval", branch.eval_glob,
-                       "--output", branch.path("export_check_dir"), "--variant", branch.name])
+            arguments=check_export_arguments(branch))
 
     def _vertex(self) -> dict:
         return {"project_id": self.gcp.project, "region": self.gcp.region, "gcp_conn_id": self.gcp.conn_id,
