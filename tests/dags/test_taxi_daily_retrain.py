@@ -48,7 +48,7 @@ def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
     dag_run, layout, states = daily_run
     assert dag_run.state == "success", states
     assert set(states) == {"wait_for_window", "extract_window", "validate_window", "wait_for_previous_deploys",
-                           "compare_variants", "promote_champion"} | {
+                           "compare_variants", "promote_champion", "data_report", "model_report"} | {
         f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate", "check_export", "push")}
     assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))

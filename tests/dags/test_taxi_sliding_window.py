@@ -21,7 +21,7 @@ def test_a_month_is_judged_by_a_recent_and_a_long_model(airflow_db, warehouse):
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert dag_run.state == "success", states
     assert set(states) == {"wait_for_window", "extract_window", "validate_window", "compare_windows",
-                           "record_verdict"} | {f"{b}.{s}" for b in ("recent", "long") for s in ("transform", "train", "evaluate")}
+                           "record_verdict", "data_report", "model_report"} | {f"{b}.{s}" for b in ("recent", "long") for s in ("transform", "train", "evaluate")}
 
     params = {k: v.value for k, v in dag.params.items()}
     layout = run_layout({"dag": dag, "run_id": dag_run.run_id, "params": params,

@@ -65,7 +65,9 @@ def airflow_ui(airflow_db, sample_files, tmp_path_factory):
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({USER: password}))
     port = free_port()
-    env = {**os.environ, "TAXI_HOME": str(home),
+    # An Airflow home (metadata DB) of its own: other tests' runs of the same DAG and day would
+    # otherwise stand in the way of this backfill (a day that has a run is not backfilled again).
+    env = {**os.environ, "TAXI_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
@@ -76,6 +78,11 @@ def airflow_ui(airflow_db, sample_files, tmp_path_factory):
            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test asks for
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords)}
+    (home / "airflow").mkdir()
+    airflow("db", "migrate", env=env)
+    from taxi_pipeline.pools import ensure_pools
+
+    ensure_pools(env)
     logs = tmp_path_factory.mktemp("ui_services")
     procs = {}
     for name in ("api-server", "scheduler", "dag-processor"):
