@@ -23,6 +23,11 @@ def train_arguments(branch: Branch) -> list[str]:
             "--eval_steps", "{{ params.eval_steps }}"]
 
 
+def transform_options(branch: Branch) -> dict[str, str]:
+    return {"train": branch.split_glob("train"), "eval": branch.split_glob("eval"),
+            "variant": branch.variant, "output": branch.path("transform_dir")}
+
+
 def check_export_arguments(branch: Branch) -> list[str]:
     return ["--model", branch.path("model_dir"), "--eval", branch.eval_glob,
             "--output", branch.path("export_check_dir"), "--variant", branch.name]
@@ -179,12 +184,7 @@ class LocalPlatform:
             py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md, pool=HEAVY_POOL)
 
     def transform(self, branch: Branch):
-        return self._beam_pipeline("transform", "transform.py", {
-            "train": branch.split_glob("train"),
-            "eval": branch.split_glob("eval"),
-            "variant": branch.variant,
-            "output": branch.path("transform_dir"),
-        }, TRANSFORM_DOC)
+        return self._beam_pipeline("transform", "transform.py", transform_options(branch), TRANSFORM_DOC)
 
     def train(self, branch: Branch):
         from taxi_plugins.operators import RuntimeModuleOperator
@@ -346,12 +346,7 @@ class GcpPlatform:
             gcp_conn_id=g.conn_id)
 
     def transform(self, branch: Branch):
-        return self._beam_pipeline("transform", "transform.py", {
-            "train": branch.split_glob("train"),
-            "eval": branch.split_glob("eval"),
-            "variant": branch.variant,
-            "output": branch.path("transform_dir"),
-        }, branch, TRANSFORM_DOC)
+        return self._beam_pipeline("transform", "transform.py", transform_options(branch), branch, TRANSFORM_DOC)
 
     def train(self, branch: Branch):
         import json
