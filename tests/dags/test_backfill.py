@@ -12,28 +12,16 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from airflow_cli import airflow, free_port, log_tails as _tails
 
 DAG_ID = "taxi_sliding_window"
 FROM_DATE, TO_DATE = "2014-04-01", "2014-06-01"  # three monthly runs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def airflow(*args: str, env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +63,6 @@ def airflow_services(airflow_db, sample_files, tmp_path_factory):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _tails(logs: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
 
 
 def backfill_runs(env) -> list[dict]:

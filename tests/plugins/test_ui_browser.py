@@ -16,13 +16,13 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from airflow_cli import airflow, free_port, log_tails as _tails
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / ("docs" if os.environ.get("TAXI_UPDATE_SCREENSHOTS") == "1" else ".taxi") / "screenshots"
@@ -37,22 +37,6 @@ USER = "oncall"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make setup)")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def airflow(*args: str, env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
-def _tails(logs: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
 
 
 @pytest.fixture(scope="module")
