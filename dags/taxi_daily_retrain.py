@@ -1,10 +1,11 @@
 """taxi_daily_retrain: Workflow 1 of the Kubeflow taxi example, every day.
 
-wait_for_window >> extract_window >> validate_window
+wait_for_window >> extract_window >> validate_window >> select_variants
     >> for each variant (standard, coarse): transform >> train >> evaluate >> check_export >> push
     >> compare_variants >> promote_champion
 
-The training window is the `window_days` before the run's data_interval_end. Every stage is built
+The training window is the `window_days` before the run's data_interval_end (or the `window_end`
+Param of a manual run); the `variants` Param picks the variants trained. Every stage is built
 by the platform chosen with TAXI_PLATFORM (`local` by default, or `gcp`); see
 include/taxi_pipeline/platforms.py.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 from taxi_model.variants import VARIANTS
 
@@ -20,6 +22,7 @@ from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_c
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.reports.tasks import data_report_task, model_report_task
 from taxi_pipeline.serving import model_name
+from taxi_pipeline.tasks import SELECT_VARIANTS_DOC, select_variants
 from taxi_plugins.links import add_artifact_links
 from taxi_plugins.sensors import PreviousRunSettledSensor
 
@@ -36,7 +39,11 @@ with DAG(
     deadline=run_deadline("taxi_daily_retrain", hours=8),
     params={
         "window_days": Param(365, type="integer", minimum=1, maximum=3650,
-                             description="Days of trips before the run's data interval end to train on."),
+                             description="Days of trips before the run's window end to train on."),
+        "variants": Param(list(VARIANTS), type="array", items={"type": "string", "enum": list(VARIANTS)},
+                          minItems=1, uniqueItems=True, examples=list(VARIANTS), title="Variants",
+                          description="The preprocessing variants to train, evaluate and deploy; the others are "
+                                      "skipped. The champion is the best blessed one among them."),
         **common_params(min_window_rows=500),
     },
     user_defined_macros=MACROS,
@@ -44,6 +51,8 @@ with DAG(
     wait_for_window = platform.wait_for_window()
     extract_window = platform.extract_window()
     validate_window = platform.validate_window()
+    select = BranchPythonOperator(task_id="select_variants", python_callable=select_variants,
+                                  doc_md=SELECT_VARIANTS_DOC)
 
     # Each variant is judged against what the previous window left in service: wait for its deploys.
     wait_for_previous_deploys = PreviousRunSettledSensor(
@@ -62,7 +71,7 @@ with DAG(
     compare_variants = platform.compare_variants()
     promote_champion = platform.promote_champion()
 
-    chain(wait_for_window, extract_window, validate_window, variants, compare_variants, promote_champion)
+    chain(wait_for_window, extract_window, validate_window, select, variants, compare_variants, promote_champion)
     validate_window >> wait_for_previous_deploys
     validate_window >> data_report_task()  # reports for people, beside the pipeline
     compare_variants >> model_report_task()

@@ -7,7 +7,8 @@ wait_for_window >> extract_window >> validate_window
     >> long:   transform >> train >> evaluate      (from `history_start` to the month)
     >> compare_windows >> record_verdict
 
-Both models are judged by TFMA on every trip of the run's own month (its data interval). The same
+Both models are judged by TFMA on every trip of the run's own month (its data interval, or the
+calendar month before the `window_end` Param of a manual run). The same
 stages as taxi_daily_retrain, built by the same platform (TAXI_PLATFORM); see
 include/taxi_pipeline/platforms.py and branches.py.
 """
@@ -21,12 +22,13 @@ from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.reports.tasks import data_report_task, model_report_task
+from taxi_model.variants import VARIANTS
 from taxi_plugins.links import add_artifact_links
 
 platform = get_platform()
-BRANCHES = (
-    Branch(name="recent", variant="standard", window="recent", eval_window="newest"),
-    Branch(name="long", variant="standard", window="long", eval_window="newest"),
+BRANCHES = (  # both models use the preprocessing variant of the run's `variant` Param
+    Branch(name="recent", variant="{{ params.variant }}", window="recent", eval_window="newest"),
+    Branch(name="long", variant="{{ params.variant }}", window="long", eval_window="newest"),
 )
 
 with DAG(
@@ -44,6 +46,8 @@ with DAG(
                              description="Days before the evaluated month that the recent model trains on."),
         "history_start": Param("2013-01-01", type="string", format="date",
                                description="First day the long-window model trains on."),
+        "variant": Param("standard", type="string", enum=list(VARIANTS), title="Variant",
+                         description="The preprocessing variant both models use."),
         **common_params(min_window_rows=50),
     },
     user_defined_macros=MACROS,

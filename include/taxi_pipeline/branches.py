@@ -35,3 +35,14 @@ class Branch:
     def path(self, kind: str) -> str:
         """transform_dir, model_dir, logs_dir or evaluation_dir of the branch."""
         return run_path(f"{kind}('{self.name}')")
+
+
+def selected_variants(params) -> list[str]:
+    """The variants a taxi_daily_retrain run trains: its `variants` Param, in the contract's order."""
+    from taxi_model.variants import VARIANTS
+
+    chosen = params.get("variants") or list(VARIANTS)
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}: the variants are {list(VARIANTS)}")
+    return [v for v in VARIANTS if v in chosen]

@@ -45,7 +45,14 @@ def run_in_process(dag, **kwargs):
 
 
 def common_params(min_window_rows: int) -> dict[str, Param]:
+    """Params of both DAGs. Airflow validates them against their schema when a run is triggered
+    (the UI's form and the REST API refuse a bad value), before any task runs."""
     return {
+        "window_end": Param(None, type=["null", "string"], format="date", title="Window end",
+                            description="Manual runs: the day the run's windows end (midnight UTC, e.g. 2016-01-01), "
+                                        "in place of its data interval end. It names the artifacts and the served "
+                                        "version as that window's scheduled run would. Leave empty for the data "
+                                        "interval end."),
         "min_window_rows": Param(min_window_rows, type="integer", minimum=1,
                                  description="Fewest trips each window may have to pass validation."),
         "train_steps": Param(300, type="integer", minimum=1, description="Training steps per model."),

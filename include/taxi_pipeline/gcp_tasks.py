@@ -63,11 +63,10 @@ def validate_window(**context) -> dict:
 
 
 def compare_variants(**context) -> list[dict]:
-    from taxi_model.variants import VARIANTS
-
+    from taxi_pipeline.branches import selected_variants
     from taxi_pipeline.tasks import compare_variants as compare
 
-    with local_mirror(context, reads=["validation", *_variant_reads(VARIANTS)],
+    with local_mirror(context, reads=["validation", *_variant_reads(selected_variants(context["params"]))],
                       writes=["comparison.txt", "comparison.json"]):
         return compare(**context)
 

@@ -53,18 +53,43 @@ def validate_window_artifacts(**context) -> dict:
     return reports
 
 
+SELECT_VARIANTS_DOC = """
+### select_variants
+Picks the variants this run trains, from its `variants` Param (all of them unless a manual run
+chose fewer). The variants not chosen are skipped from their transform on; compare and promote
+judge the chosen ones only.
+
+**On failure**: the Param names an unknown variant; the message lists the known ones.
+"""
+
+
+def select_variants(**context) -> list[str]:
+    """The first task of each variant the run trains (the `variants` Param); the others are skipped."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from taxi_model.variants import VARIANTS
+
+    from taxi_pipeline.branches import selected_variants
+
+    try:
+        selected = selected_variants(context["params"])
+    except ValueError as bad:
+        raise AirflowFailException(str(bad)) from bad
+    skipped = [v for v in VARIANTS if v not in selected]
+    log.info("Training %s%s", ", ".join(selected), f"; skipping {', '.join(skipped)} (the variants Param)" if skipped else "")
+    return [f"{v}.transform" for v in selected]
+
+
 def compare_variants(**context) -> list[dict]:
     """The run's comparison of its variants: one row each, logged as a table and written beside the run."""
     import json
 
-    from taxi_model.variants import VARIANTS
-
+    from taxi_pipeline.branches import selected_variants
     from taxi_pipeline.comparison import comparison_rows, format_table
     from taxi_pipeline.run_context import run_layout
     from taxi_pipeline.storage import write_text_atomically
 
     layout = run_layout(context)
-    rows = comparison_rows(layout, list(VARIANTS))
+    rows = comparison_rows(layout, selected_variants(context["params"]))
     table = format_table(rows)
     for line in table.splitlines():
         log.info(line)
@@ -74,10 +99,11 @@ def compare_variants(**context) -> list[dict]:
 
 
 def _record(layout, context, model: str, variant: str, blessing: dict) -> DeploymentRecord:
+    from taxi_pipeline.run_context import run_end
     from taxi_pipeline.serving import DeploymentRecord, version_for
 
     return DeploymentRecord(
-        model=model, version=version_for(context["data_interval_end"]), variant=variant,
+        model=model, version=version_for(run_end(context)), variant=variant,
         dag_id=layout.dag_id, run_id=layout.run_id, window=str(layout.window), source=layout.model_dir(variant),
         metrics=blessing["metrics"], reasons=blessing["reasons"])
 

@@ -47,8 +47,8 @@ def task_context(dag_run, layout) -> dict:
 def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
     dag_run, layout, states = daily_run
     assert dag_run.state == "success", states
-    assert set(states) == {"wait_for_window", "extract_window", "validate_window", "wait_for_previous_deploys",
-                           "compare_variants", "promote_champion", "data_report", "model_report"} | {
+    assert set(states) == {"wait_for_window", "extract_window", "validate_window", "select_variants",
+                           "wait_for_previous_deploys", "compare_variants", "promote_champion", "data_report", "model_report"} | {
         f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate", "check_export", "push")}
     assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
@@ -109,6 +109,32 @@ def test_redeploying_the_same_window_keeps_one_copy_and_an_unblessed_model_is_no
     finally:
         blessing.write_text(json.dumps(verdict))
     assert served_versions(model_base_path(serving_root, "taxi_coarse")) == [201601010000]
+
+
+@pytest.mark.slow
+def test_a_manual_run_trains_the_chosen_variant_on_the_chosen_window(airflow_db, sample_files, tmp_path, monkeypatch):
+    """Params of a manual run: `window_end` replaces the data interval end in the windows, the artifact
+    folder and the served version; `variants` trains one variant and skips the other."""
+    monkeypatch.setenv("TAXI_HOME", str(tmp_path / "home"))
+    load_trips(get_settings().warehouse_path, sample_files)
+
+    conf = {"window_end": "2015-07-01", "variants": ["coarse"]}
+    dag_run, layout, states = run_dag(logical_date=datetime(2016, 3, 1, tzinfo=timezone.utc), conf=conf)
+    assert dag_run.state == "success", states
+    assert {k: v for k, v in states.items() if k.startswith("standard.")} == {
+        f"standard.{step}": "skipped" for step in ("transform", "train", "evaluate", "check_export", "push")}
+    assert {states[f"coarse.{step}"] for step in ("transform", "train", "evaluate", "check_export", "push")} == {"success"}
+    assert states["compare_variants"] == states["promote_champion"] == "success"
+    assert str(layout.window) == "[2014-07-01T00:00:00+00:00, 2015-07-01T00:00:00+00:00)"
+    assert Path(layout.split_dir("train")).is_dir() and not Path(layout.variant_dir("standard")).exists()
+    comparison = json.loads(Path(layout.run_dir, "comparison.json").read_text())
+    assert [row["variant"] for row in comparison] == ["coarse"]
+    serving_root = get_settings().serving_root
+    assert served_versions(model_base_path(serving_root, "taxi_coarse")) == [201507010000]
+    assert served_versions(model_base_path(serving_root, "taxi")) == [201507010000]
+    assert not Path(model_base_path(serving_root, "taxi_standard")).exists()
+    record = json.loads(Path(model_base_path(serving_root, "taxi"), "records", "201507010000.json").read_text())
+    assert record["variant"] == "coarse" and record["window"] == str(layout.window)
 
 
 @pytest.mark.slow

@@ -5,9 +5,10 @@ import json
 from datetime import datetime, timezone
 
 import pendulum
+import pytest
 
 from taxi_pipeline.history import write_history
-from taxi_pipeline.run_context import window_plan
+from taxi_pipeline.run_context import run_end, window_plan
 from taxi_pipeline.window import Window
 
 
@@ -49,5 +50,66 @@ def test_the_evaluation_baseline_is_bounded_by_the_runs_own_served_version():
     from jinja2 import Environment
 
     template = Environment().from_string("{{ taxi_version() }}")
-    rendered = template.render(**MACROS, data_interval_end=pendulum.datetime(2016, 1, 1))
+    rendered = template.render(**MACROS, params={"window_days": 365}, data_interval_end=pendulum.datetime(2016, 1, 1))
     assert rendered == "201601010000"
+
+
+def test_a_manual_window_end_replaces_the_data_interval_end_everywhere():
+    """A manual run for 2015-07-01 is that window's run: windows, artifact folder and served version."""
+    from jinja2 import Environment
+
+    from taxi_pipeline.dag_defaults import MACROS
+
+    context = {"params": {"window_days": 365, "window_end": "2015-07-01"},
+               "data_interval_start": pendulum.datetime(2026, 11, 21), "data_interval_end": pendulum.datetime(2026, 11, 22)}
+    plan = window_plan(context)
+    assert plan.windows[""] == Window(utc(2014, 7, 1), utc(2015, 7, 1))
+    assert plan.windows["reference"] == Window(utc(2013, 7, 1), utc(2014, 7, 1))
+    assert run_end(context) == utc(2015, 7, 1)
+    rendered = Environment().from_string("{{ taxi_version() }}").render(**MACROS, **context)
+    assert rendered == "201507010000"
+    assert window_plan({**context, "params": {"window_days": 365, "window_end": None}}).windows[""].end == utc(2026, 11, 22)
+
+
+def test_a_manual_sliding_run_judges_the_calendar_month_before_its_window_end():
+    base = {"params": {"recent_days": 90, "history_start": "2013-01-01"},
+            "data_interval_start": pendulum.datetime(2026, 10, 1), "data_interval_end": pendulum.datetime(2026, 11, 1)}
+    for window_end, newest in (("2015-02-01", Window(utc(2015, 1, 1), utc(2015, 2, 1))),
+                               ("2015-01-01", Window(utc(2014, 12, 1), utc(2015, 1, 1))),
+                               ("2015-03-31", Window(utc(2015, 2, 28), utc(2015, 3, 31)))):
+        plan = window_plan({**base, "params": {**base["params"], "window_end": window_end}})
+        assert plan.windows["newest"] == newest
+        assert plan.windows["long"] == Window(utc(2013, 1, 1), newest.start)
+
+
+def test_a_history_start_after_the_judged_month_is_refused_with_the_reason():
+    context = {"params": {"recent_days": 90, "history_start": "2015-06-01", "window_end": "2015-02-01"},
+               "data_interval_start": None, "data_interval_end": None}
+    with pytest.raises(ValueError, match="history_start 2015-06-01 is not before the judged window"):
+        window_plan(context)
+
+
+def test_a_run_without_data_interval_or_window_end_says_how_to_give_one():
+    with pytest.raises(ValueError, match="set the window_end Param"):
+        run_end({"params": {"window_days": 365}, "data_interval_end": None})
+
+
+def test_the_variants_param_selects_in_the_contracts_order_and_refuses_unknown_ones():
+    from taxi_pipeline.branches import selected_variants
+
+    assert selected_variants({"variants": ["coarse", "standard"]}) == ["standard", "coarse"]
+    assert selected_variants({"variants": ["coarse"]}) == ["coarse"]
+    assert selected_variants({}) == ["standard", "coarse"]
+    with pytest.raises(ValueError, match=r"unknown variants \['fine'\]"):
+        selected_variants({"variants": ["fine"]})
+
+
+def test_select_variants_starts_the_chosen_variants_only():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from taxi_pipeline.tasks import select_variants
+
+    assert select_variants(params={"variants": ["coarse"]}) == ["coarse.transform"]
+    assert select_variants(params={"variants": ["standard", "coarse"]}) == ["standard.transform", "coarse.transform"]
+    with pytest.raises(AirflowFailException, match="unknown variants"):
+        select_variants(params={"variants": ["fine"]})
