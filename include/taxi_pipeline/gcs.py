@@ -3,12 +3,29 @@
 GCS has no directory rename, so a "directory" is published object by object in an order that keeps
 readers safe: stale objects of an earlier try are deleted, the new objects are written, and the
 `last` ones (a SavedModel's saved_model.pb, a marker) are written after all others. A single object
-write is atomic. Works against a local emulator when STORAGE_EMULATOR_HOST is set (the tests).
+write is atomic. A copy into a place that already holds some of the objects (a retry) rewrites only
+the objects whose content differs (same crc32c and size: left alone).
+
+`lock(uri)` is a lock object for writers that must not interleave (the serving root's pushes): it
+is created with the precondition `ifGenerationMatch=0`, which GCS grants to one writer only, holds
+who took it, and is released by deleting that generation; a lock older than its stale timeout (a
+holder that died) is broken. Works against a local emulator when STORAGE_EMULATOR_HOST is set (the
+tests).
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
 
 
 def is_gcs(path: str) -> bool:
@@ -48,6 +65,19 @@ def read_text(uri: str) -> str:
 def write_text(uri: str, text: str) -> None:
     """One object, written whole (GCS object writes are atomic)."""
     _blob(uri).upload_from_string(text)
+
+
+def write_text_if_changed(uri: str, text: str) -> bool:
+    """write_text unless the object already holds exactly `text` (its md5); returns whether it wrote."""
+    import base64
+    import hashlib
+
+    bucket, name = split(uri)
+    present = client().bucket(bucket).get_blob(name)
+    if present is not None and present.md5_hash == base64.b64encode(hashlib.md5(text.encode()).digest()).decode():
+        return False
+    write_text(uri, text)
+    return True
 
 
 def exists(uri: str) -> bool:
@@ -108,19 +138,39 @@ def upload_tree(local_dir: str | Path, uri: str, last: tuple[str, ...] = ()) -> 
     return names
 
 
+def _same(a, b) -> bool:
+    """Same content: GCS's crc32c (every object has one; md5 is missing on composite objects) and size."""
+    return a.crc32c is not None and a.crc32c == b.crc32c and a.size == b.size
+
+
 def copy_tree(source: str, dest: str, last: tuple[str, ...] = ()) -> list[str]:
-    """Server-side copy of a gs:// "directory" to another, with upload_tree's order and clean-up."""
+    """Server-side copy of a gs:// "directory" to another, with upload_tree's order and clean-up.
+
+    Objects already at `dest` with the source's content are not rewritten, so a retried copy writes
+    only what an earlier try did not (nothing, when it had finished). When anything at `dest`
+    changes, its `last` objects are deleted first and written again at the end: a destination is
+    never complete (has its `last` objects) while it mixes two copies. Returns the names written."""
     src_bucket, src_prefix = _prefix(source)
-    names = list_names(source)
-    if not names:
-        raise FileNotFoundError(f"nothing to copy under {source}")
-    delete_tree(dest, keep=names)
-    store = client()
     dst_bucket, dst_prefix = _prefix(dest)
+    store = client()
+    sources = {b.name[len(src_prefix):]: b for b in store.list_blobs(src_bucket, prefix=src_prefix)}
+    if not sources:
+        raise FileNotFoundError(f"nothing to copy under {source}")
+    present = {b.name[len(dst_prefix):]: b for b in store.list_blobs(dst_bucket, prefix=dst_prefix)}
+    stale = sorted(n for n in present if n not in sources)
+    changed = {n for n, b in sources.items() if n not in present or not _same(b, present[n])}
+    if not changed and not stale:
+        return []
+    final = {n for n in sources if n.rsplit("/", 1)[-1] in last}
+    for name in sorted(final & present.keys()):  # unpublished first ...
+        present[name].delete()
+    for name in stale:
+        present[name].delete()
     src, dst = store.bucket(src_bucket), store.bucket(dst_bucket)
-    for name in _ordered(names, last):
-        src.copy_blob(src.blob(src_prefix + name), dst, dst_prefix + name)
-    return names
+    written = _ordered(changed | final, last)  # ... and published again last
+    for name in written:
+        src.copy_blob(sources[name], dst, dst_prefix + name)
+    return written
 
 
 def download_tree(uri: str, local_dir: str | Path) -> list[str]:
@@ -137,3 +187,91 @@ def download_tree(uri: str, local_dir: str | Path) -> list[str]:
         names.append(relative)
     return sorted(names)
 
+
+
+# --- a lock object ---------------------------------------------------------------------------
+
+LOCK_STALE_AFTER = 15 * 60  # seconds: a lock older than this was left by a holder that died
+LOCK_POLL = 1.0
+_held = threading.local()
+
+
+class LockTimeout(TimeoutError):
+    pass
+
+
+def _holder_name() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _describe(blob) -> str:
+    try:
+        info = json.loads(blob.download_as_text())
+    except Exception:  # noqa: BLE001 - gone meanwhile, or not ours: say what is known
+        info = {}
+    since = blob.time_created.isoformat() if blob.time_created else "?"
+    return f"{info.get('holder', 'an unknown holder')} ({info.get('process', '?')}), since {since}"
+
+
+@contextlib.contextmanager
+def lock(uri: str, holder: str = "", stale_after: float = LOCK_STALE_AFTER, wait: float | None = None,
+         poll: float = LOCK_POLL) -> Iterator[None]:
+    """Hold the lock object `uri` (blocking until it is free). Re-entrant in a thread.
+
+    Taken by creating the object with `if_generation_match=0` (only one creator succeeds; the
+    object names the holder), released by deleting that generation. A lock created more than
+    `stale_after` seconds ago (by GCS's clock) is broken, by deleting the generation that was seen
+    (two waiters cannot both break it, nor break a fresh one). `wait`: give up after that many
+    seconds with LockTimeout naming the holder (None: wait until the lock is free or stale)."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    depth = getattr(_held, "depth", None)
+    if depth is None:
+        depth = _held.depth = {}
+    if depth.get(uri):
+        depth[uri] += 1
+        try:
+            yield
+        finally:
+            depth[uri] -= 1
+        return
+
+    blob = _blob(uri)
+    content = json.dumps({"holder": holder or "?", "process": _holder_name(),
+                          "acquired": datetime.now(timezone.utc).isoformat()})
+    started = time.monotonic()
+    waiting_for = None
+    while True:
+        try:
+            blob.upload_from_string(content, if_generation_match=0)
+            break
+        except PreconditionFailed:
+            pass
+        current = blob.bucket.get_blob(blob.name)
+        if current is None:
+            continue  # released meanwhile
+        age = (datetime.now(timezone.utc) - current.time_created).total_seconds() if current.time_created else 0
+        if age > stale_after:
+            log.warning("Breaking the stale lock %s (%.0f s old, older than %.0f s): held by %s",
+                        uri, age, stale_after, _describe(current))
+            with contextlib.suppress(NotFound, PreconditionFailed):
+                current.delete(if_generation_match=current.generation)
+            continue
+        if waiting_for != current.generation:
+            waiting_for = current.generation
+            log.info("Waiting for the lock %s, held by %s", uri, _describe(current))
+        if wait is not None and time.monotonic() - started >= wait:
+            raise LockTimeout(f"the lock {uri} is held by {_describe(current)}; gave up after {wait:.0f} s "
+                              f"(it is broken once older than {stale_after:.0f} s)")
+        time.sleep(poll)
+    generation = blob.generation
+    depth[uri] = 1
+    try:
+        yield
+    finally:
+        depth[uri] = 0
+        try:
+            blob.delete(if_generation_match=generation)
+        except (NotFound, PreconditionFailed):
+            log.warning("The lock %s was broken while held (older than %.0f s?): another writer may have "
+                        "interleaved", uri, stale_after)

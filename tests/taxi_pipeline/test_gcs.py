@@ -1,13 +1,13 @@
 """taxi_pipeline.gcs, gcs_serving and gcp_tasks' mirror, for real against a local GCS emulator
-(gcp-storage-emulator, in this process on a free loopback port). The client is the google
-provider's GCSHook, on a connection with anonymous credentials; STORAGE_EMULATOR_HOST points
-google-cloud-storage at the emulator. The order of writes is read from the objects' generations
-(the emulator's are nanosecond clocks, like GCS's microsecond ones)."""
+(gcp-storage-emulator, in this process on a free loopback port, with GCS's preconditions:
+tests/gcs_emulator.py). The client is the google provider's GCSHook, on a connection with
+anonymous credentials; STORAGE_EMULATOR_HOST points google-cloud-storage at the emulator. The
+order of writes is read from the objects' generations (the emulator's are nanosecond clocks, like
+GCS's microsecond ones)."""
 from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,38 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 
-PROJECT = "taxi-test"
-BUCKET = f"{PROJECT}-taxi-mlops"  # the gcp settings' default bucket for the project
-ROOT = f"gs://{BUCKET}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from gcs_emulator import BUCKET, ROOT, running
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    from gcp_storage_emulator.server import create_server
-
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "TAXI_GCP_PROJECT": PROJECT,
-           "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({
-               "conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": PROJECT}})}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with running() as server:
         yield server
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 @pytest.fixture
@@ -252,3 +227,130 @@ def test_a_gcp_task_reads_and_writes_the_runs_artifacts_through_a_local_mirror(s
     assert os.environ["TAXI_PLATFORM"] == "gcp"
     assert gcs.list_names(f"{remote.run_dir}/validation") == ["summary.txt"]
     assert gcs.read_text(f"{remote.run_dir}/comparison.txt") == "table"
+
+
+def test_the_emulator_keeps_gcs_preconditions(store):
+    """What the lock relies on (tests/gcs_emulator.py adds it to the emulator): ifGenerationMatch=0
+    creates only an absent object, a delete of another generation changes nothing."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    blob = store.bucket(BUCKET).blob("lock")
+    blob.upload_from_string("first", if_generation_match=0)
+    with pytest.raises(PreconditionFailed):
+        store.bucket(BUCKET).blob("lock").upload_from_string("second", if_generation_match=0)
+    with pytest.raises(PreconditionFailed):
+        blob.delete(if_generation_match=int(blob.generation) + 1)
+    assert store.bucket(BUCKET).blob("lock").download_as_text() == "first"
+    blob.delete(if_generation_match=blob.generation)
+    assert not store.bucket(BUCKET).blob("lock").exists()
+
+
+def test_two_concurrent_pushes_serialize_on_the_serving_roots_lock(store, exported, monkeypatch):
+    import threading
+    import time
+
+    from taxi_pipeline import gcs, gcs_serving
+
+    serving = f"{ROOT}/serving"
+    copies, copy_tree = [], gcs.copy_tree
+
+    def slow_copy(source, dest, last=()):
+        start = time.monotonic()
+        time.sleep(0.4)  # long enough for the other push to reach its copy if nothing held it back
+        names = copy_tree(source, dest, last)
+        copies.append((dest, start, time.monotonic()))
+        return names
+
+    monkeypatch.setattr(gcs, "copy_tree", slow_copy)
+    start, results = threading.Barrier(2), {}
+
+    def push(model, version, source):
+        start.wait()
+        results[model] = gcs_serving.push_model(serving, _record(source, version, model=model), poll=0.05)
+
+    threads = [threading.Thread(target=push, args=("taxi_standard", 201601010000, exported["new"])),
+               threading.Thread(target=push, args=("taxi_coarse", 201601010000, exported["old"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(r.pushed for r in results.values()) and len(results) == 2
+    (_, _, first_end), (_, second_start, _) = sorted(copies, key=lambda c: c[1])
+    assert first_end <= second_start  # one push at a time
+    config = gcs.read_text(f"{serving}/models.config")
+    assert 'name: "taxi_standard"' in config and 'name: "taxi_coarse"' in config  # neither config lost the other
+    assert not gcs.exists(gcs_serving.lock_uri(serving))  # released
+
+
+def test_a_held_lock_names_its_holder_and_a_stale_one_is_broken(store, exported, caplog):
+    import threading
+
+    from taxi_pipeline import gcs, gcs_serving
+
+    serving = f"{ROOT}/serving"
+    record = _record(exported["new"], 201601010000)
+    outcome = {}
+
+    def push_meanwhile():
+        try:
+            gcs_serving.push_model(serving, record, wait=0.5, poll=0.1)
+        except gcs.LockTimeout as error:
+            outcome["error"] = str(error)
+
+    with gcs_serving.deploy_lock(serving, holder="push of taxi version 1 (taxi_daily_retrain, manual__x)"):
+        thread = threading.Thread(target=push_meanwhile)
+        thread.start()
+        thread.join(30)
+    message = outcome["error"]
+    assert "held by push of taxi version 1 (taxi_daily_retrain, manual__x)" in message
+    assert f"pid {os.getpid()}" in message and gcs_serving.lock_uri(serving) in message
+    assert gcs.list_names(serving) == []  # the push that gave up wrote nothing
+
+    # a holder that died left its lock behind: a push breaks it once older than the stale timeout
+    gcs.write_text(gcs_serving.lock_uri(serving), json.dumps({"holder": "push of taxi_standard version 1 (dead)",
+                                                              "process": "pid 1 on gone"}))
+    with caplog.at_level("WARNING", logger="taxi_pipeline.gcs"):
+        assert gcs_serving.push_model(serving, record, stale_after=0.5, poll=0.1).pushed
+    assert "Breaking the stale lock" in caplog.text and "push of taxi_standard version 1 (dead)" in caplog.text
+    assert not gcs.exists(gcs_serving.lock_uri(serving))
+    assert gcs_serving.served_versions(f"{serving}/taxi_standard") == [201601010000]
+
+
+def test_a_retried_push_rewrites_no_identical_object(store, exported, tmp_path, monkeypatch):
+    from google.cloud.storage import Bucket
+
+    from taxi_pipeline import gcs, gcs_serving
+
+    serving = f"{ROOT}/serving"
+    record = _record(exported["new"], 201601010000)
+    assert gcs_serving.push_model(serving, record).pushed
+    before = _generations(store, "serving/")
+
+    assert gcs_serving.push_model(serving, record).pushed  # the retry
+    assert _generations(store, "serving/") == before  # not one object rewritten, models.config included
+
+    # a rerun of the window with another model for the same version: only what differs is
+    # rewritten, and saved_model.pb is gone while it is (the version is never half old, half new)
+    rerun = _saved_model(tmp_path / "rerun", "new")
+    (rerun / "variables/variables.data-00000-of-00001").write_text("rerun weights")
+    (rerun / "saved_model.pb").write_text("rerun graph")
+    source = f"{ROOT}/artifacts/taxi_daily_retrain/run=rerun/variants/standard/model"
+    gcs.upload_tree(rerun, source, last=("saved_model.pb",))
+    version = f"{serving}/taxi_standard/201601010000"
+    seen, copy_blob = [], Bucket.copy_blob
+
+    def watched(self, blob, destination_bucket, new_name=None, *args, **kwargs):
+        seen.append((new_name.rsplit("/", 1)[-1], gcs.exists(f"{version}/saved_model.pb")))
+        return copy_blob(self, blob, destination_bucket, new_name, *args, **kwargs)
+
+    monkeypatch.setattr(Bucket, "copy_blob", watched)
+    assert gcs_serving.push_model(serving, replace(record, source=source)).pushed
+    assert seen == [("variables.data-00000-of-00001", False), ("saved_model.pb", False)]
+    after = _generations(store, "serving/")
+    prefix = "taxi_standard/201601010000/"
+    for name in ("fingerprint.pb", "variables/variables.index", "assets/vocab_company.txt"):
+        assert after[prefix + name] == before[prefix + name]
+    assert after[prefix + "saved_model.pb"] > after[prefix + "variables/variables.data-00000-of-00001"] > before[prefix + "saved_model.pb"]
+    assert gcs.read_text(f"{version}/saved_model.pb") == "rerun graph"
+    assert json.loads(gcs.read_text(f"{serving}/taxi_standard/records/201601010000.json"))["source"] == source
+    assert after["models.config"] == before["models.config"]  # the same versions: the same config, left alone
