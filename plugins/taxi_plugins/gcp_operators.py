@@ -12,9 +12,11 @@ task's own context, so their XComs and extra links are the task's.
   model base path (gcs_serving.push_model), then a new version of its Vertex AI model
   (UploadModelOperator with parent_model, the prebuilt TF serving container).
 - `ChampionDeployOperator` (promote_champion): the best blessed variant is pushed as the version of
-  `taxi` labelled `stable`; the TF-Serving Deployment and Service are applied; the version is
-  uploaded to Vertex AI and deployed to the endpoint (CreateEndpointOperator the first time,
-  DeployModelOperator with the traffic split).
+  `taxi` labelled `stable` (one hold of the serving root's lock); the TF-Serving Deployment and
+  Service are applied; the version is uploaded to Vertex AI and deployed to the endpoint
+  (CreateEndpointOperator only when the endpoint does not exist, DeployModelOperator with the
+  traffic split: all the traffic to the new deployment); a retry finds the version already
+  deployed with all the traffic and deploys nothing.
 """
 from __future__ import annotations
 
@@ -163,8 +165,8 @@ class _VertexUpload(UploadModelOperator):
                                        filter=f'display_name="{display_name}"'))
         if not models:
             return None, None
-        parent = models[0].name
-        for v in hook.list_model_versions(project_id=self.project_id, region=self.region, model_id=parent.rsplit("/", 1)[-1]):
+        parent = models[0].name.rsplit("/", 1)[-1]  # the model's id: the hook makes its resource name
+        for v in hook.list_model_versions(project_id=self.project_id, region=self.region, model_id=parent):
             if f"v{version}" in v.version_aliases:
                 return parent, f"{v.name}@{v.version_id}"
         return parent, None
@@ -174,7 +176,8 @@ class _VertexUpload(UploadModelOperator):
         parent, done = self._existing(context, display_name, version)
         if done:
             self.log.info("Vertex AI model %s already has version v%s: %s", display_name, version, done)
-            VertexAIModelLink.persist(context=context, model_id=done.rsplit("/", 1)[-1].split("@")[0])
+            context["ti"].xcom_push(key="model_id", value=parent)  # as the upload does
+            VertexAIModelLink.persist(context=context, model_id=parent)
             return done
         self.model = vertex_model(display_name, artifact_uri, self.model["container_spec"]["image_uri"], version,
                                   description)
@@ -222,11 +225,6 @@ class ChampionDeployOperator(_VertexUpload):
         self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
 
     def execute(self, context):
-        from airflow.providers.google.cloud.operators.vertex_ai.endpoint_service import (
-            CreateEndpointOperator,
-            DeployModelOperator,
-        )
-        from google.api_core.exceptions import AlreadyExists
         from taxi_plugins.tf_serving import TFServingDeployOperator
 
         from taxi_pipeline import gcp_tasks, gcs_serving
@@ -240,25 +238,63 @@ class ChampionDeployOperator(_VertexUpload):
         champion = max(blessed, key=lambda r: r["auc"])
         record = _record(run_layout(context), context, CHAMPION_MODEL, champion["variant"],
                          gcp_tasks.read_blessing(context, champion["variant"]))
-        result = gcs_serving.push_model(self.serving_root, record)
-        self.log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
-        if not result.pushed:
-            raise AirflowSkipException(result.message)
-        gcs_serving.set_label(self.serving_root, CHAMPION_MODEL, STABLE_LABEL, result.version)
+        with gcs_serving.deploy_lock(self.serving_root, holder=f"promotion of {champion['variant']} ({record.run_id})"):
+            result = gcs_serving.push_model(self.serving_root, record)
+            self.log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
+            if not result.pushed:
+                raise AirflowSkipException(result.message)
+            gcs_serving.set_label(self.serving_root, CHAMPION_MODEL, STABLE_LABEL, result.version)
 
         TFServingDeployOperator(task_id=self.task_id, deployment=self.deployment, service=self.service,
                                 **self.gke).execute(context)
 
         model = self.upload(context, CHAMPION_MODEL, f"{model_base_path(self.serving_root, CHAMPION_MODEL)}/{result.version}",
                             result.version, f"champion {champion['variant']} of window {record.window}")
-        vertex = {"project_id": self.project_id, "region": self.region, "gcp_conn_id": self.gcp_conn_id}
-        try:
-            CreateEndpointOperator(task_id=self.task_id, endpoint={"display_name": CHAMPION_MODEL},
-                                   endpoint_id=self.endpoint_id, **vertex).execute(context)
-        except AlreadyExists:
-            self.log.info("Vertex AI endpoint %s exists", self.endpoint_id)
-            VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
-        DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
-                            deployed_model={**self.deployed_model, "model": model},
-                            traffic_split=self.traffic_split, **vertex).execute(context)
+        self.deploy(context, model)
         return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"], "vertex_model": model}
+
+    def deploy(self, context, model: str) -> None:
+        """Deploy `model` (a version's resource name, `<model>@<version id>`) to the endpoint with the
+        traffic split, creating the endpoint if it does not exist. Nothing is deployed when the
+        version is already deployed there with all the traffic (a retry after the deployment)."""
+        from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
+        from airflow.providers.google.cloud.operators.vertex_ai.endpoint_service import (
+            CreateEndpointOperator,
+            DeployModelOperator,
+        )
+        from google.api_core.exceptions import AlreadyExists, NotFound
+
+        from taxi_pipeline.serving import CHAMPION_MODEL
+
+        vertex = {"project_id": self.project_id, "region": self.region, "gcp_conn_id": self.gcp_conn_id,
+                  "impersonation_chain": self.impersonation_chain}
+        hook = EndpointServiceHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+        try:
+            endpoint = hook.get_endpoint(project_id=self.project_id, region=self.region, endpoint=self.endpoint_id)
+        except NotFound:
+            endpoint = None
+        if endpoint is None:
+            try:
+                CreateEndpointOperator(task_id=self.task_id, endpoint={"display_name": CHAMPION_MODEL},
+                                       endpoint_id=self.endpoint_id, **vertex).execute(context)
+            except AlreadyExists:  # created meanwhile by another run
+                endpoint = hook.get_endpoint(project_id=self.project_id, region=self.region, endpoint=self.endpoint_id)
+        if endpoint is not None:
+            self.log.info("Vertex AI endpoint %s exists", self.endpoint_id)
+            context["ti"].xcom_push(key="endpoint_id", value=self.endpoint_id)  # as the creation does
+            VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
+
+        model_name, _, version_id = model.partition("@")
+        deployed = [d for d in (endpoint.deployed_models if endpoint is not None else [])
+                    if d.model == model or (d.model.split("@")[0] == model_name and d.model_version_id == version_id)]
+        serving_all = [d for d in deployed if endpoint.traffic_split.get(d.id, 0) == 100]
+        if serving_all:
+            self.log.info("%s is already deployed to endpoint %s with all the traffic (deployed model %s)",
+                          model, self.endpoint_id, serving_all[0].id)
+            context["ti"].xcom_push(key="deployed_model_id", value=serving_all[0].id)
+        else:
+            DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
+                                deployed_model={**self.deployed_model, "model": model},
+                                traffic_split=self.traffic_split, **vertex).execute(context)
+        # (DeployModelOperator files its deployed model's id under the model link: the link is the model's)
+        VertexAIModelLink.persist(context=context, model_id=model_name.rsplit("/", 1)[-1])

@@ -1,0 +1,341 @@
+"""The gcp platform's Vertex AI flow, executed offline: the gcp DAG's `<variant>.push` and
+`promote_champion` tasks (taxi_plugins.gcp_operators), rendered for a window and run for real
+against the GCS emulator (the run's artifacts, the serving root) and a fake Vertex AI behind the
+google provider's hooks.
+
+The fake is Vertex AI's model and endpoint services as the GAPIC clients the provider's
+ModelServiceHook and EndpointServiceHook call (`get_model_service_client` /
+`get_endpoint_service_client` patched): the hooks build the requests, the fake checks them with the
+real request types of google-cloud-aiplatform (an unknown field or a malformed resource name fails)
+and answers as Vertex AI does: an upload with `parent_model` adds a version to that model, a
+deployment with the traffic split `{"0": 100}` gives the new deployed model all the traffic.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+import pytest
+from google.api_core.exceptions import AlreadyExists, InvalidArgument, NotFound
+from google.cloud.aiplatform_v1 import EndpointServiceClient, ModelServiceClient
+from google.cloud.aiplatform_v1.types import DeployedModel, Endpoint, Model, endpoint_service, model_service
+
+from gcp_dag import PROJECT, link_url, task_run
+from gcs_emulator import ROOT, running
+
+REGION = "us-central1"  # the gcp settings' default
+LOCATION = f"projects/{PROJECT}/locations/{REGION}"
+SERVING = f"{ROOT}/serving"
+TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"  # the default vertex_serving_image
+DAY1 = (datetime(2015, 12, 31, tzinfo=timezone.utc), datetime(2016, 1, 1, tzinfo=timezone.utc))
+DAY2 = (datetime(2016, 1, 1, tzinfo=timezone.utc), datetime(2016, 1, 2, tzinfo=timezone.utc))
+CONSOLE = "https://console.cloud.google.com/vertex-ai"
+
+
+class Operation:
+    """A long-running operation that is done (the hooks' wait_for_operation calls result())."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def result(self, timeout=None, polling=None, retry=None):
+        return self.response
+
+
+class FakeVertex:
+    def __init__(self):
+        self.models: dict[str, dict] = {}  # model id -> {"display_name", "versions": [Model]}
+        self.endpoints: dict[str, dict] = {}  # endpoint id -> {"display_name", "deployed": [DeployedModel], "traffic"}
+        self.calls: list[tuple[str, object]] = []
+        self._ids = iter(range(4000, 5000))
+
+    def _model_id(self, name: str) -> str:
+        match = re.fullmatch(rf"{LOCATION}/models/(\d+)", name)
+        if not match or match.group(1) not in self.models:
+            raise NotFound(f"Model {name} not found")
+        return match.group(1)
+
+
+class ModelClient:
+    common_location_path = staticmethod(ModelServiceClient.common_location_path)
+    model_path = staticmethod(ModelServiceClient.model_path)
+
+    def __init__(self, vertex: FakeVertex):
+        self.vertex = vertex
+
+    def list_models(self, request, **kwargs):
+        request = model_service.ListModelsRequest(request)
+        self.vertex.calls.append(("list_models", request))
+        assert request.parent == LOCATION
+        wanted = re.fullmatch(r'display_name="([^"]+)"', request.filter).group(1)
+        return [Model(name=f"{LOCATION}/models/{i}", display_name=m["display_name"])
+                for i, m in self.vertex.models.items() if m["display_name"] == wanted]
+
+    def list_model_versions(self, request, **kwargs):
+        request = model_service.ListModelVersionsRequest(request)
+        self.vertex.calls.append(("list_model_versions", request))
+        return list(self.vertex.models[self.vertex._model_id(request.name)]["versions"])
+
+    def upload_model(self, request, **kwargs):
+        request = model_service.UploadModelRequest(request)
+        self.vertex.calls.append(("upload_model", request))
+        assert request.parent == LOCATION
+        if request.parent_model:
+            model_id = self.vertex._model_id(request.parent_model)
+        else:
+            model_id = str(next(self.vertex._ids))
+            self.vertex.models[model_id] = {"display_name": request.model.display_name, "versions": []}
+        versions = self.vertex.models[model_id]["versions"]
+        taken = {a for v in versions for a in v.version_aliases}
+        if taken & set(request.model.version_aliases):
+            raise InvalidArgument(f"aliases {sorted(taken & set(request.model.version_aliases))} are taken")
+        version = Model(request.model)
+        version.name, version.version_id = f"{LOCATION}/models/{model_id}", str(len(versions) + 1)
+        versions.append(version)
+        return Operation(model_service.UploadModelResponse(model=version.name, model_version_id=version.version_id))
+
+
+class EndpointClient:
+    common_location_path = staticmethod(EndpointServiceClient.common_location_path)
+    endpoint_path = staticmethod(EndpointServiceClient.endpoint_path)
+
+    def __init__(self, vertex: FakeVertex):
+        self.vertex = vertex
+
+    def _endpoint(self, name: str) -> tuple[str, dict]:
+        endpoint_id = name.rsplit("/", 1)[-1]
+        if name != f"{LOCATION}/endpoints/{endpoint_id}" or endpoint_id not in self.vertex.endpoints:
+            raise NotFound(f"Endpoint {name} not found")
+        return endpoint_id, self.vertex.endpoints[endpoint_id]
+
+    def _proto(self, endpoint_id: str) -> Endpoint:
+        e = self.vertex.endpoints[endpoint_id]
+        return Endpoint(name=f"{LOCATION}/endpoints/{endpoint_id}", display_name=e["display_name"],
+                        deployed_models=e["deployed"], traffic_split=e["traffic"])
+
+    def get_endpoint(self, request, **kwargs):
+        request = endpoint_service.GetEndpointRequest(request)
+        self.vertex.calls.append(("get_endpoint", request))
+        return self._proto(self._endpoint(request.name)[0])
+
+    def create_endpoint(self, request, **kwargs):
+        request = endpoint_service.CreateEndpointRequest(request)
+        self.vertex.calls.append(("create_endpoint", request))
+        assert request.parent == LOCATION
+        # a user-chosen numeric id: up to 9 digits, no leading zero (the API's rule)
+        assert re.fullmatch(r"[1-9][0-9]{0,8}", request.endpoint_id), request.endpoint_id
+        if request.endpoint_id in self.vertex.endpoints:
+            raise AlreadyExists(f"Endpoint {request.endpoint_id} already exists")
+        self.vertex.endpoints[request.endpoint_id] = {"display_name": request.endpoint.display_name,
+                                                      "deployed": [], "traffic": {}}
+        return Operation(self._proto(request.endpoint_id))
+
+    def deploy_model(self, request, **kwargs):
+        request = endpoint_service.DeployModelRequest(request)
+        self.vertex.calls.append(("deploy_model", request))
+        endpoint_id, endpoint = self._endpoint(request.endpoint)
+        model, _, version_id = request.deployed_model.model.partition("@")
+        versions = self.vertex.models[self.vertex._model_id(model)]["versions"]
+        assert version_id in {v.version_id for v in versions}, request.deployed_model.model
+        deployed = DeployedModel(request.deployed_model)
+        deployed.id, deployed.model_version_id = str(next(self.vertex._ids)), version_id
+        split = dict(request.traffic_split)
+        assert sum(split.values()) == 100 and set(split) <= {"0", *(d.id for d in endpoint["deployed"])}
+        endpoint["deployed"].append(deployed)
+        if split:
+            endpoint["traffic"] = {(deployed.id if k == "0" else k): v for k, v in split.items()}
+        return Operation(endpoint_service.DeployModelResponse(deployed_model=deployed))
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def gcp(emulator, monkeypatch):
+    """TAXI_PLATFORM=gcp on an empty bucket, a fake Vertex AI behind the hooks, TF-Serving's apply recorded."""
+    from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
+    from airflow.providers.google.cloud.hooks.vertex_ai.model_service import ModelServiceHook
+    from taxi_plugins.tf_serving import TFServingDeployOperator
+
+    emulator.wipe(keep_buckets=True)
+    monkeypatch.setenv("TAXI_PLATFORM", "gcp")
+    vertex = FakeVertex()
+    regions = []
+
+    def client(kind):
+        def get(self, region=None):
+            regions.append(region)
+            return kind(vertex)
+        return get
+
+    monkeypatch.setattr(ModelServiceHook, "get_model_service_client", client(ModelClient))
+    monkeypatch.setattr(EndpointServiceHook, "get_endpoint_service_client", client(EndpointClient))
+    vertex.tf_serving = []
+    monkeypatch.setattr(TFServingDeployOperator, "execute",
+                        lambda self, context: vertex.tf_serving.append((self.deployment, self.service)))
+    yield vertex
+    assert set(regions) <= {REGION}
+
+
+def _artifacts(context, aucs: dict[str, float], blessed: tuple[str, ...] = ("standard", "coarse")) -> None:
+    """What the run's earlier tasks leave in GCS: each variant's SavedModel, blessing and export check,
+    and the comparison of the variants."""
+    from taxi_pipeline import gcs
+    from taxi_pipeline.run_context import run_layout
+
+    layout = run_layout(context)
+    assert layout.run_dir.startswith(f"{ROOT}/artifacts/taxi_daily_retrain/")
+    for variant, auc in aucs.items():
+        for name in ("variables/variables.index", "variables/variables.data-00000-of-00001", "saved_model.pb"):
+            gcs.write_text(f"{layout.model_dir(variant)}/{name}", f"{variant} {context['run_id']} {name}")
+        ok = variant in blessed
+        gcs.write_text(f"{layout.evaluation_dir(variant)}/blessing.json", json.dumps(
+            {"blessed": ok, "reasons": [] if ok else ["AUC below 0.88"], "metrics": {"auc": auc}, "baseline": None}))
+        gcs.write_text(f"{layout.export_check_dir(variant)}/report.json", json.dumps({"servable": True, "reasons": []}))
+    gcs.write_text(f"{layout.run_dir}/comparison.json", json.dumps(
+        [{"variant": v, "auc": a, "blessed": v in blessed} for v, a in aucs.items()]))
+
+
+def _push(window, try_number=1, variant="standard"):
+    task, context = task_run("taxi_daily_retrain", f"{variant}.push", *window, try_number=try_number)
+    return task, context, task.execute(context)
+
+
+def _calls(vertex, method):
+    return [request for name, request in vertex.calls if name == method]
+
+
+def test_push_uploads_the_pushed_version_as_a_new_vertex_model_and_a_retry_reuses_it(gcp):
+    from airflow.providers.google.cloud.links.vertex_ai import VertexAIModelLink
+
+    from taxi_pipeline import gcs, gcs_serving
+
+    _, context = task_run("taxi_daily_retrain", "standard.push", *DAY1)
+    _artifacts(context, {"standard": 0.95, "coarse": 0.93})
+    task, context, result = _push(DAY1)
+
+    # the version is in the serving root first, then uploaded from there
+    artifact_uri = f"{SERVING}/taxi_standard/201601010000"
+    assert gcs_serving.served_versions(f"{SERVING}/taxi_standard") == [201601010000]
+    assert gcs.read_text(f"{artifact_uri}/saved_model.pb").startswith("standard scheduled__2016-01-01")
+    (upload,) = _calls(gcp, "upload_model")
+    assert upload.parent_model == ""  # the first version: a new model
+    model = upload.model
+    assert model.display_name == "taxi_standard" and model.artifact_uri == artifact_uri
+    assert model.container_spec.image_uri == TF_IMAGE
+    assert list(model.version_aliases) == ["v201601010000"]
+    assert dict(model.labels) == {"taxi-model": "taxi-standard", "taxi-version": "201601010000"}
+    (model_id,) = gcp.models
+    assert result == f"{LOCATION}/models/{model_id}@1"
+    ti = context["ti"]
+    assert ti.xcoms["model_id"] == model_id
+    assert link_url(task, VertexAIModelLink, ti) == (
+        f"{CONSOLE}/models/locations/{REGION}/models/{model_id}/versions/default/properties?project={PROJECT}")
+
+    # the retry (the upload's operation outlived the try): the version is found by its alias, not uploaded twice
+    retry, retry_context, again = _push(DAY1, try_number=2)
+    assert again == result and len(_calls(gcp, "upload_model")) == 1
+    assert retry_context["ti"].xcoms["model_id"] == model_id
+    assert link_url(retry, VertexAIModelLink, retry_context["ti"]) == link_url(task, VertexAIModelLink, ti)
+
+
+def test_a_later_window_is_a_new_version_of_the_same_vertex_model(gcp):
+    for window in (DAY1, DAY2):
+        _, context = task_run("taxi_daily_retrain", "standard.push", *window)
+        _artifacts(context, {"standard": 0.95, "coarse": 0.93})
+        *_, result = _push(window)
+    (model_id,) = gcp.models  # one model, two versions
+    first, second = _calls(gcp, "upload_model")
+    # parent_model: the model's resource name (the hook builds it from the id the operator passes)
+    assert second.parent_model == f"{LOCATION}/models/{model_id}"
+    assert second.model.artifact_uri == f"{SERVING}/taxi_standard/201601020000"
+    assert list(second.model.version_aliases) == ["v201601020000"]
+    assert [v.version_id for v in gcp.models[model_id]["versions"]] == ["1", "2"]
+    assert result == f"{LOCATION}/models/{model_id}@2"
+
+
+def test_an_unblessed_variant_is_neither_pushed_nor_uploaded(gcp):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from taxi_pipeline import gcs
+
+    _, context = task_run("taxi_daily_retrain", "coarse.push", *DAY1)
+    _artifacts(context, {"standard": 0.95, "coarse": 0.81}, blessed=("standard",))
+    with pytest.raises(AirflowSkipException, match="coarse was not blessed.*AUC below 0.88"):
+        _push(DAY1, variant="coarse")
+    assert gcp.calls == [] and gcs.list_names(SERVING) == []
+
+
+def _promote(window, try_number=1):
+    task, context = task_run("taxi_daily_retrain", "promote_champion", *window, try_number=try_number)
+    return task, context, task.execute(context)
+
+
+def test_promote_creates_the_endpoint_once_and_gives_the_champion_all_the_traffic(gcp):
+    from airflow.providers.google.cloud.links.vertex_ai import VertexAIEndpointLink, VertexAIModelLink
+
+    from taxi_pipeline import gcs_serving
+
+    _, context = task_run("taxi_daily_retrain", "promote_champion", *DAY1)
+    _artifacts(context, {"standard": 0.93, "coarse": 0.95})
+    task, context, result = _promote(DAY1)
+
+    # the champion (the blessed variant with the best AUC) is version 201601010000 of `taxi`, labelled stable
+    assert result["variant"] == "coarse" and result["version"] == 201601010000
+    assert gcs_serving.read_labels(SERVING, "taxi") == {"stable": 201601010000}
+    assert len(gcp.tf_serving) == 1  # the TF-Serving Deployment and Service applied
+    (upload,) = _calls(gcp, "upload_model")
+    assert upload.model.display_name == "taxi" and upload.model.artifact_uri == f"{SERVING}/taxi/201601010000"
+    assert upload.model.container_spec.image_uri == TF_IMAGE
+    (model_id,) = gcp.models
+    assert result["vertex_model"] == f"{LOCATION}/models/{model_id}@1"
+
+    (create,) = _calls(gcp, "create_endpoint")
+    assert create.endpoint_id == "1716" and create.endpoint.display_name == "taxi"
+    (deploy,) = _calls(gcp, "deploy_model")
+    assert deploy.endpoint == f"{LOCATION}/endpoints/1716"
+    assert deploy.deployed_model.model == f"{LOCATION}/models/{model_id}@1"
+    assert deploy.deployed_model.dedicated_resources.machine_spec.machine_type == "n1-standard-2"
+    assert dict(deploy.traffic_split) == {"0": 100}
+    (deployed,) = gcp.endpoints["1716"]["deployed"]
+    assert gcp.endpoints["1716"]["traffic"] == {deployed.id: 100}
+
+    ti = context["ti"]
+    assert ti.xcoms["endpoint_id"] == "1716" and ti.xcoms["deployed_model_id"] == deployed.id
+    assert link_url(task, VertexAIEndpointLink, ti) == f"{CONSOLE}/locations/{REGION}/endpoints/1716?project={PROJECT}"
+    # the model link is the model's page (not the deployed model's id, which DeployModelOperator files there)
+    assert link_url(task, VertexAIModelLink, ti) == (
+        f"{CONSOLE}/models/locations/{REGION}/models/{model_id}/versions/default/properties?project={PROJECT}")
+
+    # a retry: the endpoint exists, the version is uploaded and deployed with all the traffic: nothing is redone
+    retry, retry_context, again = _promote(DAY1, try_number=2)
+    assert again == result
+    assert [len(_calls(gcp, m)) for m in ("upload_model", "create_endpoint", "deploy_model")] == [1, 1, 1]
+    assert retry_context["ti"].xcoms["deployed_model_id"] == deployed.id
+    assert link_url(retry, VertexAIEndpointLink, retry_context["ti"]) == link_url(task, VertexAIEndpointLink, ti)
+
+    # the next day's champion: the endpoint is reused, the new version takes all the traffic
+    _, context = task_run("taxi_daily_retrain", "promote_champion", *DAY2)
+    _artifacts(context, {"standard": 0.96, "coarse": 0.95})
+    _, _, day2 = _promote(DAY2)
+    assert day2["variant"] == "standard" and day2["vertex_model"] == f"{LOCATION}/models/{model_id}@2"
+    assert len(_calls(gcp, "create_endpoint")) == 1
+    assert _calls(gcp, "upload_model")[-1].parent_model == f"{LOCATION}/models/{model_id}"
+    old, new = gcp.endpoints["1716"]["deployed"]
+    assert new.model == f"{LOCATION}/models/{model_id}@2"
+    assert gcp.endpoints["1716"]["traffic"] == {new.id: 100}  # the previous champion keeps none
+    assert gcs_serving.read_labels(SERVING, "taxi") == {"stable": 201601020000}
+
+
+def test_promote_skips_when_no_variant_was_blessed(gcp):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    _, context = task_run("taxi_daily_retrain", "promote_champion", *DAY1)
+    _artifacts(context, {"standard": 0.8, "coarse": 0.81}, blessed=())
+    with pytest.raises(AirflowSkipException, match="no variant was blessed"):
+        _promote(DAY1)
+    assert gcp.calls == [] and gcp.tf_serving == []
