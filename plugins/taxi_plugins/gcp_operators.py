@@ -6,8 +6,9 @@ task's own context, so their XComs and extra links are the task's.
   (include/taxi_pipeline/sql/window.sql, as BigQuery runs it) with BigQueryInsertJobOperator into
   `<dataset>.<dag>__<window key>__<name>_<split>`, then BigQueryToGCSOperator into the run's layout.
   Job ids are deterministic per run, window and split (the provider adds a hash of the job's
-  configuration), and a retry reattaches to a job of an earlier try, running or done, instead of
-  running it twice.
+  configuration), and a retry finds the jobs of earlier tries by those ids: a finished one is
+  reused (its table or files are there), a running one is waited on, a failed one is run again as
+  `<id>_r<n>`. An export that runs again first deletes its split's part files of an earlier try.
 - `VertexPushOperator` (<variant>.push): a blessed model becomes the run's version under the GCS
   model base path (gcs_serving.push_model), then a new version of its Vertex AI model
   (UploadModelOperator with parent_model, the prebuilt TF serving container).
@@ -24,9 +25,11 @@ import hashlib
 from typing import Sequence
 
 from airflow.providers.google.cloud.links.vertex_ai import VertexAIEndpointLink, VertexAIModelLink
+from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
 from airflow.providers.google.cloud.operators.dataflow import DataflowConfiguration
 from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartPodOperator
 from airflow.providers.google.cloud.operators.vertex_ai.model_service import UploadModelOperator
+from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -115,30 +118,88 @@ class WindowExtractOperator(BaseOperator):
         return jobs
 
     def execute(self, context) -> dict:
-        from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
-        from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
+        from airflow.sdk.exceptions import AirflowException
+        from google.api_core.exceptions import GoogleAPICallError
 
         from taxi_pipeline import gcs
-        from taxi_pipeline.run_context import run_layout
 
-        reattach = {"PENDING", "RUNNING", "DONE"}
         rows: dict[str, dict[str, int]] = {}
-        data_dir = run_layout(context).data_dir
-        gcs.delete_tree(data_dir)  # an earlier try's part files never mix with this try's
+        # the labels BigQueryInsertJobOperator gives its jobs, on the exports too
+        labels = {"airflow-dag": self.dag_id.lower(), "airflow-task": self.task_id.lower().replace(".", "-")}
         for job in self.jobs(context):
             common = {"project_id": self.project_id, "location": self.location, "gcp_conn_id": self.gcp_conn_id,
-                      "reattach_states": reattach, "force_rerun": False}
-            query = BigQueryInsertJobOperator(task_id=self.task_id, **job["query"], **common)
-            query.execute(context)
-            export = BigQueryToGCSOperator(task_id=self.task_id, export_format="CSV", print_header=True,
-                                           **job["export"], **common)
-            export.execute(context)
-            table = query.hook.get_client(project_id=self.project_id, location=self.location).get_table(
-                job["export"]["source_project_dataset_table"])
-            rows.setdefault(job["window"], {})[job["split"]] = table.num_rows
-            self.log.info("Window %s, %s split: %s rows -> %s", job["window"], job["split"], table.num_rows,
-                          job["export"]["destination_cloud_storage_uris"][0])
+                      "force_rerun": False}
+            table = job["export"]["source_project_dataset_table"]
+            part_files = job["export"]["destination_cloud_storage_uris"][0]
+            # durable=False: the provider's durable mode keeps one job id per task in task_state_store,
+            # and this task runs eight jobs; the deterministic ids do the reattaching instead
+            query = _ReattachingQuery(task_id=self.task_id, durable=False, **job["query"], **common)
+            export = _ReattachingExport(task_id=self.task_id, export_format="CSV", print_header=True,
+                                        before_new_job=lambda p=part_files: gcs.delete_tree(p.rsplit("/", 1)[0]),
+                                        labels=labels, **job["export"], **common)
+            query.parent_dag_id = export.parent_dag_id = self.dag_id
+            try:
+                query.execute(context)
+                export.execute(context)
+            except (AirflowException, GoogleAPICallError) as error:
+                raise AirflowException(
+                    f"extract_window: the {job['window']} window's {job['split']} split failed in BigQuery "
+                    f"(query into {table}, then export to {part_files}): {error}") from error
+            count = query.hook.get_client(project_id=self.project_id, location=self.location).get_table(table).num_rows
+            rows.setdefault(job["window"], {})[job["split"]] = count
+            self.log.info("Window %s, %s split: %s rows -> %s", job["window"], job["split"], count, part_files)
         return rows
+
+
+class _EarlierJobs:
+    """Submission that looks for the job of an earlier try under the deterministic id first: a
+    finished job is reused, a running one reattached to, a failed one replaced by `<id>_r<n>`.
+    `parent_dag_id`: the DAG of the task that runs the operator (built outside the DAG, it would
+    label its jobs `airflow-dag: adhoc_<owner>`)."""
+
+    parent_dag_id: str | None = None
+
+    @property
+    def dag_id(self) -> str:
+        return self.parent_dag_id or super().dag_id
+
+    def _earlier_or_new(self, hook, job_id: str, submit, before_new_job=None):
+        from google.api_core.exceptions import NotFound
+
+        candidate, attempt = job_id, 0
+        while True:
+            try:
+                job = hook.get_job(job_id=candidate, project_id=self.project_id, location=self.location)
+            except NotFound:
+                if before_new_job:
+                    before_new_job()
+                return submit(candidate)
+            if job.state != "DONE":
+                self.log.info("Reattaching to BigQuery job %s of an earlier try (%s)", candidate, job.state)
+                return job
+            if not job.error_result:
+                self.log.info("BigQuery job %s of an earlier try is done: reused", candidate)
+                return job
+            attempt += 1
+            self.log.info("BigQuery job %s of an earlier try failed (%s): running it again as %s_r%s",
+                          candidate, job.error_result, job_id, attempt)
+            candidate = f"{job_id}_r{attempt}"
+
+
+class _ReattachingQuery(_EarlierJobs, BigQueryInsertJobOperator):
+    def _submit_job(self, hook, job_id):
+        return self._earlier_or_new(hook, job_id, lambda i: super(_ReattachingQuery, self)._submit_job(hook, i))
+
+
+class _ReattachingExport(_EarlierJobs, BigQueryToGCSOperator):
+    def __init__(self, *, before_new_job=None, **kwargs):
+        super().__init__(**kwargs)
+        self.before_new_job = before_new_job
+
+    def _submit_job(self, hook, job_id, configuration):
+        return self._earlier_or_new(
+            hook, job_id, lambda i: super(_ReattachingExport, self)._submit_job(hook, i, configuration),
+            self.before_new_job)
 
 
 def vertex_model(display_name: str, artifact_uri: str, image: str, version: int, description: str) -> dict:
