@@ -38,7 +38,7 @@ with DAG(
     default_args=DEFAULT_ARGS,
     deadline=run_deadline("taxi_daily_retrain", hours=8),
     params={
-        "window_days": Param(365, type="integer", minimum=1, maximum=3650,
+        "window_days": Param(365, title="Window days", type="integer", minimum=1, maximum=3650,
                              description="Days of trips before the run's window end to train on."),
         "variants": Param(list(VARIANTS), type="array", items={"type": "string", "enum": list(VARIANTS)},
                           minItems=1, uniqueItems=True, examples=list(VARIANTS), title="Variants",

@@ -42,9 +42,9 @@ with DAG(
     default_args=DEFAULT_ARGS,
     deadline=run_deadline("taxi_sliding_window", hours=12),
     params={
-        "recent_days": Param(90, type="integer", minimum=7, maximum=3650,
+        "recent_days": Param(90, title="Recent days", type="integer", minimum=7, maximum=3650,
                              description="Days before the evaluated month that the recent model trains on."),
-        "history_start": Param("2013-01-01", type="string", format="date",
+        "history_start": Param("2013-01-01", title="History start", type="string", format="date",
                                description="First day the long-window model trains on."),
         "variant": Param("standard", type="string", enum=list(VARIANTS), title="Variant",
                          description="The preprocessing variant both models use."),

@@ -53,11 +53,11 @@ def common_params(min_window_rows: int) -> dict[str, Param]:
                                         "in place of its data interval end. It names the artifacts and the served "
                                         "version as that window's scheduled run would. Leave empty for the data "
                                         "interval end."),
-        "min_window_rows": Param(min_window_rows, type="integer", minimum=1,
+        "min_window_rows": Param(min_window_rows, title="Min window rows", type="integer", minimum=1,
                                  description="Fewest trips each window may have to pass validation."),
-        "train_steps": Param(300, type="integer", minimum=1, description="Training steps per model."),
-        "eval_steps": Param(50, type="integer", minimum=1, description="Evaluation steps during training."),
-        "workers": Param(2, type="integer", minimum=1, maximum=16,
+        "train_steps": Param(300, title="Train steps", type="integer", minimum=1, description="Training steps per model."),
+        "eval_steps": Param(50, title="Eval steps", type="integer", minimum=1, description="Evaluation steps during training."),
+        "workers": Param(2, title="Workers", type="integer", minimum=1, maximum=16,
                          description="Worker replicas of the TFJob that trains each model (gcp platform; "
                                      "the local platform trains in one process)."),
     }

@@ -62,6 +62,7 @@ def test_every_param_is_described_and_refuses_a_bad_value(dagbag):
         assert {"window_end", "train_steps", "min_window_rows"} <= set(params), dag_id
         for name in params:
             assert params.get_param(name).description, f"{dag_id} Param {name} has no description"
+            assert params.get_param(name).schema.get("title"), f"{dag_id} Param {name} has no title for the form"
         assert params.validate()["window_end"] is None  # scheduled runs: the data interval end
         for name, values in BAD_PARAMS.items():
             if name not in params:

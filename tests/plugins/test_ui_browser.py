@@ -234,3 +234,23 @@ def test_a_rollback_run_is_idempotent_and_shows_the_served_model(page, airflow_u
     served = open_link(page, run_url, "roll_back", "Served model")
     assert f"newest <b>{version}</b>" in served.content()
     served.screenshot(path=str(SCREENSHOTS / "served_model.png"))
+
+
+def test_the_trigger_form_offers_the_params_and_a_bad_value_is_refused(page, airflow_ui):
+    page.goto(f"{airflow_ui['url']}/dags/{DAG_ID}")
+    page.get_by_role("button", name=re.compile(r"^\s*Trigger", re.I)).first.click()
+    dialog = page.get_by_role("dialog").first
+    dialog.get_by_text("Run Parameters").first.wait_for()
+    form = dialog.inner_text()
+    for label in ("Window end", "Window days", "Variants", "Train steps", "Manual runs: the day the run's windows end"):
+        assert label in form, form
+    shot(page, "trigger_form")
+    page.keyboard.press("Escape")
+
+    before = len(runs_of(DAG_ID, airflow_ui["env"]))
+    refused = subprocess.run([sys.executable, "-m", "airflow", "dags", "trigger", DAG_ID,
+                              "--conf", json.dumps({"window_end": "yesterday"})],
+                             env=airflow_ui["env"], capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "'yesterday' is not a 'date'" in refused.stdout + refused.stderr
+    assert len(runs_of(DAG_ID, airflow_ui["env"])) == before  # refused before a run existed
