@@ -48,6 +48,10 @@ SLICES = ((), ("trip_start_hour",), ("company",), ("trip_start_day", "trip_start
 METRICS = ("ExampleCount", "BinaryAccuracy", "AUC", "Precision", "Recall", "Calibration",
            "CalibrationPlot", "ConfusionMatrixPlot")
 AUC, ACCURACY = "auc", "binary_accuracy"
+# AUC from 1,000 thresholds, not TFMA's default 10,000: its cost is a pure-Python pass over that many
+# buckets for every slice and model (most of an evaluation's time), and at 1,000 the AUC moves by
+# less than 0.001 on the sample, a tenth of the blessing's tolerance.
+METRIC_CONFIGS = {"AUC": '"num_thresholds": 1000'}
 log = logging.getLogger("taxi_model.evaluate")
 
 
@@ -96,7 +100,7 @@ def eval_config(policy: BlessingPolicy, accuracy_bar: float, with_baseline: bool
         value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": accuracy_bar}))
     metrics = []
     for name in METRICS:
-        metric = config_pb2.MetricConfig(class_name=name)
+        metric = config_pb2.MetricConfig(class_name=name, config=METRIC_CONFIGS.get(name, ""))
         gate = {"AUC": auc_threshold, "BinaryAccuracy": accuracy_threshold}.get(name)
         if gate is not None:  # gate only the overall slice
             metric.per_slice_thresholds.append(config_pb2.PerSliceMetricThreshold(slicing_specs=overall, threshold=gate))
