@@ -8,7 +8,8 @@ from taxi_pipeline.reports import html as h
 from taxi_pipeline.reports import io
 
 CANDIDATE, BASELINE = "candidate", "baseline"
-OVERALL_METRICS = ("example_count", "auc", "binary_accuracy", "precision", "recall", "calibration", "loss")
+OVERALL_METRICS = ("example_count", "auc", "binary_accuracy", "precision", "recall", "calibration",
+                   "binary_crossentropy")
 TOP_COMPANIES = 10
 DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")  # trip_start_day 1..7 (BigQuery DAYOFWEEK)
 COLORS = {CANDIDATE: "#2f6fb3", BASELINE: "#7f8c9a"}
