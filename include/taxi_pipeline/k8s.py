@@ -1,7 +1,8 @@
-"""The gcp platform's Kubernetes objects, built as plain dicts (rendered to YAML for the operators).
+"""The gcp platform's Kubernetes objects, as plain dicts (rendered to YAML for the operators).
 
 - `tfjob()`: a Kubeflow TFJob (kubeflow.org/v1) of Worker replicas running a module of the runtime
-  image; the training operator sets TF_CONFIG in each replica, and the trainer uses
+  image, built from the Kubeflow training SDK's models (kubeflow-training) and the kubernetes
+  client's; the training operator sets TF_CONFIG in each replica, and the trainer uses
   MultiWorkerMirroredStrategy when it names several workers (no PS: that strategy has none).
 - `tf_serving_deployment()` / `tf_serving_service()`: tensorflow/serving reading the models.config
   of the GCS serving root (the same file the push writes), gRPC 8500 and REST 8501, ready when the
@@ -9,9 +10,8 @@
 
 Every pod runs as a non-root user with a read-only root filesystem, no privilege escalation, no
 capabilities and the runtime's default seccomp profile; the only writable path is an emptyDir /tmp.
-`TFJOB_SCHEMA` is the TFJob CRD's spec as a JSON schema (the fields of kubeflow.org/v1 TFJobSpec,
-ReplicaSpec and RunPolicy), for validating what we create; pod templates are validated as Pods
-with kubernetes-validate in the tests.
+`check_tfjob()` reads a rendered manifest back into the SDK's TFJob model, for validating what we
+create (pod templates are validated as Pods with kubernetes-validate in the tests).
 """
 from __future__ import annotations
 
@@ -47,21 +47,30 @@ def _tmp_volume() -> tuple[list[dict], list[dict]]:
 
 
 def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_account: str,
-                     resources: dict, container_name: str = "tensorflow") -> dict:
-    """A pod spec running `python -m <module> <arguments>` in the runtime image."""
-    volumes, mounts = _tmp_volume()
-    return {
-        "serviceAccountName": service_account,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "fsGroup": RUNTIME_UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": container_name, "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "-m", module], "args": [str(a) for a in arguments],
-            "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TF_USE_LEGACY_KERAS", "value": "1"}],
-            "resources": resources, "securityContext": security_context(RUNTIME_UID), "volumeMounts": mounts,
-        }],
-        "volumes": volumes,
-    }
+                     resources: dict, container_name: str = "tensorflow"):
+    """A pod spec (kubernetes.client V1PodSpec) running `python -m <module> <arguments>` in the runtime image;
+    its security contexts are `security_context(RUNTIME_UID)` and the pod's non-root, seccomp one."""
+    from kubernetes.client import models as k8s
+
+    return k8s.V1PodSpec(
+        service_account_name=service_account,
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True, run_as_user=RUNTIME_UID, fs_group=RUNTIME_UID,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
+        containers=[k8s.V1Container(
+            name=container_name, image=image, image_pull_policy="IfNotPresent",
+            command=["python", "-m", module], args=[str(a) for a in arguments],
+            env=[k8s.V1EnvVar(name="HOME", value="/tmp"), k8s.V1EnvVar(name="TF_USE_LEGACY_KERAS", value="1")],
+            resources=k8s.V1ResourceRequirements(requests=resources.get("requests"), limits=resources.get("limits")),
+            security_context=k8s.V1SecurityContext(
+                run_as_non_root=True, run_as_user=RUNTIME_UID, run_as_group=RUNTIME_UID,
+                allow_privilege_escalation=False, read_only_root_filesystem=True,
+                capabilities=k8s.V1Capabilities(drop=["ALL"]),
+                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
+            volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        )],
+        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+    )
 
 
 TRAIN_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
@@ -69,26 +78,108 @@ TRAIN_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": 
 
 def tfjob(*, name: str, namespace: str, image: str, arguments: list[str], service_account: str,
           workers: int | str, labels: dict[str, str], resources: dict = TRAIN_RESOURCES) -> dict:
-    """A TFJob with `workers` Worker replicas (an int, or a template such as "{{ params.workers }}")."""
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "TFJob",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 2, "activeDeadlineSeconds": 6 * 3600},
-            "tfReplicaSpecs": {
-                "Worker": {
-                    "replicas": workers,
-                    "restartPolicy": "OnFailure",
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": runtime_pod_spec(image=image, module="taxi_model.trainer", arguments=arguments,
-                                                 service_account=service_account, resources=resources),
-                    },
-                },
-            },
-        },
-    }
+    """A TFJob with `workers` Worker replicas (an int, or a template such as "{{ params.workers }}",
+    which the model keeps as it is: the caller makes it a bare number in the YAML), as a plain dict."""
+    from kubeflow.training import ApiClient
+    from kubeflow.training import models as kf
+    from kubernetes.client import models as k8s
+
+    job = kf.KubeflowOrgV1TFJob(
+        api_version="kubeflow.org/v1", kind="TFJob",
+        metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
+        spec=kf.KubeflowOrgV1TFJobSpec(
+            run_policy=kf.KubeflowOrgV1RunPolicy(clean_pod_policy="Running", backoff_limit=2,
+                                                 active_deadline_seconds=6 * 3600),
+            tf_replica_specs={
+                "Worker": kf.KubeflowOrgV1ReplicaSpec(
+                    replicas=workers, restart_policy="OnFailure",
+                    template=k8s.V1PodTemplateSpec(
+                        metadata=k8s.V1ObjectMeta(labels=labels),
+                        spec=runtime_pod_spec(image=image, module="taxi_model.trainer", arguments=arguments,
+                                              service_account=service_account, resources=resources))),
+            }))
+    return ApiClient().sanitize_for_serialization(job)
+
+
+WORKERS_TEMPLATE = "{{ params.workers }}"
+
+
+def tfjob_yaml(manifest: dict) -> str:
+    """The manifest as the operator's YAML (JSON is YAML, and leaves the templates' quotes alone),
+    with a templated replica count (`WORKERS_TEMPLATE`) unquoted: it renders as an integer."""
+    import json
+
+    quoted = json.dumps(WORKERS_TEMPLATE)
+    return json.dumps(manifest, indent=1).replace(f'"replicas": {quoted}', f'"replicas": {WORKERS_TEMPLATE}')
+
+
+# What the SDK's models document but leave unchecked (their setters take any string): the TFJob
+# CRD's replica types, and its replicas' restart and clean-pod policies.
+TFJOB_REPLICA_TYPES = ("Chief", "Master", "PS", "Worker", "Evaluator")
+RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
+CLEAN_POD_POLICIES = ("All", "Running", "None")
+
+
+def check_tfjob(manifest: dict):
+    """The SDK's KubeflowOrgV1TFJob read from a rendered manifest (a dict), as its ApiClient reads a
+    TFJob from the API server, with client-side validation (required fields: spec.runPolicy,
+    spec.tfReplicaSpecs, a pod's containers, a container's name...). Raises ValueError when a field
+    is missing, has the wrong type, is unknown to the models (it does not survive the round trip
+    back to a dict), or is not one of the CRD's replica types, restart or clean-pod policies."""
+    import json
+    from types import SimpleNamespace
+
+    from kubernetes.client import Configuration
+
+    api = _tfjob_api_client()
+    if not (api.configuration.client_side_validation and Configuration.get_default_copy().client_side_validation):
+        raise ValueError("client-side validation is off (Kubeflow training SDK or kubernetes client)")
+    if (manifest.get("apiVersion"), manifest.get("kind")) != ("kubeflow.org/v1", "TFJob"):
+        raise ValueError(f"not a kubeflow.org/v1 TFJob: {manifest.get('apiVersion')} {manifest.get('kind')}")
+    try:
+        job = api.deserialize(SimpleNamespace(data=json.dumps(manifest)), "KubeflowOrgV1TFJob")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"not a TFJob: {error}") from error
+    changed = _differences(manifest, api.sanitize_for_serialization(job))
+    if changed:
+        raise ValueError(f"fields the TFJob models drop or change: {'; '.join(changed)}")
+    for policy, allowed in (((job.spec.run_policy.clean_pod_policy,), CLEAN_POD_POLICIES),
+                            ([r.restart_policy for r in job.spec.tf_replica_specs.values()], RESTART_POLICIES)):
+        for value in policy:
+            if value is not None and value not in allowed:
+                raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    for replica_type, replica in job.spec.tf_replica_specs.items():
+        if replica_type not in TFJOB_REPLICA_TYPES:
+            raise ValueError(f"{replica_type!r} is not a TFJob replica type ({', '.join(TFJOB_REPLICA_TYPES)})")
+        if replica.template is None or replica.template.spec is None:
+            raise ValueError(f"replica {replica_type} has no pod template")
+        if replica.replicas is not None and replica.replicas < 0:
+            raise ValueError(f"replica {replica_type}: replicas {replica.replicas!r} is not a count")
+    return job
+
+
+def _tfjob_api_client():
+    """The SDK's ApiClient, reading the kubernetes client's `dict[str, str]` types too: kubeflow-training
+    1.9.3 parses only the older `dict(str, str)` notation of its own models, while the kubernetes 36
+    models it builds on (V1ObjectMeta's labels, V1ResourceRequirements' limits...) use the new one."""
+    from kubeflow.training import ApiClient
+
+    class TFJobApiClient(ApiClient):
+        def _ApiClient__deserialize(self, data, klass):  # the SDK's private ApiClient.__deserialize
+            if isinstance(klass, str) and klass.startswith("dict[") and klass.endswith("]"):
+                klass = f"dict({klass[5:-1]})"
+            return super()._ApiClient__deserialize(data, klass)
+
+    return TFJobApiClient()
+
+
+def _differences(expected, actual, path: str = "") -> list[str]:
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return [d for k in sorted(set(expected) | set(actual), key=str)
+                for d in _differences(expected.get(k, "<missing>"), actual.get(k, "<missing>"), f"{path}.{k}")]
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in _differences(e, a, f"{path}[{i}]")]
+    return [] if expected == actual and type(expected) is type(actual) else [f"{path or '.'}: {expected!r} -> {actual!r}"]
 
 
 SERVING_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
@@ -155,48 +246,3 @@ def tf_serving_service(*, namespace: str) -> dict:
         },
     }
 
-
-_REPLICA_SPEC = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["template"],
-    "properties": {
-        "replicas": {"type": "integer", "minimum": 0},
-        "restartPolicy": {"type": "string", "enum": ["Always", "OnFailure", "Never", "ExitCode"]},
-        "template": {"type": "object", "required": ["spec"],
-                     "properties": {"metadata": {"type": "object"}, "spec": {"type": "object"}}},
-    },
-}
-TFJOB_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "kubeflow.org/v1"},
-        "kind": {"const": "TFJob"},
-        "metadata": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-            "namespace": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["tfReplicaSpecs"],
-            "properties": {
-                "enableDynamicWorker": {"type": "boolean"},
-                "successPolicy": {"type": "string", "enum": ["", "AllWorkers"]},
-                "runPolicy": {"type": "object", "additionalProperties": False, "properties": {
-                    "activeDeadlineSeconds": {"type": "integer", "minimum": 0},
-                    "backoffLimit": {"type": "integer", "minimum": 0},
-                    "cleanPodPolicy": {"type": "string", "enum": ["All", "Running", "None"]},
-                    "managedBy": {"type": "string"},
-                    "schedulingPolicy": {"type": "object"},
-                    "suspend": {"type": "boolean"},
-                    "ttlSecondsAfterFinished": {"type": "integer"},
-                }},
-                "tfReplicaSpecs": {
-                    "type": "object", "minProperties": 1, "additionalProperties": False,
-                    "properties": {k: _REPLICA_SPEC for k in ("Chief", "Master", "PS", "Worker", "Evaluator")},
-                },
-            },
-        },
-    },
-}

@@ -349,21 +349,18 @@ class GcpPlatform:
         return self._beam_pipeline("transform", "transform.py", transform_options(branch), branch, TRANSFORM_DOC)
 
     def train(self, branch: Branch):
-        import json
-
         from taxi_plugins.tfjob import TFJobTrainOperator
 
-        from taxi_pipeline.k8s import tfjob
+        from taxi_pipeline.k8s import WORKERS_TEMPLATE, tfjob, tfjob_yaml
 
         g = self.gcp
         manifest = tfjob(
             name=self._name(branch.name), namespace=g.namespace, image=g.runtime_image,
-            service_account=g.k8s_service_account, workers="{{ params.workers }}",
+            service_account=g.k8s_service_account, workers=WORKERS_TEMPLATE,
             labels={"app.kubernetes.io/part-of": "taxi-mlops", "taxi-branch": branch.name},
             arguments=train_arguments(branch))
         # JSON is YAML, and leaves the templates' quotes alone; the Worker replicas render as an integer
-        yaml_conf = json.dumps(manifest, indent=1).replace('"replicas": "{{ params.workers }}"',
-                                                           '"replicas": {{ params.workers }}')
+        yaml_conf = tfjob_yaml(manifest)
         # (its namespace is the manifest's metadata.namespace, rendered with the rest)
         return TFJobTrainOperator(task_id="train", yaml_conf=yaml_conf, doc_md=TRAIN_DOC,
                                   pool=HEAVY_POOL, **self._gke())

@@ -1,7 +1,8 @@
 """The gcp platform, offline: the DAGs parse with TAXI_PLATFORM=gcp without credentials or network,
 have the local platform's shape, and every task renders for a window into objects that validate
-(TFJob against the TFJob CRD's spec schema and its pods, Deployment, Service and the runtime pods
-with kubernetes-validate; Dataflow's PipelineOptions; the window SQL is the local platform's text)."""
+(the TFJob read back by the Kubeflow training SDK's models, and its pods, Deployment, Service and the
+runtime pods with kubernetes-validate; Dataflow's PipelineOptions; the window SQL is the local
+platform's text)."""
 from __future__ import annotations
 
 import json
@@ -78,42 +79,86 @@ def _validate_k8s(obj):
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
-def test_the_tfjob_validates_against_the_crd_schema_and_its_pods_as_pods(gcp):
-    import jsonschema
-
-    from taxi_pipeline.k8s import TFJOB_SCHEMA
-
-    for dag in gcp["dags"].values():
-        for task_id, entry in dag.get("rendered", {}).items():
-            if not task_id.endswith(".train"):
-                continue
-            job = entry["tfjob"]
-            jsonschema.validate(job, TFJOB_SCHEMA)
-            worker = job["spec"]["tfReplicaSpecs"]["Worker"]
-            assert worker["replicas"] == 2  # the `workers` Param's default, an integer
-            template = worker["template"]
-            _validate_k8s({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"],
-                                                                          **template["metadata"]},
-                           "spec": template["spec"]})
-            container = template["spec"]["containers"][0]
-            assert container["securityContext"]["readOnlyRootFilesystem"] is True
-            assert container["securityContext"]["runAsNonRoot"] is True
-            assert container["image"].endswith("taxi-mlops-runtime:latest")
-            assert container["args"][container["args"].index("--train_steps") + 1] == "300"
+def _train_manifests(gcp) -> list[dict]:
+    return [entry["tfjob"] for dag in gcp["dags"].values()
+            for task_id, entry in dag.get("rendered", {}).items() if task_id.endswith(".train")]
 
 
-def test_a_bad_tfjob_fails_the_schema():
-    import jsonschema
+def _sdk_round_trip(manifest: dict):
+    """The manifest read into the SDK's KubeflowOrgV1TFJob (client-side validation on), and back."""
+    from kubeflow.training import ApiClient
+    from kubeflow.training.models import KubeflowOrgV1TFJob
 
-    from taxi_pipeline.k8s import TFJOB_SCHEMA, tfjob
+    from taxi_pipeline.k8s import check_tfjob
 
-    job = tfjob(name="x", namespace="n", image="i", arguments=[], service_account="s", workers=2, labels={})
-    job["spec"]["tfReplicaSpecs"]["Worker"]["restartPolicy"] = "Sometimes"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(job, TFJOB_SCHEMA)
-    job["spec"]["tfReplicaSpecs"] = {"Workers": job["spec"]["tfReplicaSpecs"]["Worker"]}
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(job, TFJOB_SCHEMA)
+    job = check_tfjob(manifest)
+    assert isinstance(job, KubeflowOrgV1TFJob)
+    assert ApiClient().sanitize_for_serialization(job) == manifest  # nothing dropped or changed
+    return job
+
+
+def test_the_tfjob_reads_back_into_the_sdk_models_and_its_pods_validate_as_pods(gcp):
+    from taxi_pipeline.k8s import RUNTIME_UID, security_context
+
+    manifests = _train_manifests(gcp)
+    assert len(manifests) == 4  # one per DAG and branch
+    for job in manifests:
+        model = _sdk_round_trip(job)
+        assert model.spec.run_policy.clean_pod_policy == "Running" and model.spec.run_policy.backoff_limit == 2
+        assert list(model.spec.tf_replica_specs) == ["Worker"]
+        worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+        assert worker["replicas"] == 2 and type(worker["replicas"]) is int  # the `workers` Param's default
+        assert worker["restartPolicy"] == "OnFailure"
+        template = worker["template"]
+        _validate_k8s({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"],
+                                                                      **template["metadata"]},
+                       "spec": template["spec"]})
+        container = template["spec"]["containers"][0]
+        assert container["securityContext"] == security_context(RUNTIME_UID)  # non-root, read-only root
+        assert not any(e["name"] == "TF_CONFIG" for e in container["env"])  # the training operator sets it
+        assert container["image"].endswith("taxi-mlops-runtime:latest")
+        assert container["args"][container["args"].index("--train_steps") + 1] == "300"
+
+
+def test_the_worker_count_renders_from_the_workers_param_as_an_integer(gcp):
+    import yaml
+    from taxi_plugins.tfjob import TFJobTrainOperator
+
+    from taxi_pipeline.k8s import WORKERS_TEMPLATE, tfjob_yaml
+
+    window = _train_manifests(gcp)[0]
+    templated = json.loads(json.dumps(window))
+    templated["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = WORKERS_TEMPLATE
+    op = TFJobTrainOperator(task_id="train", yaml_conf=tfjob_yaml(templated), location="us-central1",
+                            cluster_name="c", project_id="p")
+    op.render_template_fields({"params": {"workers": 3}})
+    job = yaml.safe_load(op.yaml_conf)
+    model = _sdk_round_trip(job)
+    assert model.spec.tf_replica_specs["Worker"].replicas == 3
+    assert job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 3
+    job["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = 2
+    assert job == window  # and nothing else moved
+
+
+def test_a_bad_tfjob_is_refused():
+    from taxi_pipeline.k8s import check_tfjob, tfjob
+
+    def refused(change, match: str):
+        job = tfjob(name="x", namespace="n", image="i", arguments=[], service_account="s", workers=2, labels={})
+        change(job, job["spec"]["tfReplicaSpecs"]["Worker"])
+        with pytest.raises(ValueError, match=match):
+            check_tfjob(job)
+
+    refused(lambda job, worker: worker.update(restartPolicy="Sometimes"), "'Sometimes' is not one of Always")
+    refused(lambda job, worker: job["spec"]["runPolicy"].update(cleanPodPolicy="Sometimes"),
+            "'Sometimes' is not one of All")
+    refused(lambda job, worker: job["spec"].update(tfReplicaSpecs={"Workers": worker}), "not a TFJob replica type")
+    refused(lambda job, worker: worker.update(replicas="{{ params.workers }}"), "invalid literal for int")
+    refused(lambda job, worker: worker.update(replicas="3"), r"replicas: '3' -> 3")
+    refused(lambda job, worker: worker["template"]["spec"]["containers"][0].update(imagePullPolicyy="Always"),
+            r"imagePullPolicyy: 'Always' -> '<missing>'")  # a field the models do not know
+    refused(lambda job, worker: job["spec"].pop("runPolicy"), "`run_policy`, must not be `None`")
+    refused(lambda job, worker: worker["template"]["spec"]["containers"][0].pop("name"), "`name`, must not be `None`")
 
 
 def test_tf_serving_deployment_service_and_runtime_pods_validate(gcp):
