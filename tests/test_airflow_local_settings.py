@@ -14,7 +14,7 @@ DAGS = sorted((Path(__file__).resolve().parents[1] / "dags").glob("*.py"))
 HEAVY_PREFIXES = ("google.cloud.", "google.api_core", "kubernetes.", "kubernetes_asyncio", "pandas",
                   "airflow.providers.google.cloud", "airflow.providers.apache.beam.operators",
                   "airflow.providers.cncf.kubernetes.operators", "airflow.providers.cncf.kubernetes.hooks",
-                  "taxi_plugins.gcp_operators", "taxi_plugins.tfjob", "taxi_plugins.tf_serving")
+                  "kubeflow", "taxi_plugins.gcp_operators", "taxi_plugins.tfjob", "taxi_plugins.tf_serving")
 
 PROBE = r"""
 import json, runpy, sys
