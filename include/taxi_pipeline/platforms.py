@@ -256,6 +256,12 @@ GCP_WAIT_DOC = """
 On the gcp platform: a deferrable BigQuery sensor on the hourly partition of the window's last
 hour in the trips table (TAXI_GCP_SOURCE_TABLE). It holds no worker slot while it waits.
 """
+GCP_EXTRACT_DOC = """
+On the gcp platform each split is a BigQuery query job into a per-window table, then an export job
+to the run's GCS folder. Job ids are derived from the run, so a retry reuses the jobs that finished,
+reattaches to running ones and reruns a failed one under a new id; an export that runs again first
+deletes its split's stale files. To re-extract a window whose data changed, rerun it (a new run).
+"""
 GCP_PUSH_DOC = """
 On the gcp platform the version is copied to the model's GCS base path (saved_model.pb last,
 then models.config names it: TF-Serving loads it after it is complete) and uploaded as a new
@@ -311,7 +317,7 @@ class GcpPlatform:
         return WindowExtractOperator(
             task_id="extract_window", project_id=self.gcp.project, location=self.gcp.bq_location,
             dataset=self.gcp.extract_dataset, source_table=self.gcp.source_table, gcp_conn_id=self.gcp.conn_id,
-            doc_md=EXTRACT_DOC)
+            doc_md=EXTRACT_DOC + GCP_EXTRACT_DOC)
 
     def _python(self, task_id: str, callable_name: str, doc_md: str, **kwargs):
         from airflow.providers.standard.operators.python import PythonOperator
