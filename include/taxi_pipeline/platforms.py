@@ -271,6 +271,13 @@ GCP_PROMOTE_DOC = """
 On the gcp platform it also applies the `taxi-serving` tensorflow/serving Deployment and Service
 (created or patched; it waits for the rollout) and deploys the champion's Vertex AI model version
 to the endpoint with all the traffic. The task's links open the model and the endpoint in the console.
+Then it undeploys every other deployed model of the endpoint (each holds at least one machine) but
+the previous champion, the one that had the traffic before: it stays at 0%, so a rollback is a
+traffic switch to it in the endpoint's console. Each undeployed model is one log line (deployed
+model id, model version, why). A deployed model with traffic is never undeployed. A failed
+undeploy fails the task: its retry undeploys the rest (the previous champion is remembered in the
+task's state store); a rerun undeploys nothing more. If the log says the previous champion is not
+known, nothing was undeployed: the next promotion cleans up, or undeploy the listed ones by hand.
 """
 
 

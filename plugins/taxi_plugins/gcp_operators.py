@@ -17,7 +17,15 @@ task's own context, so their XComs and extra links are the task's.
   Service are applied; the version is uploaded to Vertex AI and deployed to the endpoint
   (CreateEndpointOperator only when the endpoint does not exist, DeployModelOperator with the
   traffic split: all the traffic to the new deployment); a retry finds the version already
-  deployed with all the traffic and deploys nothing.
+  deployed with all the traffic and deploys nothing. Then every other deployed model of the
+  endpoint is undeployed (UndeployModelOperator; each holds at least one replica) except the
+  previous champion, the deployment that had the most traffic before the new one was deployed:
+  it stays at 0% traffic, so a rollback is a traffic switch. Which one that was is kept in the
+  task's task_state_store before the deployment (a retry finds the new version already serving
+  and the previous champion no longer told by its traffic); a retry after a partial undeploy
+  undeploys the rest, a rerun nothing more. A deployed model with traffic is never undeployed;
+  without the stored previous champion (no task_state_store) nothing is. One log line per
+  undeployed model: its deployed model id, model version and why.
 """
 from __future__ import annotations
 
@@ -311,14 +319,35 @@ class ChampionDeployOperator(_VertexUpload):
 
         model = self.upload(context, CHAMPION_MODEL, f"{model_base_path(self.serving_root, CHAMPION_MODEL)}/{result.version}",
                             result.version, f"champion {champion['variant']} of window {record.window}")
-        self.deploy(context, model)
+        champion_id = self.deploy(context, model)
+        self.undeploy_others(context, champion_id)
         return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"], "vertex_model": model}
 
-    def deploy(self, context, model: str) -> None:
+    #: task_state_store key: the deployed model that had the traffic before this task's deployment
+    PREVIOUS_KEY = "vertex_previous_champion"
+
+    def _vertex(self) -> dict:
+        return {"project_id": self.project_id, "region": self.region, "gcp_conn_id": self.gcp_conn_id,
+                "impersonation_chain": self.impersonation_chain}
+
+    def _endpoint_hook(self):
+        from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
+
+        return EndpointServiceHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+
+    @staticmethod
+    def _version(deployed) -> str:
+        """A deployed model's model version, `<model>@<version id>`."""
+        name = deployed.model.split("@")[0]
+        return f"{name}@{deployed.model_version_id}" if deployed.model_version_id else deployed.model
+
+    def deploy(self, context, model: str) -> str:
         """Deploy `model` (a version's resource name, `<model>@<version id>`) to the endpoint with the
         traffic split, creating the endpoint if it does not exist. Nothing is deployed when the
-        version is already deployed there with all the traffic (a retry after the deployment)."""
-        from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
+        version is already deployed there with all the traffic (a retry after the deployment).
+        Before a deployment, the deployed model with the most traffic (the previous champion; None
+        when none has traffic) is kept in task_state_store for `undeploy_others`.
+        Returns the id of the deployed model that serves `model` with all the traffic."""
         from airflow.providers.google.cloud.operators.vertex_ai.endpoint_service import (
             CreateEndpointOperator,
             DeployModelOperator,
@@ -327,9 +356,8 @@ class ChampionDeployOperator(_VertexUpload):
 
         from taxi_pipeline.serving import CHAMPION_MODEL
 
-        vertex = {"project_id": self.project_id, "region": self.region, "gcp_conn_id": self.gcp_conn_id,
-                  "impersonation_chain": self.impersonation_chain}
-        hook = EndpointServiceHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+        vertex = self._vertex()
+        hook = self._endpoint_hook()
         try:
             endpoint = hook.get_endpoint(project_id=self.project_id, region=self.region, endpoint=self.endpoint_id)
         except NotFound:
@@ -353,9 +381,68 @@ class ChampionDeployOperator(_VertexUpload):
             self.log.info("%s is already deployed to endpoint %s with all the traffic (deployed model %s)",
                           model, self.endpoint_id, serving_all[0].id)
             context["ti"].xcom_push(key="deployed_model_id", value=serving_all[0].id)
+            champion_id = serving_all[0].id
         else:
-            DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
-                                deployed_model={**self.deployed_model, "model": model},
-                                traffic_split=self.traffic_split, **vertex).execute(context)
+            traffic = dict(endpoint.traffic_split) if endpoint is not None else {}
+            serving = [d for d in (endpoint.deployed_models if endpoint is not None else []) if traffic.get(d.id, 0) > 0]
+            previous = max(serving, key=lambda d: (traffic[d.id], d.id), default=None)
+            store = context.get("task_state_store")
+            if store is not None:  # before the deployment: a retry after it can no longer tell
+                store.set(self.PREVIOUS_KEY, {
+                    "deployed_model_id": previous.id if previous else None,
+                    "model_version": self._version(previous) if previous else None})
+            self.log.info("Previous champion on endpoint %s: %s", self.endpoint_id,
+                          f"deployed model {previous.id} ({self._version(previous)}, {traffic[previous.id]}% of the traffic)"
+                          if previous else "none (no deployed model has traffic)")
+            response = DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
+                                           deployed_model={**self.deployed_model, "model": model},
+                                           traffic_split=self.traffic_split, **vertex).execute(context)
+            champion_id = response["deployed_model"]["id"]
         # (DeployModelOperator files its deployed model's id under the model link: the link is the model's)
         VertexAIModelLink.persist(context=context, model_id=model_name.rsplit("/", 1)[-1])
+        return champion_id
+
+    def undeploy_others(self, context, champion_id: str) -> None:
+        """Undeploy every deployed model of the endpoint but the champion (`champion_id`) and the
+        previous champion (from task_state_store), never one that has traffic. Read from the
+        endpoint each time: a retry after a partial undeploy undeploys the rest, a rerun nothing."""
+        from airflow.providers.google.cloud.operators.vertex_ai.endpoint_service import UndeployModelOperator
+        from google.api_core.exceptions import NotFound
+
+        store = context.get("task_state_store")
+        stored = store.get(self.PREVIOUS_KEY) if store is not None else None
+        endpoint = self._endpoint_hook().get_endpoint(project_id=self.project_id, region=self.region,
+                                                      endpoint=self.endpoint_id)
+        traffic = dict(endpoint.traffic_split)
+        others = [d for d in endpoint.deployed_models if d.id != champion_id]
+        if stored is None:
+            if others:
+                self.log.warning(
+                    "The previous champion of endpoint %s is not known (no task_state_store entry %r): nothing "
+                    "undeployed; left deployed: %s", self.endpoint_id, self.PREVIOUS_KEY,
+                    ", ".join(f"{d.id} ({self._version(d)})" for d in others))
+            return
+        previous_id = stored["deployed_model_id"]
+        undeployed = 0
+        for d in others:
+            if d.id == previous_id:
+                self.log.info("Kept deployed model %s (%s) at %s%% of the traffic: the previous champion (rollback: "
+                              "a traffic switch)", d.id, self._version(d), traffic.get(d.id, 0))
+                continue
+            if traffic.get(d.id, 0) > 0:
+                self.log.warning("Kept deployed model %s (%s): it has %s%% of the traffic", d.id, self._version(d),
+                                 traffic[d.id])
+                continue
+            why = (f"0% traffic, neither the champion ({champion_id}) nor the previous champion "
+                   f"({previous_id or 'none: no deployed model had traffic before the deployment'})")
+            try:
+                UndeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id, deployed_model_id=d.id,
+                                      **self._vertex()).execute(context)
+            except NotFound:  # undeployed meanwhile (an operation of an earlier try)
+                self.log.info("Deployed model %s (%s) was already undeployed", d.id, self._version(d))
+                continue
+            undeployed += 1
+            self.log.info("Undeployed deployed model %s (model version %s) from endpoint %s: %s",
+                          d.id, self._version(d), self.endpoint_id, why)
+        self.log.info("Endpoint %s: %s deployed model(s) undeployed, %s kept", self.endpoint_id, undeployed,
+                      len(endpoint.deployed_models) - undeployed)

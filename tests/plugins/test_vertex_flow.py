@@ -8,7 +8,9 @@ ModelServiceHook and EndpointServiceHook call (`get_model_service_client` /
 `get_endpoint_service_client` patched): the hooks build the requests, the fake checks them with the
 real request types of google-cloud-aiplatform (an unknown field or a malformed resource name fails)
 and answers as Vertex AI does: an upload with `parent_model` adds a version to that model, a
-deployment with the traffic split `{"0": 100}` gives the new deployed model all the traffic.
+deployment with the traffic split `{"0": 100}` gives the new deployed model all the traffic, an
+undeployment removes a deployed model that has no traffic (one with traffic: FailedPrecondition) and
+is recorded (`undeployed`: the deployed model ids, in order).
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from google.api_core.exceptions import AlreadyExists, InvalidArgument, NotFound
+from google.api_core.exceptions import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ServiceUnavailable
 from google.cloud.aiplatform_v1 import EndpointServiceClient, ModelServiceClient
 from google.cloud.aiplatform_v1.types import DeployedModel, Endpoint, Model, endpoint_service, model_service
 
-from gcp_dag import PROJECT, link_url, task_run
+from gcp_dag import PROJECT, TaskStateStore, link_url, task_run
 from gcs_emulator import ROOT, running
 
 REGION = "us-central1"  # the gcp settings' default
@@ -30,6 +32,8 @@ SERVING = f"{ROOT}/serving"
 TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"  # the default vertex_serving_image
 DAY1 = (datetime(2015, 12, 31, tzinfo=timezone.utc), datetime(2016, 1, 1, tzinfo=timezone.utc))
 DAY2 = (datetime(2016, 1, 1, tzinfo=timezone.utc), datetime(2016, 1, 2, tzinfo=timezone.utc))
+DAY3 = (datetime(2016, 1, 2, tzinfo=timezone.utc), datetime(2016, 1, 3, tzinfo=timezone.utc))
+DAY4 = (datetime(2016, 1, 3, tzinfo=timezone.utc), datetime(2016, 1, 4, tzinfo=timezone.utc))
 CONSOLE = "https://console.cloud.google.com/vertex-ai"
 
 
@@ -48,6 +52,8 @@ class FakeVertex:
         self.models: dict[str, dict] = {}  # model id -> {"display_name", "versions": [Model]}
         self.endpoints: dict[str, dict] = {}  # endpoint id -> {"display_name", "deployed": [DeployedModel], "traffic"}
         self.calls: list[tuple[str, object]] = []
+        self.undeployed: list[str] = []  # the deployed model ids of the undeployments, in order
+        self.fail_undeploy: set[str] = set()  # deployed model ids whose next undeployment fails (then succeeds)
         self._ids = iter(range(4000, 5000))
 
     def _model_id(self, name: str) -> str:
@@ -146,6 +152,24 @@ class EndpointClient:
         if split:
             endpoint["traffic"] = {(deployed.id if k == "0" else k): v for k, v in split.items()}
         return Operation(endpoint_service.DeployModelResponse(deployed_model=deployed))
+
+    def undeploy_model(self, request, **kwargs):
+        request = endpoint_service.UndeployModelRequest(request)
+        self.vertex.calls.append(("undeploy_model", request))
+        _, endpoint = self._endpoint(request.endpoint)
+        if request.deployed_model_id in self.vertex.fail_undeploy:
+            self.vertex.fail_undeploy.discard(request.deployed_model_id)
+            raise ServiceUnavailable(f"undeploying {request.deployed_model_id}: try again")
+        if request.deployed_model_id not in {d.id for d in endpoint["deployed"]}:
+            raise NotFound(f"Deployed model {request.deployed_model_id} not found")
+        traffic = dict(request.traffic_split) if request.traffic_split else dict(endpoint["traffic"])
+        if traffic.get(request.deployed_model_id, 0):
+            raise FailedPrecondition(f"Deployed model {request.deployed_model_id} has {traffic[request.deployed_model_id]}% "
+                                     "of the traffic")
+        endpoint["deployed"] = [d for d in endpoint["deployed"] if d.id != request.deployed_model_id]
+        endpoint["traffic"] = {k: v for k, v in traffic.items() if k != request.deployed_model_id} if endpoint["deployed"] else {}
+        self.vertex.undeployed.append(request.deployed_model_id)
+        return Operation(endpoint_service.UndeployModelResponse())
 
 
 @pytest.fixture(scope="module")
@@ -270,8 +294,8 @@ def test_an_unblessed_variant_is_neither_pushed_nor_uploaded(gcp):
     assert gcp.calls == [] and gcs.list_names(SERVING) == []
 
 
-def _promote(window, try_number=1):
-    task, context = task_run("taxi_daily_retrain", "promote_champion", *window, try_number=try_number)
+def _promote(window, try_number=1, state=None):
+    task, context = task_run("taxi_daily_retrain", "promote_champion", *window, try_number=try_number, state=state)
     return task, context, task.execute(context)
 
 
@@ -339,3 +363,108 @@ def test_promote_skips_when_no_variant_was_blessed(gcp):
     with pytest.raises(AirflowSkipException, match="no variant was blessed"):
         _promote(DAY1)
     assert gcp.calls == [] and gcp.tf_serving == []
+
+
+def _champion(window, state, try_number=1):
+    """The promotion of the window's champion (its artifacts written first), with the task's state store."""
+    _, context = task_run("taxi_daily_retrain", "promote_champion", *window)
+    _artifacts(context, {"standard": 0.95, "coarse": 0.93})
+    return _promote(window, try_number, state)
+
+
+def _deployed(vertex) -> list[str]:
+    return [d.id for d in vertex.endpoints["1716"]["deployed"]]
+
+
+def _deployment_of(vertex, model: str) -> str:
+    (deployed,) = [d.id for d in vertex.endpoints["1716"]["deployed"] if d.model == model]
+    return deployed
+
+
+def test_three_promotions_leave_the_champion_and_the_previous_one_deployed(gcp):
+    from structlog.testing import capture_logs
+
+    from taxi_plugins.gcp_operators import ChampionDeployOperator
+
+    states, ids = {}, []
+    with capture_logs() as logs:
+        for window in (DAY1, DAY2, DAY3):
+            states[window] = TaskStateStore()
+            *_, result = _champion(window, states[window])
+            ids.append(_deployment_of(gcp, result["vertex_model"]))
+            if window == DAY2:  # two deployments: nothing to undeploy yet
+                assert _deployed(gcp) == ids and gcp.undeployed == []
+    first, second, third = ids
+    (model_id,) = gcp.models
+
+    # the newest with all the traffic, the previous at 0% (a rollback is a traffic switch); the first is undeployed
+    assert _deployed(gcp) == [second, third]
+    assert gcp.endpoints["1716"]["traffic"] == {third: 100}
+    assert gcp.undeployed == [first]
+    (undeploy,) = _calls(gcp, "undeploy_model")
+    assert undeploy.endpoint == f"{LOCATION}/endpoints/1716" and undeploy.deployed_model_id == first
+    assert dict(undeploy.traffic_split) == {}  # it had no traffic: the split is left as it is
+    # the previous champion was kept in the task's state store before the deployment
+    assert states[DAY3][ChampionDeployOperator.PREVIOUS_KEY] == {
+        "deployed_model_id": second, "model_version": f"{LOCATION}/models/{model_id}@2"}
+    assert states[DAY1][ChampionDeployOperator.PREVIOUS_KEY] == {"deployed_model_id": None, "model_version": None}
+    # one line per undeployed model: its deployed model id, model version and why
+    (line,) = [e["event"] for e in logs if e["event"].startswith("Undeployed deployed model")]
+    assert line == (f"Undeployed deployed model {first} (model version {LOCATION}/models/{model_id}@1) from endpoint "
+                    f"1716: 0% traffic, neither the champion ({third}) nor the previous champion ({second})")
+
+    # a retry of the last promotion and a rerun (the task cleared: the run's state store is kept): nothing more
+    for try_number in (2, 3):
+        _champion(DAY3, states[DAY3], try_number)
+    assert _deployed(gcp) == [second, third] and gcp.endpoints["1716"]["traffic"] == {third: 100}
+    assert gcp.undeployed == [first] and len(_calls(gcp, "deploy_model")) == 3
+
+
+def test_a_retry_after_a_partial_undeploy_finishes_it_and_keeps_the_previous_champion(gcp, monkeypatch):
+    from taxi_plugins.gcp_operators import ChampionDeployOperator
+
+    # the endpoint as the promotions before the undeployment left it: every deployment still there
+    with monkeypatch.context() as before:
+        before.setattr(ChampionDeployOperator, "undeploy_others", lambda self, context, champion_id: None)
+        for window in (DAY1, DAY2, DAY3):
+            _champion(window, TaskStateStore())
+    d1, d2, d3 = _deployed(gcp)
+    assert gcp.endpoints["1716"]["traffic"] == {d3: 100}
+
+    # the next promotion: the second undeployment fails (the task fails with it)
+    state = TaskStateStore()
+    gcp.fail_undeploy = {d2}
+    with pytest.raises(ServiceUnavailable):
+        _champion(DAY4, state)
+    d4 = _deployed(gcp)[-1]
+    assert _deployed(gcp) == [d2, d3, d4] and gcp.undeployed == [d1]
+    assert gcp.endpoints["1716"]["traffic"] == {d4: 100}
+
+    # a retry without the stored previous champion (d3 no longer has traffic to tell it) undeploys nothing
+    _champion(DAY4, TaskStateStore(), try_number=2)
+    assert _deployed(gcp) == [d2, d3, d4] and gcp.undeployed == [d1]
+
+    # the retry: the new version is deployed already; the rest is undeployed, the previous champion kept
+    _champion(DAY4, state, try_number=3)
+    assert _deployed(gcp) == [d3, d4] and gcp.undeployed == [d1, d2]
+    assert gcp.endpoints["1716"]["traffic"] == {d4: 100}
+    assert len(_calls(gcp, "deploy_model")) == 4
+    assert [r.deployed_model_id for r in _calls(gcp, "undeploy_model")] == [d1, d2, d2]  # d2: failed, then done
+
+    # a rerun: nothing more
+    _champion(DAY4, state, try_number=4)
+    assert _deployed(gcp) == [d3, d4] and len(_calls(gcp, "undeploy_model")) == 3
+
+
+def test_the_previous_champion_is_the_deployment_that_had_the_traffic(gcp):
+    state = TaskStateStore()
+    for window in (DAY1, DAY2):
+        _champion(window, TaskStateStore())
+    d1, d2 = _deployed(gcp)
+    gcp.endpoints["1716"]["traffic"] = {d1: 100}  # on-call rolled back: a traffic switch to the first champion
+
+    _champion(DAY3, state)
+    d3 = _deployed(gcp)[-1]
+    # the rolled-back-to deployment is the previous champion, kept; the newer one without traffic is undeployed
+    assert _deployed(gcp) == [d1, d3] and gcp.undeployed == [d2]
+    assert gcp.endpoints["1716"]["traffic"] == {d3: 100}
