@@ -160,3 +160,63 @@ def test_two_workers_train_together_and_the_chief_exports(transform_dir, window_
     assert probabilities.shape == (20, 1) and ((probabilities > 0) & (probabilities < 1)).all()
     assert list(scratch.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "model", "scratch", "worker0.log", "worker1.log"]
+
+
+def _record_batches(transform_dir, split: str, batch_size: int, count: int, shuffle_seed: int | None) -> list:
+    """What the trainer's batches must be: the transformed records, shuffled (buffer, seed) and
+    batched as records, then parsed; the model inputs and the label of `count` batches."""
+    output = tft.TFTransformOutput(layout.transform_graph_dir(str(transform_dir)))
+    spec = output.transformed_feature_spec()
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob(layout.transformed_glob(str(transform_dir), split)),
+                                      compression_type="GZIP")
+    if shuffle_seed is not None:
+        records = records.shuffle(trainer.SHUFFLE_BUFFER, seed=shuffle_seed)
+    batches = []
+    for serialized in records.repeat().batch(batch_size).take(count):
+        parsed = tf.io.parse_example(serialized, spec)
+        batches.append(({key: parsed[key].numpy() for key in features.MODEL_INPUT_KEYS},
+                        parsed[features.LABEL_KEY].numpy().astype(np.float32).reshape(-1, 1)))
+    return batches
+
+
+def _assert_same_batches(dataset, expected: list) -> None:
+    got = list(dataset.take(len(expected)))
+    assert len(got) == len(expected)
+    for (inputs, label), (want_inputs, want_label) in zip(got, expected):
+        assert set(inputs) == set(want_inputs)
+        for key, value in want_inputs.items():
+            assert inputs[key].dtype.as_numpy_dtype == value.dtype and inputs[key].shape == value.shape, key
+            np.testing.assert_array_equal(inputs[key].numpy(), value)
+        assert label.dtype == tf.float32 and label.shape == want_label.shape
+        np.testing.assert_array_equal(label.numpy(), want_label)
+
+
+@pytest.mark.parametrize("split, shuffle_seed", [("train", 42), ("eval", None)])
+def test_batches_are_the_records_shuffled_and_batched(transform_dir, monkeypatch, split, shuffle_seed):
+    """The in-memory pipeline (records parsed once, indices shuffled) gives exactly the batches of
+    shuffling the records themselves, over several passes (a new order each pass); and reading only
+    what `max_batches` batches need changes none of them. A small buffer, so that it matters."""
+    monkeypatch.setattr(trainer, "SHUFFLE_BUFFER", 100)
+    output = tft.TFTransformOutput(layout.transform_graph_dir(str(transform_dir)))
+    files = [layout.transformed_glob(str(transform_dir), split)]
+    expected = _record_batches(transform_dir, split, 64, 40, shuffle_seed)  # 2560 rows: > 2 passes
+    keras.utils.set_random_seed(42)
+    _assert_same_batches(trainer._dataset(files, output, 64, shuffle_seed=shuffle_seed), expected)
+    keras.utils.set_random_seed(42)
+    _assert_same_batches(trainer._dataset(files, output, 64, shuffle_seed=shuffle_seed, max_batches=5), expected[:5])
+
+
+def test_a_rerun_trains_a_bit_identical_model(transform_dir, tmp_path):
+    """A retried or reprocessed window must give the same model: every weight bit for bit."""
+    weights = []
+    for run in ("first", "second"):
+        model = trainer.run_fn(trainer.FnArgs(
+            train_files=[layout.transformed_glob(str(transform_dir), "train")],
+            eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
+            transform_graph=layout.transform_graph_dir(str(transform_dir)),
+            serving_model_dir=str(tmp_path / run / "model"), model_run_dir=str(tmp_path / run / "logs"),
+            train_steps=30, eval_steps=2, batch_size=64))
+        weights.append([w.numpy() for w in model.weights])
+    assert len(weights[0]) == len(weights[1])
+    for first, second in zip(*weights):
+        assert first.tobytes() == second.tobytes()
