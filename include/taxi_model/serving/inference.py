@@ -34,6 +34,41 @@ class Signature:
     inputs: Mapping[str, tf.TensorSpec]
     outputs: Mapping[str, tf.TensorSpec]
     function: Callable[..., Mapping[str, tf.Tensor]]
+    # The function's graph called with its flat inputs (see `_flat_caller`), or None: call `function`.
+    flat_call: Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]] | None = None
+
+    def call(self, tensors: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
+        """Runs the signature on tensors whose names, dtypes and shapes were checked."""
+        if self.flat_call is not None:
+            return self.flat_call(tensors)
+        return self.function(**tensors)
+
+
+def _flat_caller(function, input_names: Iterable[str]
+                 ) -> Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]] | None:
+    """A call of a loaded signature that skips its structured-argument handling: the inputs, in the
+    function's flat order, and its captured inputs (variables and tables, resolved once) go straight
+    to the traced graph. What the skipped layers check (names, dtypes, shapes) `ModelVersion.predict`
+    checks first; they cost 0.1-0.3 ms a call (the model's own time on a batch of 100 is ~0.8 ms).
+    Private TensorFlow attributes (pinned TF 2.21): None if they are not there, and the public call
+    is used."""
+    try:
+        inference = function._inference_function
+        order = list(function._arg_keywords)
+        if any(callable(c) for c in function._captured_inputs):  # deferred captures: read at each call
+            return None
+        captured = list(function.captured_inputs)
+    except AttributeError:
+        return None
+    if sorted(order) != sorted(input_names) or not hasattr(inference, "call_preflattened"):
+        return None
+    if any(isinstance(c, tf.Variable) for c in captured):  # handles only (a loaded model's are)
+        return None
+
+    def call(tensors: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
+        return inference.call_preflattened([tensors[name] for name in order] + captured)
+
+    return call
 
 
 def shape_text(shape: Iterable[int | None]) -> str:
@@ -90,6 +125,7 @@ class ModelVersion:
                 inputs=function.structured_input_signature[1],
                 outputs=function.structured_outputs,
                 function=function,
+                flat_call=_flat_caller(function, function.structured_input_signature[1]),
             )
             for key, function in saved_model.signatures.items()
         }
@@ -151,7 +187,7 @@ class ModelVersion:
             raise invalid_argument(f"output tensor alias not found in signature: {unknown[0]} Outputs expected to "
                                    f"be in the set {_brace(signature.outputs)}.")
         try:
-            outputs = signature.function(**tensors)
+            outputs = signature.call(tensors)
         except tf.errors.OpError as e:
             raise from_tf_error_code(e.error_code, _op_error_message(e.message)) from None
         except (TypeError, ValueError) as e:  # inputs the function's input signature does not accept

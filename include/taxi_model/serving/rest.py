@@ -9,7 +9,6 @@ Errors answer `{"error": "..."}` with TF-Serving's HTTP status for the error's c
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
@@ -67,9 +66,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_PUT  # "Malformed request", as TF-Serving answers them
 
     def log_message(self, format: str, *args) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):  # every request calls this
+            log.debug("%s %s", self.address_string(), format % args)
 
-    def _answer(self, route: Callable[[str, bytes], dict]) -> None:
+    def _answer(self, route: Callable[[str, bytes], dict | bytes]) -> None:
         try:
             body = self._read_body()
             status, payload = 200, route(urlsplit(self.path).path, body)
@@ -81,13 +81,20 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a bug answers 500; the server keeps serving
             log.exception("%s %s failed", self.command, self.path)
             status, payload = 500, {"error": f"{type(e).__name__}: {e}"}
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        data = payload if isinstance(payload, bytes) else rest_json.dumps(payload)
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            if self.request_version != "HTTP/0.9" and hasattr(self, "_headers_buffer"):
+                # The headers and the body in one write (end_headers() then write() is two sends,
+                # two segments with TCP_NODELAY, ~0.1 ms more per request).
+                self._headers_buffer.append(b"\r\n")
+                self._headers_buffer.append(data)
+                self.flush_headers()
+            else:
+                self.end_headers()
+                self.wfile.write(data)
         except ConnectionError:  # the client left before its answer
             self.close_connection = True
 
@@ -151,12 +158,23 @@ class _Handler(BaseHTTPRequestHandler):
                     "metadata": {"signature_def": _proto_json(signature_def_map)}}
         return _proto_json(service.status(**spec))
 
-    def _post(self, path: str, body: bytes) -> dict:
+    def _post(self, path: str, body: bytes) -> bytes:
         match = _PREDICTION_PATH.fullmatch(path)
         if not match:
             self._malformed(path)
         spec = self._spec(match)
-        document = rest_json.parse_body(body)
+        try:
+            model, signature, inputs, request_format = self._request(match, spec, rest_json.parse_body(body))
+        except ServingError:
+            # The fast parser reads integers beyond 64 bits as floats: the same request is refused
+            # either way, and `json`'s reading gives the message that quotes them as they were sent.
+            model, signature, inputs, request_format = self._request(match, spec,
+                                                                     rest_json.parse_body(body, exact=True))
+        _, outputs = self.server.service.predict(model, signature.name, inputs)
+        return rest_json.response_bytes(outputs, request_format)
+
+    def _request(self, match: re.Match, spec: dict, document: dict) -> tuple:
+        """The version, signature, input arrays and format a Predict body asks for."""
         service = self.server.service
         model = service.resolve(**spec)
         signature = model.signature(rest_json.signature_name(document))
@@ -164,8 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "predict":
             service.check_method(signature, CLASSIFY_METHOD if method == "classify" else REGRESS_METHOD)
         inputs, request_format = rest_json.request_inputs(document, signature.inputs)
-        _, outputs = service.predict(model, signature.name, inputs)
-        return rest_json.response_body(outputs, request_format)
+        return model, signature, inputs, request_format
 
 
 class RestServer(ThreadingHTTPServer):

@@ -17,6 +17,7 @@ import json
 from typing import Any, Mapping
 
 import numpy as np
+import orjson
 import tensorflow as tf
 
 from taxi_model.serving.errors import invalid_argument
@@ -47,11 +48,23 @@ def _is_named_row(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
 
 
-def parse_body(body: bytes) -> dict:
+def parse_body(body: bytes, exact: bool = False) -> dict:
+    """The JSON object of a request body. By orjson (C, ~4x faster than `json` on a 100-row body),
+    unless `exact`; what orjson refuses (not UTF-8, NaN, infinities, malformed JSON) goes to `json`,
+    which reads or refuses it as before, with the same messages. orjson reads an integer beyond 64
+    bits as a float (json: an int): a float input takes either as the same value, any other input
+    refuses both, and the caller parses `exact`ly to word the refusal as before."""
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
+    document = None
+    if not exact:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
-        document = json.loads(body)
+        if document is None:
+            document = json.loads(body)
     except json.JSONDecodeError as e:
         raise invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
     except ValueError as e:  # not UTF-8
@@ -111,9 +124,35 @@ def _collect(value: Any, level: int, shape: list[int], dtype: tf.DType, leaves: 
         _collect(item, level + 1, shape, dtype, leaves)
 
 
+def _b64_column(values: list) -> np.ndarray | None:
+    """A list of {"b64": ...} values (serialized tf.Examples, the usual request) decoded in one
+    pass, or None when one of them is anything else or does not decode: the general path then
+    reads the list, and reports what is wrong with it."""
+    texts = []
+    for value in values:
+        if type(value) is not dict or len(value) != 1:
+            return None
+        text = value.get("b64")
+        if type(text) is not str:
+            return None
+        texts.append(text)
+    try:
+        # What base64.b64decode(text, validate=True) does, without its Python wrapper per value.
+        decoded = [binascii.a2b_base64(text, strict_mode=True) for text in texts]
+    except (binascii.Error, ValueError):
+        return None
+    array = np.empty(len(decoded), dtype=object)
+    array[:] = decoded
+    return array
+
+
 def to_array(value: Any, dtype: tf.DType) -> np.ndarray:
     """A JSON value (scalar or rectangular nested lists) as an array of `dtype`; the shape comes
     from the first element at each level, as TF-Serving does."""
+    if dtype == tf.string and type(value) is list and value and type(value[0]) is dict:
+        array = _b64_column(value)
+        if array is not None:
+            return array
     shape, first = [], value
     while isinstance(first, list):
         shape.append(len(first))
@@ -129,6 +168,13 @@ def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str,
     if not instances:
         raise invalid_argument("No values in 'instances' array")
     names = sorted(specs)
+    if len(names) == 1 and names[0] != "b64":
+        # The usual request, [{name: value}, ...] for a one-input signature, read in one pass; a
+        # row of another form and the general path below finds it and says what is wrong.
+        name = names[0]
+        column = [row[name] for row in instances if type(row) is dict and len(row) == 1 and name in row]
+        if len(column) == len(instances):
+            return {name: to_array(column, specs[name].dtype)}
     if not _is_named_row(instances[0]):
         if len(names) > 1:
             raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
@@ -193,9 +239,25 @@ def _json_values(name: str, array: np.ndarray) -> Any:
 
         return np.frompyfunc(text, 1, 1)(array).tolist() if array.ndim else text(array.item())
     if array.dtype.kind == "f" and array.dtype.itemsize < 8:
-        # The shortest decimal that reads back as the same float32 (0.1, not 0.10000000149011612).
+        # The shortest decimal that reads back as the same float32 (0.1, not 0.10000000149011612):
+        # orjson writes float32 arrays so (and ~10x faster than numpy's str); NaN and infinities,
+        # which it writes as null, take numpy's way.
+        if array.dtype == np.float32 and array.ndim and np.isfinite(array).all():
+            return orjson.loads(orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY))
         return array.astype(str).astype(np.float64).tolist()
     return array.tolist()
+
+
+def dumps(payload: Any) -> bytes:
+    """A response body: compact JSON, by orjson; by `json` if the payload has what orjson would write
+    differently from it (NaN and infinities, which orjson writes as null; integers beyond 64 bits)."""
+    try:
+        data = orjson.dumps(payload)
+    except TypeError:
+        data = b"null"
+    if b"null" in data:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+    return data
 
 
 def response_body(outputs: Mapping[str, np.ndarray], request_format: str) -> dict:
@@ -210,3 +272,19 @@ def response_body(outputs: Mapping[str, np.ndarray], request_format: str) -> dic
         return {"predictions": next(iter(values.values()))}
     batch_size = batch_sizes.pop()
     return {"predictions": [{name: rows[i] for name, rows in values.items()} for i in range(batch_size)]}
+
+
+_NUMPY_AS_JSON = {np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                        np.uint16, np.uint32, np.uint64, np.bool_)}
+
+
+def response_bytes(outputs: Mapping[str, np.ndarray], request_format: str) -> bytes:
+    """`dumps(response_body(outputs, request_format))`; one numeric output (the usual answer) is
+    written by orjson straight from its array, without Python lists in between."""
+    if len(outputs) == 1:
+        ((name, array),) = outputs.items()
+        if (array.dtype in _NUMPY_AS_JSON and array.ndim and array.flags.c_contiguous
+                and (array.dtype.kind != "f" or np.isfinite(array).all())):
+            key = b'{"outputs":' if request_format == COLUMNAR else b'{"predictions":'
+            return key + orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY) + b"}"
+    return dumps(response_body(outputs, request_format))

@@ -57,3 +57,60 @@ def test_responses_follow_tf_servings_rules():
         "outputs": {"p": [[0.1], [0.25]], "key": ["k1", "k2"]}}
     assert json.dumps(rest_json.response_body({"p": np.array([np.float32(1 / 3)])}, rest_json.ROW)) == (
         '{"predictions": [0.33333334]}')  # the shortest text that reads back as the same float32
+
+
+EXAMPLES = {"examples": tf.TensorSpec([None], tf.string)}
+
+
+@pytest.mark.parametrize("rows", [
+    [{"examples": {"b64": "AAE="}}, {"examples": {"b64": ""}}, {"examples": {"b64": "YWJj"}}],  # the fast path
+    [{"examples": {"b64": "AAE="}}, {"examples": "text"}],  # a plain string among them: the general path
+])
+def test_rows_of_b64_examples(rows):
+    arrays, _ = rest_json.request_inputs({"instances": rows}, EXAMPLES)
+    columns, _ = rest_json.request_inputs({"inputs": {"examples": [row["examples"] for row in rows]}}, EXAMPLES)
+    expected = [b"\x00\x01", b"", b"abc"] if len(rows) == 3 else [b"\x00\x01", b"text"]
+    for array in (arrays["examples"], columns["examples"]):
+        assert array.dtype == object and array.tolist() == expected
+
+
+@pytest.mark.parametrize("rows, error", [
+    ([{"examples": {"b64": "AAE"}}], "Unable to base64 decode"),  # bad padding
+    ([{"examples": {"b64": "AA E="}}], "Unable to base64 decode"),  # not the alphabet
+    ([{"examples": {"b64": "AAE="}}, {"examples": {"b64": 1}}], "not formatted correctly for base64 data"),
+    ([{"examples": {"b64": "AAE="}}, {"other": {"b64": "AAE="}}], "does not have named input: other"),
+    ([{"examples": {"b64": "AAE="}}, [1]], "Expecting object but got list at item 1"),
+])
+def test_malformed_b64_rows_get_the_general_paths_errors(rows, error):
+    with pytest.raises(ServingError, match=error):
+        rest_json.request_inputs({"instances": rows}, EXAMPLES)
+
+
+def test_bodies_that_orjson_refuses_are_read_or_refused_as_json_does():
+    assert rest_json.parse_body(b'{"inputs": [NaN, 1e999]}')["inputs"][0] != 0  # NaN and inf: json reads them
+    assert rest_json.parse_body('{"inputs": [1]}'.encode("utf-16"))["inputs"] == [1]
+    big = b'{"inputs": [123456789012345678901234567890]}'  # beyond 64 bits: orjson reads a float
+    assert rest_json.parse_body(big, exact=True)["inputs"] == [123456789012345678901234567890]
+    assert rest_json.parse_body(big)["inputs"] == [float(123456789012345678901234567890)]
+    with pytest.raises(ServingError, match="JSON Parse error: Expecting value at offset: 11"):
+        rest_json.parse_body(b'{"inputs": }')
+
+
+@pytest.mark.parametrize("outputs", [
+    {"p": np.array([[0.1], [0.25], [1 / 3]], np.float32)},
+    {"p": np.array([1, 2], np.int64)},
+    {"p": np.array([True, False])},
+    {"p": np.array([[1e-7, 3.4e38]], np.float64)},
+    {"p": np.array([np.nan, np.inf], np.float32)},  # not finite: json's NaN and Infinity, as before
+    {"p": np.array([0.5], np.float16)},
+    {"p": np.array([[1, 2]], np.int32).T},  # not contiguous
+    {"key_bytes": np.array([b"\x00"], dtype=object), "p": np.array([1.5], np.float32)},
+])
+@pytest.mark.parametrize("request_format", [rest_json.ROW, rest_json.COLUMNAR])
+def test_response_bytes_are_the_response_body(outputs, request_format):
+    body = rest_json.response_bytes(outputs, request_format)
+    assert json.loads(body) == json.loads(rest_json.dumps(rest_json.response_body(outputs, request_format))) or (
+        np.isnan(outputs["p"]).any())
+    assert json.loads(body).keys() == {"predictions" if request_format == rest_json.ROW else "outputs"}
+    if "p" in outputs and outputs["p"].dtype == np.float32 and np.isnan(outputs["p"]).any():
+        assert body == b'{"%s":[NaN,Infinity]}' % (b"predictions" if request_format == rest_json.ROW else b"outputs")
