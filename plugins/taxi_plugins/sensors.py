@@ -85,7 +85,11 @@ class PreviousRunSettledSensor(BaseSensorOperator):
 
     def __init__(self, *, task_ids: list[str], timeout: float = timedelta(hours=6).total_seconds(), **kwargs):
         kwargs.setdefault("mode", "reschedule")
-        kwargs.setdefault("poke_interval", 30)
+        # In a backfill the previous window settles within seconds to a minute: poke soon, then back
+        # off (5 s, 10 s, 20 s, ... up to 5 min) so a stuck previous run costs a poke every 5 minutes.
+        kwargs.setdefault("poke_interval", 5)
+        kwargs.setdefault("exponential_backoff", True)
+        kwargs.setdefault("max_wait", timedelta(minutes=5))
         kwargs.setdefault("doc_md", PREVIOUS_RUN_DOC.format(tasks=", ".join(f"`{t}`" for t in task_ids)))
         super().__init__(timeout=timeout, **kwargs)
         self.watched_task_ids = list(task_ids)

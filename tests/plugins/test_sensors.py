@@ -71,3 +71,18 @@ def test_evaluation_waits_until_the_previous_windows_deploys_are_settled(previou
     sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=WATCHED)
     assert sensor.poke({"ti": _TaskInstance(previous, task_states, run_state)}) is settled
     assert "`promote_champion`" in sensor.doc_md
+
+
+def test_waiting_for_the_previous_run_pokes_soon_then_backs_off():
+    """A backfill's previous window settles in seconds: the first pokes come fast; a stuck one costs little."""
+    from datetime import timedelta
+
+    from taxi_plugins.sensors import PreviousRunSettledSensor
+
+    sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=["standard.push"])
+    assert sensor.mode == "reschedule" and sensor.poke_interval == 5
+    assert sensor.exponential_backoff and sensor.max_wait == timedelta(minutes=5)
+    # reschedule mode: the next wait follows from how long the sensor has waited so far
+    waits = [sensor._get_next_poke_interval(started_at="2016-01-01", run_duration=lambda s=s: s, poke_count=1)
+             for s in (0, 120, 3600)]
+    assert waits[0] <= 10 and waits[0] < waits[1] < 300 and waits[2] == 300
