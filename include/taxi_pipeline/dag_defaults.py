@@ -18,6 +18,9 @@ DEFAULT_ARGS = {
     "max_retry_delay": timedelta(minutes=15),
     # Every failed try notifies on-call (the `taxi_alerts` connection; one log line when there is none).
     "on_failure_callback": TaxiAlertNotifier(),
+    # Between runs side by side (a backfill), a free slot goes to the task furthest down its DAG:
+    # older windows finish and deploy before newer ones start their heavy steps.
+    "weight_rule": "upstream",
 }
 MACROS = {"taxi_run": taxi_run, "taxi_version": taxi_version}
 

@@ -1,6 +1,7 @@
 """Sensors of taxi-mlops."""
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from airflow.sdk import BaseSensorOperator
@@ -67,6 +68,9 @@ Waits until the previous run (the previous window) has finished its deploy steps
 that this run's evaluations are judged against what that window left in service, whatever the
 timing of a backfill. Any finished state counts: a failed previous window does not block this one.
 
+Each try checks every 2 s for up to 3 minutes, then frees its worker slot and tries again 5
+minutes later.
+
 **On timeout** (6 h): the previous run is stuck; look at it first. Marking its deploy steps failed
 or skipped, or clearing them, releases this one.
 """
@@ -83,18 +87,28 @@ class PreviousRunSettledSensor(BaseSensorOperator):
 
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, task_ids: list[str], timeout: float = timedelta(hours=6).total_seconds(), **kwargs):
+    def __init__(self, *, task_ids: list[str], timeout: float = timedelta(hours=6).total_seconds(),
+                 hold: float = 180, check_every: float = 2, **kwargs):
+        # In a backfill the previous window settles within a minute or two: each try watches for up
+        # to `hold` seconds (checking every `check_every`), so this run goes on seconds after the
+        # previous one settles; a previous run stuck longer frees the slot and is looked at again
+        # every 5 minutes (reschedule).
         kwargs.setdefault("mode", "reschedule")
-        # In a backfill the previous window settles within seconds to a minute: poke soon, then back
-        # off (5 s, 10 s, 20 s, ... up to 5 min) so a stuck previous run costs a poke every 5 minutes.
-        kwargs.setdefault("poke_interval", 5)
-        kwargs.setdefault("exponential_backoff", True)
-        kwargs.setdefault("max_wait", timedelta(minutes=5))
+        kwargs.setdefault("poke_interval", timedelta(minutes=5).total_seconds())
         kwargs.setdefault("doc_md", PREVIOUS_RUN_DOC.format(tasks=", ".join(f"`{t}`" for t in task_ids)))
         super().__init__(timeout=timeout, **kwargs)
         self.watched_task_ids = list(task_ids)
+        self.hold, self.check_every = hold, check_every
 
     def poke(self, context) -> bool:
+        deadline = time.monotonic() + self.hold
+        while True:
+            settled = self._previous_run_settled(context)
+            if settled or time.monotonic() + self.check_every > deadline:
+                return settled
+            time.sleep(self.check_every)
+
+    def _previous_run_settled(self, context) -> bool:
         ti = context["ti"]
         previous = ti.get_previous_dagrun()
         if previous is None:
@@ -104,6 +118,8 @@ class PreviousRunSettledSensor(BaseSensorOperator):
                                     run_ids=[previous.run_id]).get(previous.run_id, {})
         run_state = ti.get_dagrun_state(dag_id=self.dag_id, run_id=previous.run_id)
         settled = previous_run_settled(run_state, states)
-        self.log.info("Previous run %s is %s; its %s: %s -> %s", previous.run_id, run_state,
-                      ", ".join(self.watched_task_ids), states, "settled" if settled else "waiting")
+        if settled or states != getattr(self, "_last_states", None):  # one line per change, not per check
+            self.log.info("Previous run %s is %s; its %s: %s -> %s", previous.run_id, run_state,
+                          ", ".join(self.watched_task_ids), states, "settled" if settled else "waiting")
+        self._last_states = states
         return settled

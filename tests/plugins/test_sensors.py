@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -68,21 +69,29 @@ WATCHED = ["standard.push", "coarse.push", "promote_champion"]
 def test_evaluation_waits_until_the_previous_windows_deploys_are_settled(previous, task_states, run_state, settled):
     from taxi_plugins.sensors import PreviousRunSettledSensor
 
-    sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=WATCHED)
+    sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=WATCHED, hold=0)
     assert sensor.poke({"ti": _TaskInstance(previous, task_states, run_state)}) is settled
     assert "`promote_champion`" in sensor.doc_md
 
 
-def test_waiting_for_the_previous_run_pokes_soon_then_backs_off():
-    """A backfill's previous window settles in seconds: the first pokes come fast; a stuck one costs little."""
-    from datetime import timedelta
-
+def test_a_try_watches_the_previous_run_for_a_while_then_frees_its_slot():
+    """In a backfill the previous window settles within a try's hold: this run goes on seconds later.
+    A previous run stuck beyond the hold gives the slot back (reschedule) and is looked at again later."""
     from taxi_plugins.sensors import PreviousRunSettledSensor
 
-    sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=["standard.push"])
-    assert sensor.mode == "reschedule" and sensor.poke_interval == 5
-    assert sensor.exponential_backoff and sensor.max_wait == timedelta(minutes=5)
-    # reschedule mode: the next wait follows from how long the sensor has waited so far
-    waits = [sensor._get_next_poke_interval(started_at="2016-01-01", run_duration=lambda s=s: s, poke_count=1)
-             for s in (0, 120, 3600)]
-    assert waits[0] <= 10 and waits[0] < waits[1] < 300 and waits[2] == 300
+    class Settling(_TaskInstance):
+        checks = 0
+
+        def get_task_states(self, dag_id, task_ids, run_ids):
+            Settling.checks += 1
+            done = "success" if Settling.checks >= 3 else "running"
+            return {run_ids[0]: {t: done for t in task_ids}}
+
+    sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=WATCHED, hold=5, check_every=0.01)
+    assert sensor.mode == "reschedule" and sensor.poke_interval == 300
+    assert sensor.poke({"ti": Settling(_PreviousRun(), {}, "running")}) is True and Settling.checks == 3
+
+    stuck = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=WATCHED, hold=0.2, check_every=0.05)
+    began = time.monotonic()
+    assert stuck.poke({"ti": _TaskInstance(_PreviousRun(), {t: "running" for t in WATCHED}, "running")}) is False
+    assert 0.1 <= time.monotonic() - began < 1
