@@ -16,6 +16,7 @@ import os
 import socket
 from http import HTTPStatus
 from typing import Iterator
+from unittest import mock
 
 PROJECT = "taxi-test"
 BUCKET = f"{PROJECT}-taxi-mlops"  # the gcp settings' default bucket for the project
@@ -105,16 +106,9 @@ def running() -> Iterator[object]:
     env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "TAXI_GCP_PROJECT": PROJECT,
            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({
                "conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": PROJECT}})}
-    saved = {k: os.environ.get(k) for k in env}
-    with _preconditions():
+    with _preconditions(), mock.patch.dict(os.environ, env):
         server.start()
-        os.environ.update(env)
         try:
             yield server
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             server.stop()

@@ -52,19 +52,11 @@ class TaskStateStore(dict):
 
 @functools.lru_cache(maxsize=None)
 def gcp_dag(dag_id: str):
-    saved = {k: os.environ.get(k) for k in ("TAXI_PLATFORM", "TAXI_GCP_PROJECT")}
-    os.environ.update(TAXI_PLATFORM="gcp", TAXI_GCP_PROJECT=PROJECT)
-    try:
+    with mock.patch.dict(os.environ, TAXI_PLATFORM="gcp", TAXI_GCP_PROJECT=PROJECT):
         spec = importlib.util.spec_from_file_location(f"gcp_{dag_id}", REPO / "dags" / f"{dag_id}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module.dag
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def task_run(dag_id: str, task_id: str, start: datetime, end: datetime, try_number: int = 1,
