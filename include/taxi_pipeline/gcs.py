@@ -19,11 +19,12 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from taxi_pipeline.storage import held_once_per_thread
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,6 @@ def download_tree(uri: str, local_dir: str | Path) -> list[str]:
 
 LOCK_STALE_AFTER = 15 * 60  # seconds: a lock older than this was left by a holder that died
 LOCK_POLL = 1.0
-_held = threading.local()
 
 
 class LockTimeout(TimeoutError):
@@ -213,9 +213,8 @@ def _describe(blob) -> str:
     return f"{info.get('holder', 'an unknown holder')} ({info.get('process', '?')}), since {since}"
 
 
-@contextlib.contextmanager
 def lock(uri: str, holder: str = "", stale_after: float = LOCK_STALE_AFTER, wait: float | None = None,
-         poll: float = LOCK_POLL) -> Iterator[None]:
+         poll: float = LOCK_POLL):
     """Hold the lock object `uri` (blocking until it is free). Re-entrant in a thread.
 
     Taken by creating the object with `if_generation_match=0` (only one creator succeeds; the
@@ -223,18 +222,12 @@ def lock(uri: str, holder: str = "", stale_after: float = LOCK_STALE_AFTER, wait
     `stale_after` seconds ago (by GCS's clock) is broken, by deleting the generation that was seen
     (two waiters cannot both break it, nor break a fresh one). `wait`: give up after that many
     seconds with LockTimeout naming the holder (None: wait until the lock is free or stale)."""
-    from google.api_core.exceptions import NotFound, PreconditionFailed
+    return held_once_per_thread(uri, lambda: _lock_object(uri, holder, stale_after, wait, poll))
 
-    depth = getattr(_held, "depth", None)
-    if depth is None:
-        depth = _held.depth = {}
-    if depth.get(uri):
-        depth[uri] += 1
-        try:
-            yield
-        finally:
-            depth[uri] -= 1
-        return
+
+@contextlib.contextmanager
+def _lock_object(uri: str, holder: str, stale_after: float, wait: float | None, poll: float) -> Iterator[None]:
+    from google.api_core.exceptions import NotFound, PreconditionFailed
 
     blob = _blob(uri)
     content = json.dumps({"holder": holder or "?", "process": _holder_name(),
@@ -265,11 +258,9 @@ def lock(uri: str, holder: str = "", stale_after: float = LOCK_STALE_AFTER, wait
                               f"(it is broken once older than {stale_after:.0f} s)")
         time.sleep(poll)
     generation = blob.generation
-    depth[uri] = 1
     try:
         yield
     finally:
-        depth[uri] = 0
         try:
             blob.delete(if_generation_match=generation)
         except (NotFound, PreconditionFailed):

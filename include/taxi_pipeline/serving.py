@@ -29,42 +29,32 @@ import json
 import logging
 import os
 import shutil
-import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from taxi_pipeline.storage import atomic_directory, write_text_atomically
+from taxi_pipeline.storage import atomic_directory, held_once_per_thread, write_text_atomically
 
 CHAMPION_MODEL = "taxi"
 STABLE_LABEL = "stable"
 LOCK_NAME = ".deploy.lock"
 log = logging.getLogger(__name__)
-_held = threading.local()
 
 
-@contextlib.contextmanager
 def deploy_lock(serving_root: str):
     """Hold the serving root's deployment lock (blocking until it is free). Re-entrant in a thread,
     so a push and the label move that follows it can share one hold."""
-    depth = getattr(_held, "depth", {})
-    _held.depth = depth
-    key = os.path.realpath(serving_root)
-    if depth.get(key):
-        depth[key] += 1
-        try:
-            yield
-        finally:
-            depth[key] -= 1
-        return
+    return held_once_per_thread(os.path.realpath(serving_root), lambda: _lock_file(serving_root))
+
+
+@contextlib.contextmanager
+def _lock_file(serving_root: str):
     Path(serving_root).mkdir(parents=True, exist_ok=True)
     with open(Path(serving_root, LOCK_NAME), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, also by a killed process
-        depth[key] = 1
         try:
             yield
         finally:
-            depth[key] = 0
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -7,10 +7,12 @@ first sweeps the staging leftovers of a crashed try.
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
-from contextlib import contextmanager
+from collections import Counter
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def _sweep(dest: Path) -> None:
@@ -52,3 +54,28 @@ def write_text_atomically(path: str, text: str) -> None:
     tmp = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex}")
     tmp.write_text(text)
     tmp.replace(target)
+
+
+_held = threading.local()
+
+
+@contextmanager
+def held_once_per_thread(key: str, acquire: Callable[[], AbstractContextManager]) -> Iterator[None]:
+    """Hold the lock `acquire()` takes, re-entrantly: a thread that already holds `key` goes on
+    without taking it again (a push and the label move that follows it share one hold)."""
+    held = getattr(_held, "keys", None)
+    if held is None:
+        held = _held.keys = Counter()
+    if held[key]:
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    with acquire():
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held[key] = 0
