@@ -66,3 +66,12 @@ def airflow_db(taxi_home):
 
     ensure_pools({})
     return home
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    """A GCS emulator (tests/gcs_emulator.py) for a module's tests, with the hooks pointed at it."""
+    from gcs_emulator import running
+
+    with running() as server:
+        yield server

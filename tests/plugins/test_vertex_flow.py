@@ -24,7 +24,7 @@ from google.cloud.aiplatform_v1 import EndpointServiceClient, ModelServiceClient
 from google.cloud.aiplatform_v1.types import DeployedModel, Endpoint, Model, endpoint_service, model_service
 
 from gcp_dag import PROJECT, TaskStateStore, link_url, task_run
-from gcs_emulator import ROOT, running
+from gcs_emulator import ROOT
 
 REGION = "us-central1"  # the gcp settings' default
 LOCATION = f"projects/{PROJECT}/locations/{REGION}"
@@ -170,12 +170,6 @@ class EndpointClient:
         endpoint["traffic"] = {k: v for k, v in traffic.items() if k != request.deployed_model_id} if endpoint["deployed"] else {}
         self.vertex.undeployed.append(request.deployed_model_id)
         return Operation(endpoint_service.UndeployModelResponse())
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with running() as server:
-        yield server
 
 
 @pytest.fixture

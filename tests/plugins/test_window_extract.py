@@ -17,7 +17,7 @@ import pytest
 from google.api_core.exceptions import BadRequest, Conflict, NotFound
 
 from gcp_dag import PROJECT, TaskStateStore, task_run
-from gcs_emulator import BUCKET, ROOT, running
+from gcs_emulator import BUCKET, ROOT
 
 WINDOW = (datetime(2015, 12, 31, tzinfo=timezone.utc), datetime(2016, 1, 1, tzinfo=timezone.utc))
 DATASET = "taxi_mlops_windows"  # the gcp settings' default extract dataset
@@ -94,12 +94,6 @@ class FakeBigQuery:
 
     def get_table(self, name: str):
         return SimpleNamespace(num_rows=self.tables[name])
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with running() as server:
-        yield server
 
 
 @pytest.fixture

@@ -15,13 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gcs_emulator import BUCKET, ROOT, running
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with running() as server:
-        yield server
+from gcs_emulator import BUCKET, ROOT
 
 
 @pytest.fixture
