@@ -99,6 +99,7 @@ class PreviousRunSettledSensor(BaseSensorOperator):
         super().__init__(timeout=timeout, **kwargs)
         self.watched_task_ids = list(task_ids)
         self.hold, self.check_every = hold, check_every
+        self._last_states = None  # the previous check's states: one log line per change, not per check
 
     def poke(self, context) -> bool:
         deadline = time.monotonic() + self.hold
@@ -118,7 +119,7 @@ class PreviousRunSettledSensor(BaseSensorOperator):
                                     run_ids=[previous.run_id]).get(previous.run_id, {})
         run_state = ti.get_dagrun_state(dag_id=self.dag_id, run_id=previous.run_id)
         settled = previous_run_settled(run_state, states)
-        if settled or states != getattr(self, "_last_states", None):  # one line per change, not per check
+        if settled or states != self._last_states:
             self.log.info("Previous run %s is %s; its %s: %s -> %s", previous.run_id, run_state,
                           ", ".join(self.watched_task_ids), states, "settled" if settled else "waiting")
         self._last_states = states
