@@ -129,6 +129,17 @@ def set_label(serving_root: str, model: str, label: str, version: int) -> None:
         write_models_config(serving_root)
 
 
+def push_and_label(serving_root: str, record: DeploymentRecord, label: str) -> PushResult:
+    """Push `record` and, if it was pushed, point `label` at it, in one hold of the serving root's
+    lock: no other push can come between the version and its label (else an older window's label
+    move could land after a newer window's)."""
+    with deploy_lock(serving_root):
+        result = push_model(serving_root, record)
+        if result.pushed:
+            set_label(serving_root, record.model, label, result.version)
+    return result
+
+
 def models_config(serving_root: str) -> str:
     """TF-Serving's ModelServerConfig (text format) for every model under the serving root: the
     newest version and every labelled one stay loaded, so a label never names an unloaded version."""

@@ -137,7 +137,7 @@ def promote_champion(**context) -> dict:
 
     from taxi_pipeline.comparison import read_blessing
     from taxi_pipeline.run_context import run_layout
-    from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, deploy_lock, push_model, set_label
+    from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, push_and_label
     from taxi_pipeline.settings import get_settings
 
     layout = run_layout(context)
@@ -148,12 +148,11 @@ def promote_champion(**context) -> dict:
     champion = max(blessed, key=lambda r: r["auc"])
     blessing = read_blessing(layout, champion["variant"])
     serving_root = get_settings().serving_root
-    with deploy_lock(serving_root):  # no other push between this version and its label
-        result = push_model(serving_root, _record(layout, context, CHAMPION_MODEL, champion["variant"], blessing))
-        log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
-        if not result.pushed:
-            raise AirflowSkipException(result.message)
-        set_label(serving_root, CHAMPION_MODEL, STABLE_LABEL, result.version)
+    result = push_and_label(serving_root, _record(layout, context, CHAMPION_MODEL, champion["variant"], blessing),
+                            STABLE_LABEL)
+    log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
+    if not result.pushed:
+        raise AirflowSkipException(result.message)
     log.info("%s label %r -> version %s", CHAMPION_MODEL, STABLE_LABEL, result.version)
     return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"]}
 

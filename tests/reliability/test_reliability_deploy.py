@@ -22,13 +22,11 @@ from taxi_pipeline.window import Window
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 PUSH = """
 import json, sys
-from taxi_pipeline.serving import DeploymentRecord, push_model, set_label
+from taxi_pipeline.serving import DeploymentRecord, push_and_label
 root, source, version = sys.argv[1], sys.argv[2], int(sys.argv[3])
 record = DeploymentRecord(model="taxi", version=version, variant="standard", dag_id="d", run_id=f"r{version}",
                           window=str(version), source=source, metrics={}, reasons=[])
-result = push_model(root, record)
-if result.pushed:
-    set_label(root, "taxi", "stable", version)
+result = push_and_label(root, record, "stable")  # as promote_champion does
 print(json.dumps({"version": version, "pushed": result.pushed, "message": result.message}))
 """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from taxi_pipeline.serving import (
-    DeploymentRecord, models_config, push_model, read_labels, served_versions, set_label, version_for)
+    DeploymentRecord, models_config, push_and_label, push_model, read_labels, served_versions, set_label, version_for)
 
 
 def saved_model(root: Path, marker: str) -> Path:
@@ -69,3 +69,11 @@ def test_labels_and_the_tf_serving_model_config(tmp_path):
     assert 'version_labels { key: "stable" value: 201601010000 }' in config
     with pytest.raises(ValueError, match="no version 1"):
         set_label(str(root), "taxi", "stable", 1)
+
+
+def test_push_and_label_labels_only_a_pushed_version(tmp_path):
+    root = tmp_path / "serving"
+    feb = push_and_label(str(root), record(saved_model(tmp_path / "feb", "feb"), FEB, model="taxi"), "stable")
+    jan = push_and_label(str(root), record(saved_model(tmp_path / "jan", "jan"), JAN, model="taxi"), "stable")
+    assert feb.pushed and not jan.pushed
+    assert read_labels(str(root), "taxi") == {"stable": 201602010000}  # the refused older window moved nothing
