@@ -61,7 +61,10 @@ def run(args) -> int:
     dag = bag.dags[args.dag]
     print(f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
           f"(TAXI_HOME={settings.home})")
-    dag_run = run_in_process(dag, logical_date=logical_date)
+    from taxi_pipeline.warm_runtime import warm_runtime
+
+    with warm_runtime(settings):  # the runtime steps skip their library imports (taxi_model.warm)
+        dag_run = run_in_process(dag, logical_date=logical_date)
     layout = print_summary(dag, dag_run)
     if dag_run.state != "success":
         return 1
@@ -177,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     ensure_airflow_db(settings)
     # Airflow's own subprocesses (standalone starts `airflow scheduler`, ...) find this venv's `airflow`.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    os.execve(sys.executable, [sys.executable, "-m", "airflow", *args.airflow_args],
-              {**os.environ, **airflow_env(settings), "PATH": path})
+    command, env = [sys.executable, "-m", "airflow", *args.airflow_args], {**os.environ, **airflow_env(settings), "PATH": path}
+    if args.airflow_args[:1] in (["standalone"], ["scheduler"]):  # the ones that run tasks: beside a warm runtime
+        from taxi_pipeline.warm_runtime import warm_runtime
+
+        with warm_runtime(settings):
+            return subprocess.run(command, env=env).returncode
+    os.execve(sys.executable, command, env)
 
 
 if __name__ == "__main__":

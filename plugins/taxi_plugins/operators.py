@@ -6,7 +6,48 @@ from typing import Sequence
 from airflow.sdk import BaseOperator
 
 
-class RuntimeModuleOperator(BaseOperator):
+class RuntimeProcessMixin:
+    """Runs `python <argv>` of the ML runtime for a local operator, its output streamed into the task
+    log: in a child of the warm runtime when one is running (`taxi_model.warm`: the runtime's
+    libraries already imported, which saves each step 3-5 s), else in a fresh interpreter. Either
+    way the step dies with its task (on_kill, a timeout or a killed worker)."""
+
+    def run_in_runtime(self, argv: list[str], env: dict[str, str], interpreter: str | None = None) -> tuple[int, str]:
+        """The step's exit code and its last output line (`interpreter`: the runtime's by default)."""
+        import tempfile
+
+        from airflow.providers.standard.hooks.subprocess import SubprocessHook
+
+        from taxi_model.warm import run_warm, socket_path_for
+        from taxi_pipeline.settings import get_settings
+
+        runtime_python = interpreter or get_settings().runtime_python
+        last = [""]
+
+        def log_line(line: str) -> None:
+            self.log.info("%s", line)
+            if line.strip():
+                last[0] = line
+
+        socket_path = socket_path_for(runtime_python)
+        with tempfile.TemporaryDirectory(prefix="taxi-step-") as cwd:
+            self.log.info("Running in the ML runtime: python %s", " ".join(argv))
+            code = run_warm(argv, env, cwd, socket_path, log_line)
+            if code is not None:
+                self.log.info("(in the warm runtime at %s)", socket_path)
+                return code, last[0]
+        self.log.info("No warm runtime at %s: starting a fresh interpreter %s", socket_path, runtime_python)
+        self._hook = SubprocessHook()
+        result = self._hook.run_command(command=[runtime_python, *argv], env=env)
+        return result.exit_code, result.output
+
+    def on_kill(self) -> None:
+        hook = getattr(self, "_hook", None)
+        if hook is not None:  # a warm runtime's step dies when this process closes its socket
+            hook.send_sigterm()
+
+
+class RuntimeModuleOperator(RuntimeProcessMixin, BaseOperator):
     """Runs `python -m <module> <arguments>` in the ML runtime, streaming its output to the task log.
 
     The local platform's stand-in for a pod of the runtime image (a TFJob replica runs the same
@@ -25,31 +66,27 @@ class RuntimeModuleOperator(BaseOperator):
     def execute(self, context):
         import os
 
-        from airflow.providers.standard.hooks.subprocess import SubprocessHook
         from airflow.sdk.exceptions import AirflowException
 
-        from taxi_pipeline.settings import get_settings
-
-        command = [get_settings().runtime_python, "-m", self.module, *map(str, self.arguments)]
-        self.log.info("Running in the ML runtime: %s", " ".join(command))
-        result = SubprocessHook().run_command(command=command, env={**os.environ, **self.env})
-        if result.exit_code != 0:
+        code, last_line = self.run_in_runtime(["-m", self.module, *map(str, self.arguments)], {**os.environ, **self.env})
+        if code != 0:
             raise AirflowException(
-                f"{self.module} exited with code {result.exit_code}; its last line: {result.output!r}. "
+                f"{self.module} exited with code {code}; its last line: {last_line!r}. "
                 "The full output is in this log above.")
-        return result.output
+        return last_line
 
 
-class LocalBeamPipelineOperator(BaseOperator):
+class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
     """Runs a Beam Python pipeline file on a local runner in the ML runtime, streaming its output.
 
-    The local platform's Beam step: the command line and the log streaming of the Beam provider's
-    BeamRunPythonPipelineOperator for a non-Dataflow runner (the provider's `beam_options_to_args`
-    and `run_beam_command`: `<interpreter> <py_file> --runner=<runner> --<option>=<value> ...`).
-    Not that operator itself, for two costs it has that the local platform does not need: its
-    module imports the google provider's Dataflow hooks, operators and triggers, which made up most
-    of every parse of the DAG files (bench/run.py, figure 1), and before each run it starts the
-    interpreter once more only to log its Beam version (an `import apache_beam`, seconds).
+    The local platform's Beam step: the command line of the Beam provider's
+    BeamRunPythonPipelineOperator for a non-Dataflow runner (the provider's `beam_options_to_args`:
+    `<interpreter> <py_file> --runner=<runner> --<option>=<value> ...`), run as the other runtime
+    steps are (in the warm runtime when one is running). Not that operator itself, for two costs it
+    has that the local platform does not need: its module imports the google provider's Dataflow
+    hooks, operators and triggers, which made up most of every parse of the DAG files
+    (bench/run.py, figure 1), and before each run it starts the interpreter once more only to log
+    its Beam version (an `import apache_beam`, seconds).
     """
 
     template_fields: Sequence[str] = ("pipeline_options",)
@@ -63,9 +100,14 @@ class LocalBeamPipelineOperator(BaseOperator):
         self.pipeline_options = dict(pipeline_options)
 
     def execute(self, context):
-        from airflow.providers.apache.beam.hooks.beam import beam_options_to_args, run_beam_command
+        import os
 
-        command = [self.py_interpreter, self.py_file, f"--runner={self.runner}",
-                   *beam_options_to_args(self.pipeline_options)]
-        self.log.info("Running the Beam pipeline: %s", " ".join(command))
-        run_beam_command(cmd=command, log=self.log)
+        from airflow.providers.apache.beam.hooks.beam import beam_options_to_args
+        from airflow.sdk.exceptions import AirflowException
+
+        argv = [self.py_file, f"--runner={self.runner}", *beam_options_to_args(self.pipeline_options)]
+        code, last_line = self.run_in_runtime(argv, dict(os.environ), interpreter=self.py_interpreter)
+        if code != 0:
+            raise AirflowException(
+                f"the Beam pipeline {os.path.basename(self.py_file)} exited with code {code}; its last line: "
+                f"{last_line!r}. The full output is in this log above.")

@@ -132,7 +132,12 @@ def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_arti
     assert len(data_before) == 3 * 3 * 2  # 3 runs x 3 windows (newest, recent, long) x 2 splits
     assert len(results_before) == 3 * (2 * 2 + 1)  # 3 runs x (2 models x metrics and blessing + the comparison)
 
-    second = backfill(env, logs, "--reprocess-behavior", "completed", since=time.time())
+    # The reprocess runs its runtime steps in the warm runtime (taxi_model.warm), the first backfill
+    # in fresh interpreters: the same artifacts below also say that a forked step computes what a fresh one does.
+    from taxi_pipeline.warm_runtime import warm_runtime
+
+    with warm_runtime(log_path=logs / "warm_runtime.log"):
+        second = backfill(env, logs, "--reprocess-behavior", "completed", since=time.time())
     assert [r["state"] for r in second] == ["success"] * 3, f"{second}\n{_tails(logs)}"
     assert sorted({r["run_id"] for r in second}) == sorted({r["run_id"] for r in first})  # the same runs, cleared
     assert sorted(p.name for p in artifacts.glob("window=*")) == windows
@@ -140,3 +145,10 @@ def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_arti
     # The same models, judged the same: TFT, training and TFMA reproduce their outputs even on a
     # machine as busy as a backfill makes it (fixed Beam batch sizes, deterministic TF ops, seeds).
     assert result_hashes(artifacts) == results_before
+    transform_logs = [p for p in Path(env["AIRFLOW_HOME"], "logs").rglob("attempt=*.log")
+                      if p.parent.name.endswith(".transform") and f"dag_id={DAG_ID}/run_id=backfill__" in p.as_posix()]
+    by_attempt = {n: [p.read_text(errors="replace") for p in transform_logs if p.name == f"attempt={n}.log"]
+                  for n in (1, 2)}
+    assert len(by_attempt[1]) == len(by_attempt[2]) == 3 * 2, transform_logs  # 3 runs x 2 branches
+    assert all("No warm runtime at" in text for text in by_attempt[1])
+    assert all("(in the warm runtime at" in text for text in by_attempt[2])

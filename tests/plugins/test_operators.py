@@ -1,4 +1,5 @@
-"""LocalBeamPipelineOperator: the Beam provider's command line for a local runner, without its module's imports."""
+"""The local runtime operators: LocalBeamPipelineOperator (the Beam provider's command line for a local
+runner, without its module's imports) and RuntimeModuleOperator, in the warm runtime or a fresh interpreter."""
 from __future__ import annotations
 
 import json
@@ -45,3 +46,35 @@ def test_importing_the_operators_imports_neither_the_beam_operators_nor_dataflow
     code = (f"import sys, taxi_plugins.operators; print(any(m.startswith({heavy!r}) for m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def runtime_step(capsys, module: str, *arguments: str) -> tuple[str | None, str]:
+    """Run RuntimeModuleOperator; its return value (or the failure's message) and its log."""
+    from taxi_plugins.operators import RuntimeModuleOperator
+
+    capsys.readouterr()
+    try:
+        result = RuntimeModuleOperator(task_id="step", module=module, arguments=list(arguments),
+                                       env={"TF_CPP_MIN_LOG_LEVEL": "2"}).execute({})
+    except Exception as failure:  # noqa: BLE001
+        result = f"failed: {failure}"
+    return result, capsys.readouterr().out  # the task log (Airflow's structlog writes it to stdout here)
+
+
+@pytest.mark.slow
+def test_runtime_steps_run_in_the_warm_runtime_when_one_runs_and_in_a_fresh_interpreter_otherwise(capsys):
+    from taxi_model.warm import is_listening, socket_path_for
+    from taxi_pipeline.settings import get_settings
+    from taxi_pipeline.warm_runtime import warm_runtime
+
+    socket_path = socket_path_for(get_settings().runtime_python)
+    with warm_runtime() as started:
+        assert started == socket_path and is_listening(socket_path)
+        result, log = runtime_step(capsys, "taxi_model.warm", "--help")
+        assert "usage:" in log and "(in the warm runtime at" in log and result is not None
+        failed, log = runtime_step(capsys, "taxi_model.no_such_step")
+        assert failed.startswith("failed: taxi_model.no_such_step exited with code 1; its last line: ")
+        assert "No module named taxi_model.no_such_step" in failed and "(in the warm runtime at" in log
+    assert not is_listening(socket_path)  # stopped with the block that started it
+    result, log = runtime_step(capsys, "taxi_model.warm", "--help")
+    assert "usage:" in log and f"No warm runtime at {socket_path}: starting a fresh interpreter" in log

@@ -1,0 +1,256 @@
+"""The warm runtime: the ML runtime's libraries imported once, a forked process per step.
+
+Every runtime step of the local platform is a fresh `python` of the runtime (transform, train,
+evaluate, check_export), and each paid 3-5 s importing TensorFlow, TFT, TFMA and Beam before doing
+anything: 12-15 s of every run's critical path (bench/run.py, figure 2). The warm runtime imports
+those libraries once, without running anything in them, and then forks a child per step, as
+gunicorn's --preload and multiprocessing's forkserver do. A step's own code (`taxi_model.*`) is
+imported fresh in its child, so it is always the code on disk.
+
+    python -m taxi_model.warm --socket <path>        # the server (runtime environment)
+
+Clients (the local operators, in the Airflow environment: this module imports nothing heavy at
+top level) call `run_warm(argv, env, cwd, socket_path, on_line)`: it returns the step's exit code,
+or None when no warm runtime listens there, and the caller starts a fresh interpreter instead.
+
+Per step, the server forks a *watcher* that forks the step and relays its end:
+- the step's stdout and stderr are the client's socket, line-buffered (they stream into the task log);
+- its environment and working directory are the client's, its argv is `-m <module> ...` or `<file> ...`;
+- when the step ends, the watcher sends `EXIT_MARKER <code>` (a signal N gives 128 + N);
+- when the client goes away (the task was killed or timed out), the watcher kills the step's
+  process group: a step never outlives its task.
+Forking is safe here because the parent only imports: no TensorFlow op, session or thread pool,
+no gRPC channel, no Beam pipeline exists before the fork (checked by `_assert_nothing_started`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Callable, Sequence
+
+EXIT_MARKER = "\x00taxi-warm-exit"
+PING = {"ping": True}
+# What the steps import: each one costs seconds, and none starts anything when imported.
+PRELOAD = ("tensorflow", "tf_keras", "apache_beam", "apache_beam.runners.portability.fn_api_runner",
+           "tensorflow_transform", "tensorflow_transform.beam", "tfx_bsl.public.tfxio",
+           "tensorflow_model_analysis", "numpy", "pandas", "pyarrow")
+
+
+def socket_path_for(runtime_python: str) -> str:
+    """The warm runtime's socket for a runtime interpreter: one per runtime environment (its
+    libraries are what it preloaded), short enough for AF_UNIX's 108 bytes."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(os.path.realpath(runtime_python).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"taxi-runtime-{key}.sock")
+
+
+# --- client ----------------------------------------------------------------------------------------
+
+def _connect(socket_path: str) -> socket.socket | None:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(socket_path)
+    except OSError:  # no file, or nobody listening on it (a stale socket of a stopped server)
+        client.close()
+        return None
+    return client
+
+
+def is_listening(socket_path: str) -> bool:
+    client = _connect(socket_path)
+    if client is None:
+        return False
+    with client:
+        client.sendall(json.dumps(PING).encode() + b"\n")
+        return client.makefile("rb").readline().startswith(b"pong")
+
+
+def run_warm(argv: Sequence[str], env: dict[str, str], cwd: str, socket_path: str,
+             on_line: Callable[[str], None]) -> int | None:
+    """Run `python <argv>` in a child of the warm runtime, each output line to `on_line`; its exit
+    code, or None if no warm runtime listens on `socket_path` (nothing was run)."""
+    client = _connect(socket_path)
+    if client is None:
+        return None
+    with client:
+        client.sendall(json.dumps({"argv": list(argv), "env": dict(env), "cwd": cwd}).encode() + b"\n")
+        held = None  # an empty line may be the one the marker starts with: passed on only if more follows
+        for raw in client.makefile("rb"):
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith(EXIT_MARKER):
+                return int(line.split()[-1])
+            if held is not None:
+                on_line(held)
+            held = line if not line else None
+            if line:
+                on_line(line)
+    raise ConnectionError(f"the warm runtime at {socket_path} closed the connection before the step "
+                          "ended (was it stopped?); the step's output is above")
+
+
+# --- server ----------------------------------------------------------------------------------------
+
+def _run_step(request: dict) -> None:
+    """In the step's process: become the step and run it; never returns."""
+    import runpy
+    import traceback
+
+    os.setpgid(0, 0)  # its own process group: the watcher kills the step and whatever it started
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="backslashreplace")
+    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")
+    argv = request["argv"]
+    code = 0
+    try:
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(argv)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if not isinstance(done.code, (int, type(None))):
+            print(done.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001  (as the interpreter does: print it, exit 1)
+        traceback.print_exc()
+        code = 1
+    _finalize()
+    os._exit(code)
+
+
+def _finalize() -> None:
+    """What the interpreter does on exit, which os._exit skips (and a normal exit cannot be used:
+    it would unwind through the server's code): wait for the step's non-daemon threads, run the
+    atexit functions (logging's flush, writers' closes, ...), flush the output."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+
+
+def _watch(conn: socket.socket) -> None:
+    """In the watcher process: read the request, fork the step, relay its end; never returns."""
+    code = 1
+    try:
+        reader = conn.makefile("rb")
+        request = json.loads(reader.readline())
+        if request.get("ping"):
+            conn.sendall(b"pong\n")
+            os._exit(0)
+        step = os.fork()
+        if step == 0:
+            os.dup2(conn.fileno(), 1)
+            os.dup2(conn.fileno(), 2)
+            conn.close()
+            _run_step(request)
+        try:
+            os.setpgid(step, step)  # as the step does itself: whichever runs first, a kill finds the group
+        except OSError:
+            pass  # the step already did, or already ended
+        while True:
+            done, status = os.waitpid(step, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                code = 128 - code if code < 0 else code
+                break
+            readable, _, _ = select.select([conn], [], [], 0.2)
+            if readable and not conn.recv(1, socket.MSG_PEEK):  # the client went away: so does the step
+                _kill_group(step)
+        conn.sendall(f"\n{EXIT_MARKER} {code}\n".encode())
+        code = 0
+    except OSError:
+        pass  # the client is gone: nobody to tell
+    finally:
+        os._exit(code)
+
+
+def _kill_group(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _assert_nothing_started() -> None:
+    """Forking is only safe while the preloaded libraries have merely been imported."""
+    from tensorflow.python.eager import context
+
+    current = context.context_safe()
+    if current is not None and current._context_handle is not None:
+        raise RuntimeError("TensorFlow's runtime was initialized before forking: the steps would share its threads")
+
+
+def serve(socket_path: str, preload: Sequence[str] = PRELOAD) -> None:
+    import importlib
+
+    import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
+
+    started = time.monotonic()
+    for module in preload:
+        importlib.import_module(module)
+    if "tensorflow" in preload:
+        _assert_nothing_started()
+    if os.path.exists(socket_path):
+        if is_listening(socket_path):
+            raise SystemExit(f"a warm runtime already listens on {socket_path}")
+        os.unlink(socket_path)  # a stale one, from a server that was killed
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(socket_path)
+    server.listen(16)
+    print(f"warm runtime: {len(preload)} modules preloaded in {time.monotonic() - started:.1f} s; "
+          f"listening on {socket_path} (pid {os.getpid()})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            readable, _, _ = select.select([server], [], [], 1.0)
+            while True:  # reap the watchers that ended
+                try:
+                    if not os.waitpid(-1, os.WNOHANG)[0]:
+                        break
+                except ChildProcessError:
+                    break
+            if not readable:
+                continue
+            conn, _ = server.accept()
+            if os.fork() == 0:
+                server.close()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _watch(conn)
+            conn.close()
+    finally:
+        server.close()
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, help="the AF_UNIX socket to listen on")
+    serve(parser.parse_args(argv).socket)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The warm runtime: a step forked from it behaves as the same step in a fresh interpreter (argv,
+environment, working directory, output, exit code, and the very same trained model), dies with its
+client, and steps run side by side."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from model_test_data import runtime_env
+from taxi_model.warm import is_listening, run_warm
+
+STEP = textwrap.dedent("""
+    import json, os, sys, time
+    print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "flag": os.environ.get("STEP_FLAG"),
+                      "pid": os.getpid(), "name": __name__}))
+    if "--sleep" in sys.argv:
+        child = os.fork()  # a process of its own, as a Beam worker would be: it must die with the step
+        if child == 0:
+            time.sleep(600)
+            os._exit(0)
+        open(sys.argv[-1], "w").write(f"{os.getpid()} {child}")
+        time.sleep(600)
+    if "--finish" in sys.argv:  # what a normal interpreter exit does: join threads, then atexit
+        import atexit, threading
+        done = open(sys.argv[-1], "a")
+        threading.Thread(target=lambda: (time.sleep(0.5), done.write("thread;"))).start()
+        atexit.register(lambda: (done.write("atexit"), done.close()))
+    if "--raise" in sys.argv:
+        raise ValueError("the step broke")
+    sys.exit(int(sys.argv[1]))
+""")
+
+
+def start_server(socket_path: str, log: Path) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "taxi_model.warm", "--socket", socket_path],
+                              env=runtime_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not is_listening(socket_path):
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    return server
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """A warm runtime on a socket of its own (short path: AF_UNIX allows 108 bytes) and a step script."""
+    folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))
+    socket_path = str(folder / "s.sock")
+    server = start_server(socket_path, tmp_path_factory.mktemp("warm_log") / "server.log")
+    step = folder / "step.py"
+    step.write_text(STEP)
+    yield {"socket": socket_path, "step": str(step), "server": server}
+    server.terminate()
+    server.wait(timeout=30)
+    assert not os.path.exists(socket_path)  # a stopped server removes its socket
+    shutil.rmtree(folder)
+
+
+def run(warm, argv, env=None, cwd="/tmp") -> tuple[int, list[str]]:
+    lines = []
+    code = run_warm(argv, {**runtime_env(), **(env or {})}, cwd, warm["socket"], lines.append)
+    return code, lines
+
+
+def test_a_script_step_gets_its_argv_environment_and_working_directory_and_its_exit_code(warm, tmp_path):
+    import json
+
+    code, lines = run(warm, [warm["step"], "3", "--x=1"], env={"STEP_FLAG": "on"}, cwd=str(tmp_path))
+    assert code == 3
+    seen = json.loads(lines[0])
+    assert seen["argv"] == ["3", "--x=1"] and seen["cwd"] == str(tmp_path) and seen["flag"] == "on"
+    assert seen["name"] == "__main__" and seen["pid"] != warm["server"].pid
+
+
+def test_a_module_step_runs_as_python_dash_m(warm):
+    code, lines = run(warm, ["-m", "taxi_model.warm", "--help"])
+    assert code == 0 and any("--socket" in line for line in lines)
+
+
+def test_a_step_that_raises_prints_its_traceback_and_exits_1(warm):
+    code, lines = run(warm, [warm["step"], "0", "--raise"])
+    assert code == 1
+    assert "ValueError: the step broke" in lines[-1] and any("Traceback" in line for line in lines)
+
+
+def test_a_step_ends_as_in_a_fresh_interpreter_its_threads_joined_then_its_atexit_functions_run(warm, tmp_path):
+    record = tmp_path / "finish"
+    assert run(warm, [warm["step"], "0", "--finish", str(record)])[0] == 0
+    assert record.read_text() == "thread;atexit"
+
+
+def test_a_step_and_what_it_started_die_when_its_client_goes_away(warm, tmp_path):
+    pids_file = tmp_path / "pids"
+    client = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from taxi_model.warm import run_warm
+        import os
+        run_warm([{warm['step']!r}, "0", "--sleep", {str(pids_file)!r}], dict(os.environ), "/tmp", {warm['socket']!r}, print)
+    """)], env=runtime_env(), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not pids_file.exists() or not pids_file.read_text():
+        assert time.monotonic() < deadline and client.poll() is None
+        time.sleep(0.1)
+    pids = [int(p) for p in pids_file.read_text().split()]
+    client.kill()  # as a killed task's process dies
+    client.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if _alive(p)]}"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_steps_run_side_by_side(warm):
+    results = {}
+
+    def one(name):
+        results[name] = run(warm, [warm["step"], "0", f"--name={name}"])
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert {name: code for name, (code, _) in results.items()} == {"a": 0, "b": 0, "c": 0}
+    assert all(f"--name={name}" in lines[0] for name, (_, lines) in results.items())
+
+
+def test_a_second_server_refuses_a_live_socket_and_replaces_a_stale_one(warm, tmp_path):
+    refused = subprocess.run([sys.executable, "-m", "taxi_model.warm", "--socket", warm["socket"]],
+                             env=runtime_env(), capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "already listens" in refused.stderr
+    folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))
+    stale = str(folder / "s.sock")
+    Path(stale).touch()  # left by a server that was killed
+    server = start_server(stale, tmp_path / "server.log")
+    try:
+        assert run({"socket": stale}, [warm["step"], "0"])[0] == 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder)
+
+
+def test_the_trainer_in_the_warm_runtime_exports_the_same_model_as_in_a_fresh_interpreter(warm, transform_dir, tmp_path):
+    """TensorFlow forked after its import trains as it does fresh: every byte of the weights."""
+    def command(name):
+        return ["-m", "taxi_model.trainer", "--transform_output", str(transform_dir),
+                "--serving_model_dir", str(tmp_path / name / "model"), "--log_dir", str(tmp_path / name / "logs"),
+                "--train_steps", "30", "--eval_steps", "2", "--batch_size", "64"]
+
+    code, lines = run(warm, command("warm"))
+    assert code == 0, "\n".join(lines[-30:])
+    subprocess.run([sys.executable, *command("fresh")], env=runtime_env(), check=True, capture_output=True)
+    weights = [(tmp_path / name / "model" / "variables" / "variables.data-00000-of-00001").read_bytes()
+               for name in ("warm", "fresh")]
+    assert weights[0] == weights[1]
