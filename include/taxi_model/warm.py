@@ -218,7 +218,11 @@ def serve(socket_path: str, preload: Sequence[str] = PRELOAD) -> None:
             raise SystemExit(f"a warm runtime already listens on {socket_path}")
         os.unlink(socket_path)  # a stale one, from a server that was killed
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(socket_path)
+    umask = os.umask(0o177)  # the socket is created 0600: whoever may connect runs code as this user
+    try:
+        server.bind(socket_path)
+    finally:
+        os.umask(umask)
     server.listen(16)
     print(f"warm runtime: {len(preload)} modules preloaded in {time.monotonic() - started:.1f} s; "
           f"listening on {socket_path} (pid {os.getpid()})", flush=True)

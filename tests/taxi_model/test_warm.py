@@ -81,6 +81,10 @@ def test_a_script_step_gets_its_argv_environment_and_working_directory_and_its_e
     assert seen["name"] == "__main__" and seen["pid"] != warm["server"].pid
 
 
+def test_only_its_user_may_connect_to_the_warm_runtime(warm):
+    assert os.stat(warm["socket"]).st_mode & 0o777 == 0o600  # a connection runs code as this user
+
+
 def test_a_module_step_runs_as_python_dash_m(warm):
     code, lines = run(warm, ["-m", "taxi_model.warm", "--help"])
     assert code == 0 and any("--socket" in line for line in lines)
