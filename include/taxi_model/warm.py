@@ -35,6 +35,7 @@ import time
 from typing import Callable, Sequence
 
 EXIT_MARKER = "\x00taxi-warm-exit"
+KILL_AFTER_SECONDS = 10  # a step that outlives its client's end by this long after SIGTERM gets SIGKILL
 PING = {"ping": True}
 # What the steps import: each one costs seconds, and none starts anything when imported.
 PRELOAD = ("tensorflow", "tf_keras", "apache_beam", "apache_beam.runners.portability.fn_api_runner",
@@ -164,15 +165,22 @@ def _watch(conn: socket.socket) -> None:
             os.setpgid(step, step)  # as the step does itself: whichever runs first, a kill finds the group
         except OSError:
             pass  # the step already did, or already ended
+        terminated_at = None
         while True:
             done, status = os.waitpid(step, os.WNOHANG)
             if done:
                 code = os.waitstatus_to_exitcode(status)
                 code = 128 - code if code < 0 else code
                 break
-            readable, _, _ = select.select([conn], [], [], 0.2)
-            if readable and not conn.recv(1, socket.MSG_PEEK):  # the client went away: so does the step
-                _kill_group(step)
+            if terminated_at is None:
+                readable, _, _ = select.select([conn], [], [], 0.2)
+                if readable and _client_gone(conn):  # the task was killed: so is the step, and what it started
+                    _signal_group(step, signal.SIGTERM)
+                    terminated_at = time.monotonic()
+            else:
+                time.sleep(0.1)
+                if time.monotonic() - terminated_at > KILL_AFTER_SECONDS:
+                    _signal_group(step, signal.SIGKILL)
         conn.sendall(f"\n{EXIT_MARKER} {code}\n".encode())
         code = 0
     except OSError:
@@ -181,16 +189,18 @@ def _watch(conn: socket.socket) -> None:
         os._exit(code)
 
 
-def _kill_group(pid: int, grace: float = 10.0) -> None:
+def _client_gone(conn: socket.socket) -> bool:
+    """The client closed its end (EOF), or was killed with output unread (ECONNRESET)."""
     try:
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-            time.sleep(0.1)
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, ChildProcessError):
+        return not conn.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
         pass
 
 

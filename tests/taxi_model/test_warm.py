@@ -102,12 +102,20 @@ def test_a_step_ends_as_in_a_fresh_interpreter_its_threads_joined_then_its_atexi
     assert record.read_text() == "thread;atexit"
 
 
-def test_a_step_and_what_it_started_die_when_its_client_goes_away(warm, tmp_path):
+@pytest.mark.parametrize("client_reads", [True, False], ids=["client read the output", "output left unread"])
+def test_a_step_and_what_it_started_die_when_its_client_goes_away(warm, tmp_path, client_reads):
+    """A killed task's process closes its end: with its output read (EOF) or not (ECONNRESET)."""
     pids_file = tmp_path / "pids"
+    request = {"argv": [warm["step"], "0", "--sleep", str(pids_file)], "env": runtime_env(), "cwd": "/tmp"}
     client = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        from taxi_model.warm import run_warm
-        import os
-        run_warm([{warm['step']!r}, "0", "--sleep", {str(pids_file)!r}], dict(os.environ), "/tmp", {warm['socket']!r}, print)
+        import json, socket, sys, time
+        client = socket.socket(socket.AF_UNIX)
+        client.connect({warm['socket']!r})
+        client.sendall(json.dumps({request!r}).encode() + b"\\n")
+        if {client_reads!r}:
+            for line in client.makefile("rb"):
+                print(line)
+        time.sleep(600)
     """)], env=runtime_env(), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not pids_file.exists() or not pids_file.read_text():
