@@ -320,6 +320,7 @@ def _ts(text: str | None) -> float | None:
 
 @contextlib.contextmanager
 def model_server(bench: Bench):
+    from taxi_pipeline.processes import stop_process
     from taxi_pipeline.settings import get_settings
 
     serving_root = get_settings().serving_root
@@ -332,11 +333,7 @@ def model_server(bench: Bench):
         try:
             yield port
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
 
 def predict_body(bench: Bench) -> bytes:

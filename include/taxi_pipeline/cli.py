@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from taxi_pipeline.pools import ensure_pools
+from taxi_pipeline.processes import stop_process
 from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings
 
 DEFAULT_DATE = "2016-01-01"
@@ -108,11 +109,7 @@ def serve_and_predict(settings: Settings, layout, rows: int = 5) -> None:
                 if client.returncode != 0:  # TensorFlow's start-up chatter is on stderr: shown only on failure
                     raise RuntimeError(f"the model server did not answer over {protocol}:\n{client.stderr[-2000:]}")
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_process(server, timeout=20)
 
 
 def print_summary(dag, dag_run):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from taxi_model.warm import is_listening, socket_path_for
+from taxi_pipeline.processes import stop_process
 from taxi_pipeline.settings import Settings, get_settings
 
 
@@ -42,8 +43,4 @@ def warm_runtime(settings: Settings | None = None, log_path: Path | None = None,
             time.sleep(0.2)
         yield socket_path
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)
