@@ -45,11 +45,13 @@ PRELOAD = ("tensorflow", "tf_keras", "apache_beam", "apache_beam.runners.portabi
 
 def socket_path_for(runtime_python: str) -> str:
     """The warm runtime's socket for a runtime interpreter: one per runtime environment (its
-    libraries are what it preloaded), short enough for AF_UNIX's 108 bytes."""
+    libraries are what it preloaded), short enough for AF_UNIX's 108 bytes. The path is not
+    resolved: a virtualenv's `bin/python` is a link to the base interpreter that every
+    environment (every clone of the repo) shares."""
     import hashlib
     import tempfile
 
-    key = hashlib.sha1(os.path.realpath(runtime_python).encode()).hexdigest()[:12]
+    key = hashlib.sha1(os.path.abspath(runtime_python).encode()).hexdigest()[:12]
     return os.path.join(tempfile.gettempdir(), f"taxi-runtime-{key}.sock")
 
 
@@ -75,12 +77,15 @@ def is_listening(socket_path: str) -> bool:
 
 
 def run_warm(argv: Sequence[str], env: dict[str, str], cwd: str, socket_path: str,
-             on_line: Callable[[str], None]) -> int | None:
+             on_line: Callable[[str], None],
+             on_connect: Callable[[socket.socket], None] = lambda connection: None) -> int | None:
     """Run `python <argv>` in a child of the warm runtime, each output line to `on_line`; its exit
-    code, or None if no warm runtime listens on `socket_path` (nothing was run)."""
+    code, or None if no warm runtime listens on `socket_path` (nothing was run). `on_connect` gets
+    the connection: shutting it down ends the step (and makes this raise ConnectionError)."""
     client = _connect(socket_path)
     if client is None:
         return None
+    on_connect(client)
     with client:
         client.sendall(json.dumps({"argv": list(argv), "env": dict(env), "cwd": cwd}).encode() + b"\n")
         held = None  # an empty line may be the one the marker starts with: passed on only if more follows

@@ -32,7 +32,7 @@ class RuntimeProcessMixin:
         socket_path = socket_path_for(runtime_python)
         with tempfile.TemporaryDirectory(prefix="taxi-step-") as cwd:
             self.log.info("Running in the ML runtime: python %s", " ".join(argv))
-            code = run_warm(argv, env, cwd, socket_path, log_line)
+            code = run_warm(argv, env, cwd, socket_path, log_line, on_connect=self._hold_connection)
             if code is not None:
                 self.log.info("(in the warm runtime at %s)", socket_path)
                 return code, last[0]
@@ -41,10 +41,22 @@ class RuntimeProcessMixin:
         result = self._hook.run_command(command=[runtime_python, *argv], env=env)
         return result.exit_code, result.output
 
+    def _hold_connection(self, connection) -> None:
+        self._warm_connection = connection
+
     def on_kill(self) -> None:
+        """Airflow calls this on SIGTERM (the task marked failed, a timeout) and lets execute go on."""
+        import socket
+
         hook = getattr(self, "_hook", None)
-        if hook is not None:  # a warm runtime's step dies when this process closes its socket
+        if hook is not None:
             hook.send_sigterm()
+        connection = getattr(self, "_warm_connection", None)
+        if connection is not None:  # the warm runtime kills a step whose client hung up
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: the step has ended
 
 
 class RuntimeModuleOperator(RuntimeProcessMixin, BaseOperator):

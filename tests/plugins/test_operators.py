@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,48 @@ def test_runtime_steps_run_in_the_warm_runtime_when_one_runs_and_in_a_fresh_inte
     assert not is_listening(socket_path)  # stopped with the block that started it
     result, log = runtime_step(capsys, "taxi_model.warm", "--help")
     assert "usage:" in log and f"No warm runtime at {socket_path}: starting a fresh interpreter" in log
+
+
+@pytest.mark.slow
+def test_on_kill_ends_a_step_running_in_the_warm_runtime(tmp_path):
+    """Airflow calls on_kill on SIGTERM (marked failed, timed out) and lets execute go on: the step
+    must end, and execute with it."""
+    import threading
+
+    from taxi_pipeline.settings import get_settings
+    from taxi_pipeline.warm_runtime import warm_runtime
+
+    script, pid_file = tmp_path / "forever.py", tmp_path / "pid"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        options = dict(a.split("=", 1) for a in sys.argv[1:])
+        open(options["--pid_file"], "w").write(str(os.getpid()))
+        time.sleep(600)
+    """))
+    step = LocalBeamPipelineOperator(task_id="transform", py_file=str(script), runner="FnApiRunner",
+                                     py_interpreter=get_settings().runtime_python,
+                                     pipeline_options={"pid_file": str(pid_file)})
+    outcome = {}
+
+    def execute():
+        try:
+            step.execute({})
+        except Exception as failure:  # noqa: BLE001
+            outcome["failure"] = failure
+
+    with warm_runtime():
+        runner = threading.Thread(target=execute, daemon=True)  # a failing test must not hang the session
+        runner.start()
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and runner.is_alive(), outcome
+            time.sleep(0.1)
+        pid = int(pid_file.read_text())
+        step.on_kill()
+        runner.join(timeout=30)
+        assert not runner.is_alive(), "execute did not return after on_kill"
+        assert "closed the connection before the step ended" in str(outcome["failure"])
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
+            assert time.monotonic() < deadline, "the step outlived on_kill"
+            time.sleep(0.1)

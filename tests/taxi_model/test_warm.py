@@ -182,3 +182,15 @@ def test_the_trainer_in_the_warm_runtime_exports_the_same_model_as_in_a_fresh_in
     weights = [(tmp_path / name / "model" / "variables" / "variables.data-00000-of-00001").read_bytes()
                for name in ("warm", "fresh")]
     assert weights[0] == weights[1]
+
+
+def test_each_runtime_environment_has_a_warm_runtime_of_its_own(tmp_path):
+    """Two clones' runtimes link the same base interpreter: they must not share a socket (the steps
+    of one would run the other's code)."""
+    from taxi_model.warm import socket_path_for
+
+    for clone in ("a", "b"):
+        (tmp_path / clone / "bin").mkdir(parents=True)
+        (tmp_path / clone / "bin" / "python").symlink_to(sys.executable)
+    paths = {socket_path_for(str(tmp_path / clone / "bin" / "python")) for clone in ("a", "b")}
+    assert len(paths) == 2 and all(len(p.encode()) < 108 for p in paths)
