@@ -182,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         from taxi_pipeline.warm_runtime import warm_runtime
 
         with warm_runtime(settings):
-            return subprocess.run(command, env=env).returncode
+            airflow = subprocess.Popen(command, env=env)
+            while True:
+                try:
+                    return airflow.wait()
+                except KeyboardInterrupt:
+                    pass  # Airflow got the same Ctrl-C: let it shut down its processes, then stop ours
     os.execve(sys.executable, command, env)
 
 
