@@ -242,9 +242,13 @@ def serve(socket_path: str, preload: Sequence[str] = PRELOAD) -> None:
     print(f"warm runtime: {len(preload)} modules preloaded in {time.monotonic() - started:.1f} s; "
           f"listening on {socket_path} (pid {os.getpid()})", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    parent = os.getppid()  # whoever started it (make run, make airflow, a test) owns it
     try:
         while True:
             readable, _, _ = select.select([server], [], [], 1.0)
+            if os.getppid() != parent:  # the owner died without stopping it: never outlive it
+                print(f"warm runtime: its owner (pid {parent}) is gone; stopping", flush=True)
+                break
             while True:  # reap the watchers that ended
                 try:
                     if not os.waitpid(-1, os.WNOHANG)[0]:

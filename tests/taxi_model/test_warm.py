@@ -133,7 +133,7 @@ def test_a_step_and_what_it_started_die_when_its_client_goes_away(warm, tmp_path
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, its stat was read
         return False
     return state != "Z"
 
@@ -194,3 +194,29 @@ def test_each_runtime_environment_has_a_warm_runtime_of_its_own(tmp_path):
         (tmp_path / clone / "bin" / "python").symlink_to(sys.executable)
     paths = {socket_path_for(str(tmp_path / clone / "bin" / "python")) for clone in ("a", "b")}
     assert len(paths) == 2 and all(len(p.encode()) < 108 for p in paths)
+
+
+def test_a_warm_runtime_whose_owner_dies_stops_and_removes_its_socket(tmp_path):
+    """An owner killed without stopping it (SIGKILL, a crashed test session) leaves no warm runtime
+    behind to serve later runs with what it imported then."""
+    folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))
+    socket_path = str(folder / "s.sock")
+    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-m", "taxi_model.warm", "--socket", {socket_path!r}])
+        time.sleep(600)
+    """)], env=runtime_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not is_listening(socket_path):
+            assert time.monotonic() < deadline and owner.poll() is None
+            time.sleep(0.2)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 30
+        while os.path.exists(socket_path):
+            assert time.monotonic() < deadline, "the warm runtime outlived its owner"
+            time.sleep(0.2)
+    finally:
+        owner.kill()
+        shutil.rmtree(folder)
