@@ -88,16 +88,13 @@ def run_warm(argv: Sequence[str], env: dict[str, str], cwd: str, socket_path: st
     on_connect(client)
     with client:
         client.sendall(json.dumps({"argv": list(argv), "env": dict(env), "cwd": cwd}).encode() + b"\n")
-        held = None  # an empty line may be the one the marker starts with: passed on only if more follows
         for raw in client.makefile("rb"):
-            line = raw.decode(errors="replace").rstrip("\n")
-            if line.startswith(EXIT_MARKER):
-                return int(line.split()[-1])
-            if held is not None:
-                on_line(held)
-            held = line if not line else None
-            if line:
-                on_line(line)
+            # The marker follows the step's last output, on the same line if that had no newline.
+            output, marker, code = raw.decode(errors="replace").rstrip("\n").partition(EXIT_MARKER)
+            if output or not marker:
+                on_line(output)
+            if marker:
+                return int(code)
     raise ConnectionError(f"the warm runtime at {socket_path} closed the connection before the step "
                           "ended (was it stopped?); the step's output is above")
 
@@ -186,7 +183,7 @@ def _watch(conn: socket.socket) -> None:
                 time.sleep(0.1)
                 if time.monotonic() - terminated_at > KILL_AFTER_SECONDS:
                     _signal_group(step, signal.SIGKILL)
-        conn.sendall(f"\n{EXIT_MARKER} {code}\n".encode())
+        conn.sendall(f"{EXIT_MARKER} {code}\n".encode())
         code = 0
     except OSError:
         pass  # the client is gone: nobody to tell

@@ -220,3 +220,9 @@ def test_a_warm_runtime_whose_owner_dies_stops_and_removes_its_socket(tmp_path):
     finally:
         owner.kill()
         shutil.rmtree(folder)
+
+
+def test_output_without_a_final_newline_is_not_lost(warm, tmp_path):
+    script = tmp_path / "partial.py"
+    script.write_text('import sys\nprint("first")\nsys.stdout.write("no newline at the end")\n')
+    assert run(warm, [str(script)]) == (0, ["first", "no newline at the end"])
