@@ -12,8 +12,18 @@ class RuntimeProcessMixin:
     libraries already imported, which saves each step 3-5 s), else in a fresh interpreter. Either
     way the step dies with its task (on_kill, a timeout or a killed worker)."""
 
-    def run_in_runtime(self, argv: list[str], env: dict[str, str], interpreter: str | None = None) -> tuple[int, str]:
-        """The step's exit code and its last output line (`interpreter`: the runtime's by default)."""
+    def run_in_runtime(self, step: str, argv: list[str], env: dict[str, str], interpreter: str | None = None) -> str:
+        """The step's last output line; a non-zero exit fails the task, naming `step` and quoting
+        that line (`interpreter`: the runtime's by default)."""
+        from airflow.sdk.exceptions import AirflowException
+
+        code, last_line = self._run(argv, env, interpreter)
+        if code != 0:
+            raise AirflowException(f"{step} exited with code {code}; its last line: {last_line!r}. "
+                                   "The full output is in this log above.")
+        return last_line
+
+    def _run(self, argv: list[str], env: dict[str, str], interpreter: str | None) -> tuple[int, str]:
         import tempfile
 
         from airflow.providers.standard.hooks.subprocess import SubprocessHook
@@ -78,14 +88,8 @@ class RuntimeModuleOperator(RuntimeProcessMixin, BaseOperator):
     def execute(self, context):
         import os
 
-        from airflow.sdk.exceptions import AirflowException
-
-        code, last_line = self.run_in_runtime(["-m", self.module, *map(str, self.arguments)], {**os.environ, **self.env})
-        if code != 0:
-            raise AirflowException(
-                f"{self.module} exited with code {code}; its last line: {last_line!r}. "
-                "The full output is in this log above.")
-        return last_line
+        return self.run_in_runtime(self.module, ["-m", self.module, *map(str, self.arguments)],
+                                   {**os.environ, **self.env})
 
 
 class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
@@ -115,11 +119,7 @@ class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
         import os
 
         from airflow.providers.apache.beam.hooks.beam import beam_options_to_args
-        from airflow.sdk.exceptions import AirflowException
 
         argv = [self.py_file, f"--runner={self.runner}", *beam_options_to_args(self.pipeline_options)]
-        code, last_line = self.run_in_runtime(argv, dict(os.environ), interpreter=self.py_interpreter)
-        if code != 0:
-            raise AirflowException(
-                f"the Beam pipeline {os.path.basename(self.py_file)} exited with code {code}; its last line: "
-                f"{last_line!r}. The full output is in this log above.")
+        self.run_in_runtime(f"the Beam pipeline {os.path.basename(self.py_file)}", argv, dict(os.environ),
+                            interpreter=self.py_interpreter)

@@ -38,9 +38,11 @@ def test_it_runs_the_file_with_the_runner_and_the_options_as_beam_arguments(tmp_
     assert set(args[1:]) == {f"--record={tmp_path / 'args.json'}", "--train=/data/train/part-*.csv", "--variant=standard"}
 
 
-def test_a_failing_pipeline_fails_the_task(tmp_path):
-    with pytest.raises(Exception, match="3"):
+def test_a_failing_pipeline_fails_the_task_naming_the_file_its_exit_code_and_last_line(tmp_path):
+    with pytest.raises(Exception) as failure:
         operator(tmp_path, fail=True).execute({})
+    assert str(failure.value) == ("the Beam pipeline pipeline.py exited with code 3; its last line: 'pipeline ran'. "
+                                  "The full output is in this log above.")
 
 
 def test_importing_the_operators_imports_neither_the_beam_operators_nor_dataflow():
