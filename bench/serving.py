@@ -1,7 +1,7 @@
 """Serving benchmark (not a test): the model server against calling the SavedModel in-process.
 
     .venv-runtime/bin/python bench/serving.py [--model <SavedModel dir>] [--csv '<raw window CSV glob>']
-        [--seconds 3] [--rows 1 100] [--clients 1 4]
+        [--seconds 3] [--rows 1 100] [--clients 1 4] [--breakdown]
 
 Defaults: the newest version under $TAXI_HOME/serving/taxi and the newest eval split under
 $TAXI_HOME/artifacts/ (TAXI_HOME defaults to .taxi/ in the repo), both written by `make run`.
@@ -10,6 +10,11 @@ Trains nothing. Starts the server (a separate process, as in production) on free
 per request), path (in-process call, REST, gRPC) and number of concurrent clients, the latency
 p50/p99 and the predictions per second, and the server's throughput over the in-process one.
 Requests are encoded once per cell, so the table measures serving, not client-side encoding.
+
+--breakdown also prints where a REST request's time goes at the largest --rows: each stage of the
+server's own code timed alone in this process (parsing, decoding, the model call, the response),
+and the round trip of the standard library's HTTP server and client carrying the same bytes and
+doing nothing else, against the in-process call and what 0.7 of its throughput allows.
 """
 from __future__ import annotations
 
@@ -123,6 +128,83 @@ def run_cell(make_call: Callable[[], Callable[[], None]], clients: int, seconds:
     return latencies, time.perf_counter() - began
 
 
+# The standard library's HTTP stack alone: an HTTP/1.1 keep-alive server answering every POST with
+# a canned body, written as the model server writes its answers (no Nagle, headers and body at once).
+BARE_HTTP_SERVER = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+answer = open(sys.argv[2], "rb").read()
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def log_message(self, *args): pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self._headers_buffer.append(b"\r\n" + answer)
+        self.flush_headers()
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def mean_ms(call: Callable[[], object], seconds: float) -> float:
+    for _ in range(20):
+        call()
+    calls, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        call()
+        calls += 1
+    return (time.perf_counter() - began) / calls * 1000
+
+
+def breakdown(model_dir: str, batch: list[bytes], seconds: float, rest_p50: float, in_process_p50: float) -> list:
+    """Rows (stage, ms per request) of a REST request of `batch`, each stage of the server's code alone."""
+    from taxi_model.serving import rest_json
+    from taxi_model.serving.inference import ModelVersion
+
+    version = ModelVersion.load("taxi", 1, model_dir)
+    signature = version.signature("")
+    body = client.RestClient.predict_body(batch)
+    document = rest_json.parse_body(body)
+    inputs, request_format = rest_json.request_inputs(document, signature.inputs)
+    tensors = {name: tf.constant(array, dtype=signature.inputs[name].dtype) for name, array in inputs.items()}
+    _, outputs = version.predict(signature.name, inputs)
+    answer = rest_json.response_bytes(outputs, request_format)
+    stages = [
+        ("server: parse the JSON body", mean_ms(lambda: rest_json.parse_body(body), seconds)),
+        ("server: decode the b64 rows into an array", mean_ms(lambda: rest_json.request_inputs(document, signature.inputs), seconds)),
+        ("server: checks, tensor, model call, outputs", mean_ms(lambda: version.predict(signature.name, inputs), seconds)),
+        ("  of which the model's graph alone", mean_ms(lambda: signature.call(tensors), seconds)),
+        ("server: write the JSON response", mean_ms(lambda: rest_json.response_bytes(outputs, request_format), seconds)),
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench_http_") as tmp:
+        Path(tmp, "answer.json").write_bytes(answer)
+        port = free_port()
+        bare = subprocess.Popen([sys.executable, "-c", BARE_HTTP_SERVER, str(port), f"{tmp}/answer.json"])
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # until it listens
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or bare.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+            rest = client.RestClient(port=port)
+            stages.append(("HTTP round trip alone (stdlib server + client)",
+                           mean_ms(lambda: rest.request("POST", "/", body), seconds)))
+        finally:
+            bare.kill()
+            bare.wait()
+    total = sum(ms for name, ms in stages if not name.startswith(" "))
+    return [*stages, ("sum of the stages", total), ("measured REST p50", rest_p50),
+            ("in-process call p50 (the reference)", in_process_p50),
+            ("a request's time at 0.7 of in-process throughput", in_process_p50 / 0.7)]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -136,6 +218,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100], help="rows per request")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4], help="concurrent clients")
     parser.add_argument("--json", help="also write the cells to this JSON file (bench/run.py reads it)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print where a REST request's time goes, at the largest --rows")
     args = parser.parse_args()
     model_dir, csv_pattern = args.model or default_model(), args.csv or default_csv()
 
@@ -179,10 +263,20 @@ def main() -> None:
     for (n, path, clients), (p50, p99, throughput) in results.items():
         ratio = throughput / results[n, "in-process", clients][2]
         print(f"{n:>8} {path:<10} {clients:>7} {p50:>8.2f} {p99:>8.2f} {throughput:>10.0f} {ratio:>10.2f}")
+    stages = []
+    if args.breakdown:
+        n, clients = max(args.rows), min(args.clients)
+        stages = breakdown(model_dir, examples[:n], args.seconds / 3, results[n, "REST", clients][0],
+                           results[n, "in-process", clients][0])
+        print(f"\nwhere a REST request of {n} rows goes (stages timed alone, means; one client)")
+        print(f"{'stage':<52} {'ms':>6}\n{'-' * 59}")
+        for name, ms in stages:
+            print(f"{name:<52} {ms:>6.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps([
+        Path(args.json).write_text(json.dumps({"cells": [
             {"rows": n, "path": path, "clients": clients, "p50": p50, "p99": p99, "throughput": throughput}
-            for (n, path, clients), (p50, p99, throughput) in results.items()], indent=1))
+            for (n, path, clients), (p50, p99, throughput) in results.items()],
+            "breakdown": [{"stage": name, "ms": ms} for name, ms in stages]}, indent=1))
 
 
 if __name__ == "__main__":
