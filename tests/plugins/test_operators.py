@@ -7,9 +7,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+from process_state import alive
 
 from taxi_plugins.operators import LocalBeamPipelineOperator
 
@@ -124,14 +124,6 @@ def test_on_kill_ends_a_step_running_in_the_warm_runtime(tmp_path):
         assert not runner.is_alive(), "execute did not return after on_kill"
         assert "closed the connection before the step ended" in str(outcome["failure"])
         deadline = time.monotonic() + 30
-        while _alive(pid):
+        while alive(pid):
             assert time.monotonic() < deadline, "the step outlived on_kill"
             time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (reaped or not, a zombie has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, its stat was read
-        return False

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from model_test_data import runtime_env
+from process_state import alive
 from taxi_model.warm import is_listening, run_warm
 
 STEP = textwrap.dedent("""
@@ -125,17 +126,9 @@ def test_a_step_and_what_it_started_die_when_its_client_goes_away(warm, tmp_path
     client.kill()  # as a killed task's process dies
     client.wait()
     deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in pids):
-        assert time.monotonic() < deadline, f"still running: {[p for p in pids if _alive(p)]}"
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
         time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, its stat was read
-        return False
-    return state != "Z"
 
 
 def test_steps_run_side_by_side(warm):
