@@ -50,8 +50,14 @@ def evaluation(auc: float, blessed: bool, baseline: bool) -> dict:
 def run(warehouse, tmp_path_factory, ):
     """A run of taxi_daily_retrain with its window extracted and validated for real, and two evaluated variants."""
     import os
+    from unittest import mock
 
-    os.environ["TAXI_HOME"] = str(tmp_path_factory.mktemp("report_home"))
+    # the module's own TAXI_HOME, restored after it (the rest of the session keeps the warehouse's)
+    with mock.patch.dict(os.environ, TAXI_HOME=str(tmp_path_factory.mktemp("report_home"))):
+        yield from _run(warehouse)
+
+
+def _run(warehouse):
     ctx = context(min_window_rows=500)
     plan = window_plan(ctx)
     from taxi_pipeline.run_context import run_layout
@@ -69,7 +75,7 @@ def run(warehouse, tmp_path_factory, ):
              "majority_class_rate": 0.75, "blessed": b, "why": "", "baseline": None}
             for v, a, b in (("standard", 0.934, True), ("coarse", 0.85, False))]
     Path(layout.run_dir, "comparison.json").write_text(json.dumps(rows))
-    return ctx, layout, report
+    yield ctx, layout, report
 
 
 def test_the_data_report_shows_the_verdict_the_rows_the_features_and_the_drift(run):
