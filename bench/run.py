@@ -442,7 +442,7 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
 
 
 def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
-    from taxi_pipeline.serving import version_for
+    from taxi_pipeline.serving_root import version_for
 
     from taxi_pipeline.warm_runtime import warm_runtime
 

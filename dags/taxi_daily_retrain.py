@@ -7,7 +7,7 @@ wait_for_window >> extract_window >> validate_window >> select_variants
 The training window is the `window_days` before the run's data_interval_end (or the `window_end`
 Param of a manual run); the `variants` Param picks the variants trained. Every stage is built
 by the platform chosen with TAXI_PLATFORM (`local` by default, or `gcp`); see
-include/taxi_pipeline/platforms.py.
+include/taxi_pipeline/platforms/.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.reports.tasks import data_report_task, model_report_task
-from taxi_pipeline.serving import model_name
+from taxi_pipeline.serving_root import model_name
 from taxi_pipeline.tasks import SELECT_VARIANTS_DOC, select_variants
 from taxi_plugins.links import add_artifact_links
 from taxi_plugins.sensors import PreviousRunSettledSensor

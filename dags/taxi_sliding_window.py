@@ -10,7 +10,7 @@ wait_for_window >> extract_window >> validate_window
 Both models are judged by TFMA on every trip of the run's own month (its data interval, or the
 calendar month before the `window_end` Param of a manual run). The same
 stages as taxi_daily_retrain, built by the same platform (TAXI_PLATFORM); see
-include/taxi_pipeline/platforms.py and branches.py.
+include/taxi_pipeline/platforms/ and branches.py.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import os
 
 __all__: list[str] = []  # no cluster policies here
 
-# What the gcp platform imports to build its tasks (taxi_pipeline.platforms.GcpPlatform) and to run
+# What the gcp platform imports to build its tasks (taxi_pipeline.platforms.gcp) and to run
 # them; tests/taxi_pipeline/test_platform_gcp.py checks that a parse needs nothing beyond these.
 GCP_PLATFORM_MODULES = (
     "airflow.providers.apache.beam.operators.beam",

@@ -42,6 +42,7 @@ from taxi_model import features
 from taxi_model.blessing import BlessingPolicy, Verdict
 from taxi_model.columns import read_rows
 from taxi_model.fileio import atomic_output_dir
+from taxi_model.serving_layout import newest_before, versions_in
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 # The slices the Kubeflow taxi example analysed.
@@ -61,14 +62,9 @@ def serving_version(base_path: str, before: int | None = None) -> str | None:
     (None if there is none)."""
     if not base_path or not tf.io.gfile.isdir(base_path):
         return None
-    versions = sorted((int(name.strip("/")) for name in tf.io.gfile.listdir(base_path) if name.strip("/").isdigit()),
-                      reverse=True)
-    versions = [v for v in versions if before is None or v < before]
-    for version in versions:
-        candidate = f"{base_path.rstrip('/')}/{version}"
-        if tf.io.gfile.exists(f"{candidate}/saved_model.pb"):
-            return candidate
-    return None
+    versions = versions_in(base_path, tf.io.gfile.listdir, tf.io.gfile.exists)
+    version = newest_before(versions, before)
+    return None if version is None else f"{base_path.rstrip('/')}/{version}"
 
 
 def majority_class_rate(model_dir: str, serialized: list[bytes]) -> float:

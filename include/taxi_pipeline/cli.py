@@ -85,9 +85,9 @@ def free_port() -> int:
 def serve_and_predict(settings: Settings, layout, rows: int = 5) -> None:
     """Start the local model server on the serving root, ask it about a few real eval rows over
     REST and gRPC (the champion model `taxi`, label `stable`), and stop it."""
-    from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, read_labels
+    from taxi_pipeline.serving_root import CHAMPION_MODEL, STABLE_LABEL, ServingRoot
 
-    if STABLE_LABEL not in read_labels(settings.serving_root, CHAMPION_MODEL):
+    if STABLE_LABEL not in ServingRoot(settings.serving_root).labels(CHAMPION_MODEL):
         print(f"\nNo {CHAMPION_MODEL}:{STABLE_LABEL} model is served (nothing was blessed); no predictions.")
         return
     rest_port, grpc_port = free_port(), free_port()
@@ -145,13 +145,13 @@ def print_summary(dag, dag_run):
         return layout
     from taxi_model.variants import VARIANTS
 
-    from taxi_pipeline.serving import CHAMPION_MODEL, model_base_path, model_name, read_labels, served_versions
+    from taxi_pipeline.serving_root import CHAMPION_MODEL, ServingRoot, model_name
 
-    serving_root = get_settings().serving_root
-    print(f"Served models ({serving_root}):")
+    serving_root = ServingRoot(get_settings().serving_root)
+    print(f"Served models ({serving_root.uri}):")
     for model in [model_name(v) for v in VARIANTS] + [CHAMPION_MODEL]:
-        versions = served_versions(model_base_path(serving_root, model))
-        labels = read_labels(serving_root, model)
+        versions = serving_root.versions(model)
+        labels = serving_root.labels(model)
         print(f"  {model:<16} versions {versions or 'none'}{'  labels ' + str(labels) if labels else ''}")
     return layout
 

@@ -1,9 +1,7 @@
 """The comparison of a run's variants: rows, AUC, accuracy, blessed, why."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from taxi_pipeline import files
 from taxi_pipeline.layout import RunLayout
 
 
@@ -11,12 +9,12 @@ def read_blessing(layout: RunLayout, variant: str) -> dict:
     """The verdict on a variant of the run: the evaluation's (taxi_model.blessing.Verdict as
     written), overruled when the export check found the exported model unservable. A model whose
     export was not checked is not deployable either (the check is the step before the push)."""
-    blessing = json.loads(Path(layout.evaluation_dir(variant), "blessing.json").read_text())
-    report = Path(layout.export_check_dir(variant), "report.json")
-    if not report.exists():
+    blessing = files.read_json(f"{layout.evaluation_dir(variant)}/blessing.json")
+    report = f"{layout.export_check_dir(variant)}/report.json"
+    if not files.exists(report):
         return {**blessing, "blessed": False,
                 "reasons": blessing["reasons"] + [f"the export was not checked (no {report})"]}
-    export = json.loads(report.read_text())
+    export = files.read_json(report)
     if not export["servable"]:
         return {**blessing, "blessed": False, "export_check": export,
                 "reasons": blessing["reasons"] + [f"export: {reason}" for reason in export["reasons"]]}
@@ -24,7 +22,7 @@ def read_blessing(layout: RunLayout, variant: str) -> dict:
 
 
 def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:
-    validation = json.loads(Path(layout.validation_dir(), "report.json").read_text())
+    validation = files.read_json(f"{layout.validation_dir()}/report.json")
     rows = []
     for variant in variants:
         blessing = read_blessing(layout, variant)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from taxi_pipeline.layout import SPLITS, RunLayout
-from taxi_pipeline.storage import atomic_directory
+from taxi_pipeline.files import atomic_directory
 from taxi_pipeline.warehouse import export_split
 from taxi_pipeline.window import Window
 

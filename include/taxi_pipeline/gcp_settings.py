@@ -60,6 +60,12 @@ def _env(name: str) -> str | None:
     return os.environ.get(f"TAXI_GCP_{name.upper()}") or None
 
 
+def conn_id() -> str:
+    """The Airflow connection to Google Cloud: from the environment only (the hooks take it before
+    any template is rendered)."""
+    return _env("conn_id") or DEFAULTS["conn_id"][0]
+
+
 def _lookup(name: str) -> str | None:
     return _env(name) or (None if name in ENV_ONLY else _variable(f"taxi_gcp_{name}"))
 

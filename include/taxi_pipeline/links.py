@@ -49,7 +49,7 @@ class GcpLinks:
         return f"https://console.cloud.google.com/storage/browser/{quote(bucket_and_object)}"
 
     def served_model(self, model: str) -> str:
-        from taxi_pipeline.serving import model_base_path
+        from taxi_pipeline.serving_root import ServingRoot
         from taxi_pipeline.settings import get_settings
 
-        return self.artifact(model_base_path(get_settings().serving_root, model))
+        return self.artifact(ServingRoot(get_settings().serving_root).base_path(model))

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from jinja2 import pass_context
 
 from taxi_pipeline.layout import RunLayout
-from taxi_pipeline.serving import version_for
+from taxi_pipeline.serving_root import version_for
 from taxi_pipeline.settings import get_settings
 from taxi_pipeline.window import Window
 

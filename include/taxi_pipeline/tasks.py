@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from taxi_pipeline.serving import DeploymentRecord
-
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +23,7 @@ def validate_window_artifacts(**context) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from taxi_pipeline.run_context import run_layout, window_plan
-    from taxi_pipeline.storage import atomic_directory
+    from taxi_pipeline.files import atomic_directory
     from taxi_pipeline.validation import validate_window
 
     layout, plan = run_layout(context), window_plan(context)
@@ -81,92 +76,63 @@ def select_variants(**context) -> list[str]:
 
 def compare_variants(**context) -> list[dict]:
     """The run's comparison of its variants: one row each, logged as a table and written beside the run."""
-    import json
-
+    from taxi_pipeline import files
     from taxi_pipeline.branches import selected_variants
     from taxi_pipeline.comparison import comparison_rows, format_table
     from taxi_pipeline.run_context import run_layout
-    from taxi_pipeline.storage import write_text_atomically
 
     layout = run_layout(context)
     rows = comparison_rows(layout, selected_variants(context["params"]))
     table = format_table(rows)
     for line in table.splitlines():
         log.info(line)
-    write_text_atomically(f"{layout.run_dir}/comparison.txt", table + "\n")
-    write_text_atomically(f"{layout.run_dir}/comparison.json", json.dumps(rows, indent=1))
+    files.write_text(f"{layout.run_dir}/comparison.txt", table + "\n")
+    files.write_json(f"{layout.run_dir}/comparison.json", rows)
     return rows
-
-
-def _record(layout, context, model: str, variant: str, blessing: dict) -> DeploymentRecord:
-    from taxi_pipeline.run_context import run_end
-    from taxi_pipeline.serving import DeploymentRecord, version_for
-
-    return DeploymentRecord(
-        model=model, version=version_for(run_end(context)), variant=variant,
-        dag_id=layout.dag_id, run_id=layout.run_id, window=str(layout.window), source=layout.model_dir(variant),
-        metrics=blessing["metrics"], reasons=blessing["reasons"])
 
 
 def push_variant(variant: str, **context) -> int:
     """Push a blessed variant's model as the run's version of `taxi_<variant>`."""
-    from airflow.sdk.exceptions import AirflowSkipException
+    from taxi_pipeline import deployment
+    from taxi_pipeline.serving_root import model_name
 
-    from taxi_pipeline.comparison import read_blessing
-    from taxi_pipeline.run_context import run_layout
-    from taxi_pipeline.serving import model_name, push_model
-    from taxi_pipeline.settings import get_settings
-
-    layout = run_layout(context)
-    blessing = read_blessing(layout, variant)
-    if not blessing["blessed"]:
-        raise AirflowSkipException(f"{variant} was not blessed, nothing pushed: " + "; ".join(blessing["reasons"]))
-    result = push_model(get_settings().serving_root, _record(layout, context, model_name(variant), variant, blessing))
-    log.info(result.message)
-    if not result.pushed:
-        raise AirflowSkipException(result.message)
-    return result.version
+    with deployment.skip_if_not_deployed():
+        return deployment.push_blessed_variant(_serving_root(), context, variant, model_name(variant)).version
 
 
 def promote_champion(**context) -> dict:
     """Push the best blessed variant as the run's version of `taxi` and label it `stable`."""
-    import json
-    from pathlib import Path
+    from taxi_pipeline import deployment
 
-    from airflow.sdk.exceptions import AirflowSkipException
+    with deployment.skip_if_not_deployed():
+        champion, result = deployment.promote_champion(_serving_root(), context)
+    return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"]}
 
-    from taxi_pipeline.comparison import read_blessing
-    from taxi_pipeline.run_context import run_layout
-    from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, push_and_label
+
+def roll_back(**context) -> dict:
+    """The rollback DAG's task: roll back the model its Params name, and say what happened in the log."""
+    from dataclasses import asdict
+
+    from taxi_pipeline import deployment
+
+    return asdict(deployment.roll_back(_serving_root(), context["params"], context["run_id"]))
+
+
+def _serving_root():
+    from taxi_pipeline.serving_root import ServingRoot
     from taxi_pipeline.settings import get_settings
 
-    layout = run_layout(context)
-    rows = json.loads(Path(layout.run_dir, "comparison.json").read_text())
-    blessed = [r for r in rows if r["blessed"]]
-    if not blessed:
-        raise AirflowSkipException("no variant was blessed: the served model is unchanged")
-    champion = max(blessed, key=lambda r: r["auc"])
-    blessing = read_blessing(layout, champion["variant"])
-    serving_root = get_settings().serving_root
-    result = push_and_label(serving_root, _record(layout, context, CHAMPION_MODEL, champion["variant"], blessing),
-                            STABLE_LABEL)
-    log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
-    if not result.pushed:
-        raise AirflowSkipException(result.message)
-    log.info("%s label %r -> version %s", CHAMPION_MODEL, STABLE_LABEL, result.version)
-    return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"]}
+    return ServingRoot(get_settings().serving_root)
 
 
 def record_window_verdict(**context) -> dict:
     """Record the run's recent-vs-long verdict as its window's row of the DAG's history."""
-    import json
-    from pathlib import Path
-
+    from taxi_pipeline import files
     from taxi_pipeline.history import write_history
     from taxi_pipeline.run_context import run_layout, window_plan
 
     layout, plan = run_layout(context), window_plan(context)
-    comparison = json.loads(Path(layout.window_comparison_dir, "comparison.json").read_text())
+    comparison = files.read_json(f"{layout.window_comparison_dir}/comparison.json")
     row = {
         "window": str(plan.windows["newest"]), "window_key": layout.window.key, "run_id": layout.run_id,
         "recent_window": str(plan.windows["recent"]), "long_window": str(plan.windows["long"]),

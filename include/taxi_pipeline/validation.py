@@ -13,12 +13,12 @@ The expectations are derived from what the sample really is (observed over 25,00
 """
 from __future__ import annotations
 
-import glob
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from taxi_pipeline.files import read_split
 from taxi_pipeline.queries import WINDOW_COLUMNS
 from taxi_pipeline.window import Window
 
@@ -54,18 +54,6 @@ class ValidationReport:
         lines = [f"Validation of window {self.window}: {verdict}; rows {self.rows}"]
         lines += [f"  - {f}" for f in self.failures] + [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def read_split(directory: str):
-    """All part files of one extracted split as one DataFrame (empty, with no columns, if none)."""
-    import pandas as pd
-
-    parts = sorted(glob.glob(f"{directory}/part-*.csv"))
-    # Only an empty field is a null: "n/a" in a numeric column is a text value to report.
-    frames = [pd.read_csv(p, dtype={"unique_key": str, "payment_type": str, "company": str},
-                          keep_default_na=False, na_values=[""]) for p in parts]
-    frames = [f for f in frames if len(f.columns)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def drift_partition(reference, bins: int = DRIFT_BINS) -> dict | None:

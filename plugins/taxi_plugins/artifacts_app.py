@@ -13,7 +13,6 @@ Content-Security-Policy, so an artifact's page cannot act as the Airflow UI.
 from __future__ import annotations
 
 import html
-import json
 import mimetypes
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,23 +112,20 @@ def serve_file(path: Path):
 
 def model_status(serving_root: str, model: str) -> dict:
     """What is served of `model`: its versions (with their records), labels and what the config loads."""
-    from taxi_pipeline.serving import model_base_path, read_labels, served_versions
+    from taxi_pipeline import files
+    from taxi_pipeline.serving_root import ServingRoot
 
-    base = Path(model_base_path(serving_root, model))
-    versions = served_versions(str(base))
-    records = {}
-    for version in versions:
-        record = base / "records" / f"{version}.json"
-        records[version] = json.loads(record.read_text()) if record.exists() else {}
-    config = Path(serving_root, "models.config")
+    root = ServingRoot(serving_root)
+    versions = root.versions(model)
+    records = {version: root.record(model, version) or {} for version in versions}
+    config = files.join(serving_root, "models.config")
     loaded = []
-    if config.exists():
-        text = config.read_text()
+    if files.exists(config):
+        text = files.read_text(config)
         block = text.split(f'name: "{model}"', 1)[1].split("config {", 1)[0] if f'name: "{model}"' in text else ""
         loaded = [int(v) for v in __import__("re").findall(r"versions: (\d+)", block)]
-    rollbacks = base / "rollbacks.json"
-    return {"model": model, "versions": versions, "labels": read_labels(serving_root, model), "loaded": loaded,
-            "records": records, "rollbacks": json.loads(rollbacks.read_text()) if rollbacks.exists() else []}
+    return {"model": model, "versions": versions, "labels": root.labels(model), "loaded": loaded,
+            "records": records, "rollbacks": root.rollbacks(model)}
 
 
 def status_page(status: dict) -> HTMLResponse:
@@ -195,12 +191,11 @@ def create_app(login: bool = True) -> FastAPI:
 
     @app.get("/serving/", response_class=HTMLResponse)
     def serving_index():
-        from taxi_pipeline.serving import served_versions
+        from taxi_pipeline.serving_root import ServingRoot
 
-        root = Path(_settings().serving_root)
-        models = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.exists() else []
+        root = ServingRoot(_settings().serving_root)
         rows = "".join(f"<li><a href='/taxi/serving/{quote(m)}'>{html.escape(m)}</a> "
-                       f"({len(served_versions(str(root / m)))} versions)</li>" for m in models)
+                       f"({len(root.versions(m))} versions)</li>" for m in root.models())
         return page("Served models", f"<ul>{rows or '<li>nothing served yet</li>'}</ul>")
 
     @app.get("/serving/{model}", response_class=HTMLResponse)

@@ -10,7 +10,7 @@ task's own context, so their XComs and extra links are the task's.
   reused (its table or files are there), a running one is waited on, a failed one is run again as
   `<id>_r<n>`. An export that runs again first deletes its split's part files of an earlier try.
 - `VertexPushOperator` (<variant>.push): a blessed model becomes the run's version under the GCS
-  model base path (gcs_serving.push_model), then a new version of its Vertex AI model
+  model base path (deployment.push_blessed_variant), then a new version of its Vertex AI model
   (UploadModelOperator with parent_model, the prebuilt TF serving container).
 - `ChampionDeployOperator` (promote_champion): the best blessed variant is pushed as the version of
   `taxi` labelled `stable` (one hold of the serving root's lock); the TF-Serving Deployment and
@@ -39,7 +39,6 @@ from airflow.providers.google.cloud.operators.kubernetes_engine import GKEStartP
 from airflow.providers.google.cloud.operators.vertex_ai.model_service import UploadModelOperator
 from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
 
 
 class TemplatedDataflowConfiguration(DataflowConfiguration):
@@ -129,7 +128,7 @@ class WindowExtractOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowException
         from google.api_core.exceptions import GoogleAPICallError
 
-        from taxi_pipeline import gcs
+        from taxi_pipeline import files
 
         rows: dict[str, dict[str, int]] = {}
         # the labels BigQueryInsertJobOperator gives its jobs, on the exports too
@@ -143,7 +142,7 @@ class WindowExtractOperator(BaseOperator):
             # and this task runs eight jobs; the deterministic ids do the reattaching instead
             query = _ReattachingQuery(task_id=self.task_id, durable=False, **job["query"], **common)
             export = _ReattachingExport(task_id=self.task_id, export_format="CSV", print_header=True,
-                                        before_new_job=lambda p=part_files: gcs.delete_tree(p.rsplit("/", 1)[0]),
+                                        before_new_job=lambda p=part_files: files.delete_tree(p.rsplit("/", 1)[0]),
                                         labels=labels, **job["export"], **common)
             query.parent_dag_id = export.parent_dag_id = self.dag_id
             try:
@@ -263,22 +262,17 @@ class VertexPushOperator(_VertexUpload):
         self.variant, self.served_model, self.serving_root = variant, served_model, serving_root
 
     def execute(self, context):
-        from taxi_pipeline import gcp_tasks, gcs_serving
+        from taxi_pipeline import deployment
         from taxi_pipeline.run_context import run_layout
-        from taxi_pipeline.serving import model_base_path
-        from taxi_pipeline.tasks import _record
+        from taxi_pipeline.serving_root import ServingRoot
 
-        blessing = gcp_tasks.read_blessing(context, self.variant)
-        if not blessing["blessed"]:
-            raise AirflowSkipException(f"{self.variant} was not blessed, nothing pushed: " + "; ".join(blessing["reasons"]))
-        record = _record(run_layout(context), context, self.served_model, self.variant, blessing)
-        result = gcs_serving.push_model(self.serving_root, record)
-        self.log.info(result.message)
-        if not result.pushed:
-            raise AirflowSkipException(result.message)
-        artifact_uri = f"{model_base_path(self.serving_root, self.served_model)}/{result.version}"
+        root = ServingRoot(self.serving_root)
+        with deployment.skip_if_not_deployed():
+            result = deployment.push_blessed_variant(root, context, self.variant, self.served_model)
+        artifact_uri = f"{root.base_path(self.served_model)}/{result.version}"
+        layout = run_layout(context)
         return self.upload(context, self.served_model, artifact_uri, result.version,
-                           f"{self.variant} of window {record.window} (run {record.run_id})")
+                           f"{self.variant} of window {layout.window} (run {layout.run_id})")
 
 
 class ChampionDeployOperator(_VertexUpload):
@@ -296,29 +290,20 @@ class ChampionDeployOperator(_VertexUpload):
     def execute(self, context):
         from taxi_plugins.tf_serving import TFServingDeployOperator
 
-        from taxi_pipeline import gcp_tasks, gcs_serving
+        from taxi_pipeline import deployment
         from taxi_pipeline.run_context import run_layout
-        from taxi_pipeline.serving import CHAMPION_MODEL, STABLE_LABEL, model_base_path
-        from taxi_pipeline.tasks import _record
+        from taxi_pipeline.serving_root import CHAMPION_MODEL, ServingRoot
 
-        blessed = [r for r in gcp_tasks.read_comparison(context) if r["blessed"]]
-        if not blessed:
-            raise AirflowSkipException("no variant was blessed: the served model is unchanged")
-        champion = max(blessed, key=lambda r: r["auc"])
-        record = _record(run_layout(context), context, CHAMPION_MODEL, champion["variant"],
-                         gcp_tasks.read_blessing(context, champion["variant"]))
-        with gcs_serving.deploy_lock(self.serving_root, holder=f"promotion of {champion['variant']} ({record.run_id})"):
-            result = gcs_serving.push_model(self.serving_root, record)
-            self.log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
-            if not result.pushed:
-                raise AirflowSkipException(result.message)
-            gcs_serving.set_label(self.serving_root, CHAMPION_MODEL, STABLE_LABEL, result.version)
+        root = ServingRoot(self.serving_root)
+        with deployment.skip_if_not_deployed():
+            champion, result = deployment.promote_champion(root, context)
+        window = run_layout(context).window
 
         TFServingDeployOperator(task_id=self.task_id, deployment=self.deployment, service=self.service,
                                 **self.gke).execute(context)
 
-        model = self.upload(context, CHAMPION_MODEL, f"{model_base_path(self.serving_root, CHAMPION_MODEL)}/{result.version}",
-                            result.version, f"champion {champion['variant']} of window {record.window}")
+        model = self.upload(context, CHAMPION_MODEL, f"{root.base_path(CHAMPION_MODEL)}/{result.version}",
+                            result.version, f"champion {champion['variant']} of window {window}")
         champion_id = self.deploy(context, model)
         self.undeploy_others(context, champion_id)
         return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"], "vertex_model": model}
@@ -351,10 +336,11 @@ class ChampionDeployOperator(_VertexUpload):
         from airflow.providers.google.cloud.operators.vertex_ai.endpoint_service import (
             CreateEndpointOperator,
             DeployModelOperator,
+            UpdateEndpointOperator,
         )
         from google.api_core.exceptions import AlreadyExists, NotFound
 
-        from taxi_pipeline.serving import CHAMPION_MODEL
+        from taxi_pipeline.serving_root import CHAMPION_MODEL
 
         vertex = self._vertex()
         hook = self._endpoint_hook()
@@ -394,10 +380,18 @@ class ChampionDeployOperator(_VertexUpload):
             self.log.info("Previous champion on endpoint %s: %s", self.endpoint_id,
                           f"deployed model {previous.id} ({self._version(previous)}, {traffic[previous.id]}% of the traffic)"
                           if previous else "none (no deployed model has traffic)")
-            response = DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
-                                           deployed_model={**self.deployed_model, "model": model},
-                                           traffic_split=self.traffic_split, **vertex).execute(context)
-            champion_id = response["deployed_model"]["id"]
+            if deployed:  # deployed at less than all the traffic (a rollback's target): a traffic switch
+                champion_id = deployed[0].id
+                UpdateEndpointOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
+                                       endpoint={"traffic_split": {champion_id: 100}},
+                                       update_mask={"paths": ["traffic_split"]}, **vertex).execute(context)
+                self.log.info("Endpoint %s: all the traffic to deployed model %s (%s)", self.endpoint_id, champion_id,
+                              model)
+            else:
+                response = DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
+                                               deployed_model={**self.deployed_model, "model": model},
+                                               traffic_split=self.traffic_split, **vertex).execute(context)
+                champion_id = response["deployed_model"]["id"]
         # (DeployModelOperator files its deployed model's id under the model link: the link is the model's)
         VertexAIModelLink.persist(context=context, model_id=model_name.rsplit("/", 1)[-1])
         return champion_id
@@ -446,3 +440,33 @@ class ChampionDeployOperator(_VertexUpload):
                           d.id, self._version(d), self.endpoint_id, why)
         self.log.info("Endpoint %s: %s deployed model(s) undeployed, %s kept", self.endpoint_id, undeployed,
                       len(endpoint.deployed_models) - undeployed)
+
+
+class ServingRollbackOperator(ChampionDeployOperator):
+    """The gcp platform's `roll_back`: the serving root in GCS is rolled back as locally (labels,
+    models.config, newer versions retired: TF-Serving on GKE follows its config), then, for the
+    champion model `taxi`, the Vertex AI endpoint serves the target version again: all the traffic
+    moves to its deployed model (the previous champion stays deployed at 0% for this), or, when it
+    is no longer deployed, it is deployed with all the traffic. Nothing is undeployed (the version
+    rolled back from stays deployed, so a roll-forward is a traffic switch too). A rerun changes
+    nothing: the serving root is already there and the target already has all the traffic."""
+
+    def execute(self, context):
+        from dataclasses import asdict
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from taxi_pipeline import deployment
+        from taxi_pipeline.serving_root import CHAMPION_MODEL, ServingRoot
+
+        result = deployment.roll_back(ServingRoot(self.serving_root), context["params"], context["run_id"])
+        outcome = asdict(result)
+        if result.model == CHAMPION_MODEL:
+            _, model = self._existing(context, CHAMPION_MODEL, result.to_version)
+            if model is None:
+                raise AirflowFailException(
+                    f"The serving root serves {CHAMPION_MODEL} version {result.to_version} again, but Vertex AI has no "
+                    f"version v{result.to_version} of the model {CHAMPION_MODEL}: the endpoint {self.endpoint_id} was "
+                    "left as it was")
+            outcome["vertex_deployed_model"] = self.deploy(context, model)
+        return outcome

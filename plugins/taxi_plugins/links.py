@@ -61,7 +61,7 @@ class HistoryLink(ArtifactLink):
 
 def links_for(task_id: str) -> list[BaseOperatorLink]:
     """The links of a task of the project's DAGs, by its stage (the last part of its id)."""
-    from taxi_pipeline.serving import CHAMPION_MODEL, model_name
+    from taxi_pipeline.serving_root import CHAMPION_MODEL, model_name
 
     group, _, stage = task_id.rpartition(".")
     data_report = ArtifactLink("Data report", lambda l: l.report_path("data"))

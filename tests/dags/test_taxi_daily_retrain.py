@@ -10,7 +10,7 @@ import pytest
 
 from taxi_pipeline.dag_defaults import run_in_process
 from taxi_pipeline.run_context import run_layout
-from taxi_pipeline.serving import model_base_path, read_labels, served_versions, version_for
+from taxi_pipeline.serving_root import ServingRoot, version_for
 from taxi_pipeline.settings import get_settings
 from taxi_pipeline.warehouse import load_trips
 
@@ -76,12 +76,12 @@ def test_blessed_models_are_served_and_the_champion_is_stable(daily_run):
     version = version_for(dag_run.data_interval_end)
     assert version == 201601010000
     for model in ("taxi_standard", "taxi_coarse", "taxi"):
-        assert served_versions(model_base_path(serving_root, model)) == [version]
+        assert ServingRoot(serving_root).versions(model) == [version]
     comparison = json.loads(Path(layout.run_dir, "comparison.json").read_text())
     champion = max(comparison, key=lambda r: r["auc"])["variant"]
-    record = json.loads(Path(model_base_path(serving_root, "taxi"), "records", f"{version}.json").read_text())
+    record = json.loads(Path(ServingRoot(serving_root).base_path("taxi"), "records", f"{version}.json").read_text())
     assert record["variant"] == champion and record["run_id"] == dag_run.run_id
-    assert read_labels(serving_root, "taxi") == {"stable": version}
+    assert ServingRoot(serving_root).labels("taxi") == {"stable": version}
     assert 'version_labels { key: "stable" value: 201601010000 }' in Path(serving_root, "models.config").read_text()
 
 
@@ -108,7 +108,7 @@ def test_redeploying_the_same_window_keeps_one_copy_and_an_unblessed_model_is_no
             push_variant("coarse", **context)
     finally:
         blessing.write_text(json.dumps(verdict))
-    assert served_versions(model_base_path(serving_root, "taxi_coarse")) == [201601010000]
+    assert ServingRoot(serving_root).versions("taxi_coarse") == [201601010000]
 
 
 @pytest.mark.slow
@@ -130,10 +130,10 @@ def test_a_manual_run_trains_the_chosen_variant_on_the_chosen_window(airflow_db,
     comparison = json.loads(Path(layout.run_dir, "comparison.json").read_text())
     assert [row["variant"] for row in comparison] == ["coarse"]
     serving_root = get_settings().serving_root
-    assert served_versions(model_base_path(serving_root, "taxi_coarse")) == [201507010000]
-    assert served_versions(model_base_path(serving_root, "taxi")) == [201507010000]
-    assert not Path(model_base_path(serving_root, "taxi_standard")).exists()
-    record = json.loads(Path(model_base_path(serving_root, "taxi"), "records", "201507010000.json").read_text())
+    assert ServingRoot(serving_root).versions("taxi_coarse") == [201507010000]
+    assert ServingRoot(serving_root).versions("taxi") == [201507010000]
+    assert not Path(ServingRoot(serving_root).base_path("taxi_standard")).exists()
+    record = json.loads(Path(ServingRoot(serving_root).base_path("taxi"), "records", "201507010000.json").read_text())
     assert record["variant"] == "coarse" and record["window"] == str(layout.window)
 
 

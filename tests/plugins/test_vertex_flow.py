@@ -153,6 +153,16 @@ class EndpointClient:
             endpoint["traffic"] = {(deployed.id if k == "0" else k): v for k, v in split.items()}
         return Operation(endpoint_service.DeployModelResponse(deployed_model=deployed))
 
+    def update_endpoint(self, request, **kwargs):
+        request = endpoint_service.UpdateEndpointRequest(request)
+        self.vertex.calls.append(("update_endpoint", request))
+        endpoint_id, endpoint = self._endpoint(request.endpoint.name)
+        assert list(request.update_mask.paths) == ["traffic_split"], request.update_mask
+        split = dict(request.endpoint.traffic_split)
+        assert sum(split.values()) == 100 and set(split) <= {d.id for d in endpoint["deployed"]}, split
+        endpoint["traffic"] = split
+        return self._proto(endpoint_id)
+
     def undeploy_model(self, request, **kwargs):
         request = endpoint_service.UndeployModelRequest(request)
         self.vertex.calls.append(("undeploy_model", request))
@@ -202,19 +212,19 @@ def gcp(emulator, monkeypatch):
 def _artifacts(context, aucs: dict[str, float], blessed: tuple[str, ...] = ("standard", "coarse")) -> None:
     """What the run's earlier tasks leave in GCS: each variant's SavedModel, blessing and export check,
     and the comparison of the variants."""
-    from taxi_pipeline import gcs
+    from taxi_pipeline import files
     from taxi_pipeline.run_context import run_layout
 
     layout = run_layout(context)
     assert layout.run_dir.startswith(f"{ROOT}/artifacts/taxi_daily_retrain/")
     for variant, auc in aucs.items():
         for name in ("variables/variables.index", "variables/variables.data-00000-of-00001", "saved_model.pb"):
-            gcs.write_text(f"{layout.model_dir(variant)}/{name}", f"{variant} {context['run_id']} {name}")
+            files.write_text(f"{layout.model_dir(variant)}/{name}", f"{variant} {context['run_id']} {name}")
         ok = variant in blessed
-        gcs.write_text(f"{layout.evaluation_dir(variant)}/blessing.json", json.dumps(
+        files.write_text(f"{layout.evaluation_dir(variant)}/blessing.json", json.dumps(
             {"blessed": ok, "reasons": [] if ok else ["AUC below 0.88"], "metrics": {"auc": auc}, "baseline": None}))
-        gcs.write_text(f"{layout.export_check_dir(variant)}/report.json", json.dumps({"servable": True, "reasons": []}))
-    gcs.write_text(f"{layout.run_dir}/comparison.json", json.dumps(
+        files.write_text(f"{layout.export_check_dir(variant)}/report.json", json.dumps({"servable": True, "reasons": []}))
+    files.write_text(f"{layout.run_dir}/comparison.json", json.dumps(
         [{"variant": v, "auc": a, "blessed": v in blessed} for v, a in aucs.items()]))
 
 
@@ -230,7 +240,8 @@ def _calls(vertex, method):
 def test_push_uploads_the_pushed_version_as_a_new_vertex_model_and_a_retry_reuses_it(gcp):
     from airflow.providers.google.cloud.links.vertex_ai import VertexAIModelLink
 
-    from taxi_pipeline import gcs, gcs_serving
+    from taxi_pipeline import files
+    from taxi_pipeline.serving_root import ServingRoot
 
     _, context = task_run("taxi_daily_retrain", "standard.push", *DAY1)
     _artifacts(context, {"standard": 0.95, "coarse": 0.93})
@@ -238,8 +249,8 @@ def test_push_uploads_the_pushed_version_as_a_new_vertex_model_and_a_retry_reuse
 
     # the version is in the serving root first, then uploaded from there
     artifact_uri = f"{SERVING}/taxi_standard/201601010000"
-    assert gcs_serving.served_versions(f"{SERVING}/taxi_standard") == [201601010000]
-    assert gcs.read_text(f"{artifact_uri}/saved_model.pb").startswith("standard scheduled__2016-01-01")
+    assert ServingRoot(SERVING).versions("taxi_standard") == [201601010000]
+    assert files.read_text(f"{artifact_uri}/saved_model.pb").startswith("standard scheduled__2016-01-01")
     (upload,) = _calls(gcp, "upload_model")
     assert upload.parent_model == ""  # the first version: a new model
     model = upload.model
@@ -279,13 +290,13 @@ def test_a_later_window_is_a_new_version_of_the_same_vertex_model(gcp):
 def test_an_unblessed_variant_is_neither_pushed_nor_uploaded(gcp):
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from taxi_pipeline import gcs
+    from taxi_pipeline import files
 
     _, context = task_run("taxi_daily_retrain", "coarse.push", *DAY1)
     _artifacts(context, {"standard": 0.95, "coarse": 0.81}, blessed=("standard",))
     with pytest.raises(AirflowSkipException, match="coarse was not blessed.*AUC below 0.88"):
         _push(DAY1, variant="coarse")
-    assert gcp.calls == [] and gcs.list_names(SERVING) == []
+    assert gcp.calls == [] and files.list_files(SERVING) == []
 
 
 def _promote(window, try_number=1, state=None):
@@ -296,7 +307,7 @@ def _promote(window, try_number=1, state=None):
 def test_promote_creates_the_endpoint_once_and_gives_the_champion_all_the_traffic(gcp):
     from airflow.providers.google.cloud.links.vertex_ai import VertexAIEndpointLink, VertexAIModelLink
 
-    from taxi_pipeline import gcs_serving
+    from taxi_pipeline.serving_root import ServingRoot
 
     _, context = task_run("taxi_daily_retrain", "promote_champion", *DAY1)
     _artifacts(context, {"standard": 0.93, "coarse": 0.95})
@@ -304,7 +315,7 @@ def test_promote_creates_the_endpoint_once_and_gives_the_champion_all_the_traffi
 
     # the champion (the blessed variant with the best AUC) is version 201601010000 of `taxi`, labelled stable
     assert result["variant"] == "coarse" and result["version"] == 201601010000
-    assert gcs_serving.read_labels(SERVING, "taxi") == {"stable": 201601010000}
+    assert ServingRoot(SERVING).labels("taxi") == {"stable": 201601010000}
     assert len(gcp.tf_serving) == 1  # the TF-Serving Deployment and Service applied
     (upload,) = _calls(gcp, "upload_model")
     assert upload.model.display_name == "taxi" and upload.model.artifact_uri == f"{SERVING}/taxi/201601010000"
@@ -346,7 +357,7 @@ def test_promote_creates_the_endpoint_once_and_gives_the_champion_all_the_traffi
     old, new = gcp.endpoints["1716"]["deployed"]
     assert new.model == f"{LOCATION}/models/{model_id}@2"
     assert gcp.endpoints["1716"]["traffic"] == {new.id: 100}  # the previous champion keeps none
-    assert gcs_serving.read_labels(SERVING, "taxi") == {"stable": 201601020000}
+    assert ServingRoot(SERVING).labels("taxi") == {"stable": 201601020000}
 
 
 def test_promote_skips_when_no_variant_was_blessed(gcp):
@@ -462,3 +473,61 @@ def test_the_previous_champion_is_the_deployment_that_had_the_traffic(gcp):
     # the rolled-back-to deployment is the previous champion, kept; the newer one without traffic is undeployed
     assert _deployed(gcp) == [d1, d3] and gcp.undeployed == [d2]
     assert gcp.endpoints["1716"]["traffic"] == {d3: 100}
+
+
+def _roll_back(target: str, try_number: int = 1):
+    """The gcp platform's `taxi_serving_rollback` task for the champion model, rendered and run."""
+    task, context = task_run("taxi_serving_rollback", "roll_back", *DAY4, try_number=try_number)
+    context["params"] = {"model": "taxi", "target_version": target, "reason": "AUC dropped in production (INC-7)"}
+    context["run_id"] = "manual__rollback"
+    return task.execute(context)
+
+
+def test_a_rollback_moves_the_labels_in_gcs_and_the_endpoints_traffic_back(gcp):
+    from taxi_pipeline import files
+    from taxi_pipeline.serving_root import ServingRoot
+
+    for window in (DAY1, DAY2, DAY3):
+        _champion(window, TaskStateStore())
+    second, third = _deployed(gcp)
+    root = ServingRoot(SERVING)
+    assert root.versions("taxi") == [201601010000, 201601020000, 201601030000]
+
+    outcome = _roll_back("previous")
+    # the serving root, as TF-Serving on GKE reads it: the target labelled stable, the newer version retired
+    assert (outcome["from_version"], outcome["to_version"]) == (201601030000, 201601020000)
+    assert root.versions("taxi") == [201601010000, 201601020000] and root.retired_versions("taxi") == [201601030000]
+    assert root.labels("taxi") == {"stable": 201601020000}
+    config = files.read_text(f"{SERVING}/models.config")
+    assert "versions: 201601030000" not in config and 'key: "stable" value: 201601020000' in config
+    (record,) = root.rollbacks("taxi")
+    assert record["reason"] == "AUC dropped in production (INC-7)" and record["run_id"] == "manual__rollback"
+    # Vertex AI: a traffic switch to the previous champion, kept deployed at 0% for this; nothing undeployed
+    assert outcome["vertex_deployed_model"] == second
+    assert gcp.endpoints["1716"]["traffic"] == {second: 100} and _deployed(gcp) == [second, third]
+    assert len(_calls(gcp, "update_endpoint")) == 1 and len(_calls(gcp, "deploy_model")) == 3
+
+    # a rerun changes nothing, in GCS or on the endpoint
+    again = _roll_back("201601020000", try_number=2)
+    assert not again["changed"] and root.versions("taxi") == [201601010000, 201601020000]
+    assert gcp.endpoints["1716"]["traffic"] == {second: 100}
+    assert len(_calls(gcp, "update_endpoint")) == 1 and len(_calls(gcp, "deploy_model")) == 3
+
+    # further back, to a version no longer deployed (undeployed by the third promotion): deployed again
+    first = _roll_back("201601010000")
+    assert root.versions("taxi") == [201601010000] and root.labels("taxi") == {"stable": 201601010000}
+    assert _deployed(gcp)[-1] == first["vertex_deployed_model"] not in (second, third)
+    assert gcp.endpoints["1716"]["traffic"] == {first["vertex_deployed_model"]: 100}
+
+
+def test_a_rollback_to_a_version_vertex_never_had_changes_the_endpoint_not_and_says_so(gcp):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for window in (DAY1, DAY2):
+        _champion(window, TaskStateStore())
+    traffic = dict(gcp.endpoints["1716"]["traffic"])
+    (model_id,) = gcp.models
+    gcp.models[model_id]["versions"] = gcp.models[model_id]["versions"][1:]  # v201601010000 deleted in Vertex AI
+    with pytest.raises(AirflowFailException, match="Vertex AI has no version v201601010000 of the model taxi"):
+        _roll_back("previous")
+    assert gcp.endpoints["1716"]["traffic"] == traffic

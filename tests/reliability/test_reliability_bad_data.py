@@ -17,7 +17,8 @@ import pytest
 from taxi_pipeline.extract import extract_windows
 from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.queries import LOCAL_SOURCE_TABLE
-from taxi_pipeline.validation import read_split, validate_window
+from taxi_pipeline.files import read_split
+from taxi_pipeline.validation import validate_window
 from taxi_pipeline.warehouse import connect
 from taxi_pipeline.window import Window
 

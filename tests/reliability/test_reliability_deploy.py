@@ -15,18 +15,17 @@ import pytest
 
 from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.pools import DEPLOY_POOL, POOLS
-from taxi_pipeline.serving import (
-    deploy_lock, model_base_path, models_config, read_labels, served_versions)
+from taxi_pipeline.serving_root import ServingRoot
 from taxi_pipeline.window import Window
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 PUSH = """
 import json, sys
-from taxi_pipeline.serving import DeploymentRecord, push_and_label
+from taxi_pipeline.serving_root import DeploymentRecord, ServingRoot
 root, source, version = sys.argv[1], sys.argv[2], int(sys.argv[3])
 record = DeploymentRecord(model="taxi", version=version, variant="standard", dag_id="d", run_id=f"r{version}",
                           window=str(version), source=source, metrics={}, reasons=[])
-result = push_and_label(root, record, "stable")  # as promote_champion does
+result = ServingRoot(root).push_and_label(record, "stable")  # as promote_champion does
 print(json.dumps({"version": version, "pushed": result.pushed, "message": result.message}))
 """
 
@@ -48,15 +47,15 @@ def push(root: Path, source: Path, version: int) -> subprocess.Popen:
 
 def test_a_push_waits_while_another_deployment_holds_the_serving_root(model, tmp_path):
     root = tmp_path / "serving"
-    with deploy_lock(str(root)):
+    with ServingRoot(str(root)).lock():
         waiting = push(root, model, 201601010000)
         time.sleep(3)
         assert waiting.poll() is None, waiting.communicate()  # blocked: no push interleaves with ours
-        assert served_versions(model_base_path(str(root), "taxi")) == []
+        assert ServingRoot(str(root)).versions("taxi") == []
     out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     assert json.loads(out)["pushed"] is True
-    assert served_versions(model_base_path(str(root), "taxi")) == [201601010000]
+    assert ServingRoot(str(root)).versions("taxi") == [201601010000]
 
 
 def test_concurrent_pushes_of_many_windows_leave_the_newest_served_labelled_and_configured(model, tmp_path):
@@ -69,19 +68,19 @@ def test_concurrent_pushes_of_many_windows_leave_the_newest_served_labelled_and_
         assert proc.returncode == 0, err
         results.append(json.loads(out))
     newest = max(versions)
-    served = served_versions(model_base_path(str(root), "taxi"))
-    assert newest in served and read_labels(str(root), "taxi") == {"stable": newest}
+    served = ServingRoot(str(root)).versions("taxi")
+    assert newest in served and ServingRoot(str(root)).labels("taxi") == {"stable": newest}
     for result in results:
         if not result["pushed"]:
             assert "of a newer window is already served" in result["message"]
     # Each push saw the pushes before it whole: a version is served only if no newer one was when it
     # was pushed, so the served versions are exactly the ones pushed, in increasing order of time.
-    base = Path(model_base_path(str(root), "taxi"))
+    base = Path(ServingRoot(str(root)).base_path("taxi"))
     pushed = sorted((r["version"] for r in results if r["pushed"]),
                     key=lambda v: (base / "records" / f"{v}.json").stat().st_mtime_ns)
     assert pushed == sorted(pushed) and sorted(pushed) == served
     # The config the server reads is the one the final state implies (no push wrote a stale one).
-    assert (root / "models.config").read_text() == models_config(str(root))
+    assert (root / "models.config").read_text() == ServingRoot(str(root)).models_config()
     assert all(not p.name.startswith(".taxi") and "-" not in p.name for p in base.iterdir()), list(base.iterdir())
 
 

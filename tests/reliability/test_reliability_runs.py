@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from taxi_pipeline.layout import RunLayout
-from taxi_pipeline.serving import model_base_path, read_labels, served_versions
+from taxi_pipeline.serving_root import ServingRoot
 from taxi_pipeline.window import Window
 
 pytestmark = pytest.mark.slow
@@ -139,9 +139,9 @@ def test_concurrent_runs_write_their_own_paths_and_the_older_window_never_replac
     serving = str(home / "serving")
     newest, older = 201601010000, 201512010000
     for model in ("taxi_standard", "taxi_coarse", "taxi"):
-        assert max(served_versions(model_base_path(serving, model))) == newest, model
-    standard = model_base_path(serving, "taxi_standard")
-    if older in served_versions(standard):
+        assert max(ServingRoot(serving).versions(model)) == newest, model
+    standard = ServingRoot(serving).base_path("taxi_standard")
+    if older in ServingRoot(serving).versions("taxi_standard"):
         # The backfill pushed first; the daily run's newer version came after it, never the reverse.
         records = Path(standard, "records")
         assert (records / f"{older}.json").stat().st_mtime <= (records / f"{newest}.json").stat().st_mtime
@@ -149,7 +149,7 @@ def test_concurrent_runs_write_their_own_paths_and_the_older_window_never_replac
     else:
         assert backfill["states"]["standard.push"] == "skipped"
         assert f"version {newest} of a newer window is already served" in backfill["log"]
-    assert read_labels(serving, "taxi") == {"stable": newest}
+    assert ServingRoot(serving).labels("taxi") == {"stable": newest}
     config = Path(serving, "models.config").read_text()
     assert f"versions: {newest}" in config and 'version_labels { key: "stable" value: 201601010000 }' in config
 

@@ -1,4 +1,4 @@
-"""Deployment into the serving root: versions, atomic idempotent pushes, the old-window guard, labels."""
+"""The serving root (taxi_pipeline.serving_root) on a local folder: versions, atomic idempotent pushes, the old-window guard, labels."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi_pipeline.serving import (
-    DeploymentRecord, models_config, push_and_label, push_model, read_labels, served_versions, set_label, version_for)
+from taxi_pipeline.serving_root import DeploymentRecord, ServingRoot, version_for
 
 
 def saved_model(root: Path, marker: str) -> Path:
@@ -34,46 +33,46 @@ def test_the_version_is_the_data_interval_end():
 
 def test_a_push_is_complete_recorded_and_idempotent(tmp_path):
     root = tmp_path / "serving"
-    first = push_model(str(root), record(saved_model(tmp_path / "m1", "first"), JAN))
+    first = ServingRoot(str(root)).push(record(saved_model(tmp_path / "m1", "first"), JAN))
     assert first.pushed and first.version == 201601010000
     base = root / "taxi_standard"
     assert (base / "201601010000" / "saved_model.pb").read_text() == "first"
     assert json.loads((base / "records" / "201601010000.json").read_text())["run_id"] == "scheduled__2016-01-01T00:00:00+00:00"
 
-    again = push_model(str(root), record(saved_model(tmp_path / "m2", "retry"), JAN))  # a retry of the window
+    again = ServingRoot(str(root)).push(record(saved_model(tmp_path / "m2", "retry"), JAN))  # a retry of the window
     assert again.pushed
-    assert served_versions(str(base)) == [201601010000]
+    assert ServingRoot(str(root)).versions("taxi_standard") == [201601010000]
     assert (base / "201601010000" / "saved_model.pb").read_text() == "retry"
     assert sorted(p.name for p in base.iterdir()) == ["201601010000", "records"]  # no staging leftovers
 
 
 def test_an_older_window_never_replaces_a_newer_served_model(tmp_path):
     root = tmp_path / "serving"
-    push_model(str(root), record(saved_model(tmp_path / "feb", "feb"), FEB))
-    old = push_model(str(root), record(saved_model(tmp_path / "jan", "jan"), JAN))
+    ServingRoot(str(root)).push(record(saved_model(tmp_path / "feb", "feb"), FEB))
+    old = ServingRoot(str(root)).push(record(saved_model(tmp_path / "jan", "jan"), JAN))
     assert not old.pushed
     assert "version 201602010000 of a newer window is already served" in old.message
-    assert served_versions(str(root / "taxi_standard")) == [201602010000]
+    assert ServingRoot(str(root)).versions("taxi_standard") == [201602010000]
 
 
 def test_labels_and_the_tf_serving_model_config(tmp_path):
     root = tmp_path / "serving"
     for end, marker in ((JAN, "jan"), (FEB, "feb")):
-        push_model(str(root), record(saved_model(tmp_path / marker, marker), end, model="taxi"))
-    set_label(str(root), "taxi", "stable", version_for(JAN))
-    assert read_labels(str(root), "taxi") == {"stable": 201601010000}
+        ServingRoot(str(root)).push(record(saved_model(tmp_path / marker, marker), end, model="taxi"))
+    ServingRoot(str(root)).set_label("taxi", "stable", version_for(JAN))
+    assert ServingRoot(str(root)).labels("taxi") == {"stable": 201601010000}
     config = (root / "models.config").read_text()
-    assert config == models_config(str(root))
+    assert config == ServingRoot(str(root)).models_config()
     assert 'name: "taxi"' in config and 'model_platform: "tensorflow"' in config
     assert "specific { versions: 201601010000 versions: 201602010000 }" in config  # newest and labelled stay loaded
     assert 'version_labels { key: "stable" value: 201601010000 }' in config
     with pytest.raises(ValueError, match="no version 1"):
-        set_label(str(root), "taxi", "stable", 1)
+        ServingRoot(str(root)).set_label("taxi", "stable", 1)
 
 
 def test_push_and_label_labels_only_a_pushed_version(tmp_path):
     root = tmp_path / "serving"
-    feb = push_and_label(str(root), record(saved_model(tmp_path / "feb", "feb"), FEB, model="taxi"), "stable")
-    jan = push_and_label(str(root), record(saved_model(tmp_path / "jan", "jan"), JAN, model="taxi"), "stable")
+    feb = ServingRoot(str(root)).push_and_label(record(saved_model(tmp_path / "feb", "feb"), FEB, model="taxi"), "stable")
+    jan = ServingRoot(str(root)).push_and_label(record(saved_model(tmp_path / "jan", "jan"), JAN, model="taxi"), "stable")
     assert feb.pushed and not jan.pushed
-    assert read_labels(str(root), "taxi") == {"stable": 201602010000}  # the refused older window moved nothing
+    assert ServingRoot(str(root)).labels("taxi") == {"stable": 201602010000}  # the refused older window moved nothing

@@ -10,7 +10,8 @@ import pytest
 
 from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.extract import extract_windows
-from taxi_pipeline.validation import read_split, validate_window
+from taxi_pipeline.files import read_split
+from taxi_pipeline.validation import validate_window
 from taxi_pipeline.window import Window
 
 WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)

@@ -7,7 +7,7 @@ import pendulum
 import pytest
 
 from taxi_pipeline.layout import RunLayout
-from taxi_pipeline.storage import atomic_directory
+from taxi_pipeline.files import atomic_directory
 from taxi_pipeline.window import Window
 
 

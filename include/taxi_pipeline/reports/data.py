@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import math
 
+from taxi_pipeline import files
 from taxi_pipeline.layout import SPLITS, RunLayout
 from taxi_pipeline.queries import WINDOW_COLUMNS
 from taxi_pipeline.reports import html as h
-from taxi_pipeline.reports import io
 from taxi_pipeline.run_context import WindowPlan
 
 CATEGORICAL = ("payment_type", "company")
@@ -95,9 +95,9 @@ def build(layout: RunLayout, plan: WindowPlan) -> tuple[str, dict]:
     """The data report's HTML and its headline facts."""
     import pandas as pd
 
-    splits = {name: {s: io.read_split(layout.split_dir(s, name)) for s in SPLITS}
-              for name in plan.windows if io.exists(layout.window_data_dir(name))}
-    validations = {name: io.read_json_or_none(f"{layout.validation_dir(name)}/report.json") for name in plan.checks}
+    splits = {name: {s: files.read_split(layout.split_dir(s, name)) for s in SPLITS}
+              for name in plan.windows if files.exists(layout.window_data_dir(name))}
+    validations = {name: files.read_json_or_none(f"{layout.validation_dir(name)}/report.json") for name in plan.checks}
     done = [v for v in validations.values() if v is not None]
     passed = bool(done) and len(done) == len(validations) and all(v["success"] for v in done)
     problems = sum(len(v["failures"]) for v in done)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import re
 
+from taxi_pipeline import files
 from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.reports import html as h
-from taxi_pipeline.reports import io
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 OVERALL_METRICS = ("example_count", "auc", "binary_accuracy", "precision", "recall", "calibration",
@@ -128,9 +128,9 @@ def confusion_figure(matrix: dict, title: str) -> str:
 
 
 def model_section(name: str, evaluation_dir: str) -> tuple[str, dict]:
-    blessing = io.read_json(f"{evaluation_dir}/blessing.json")
-    models = io.read_json(f"{evaluation_dir}/metrics.json")
-    plots = io.read_json_or_none(f"{evaluation_dir}/plots.json") or {}
+    blessing = files.read_json(f"{evaluation_dir}/blessing.json")
+    models = files.read_json(f"{evaluation_dir}/metrics.json")
+    plots = files.read_json_or_none(f"{evaluation_dir}/plots.json") or {}
     candidate = models.get(CANDIDATE, {})
     overall = {m: t.get("overall", {}) for m, t in models.items()}
     metrics = blessing["metrics"]
@@ -188,9 +188,9 @@ def history_figure(rows: list[dict]) -> str:
 
 def history_section(history_dir: str) -> tuple[str, list[dict]]:
     path = f"{history_dir}/history.csv"
-    if not io.exists(path):
+    if not files.exists(path):
         return "", []
-    rows = io.read_csv_rows(path)
+    rows = files.read_csv_rows(path)
     body = ['<section id="history"><h2>History of verdicts</h2>', history_figure(rows),
             h.table(["window", "trips", "AUC recent", "AUC long", "difference", "95% CI low", "95% CI high", "verdict"],
                     [[r["window_key"], int(r["examples"]), float(r["auc_recent"]), float(r["auc_long"]),
@@ -201,8 +201,8 @@ def history_section(history_dir: str) -> tuple[str, list[dict]]:
 
 def build(layout: RunLayout) -> tuple[str, dict]:
     """The model report's HTML and its headline facts, for either DAG (found from the run's artifacts)."""
-    branches = [b for b in io.subdirs(f"{layout.run_dir}/variants")
-                if io.exists(f"{layout.evaluation_dir(b)}/blessing.json")]
+    branches = [b for b in files.subdirs(f"{layout.run_dir}/variants")
+                if files.exists(f"{layout.evaluation_dir(b)}/blessing.json")]
     facts: dict = {"models": {}}
     sections = []
     for branch in branches:
@@ -211,8 +211,8 @@ def build(layout: RunLayout) -> tuple[str, dict]:
         facts["models"][branch] = branch_facts
 
     body = []
-    comparison = io.read_json_or_none(f"{layout.run_dir}/comparison.json")
-    windows = io.read_json_or_none(f"{layout.window_comparison_dir}/comparison.json")
+    comparison = files.read_json_or_none(f"{layout.run_dir}/comparison.json")
+    windows = files.read_json_or_none(f"{layout.window_comparison_dir}/comparison.json")
     if comparison is not None:
         blessed = [r for r in comparison if r["blessed"]]
         best = max(blessed, key=lambda r: r["auc"]) if blessed else None

@@ -7,25 +7,27 @@ log = logging.getLogger(__name__)
 
 
 def write_data_report(**context) -> dict:
-    from taxi_pipeline.reports import data, io
+    from taxi_pipeline import files
+    from taxi_pipeline.reports import data
     from taxi_pipeline.run_context import run_layout, window_plan
 
     layout = run_layout(context)
     html, facts = data.build(layout, window_plan(context))
-    io.write_text(layout.report_path("data"), html)
+    files.write_text(layout.report_path("data"), html)
     log.info("%s; rows %s. Data report: %s", facts["verdict"], facts["rows"], layout.report_path("data"))
     return facts
 
 
 def write_model_report(**context) -> dict:
-    from taxi_pipeline.reports import io, model
+    from taxi_pipeline import files
+    from taxi_pipeline.reports import model
     from taxi_pipeline.run_context import run_layout
 
     layout = run_layout(context)
     html, facts = model.build(layout)
-    io.write_text(layout.report_path("model"), html)
+    files.write_text(layout.report_path("model"), html)
     if "window_verdict" in facts:  # the sliding-window DAG's history, as a page of its own too
-        io.write_text(f"{layout.history_dir}/history.html", model.build_history(layout.history_dir, layout.dag_id))
+        files.write_text(f"{layout.history_dir}/history.html", model.build_history(layout.history_dir, layout.dag_id))
     for name, m in facts["models"].items():
         log.info("%s: AUC %.4f, accuracy %.4f, %s", name, m["auc"], m["accuracy"],
                  "blessed" if m["blessed"] else "NOT blessed")

@@ -1,0 +1,34 @@
+"""TF-Serving's layout of a model base path, the one rule both environments read it by.
+
+    <base_path>/<version>/saved_model.pb   a served version: a numeric folder holding a SavedModel
+    <base_path>/.retired/<version>/         a version a rollback took out of service (hidden: ignored)
+
+A version folder without `saved_model.pb` is not a version yet (a push writes it last) or any more
+(a retirement deletes it first). Pure Python, so the Airflow side (taxi_pipeline.serving_root, over
+its file API), the model evaluation (tf.io.gfile) and the model server (os) share it, each passing
+its own way to list a folder and test a file.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+SAVED_MODEL = "saved_model.pb"
+RETIRED = ".retired"
+
+
+def versions_in(base_path: str, list_names: Callable[[str], Iterable[str]],
+                exists: Callable[[str], bool]) -> list[int]:
+    """The complete versions under a model base path, oldest first (none if it does not exist).
+    `list_names(folder)`: the names of its entries (a trailing '/' is allowed); `exists(file)`."""
+    base = base_path.rstrip("/")
+    try:
+        names = [name.rstrip("/").rsplit("/", 1)[-1] for name in list_names(base)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(name) for name in set(names) if name.isdigit() and exists(f"{base}/{name}/{SAVED_MODEL}"))
+
+
+def newest_before(versions: Iterable[int], before: int | None) -> int | None:
+    """The newest of `versions` older than `before` (any, when None): the model in service for a run."""
+    older = [v for v in versions if before is None or v < before]
+    return max(older) if older else None

@@ -1,0 +1,99 @@
+"""The deploy decisions, written once for both platforms: should a variant be pushed (and if not,
+why), which variant is the champion, what a rollback does. The local platform's tasks and the gcp
+platform's operators (which then also upload to Vertex AI) call these, so the skip messages on-call
+reads are the same text on both.
+
+A decision not to deploy is `NotDeployed` (its message says why); `skip_if_not_deployed()` turns it
+into Airflow's skip, the state on-call sees.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+from taxi_pipeline import files
+from taxi_pipeline.serving_root import (CHAMPION_MODEL, STABLE_LABEL, DeploymentRecord, PushResult, Rollback,
+                                        ServingRoot, version_for)
+
+log = logging.getLogger(__name__)
+
+
+class NotDeployed(Exception):
+    """Nothing was deployed, and that is a verdict, not a failure: the message says why."""
+
+
+@contextlib.contextmanager
+def skip_if_not_deployed() -> Iterator[None]:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    try:
+        yield
+    except NotDeployed as decision:
+        raise AirflowSkipException(str(decision)) from decision
+
+
+def deployment_record(context, model: str, variant: str, blessing: dict) -> DeploymentRecord:
+    from taxi_pipeline.run_context import run_end, run_layout
+
+    layout = run_layout(context)
+    return DeploymentRecord(
+        model=model, version=version_for(run_end(context)), variant=variant,
+        dag_id=layout.dag_id, run_id=layout.run_id, window=str(layout.window), source=layout.model_dir(variant),
+        metrics=blessing["metrics"], reasons=blessing["reasons"])
+
+
+def push_blessed_variant(root: ServingRoot, context, variant: str, served_model: str) -> PushResult:
+    """Push the run's model of `variant` as its version of `served_model`, if it was blessed and no
+    newer window's model is served."""
+    from taxi_pipeline.comparison import read_blessing
+    from taxi_pipeline.run_context import run_layout
+
+    blessing = read_blessing(run_layout(context), variant)
+    if not blessing["blessed"]:
+        raise NotDeployed(f"{variant} was not blessed, nothing pushed: " + "; ".join(blessing["reasons"]))
+    result = root.push(deployment_record(context, served_model, variant, blessing))
+    log.info(result.message)
+    if not result.pushed:
+        raise NotDeployed(result.message)
+    return result
+
+
+def choose_champion(rows: list[dict]) -> dict:
+    """The blessed variant with the best AUC, from the run's comparison rows."""
+    blessed = [r for r in rows if r["blessed"]]
+    if not blessed:
+        raise NotDeployed("no variant was blessed: the served model is unchanged")
+    return max(blessed, key=lambda r: r["auc"])
+
+
+def promote_champion(root: ServingRoot, context) -> tuple[dict, PushResult]:
+    """Push the champion as the run's version of `taxi` and point `stable` at it (one hold of the lock)."""
+    from taxi_pipeline.comparison import read_blessing
+    from taxi_pipeline.run_context import run_layout
+
+    layout = run_layout(context)
+    champion = choose_champion(files.read_json(files.join(layout.run_dir, "comparison.json")))
+    record = deployment_record(context, CHAMPION_MODEL, champion["variant"], read_blessing(layout, champion["variant"]))
+    result = root.push_and_label(record, STABLE_LABEL)
+    log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
+    if not result.pushed:
+        raise NotDeployed(result.message)
+    log.info("%s label %r -> version %s", CHAMPION_MODEL, STABLE_LABEL, result.version)
+    return champion, result
+
+
+def roll_back(root: ServingRoot, params: dict, run_id: str) -> Rollback:
+    """The serving root's side of the `taxi_serving_rollback` DAG, from its Params (the model, the
+    target version, why). A wrong target fails at once with the reason (AirflowFailException: a retry
+    would not make it right); nothing was changed."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from taxi_pipeline.serving_root import RollbackError
+
+    try:
+        result = root.roll_back(params["model"], params["target_version"], params["reason"], run_id)
+    except RollbackError as error:
+        raise AirflowFailException(str(error)) from error
+    log.info("%s. Reason: %s", result.message(), params["reason"])
+    return result
