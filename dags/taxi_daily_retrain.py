@@ -23,8 +23,8 @@ from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.reports.tasks import data_report_task, model_report_task
 from taxi_pipeline.serving_root import model_name
 from taxi_pipeline.tasks import SELECT_VARIANTS_DOC, select_variants
-from taxi_plugins.links import add_artifact_links
-from taxi_plugins.sensors import PreviousRunSettledSensor
+from taxi_pipeline.platforms.extra_links import add_artifact_links
+from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 
 platform = get_platform()
 

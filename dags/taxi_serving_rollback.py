@@ -19,7 +19,7 @@ from taxi_model.variants import VARIANTS
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.serving_root import CHAMPION_MODEL, PREVIOUS, model_name
-from taxi_plugins.links import ServedModelLink
+from taxi_pipeline.platforms.extra_links import ServedModelLink
 
 platform = get_platform()
 

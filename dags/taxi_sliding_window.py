@@ -23,7 +23,7 @@ from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_c
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.reports.tasks import data_report_task, model_report_task
 from taxi_model.variants import VARIANTS
-from taxi_plugins.links import add_artifact_links
+from taxi_pipeline.platforms.extra_links import add_artifact_links
 
 platform = get_platform()
 BRANCHES = (  # both models use the preprocessing variant of the run's `variant` Param

@@ -26,9 +26,9 @@ GCP_PLATFORM_MODULES = (
     "airflow.providers.google.cloud.hooks.vertex_ai.model_service",
     "kubernetes.client",
     "kubeflow.training",  # the TFJob's models (taxi_pipeline.k8s.tfjob)
-    "taxi_plugins.gcp_operators",
-    "taxi_plugins.tfjob",
-    "taxi_plugins.tf_serving",
+    "taxi_pipeline.operators.gcp",
+    "taxi_pipeline.operators.tfjob",
+    "taxi_pipeline.operators.tf_serving",
 )
 
 

@@ -14,7 +14,7 @@ DAGS = sorted((Path(__file__).resolve().parents[1] / "dags").glob("*.py"))
 HEAVY_PREFIXES = ("google.cloud.", "google.api_core", "kubernetes.", "kubernetes_asyncio", "pandas",
                   "airflow.providers.google.cloud", "airflow.providers.apache.beam.operators",
                   "airflow.providers.cncf.kubernetes.operators", "airflow.providers.cncf.kubernetes.hooks",
-                  "kubeflow", "taxi_plugins.gcp_operators", "taxi_plugins.tfjob", "taxi_plugins.tf_serving")
+                  "kubeflow", "taxi_pipeline.operators.gcp", "taxi_pipeline.operators.tfjob", "taxi_pipeline.operators.tf_serving")
 
 PROBE = r"""
 import json, runpy, sys
@@ -38,7 +38,7 @@ def probe(platform: str) -> dict:
 def test_on_gcp_the_start_up_imports_every_provider_module_a_parse_needs():
     result = probe("gcp")
     assert "airflow.providers.google.cloud.sensors.bigquery" in result["at_start"]
-    assert "taxi_plugins.gcp_operators" in result["at_start"]
+    assert "taxi_pipeline.operators.gcp" in result["at_start"]
     assert result["during_parse"] == []  # the list in airflow_local_settings is complete
 
 

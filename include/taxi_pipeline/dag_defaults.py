@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import DeadlineAlert, DeadlineReference, Param, SyncCallback
-from taxi_plugins.notifiers import TaxiAlertNotifier
+from taxi_pipeline.notifiers import TaxiAlertNotifier
 
 from taxi_pipeline.run_context import taxi_run, taxi_version
 

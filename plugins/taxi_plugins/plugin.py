@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from taxi_plugins.links import ArtifactLink, HistoryLink, ServedModelLink
+from taxi_pipeline.platforms.extra_links import ArtifactLink, HistoryLink, ServedModelLink
 
 
 class TaxiPlugin(AirflowPlugin):
     name = "taxi_mlops"
-    # The links are attached to the tasks by taxi_plugins.links.add_artifact_links; registered here too.
+    # The links are attached to the tasks by taxi_pipeline.platforms.extra_links.add_artifact_links; registered here too.
     operator_extra_links = [ArtifactLink("Artifact"), ServedModelLink(), HistoryLink()]
     external_views = [{"name": "Taxi artifacts", "href": "/taxi/", "destination": "nav", "category": "browse"}]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from taxi_pipeline.links import GcpLinks, LocalLinks
+from taxi_pipeline.platforms.artifact_urls import GcpLinks, LocalLinks
 
 
 @pytest.fixture

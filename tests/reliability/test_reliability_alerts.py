@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from taxi_plugins.notifiers import TaxiAlertNotifier
+from taxi_pipeline.notifiers import TaxiAlertNotifier
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 SECRET = "T000/B000/s3cr3t-webhook-token"
@@ -119,7 +119,7 @@ def test_both_dags_have_a_deadline_alert_that_airflow_runs_through_the_notifier(
     path, kwargs = alert["callback"]["__data__"]["path"], alert["callback"]["__data__"]["kwargs"]
     # Far beyond a normal run (minutes on the sample) and the sensor's 6 hours of waiting.
     assert interval == timedelta(hours=hours)
-    assert path == "taxi_plugins.notifiers.TaxiAlertNotifier"
+    assert path == "taxi_pipeline.notifiers.TaxiAlertNotifier"
 
     # Run the callback the way Airflow's executor does when the deadline is missed.
     ok, error = execute_callback(path, {**kwargs, "context": {"dag_run": None, "dag_id": dag_id, "run_id": "r1"}},

@@ -122,7 +122,7 @@ def test_the_tfjob_reads_back_into_the_sdk_models_and_its_pods_validate_as_pods(
 
 def test_the_worker_count_renders_from_the_workers_param_as_an_integer(gcp):
     import yaml
-    from taxi_plugins.tfjob import TFJobTrainOperator
+    from taxi_pipeline.operators.tfjob import TFJobTrainOperator
 
     from taxi_pipeline.k8s import WORKERS_TEMPLATE, tfjob_yaml
 
@@ -180,7 +180,7 @@ def test_tf_serving_deployment_service_and_runtime_pods_validate(gcp):
 
 
 def test_runtime_pods_have_one_name_per_run(gcp):
-    from taxi_plugins.gcp_operators import run_pod_name
+    from taxi_pipeline.operators.gcp import run_pod_name
 
     rendered = gcp["dags"]["taxi_sliding_window"]["rendered"]
     pod = rendered["compare_windows"]["pod"]

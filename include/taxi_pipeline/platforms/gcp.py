@@ -3,7 +3,7 @@ the TFJob, the runtime pods and TF-Serving, Vertex AI)."""
 from __future__ import annotations
 
 from taxi_pipeline.branches import Branch
-from taxi_pipeline.links import GcpLinks
+from taxi_pipeline.platforms.artifact_urls import GcpLinks
 from taxi_pipeline.platforms import (RUNTIME_SOURCES, Platform, check_export_arguments, compare_windows_arguments,
                                      evaluate_options, train_arguments, transform_options)
 from taxi_pipeline.platforms.docs import (CHECK_EXPORT_DOC, EVALUATE_DOC, EXTRACT_DOC, GCP_EXTRACT_DOC,
@@ -52,7 +52,7 @@ class GcpPlatform(Platform):
             doc_md=WAIT_DOC + GCP_WAIT_DOC)
 
     def extract_window(self):
-        from taxi_plugins.gcp_operators import WindowExtractOperator
+        from taxi_pipeline.operators.gcp import WindowExtractOperator
 
         return WindowExtractOperator(
             task_id="extract_window", project_id=self.gcp.project, location=self.gcp.bq_location,
@@ -61,7 +61,7 @@ class GcpPlatform(Platform):
 
     def _beam_pipeline(self, task_id: str, script: str, options: dict, branch: Branch, doc_md: str):
         from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
-        from taxi_plugins.gcp_operators import TemplatedDataflowConfiguration as DataflowConfiguration
+        from taxi_pipeline.operators.gcp import TemplatedDataflowConfiguration as DataflowConfiguration
 
         g = self.gcp
         return BeamRunPythonPipelineOperator(
@@ -84,7 +84,7 @@ class GcpPlatform(Platform):
         return self._beam_pipeline("transform", "transform.py", transform_options(branch), branch, TRANSFORM_DOC)
 
     def train(self, branch: Branch):
-        from taxi_plugins.tfjob import TFJobTrainOperator
+        from taxi_pipeline.operators.tfjob import TFJobTrainOperator
 
         from taxi_pipeline.k8s import WORKERS_TEMPLATE, tfjob, tfjob_yaml
 
@@ -106,7 +106,7 @@ class GcpPlatform(Platform):
 
     def _runtime_pod(self, task_id: str, module: str, arguments: list[str], doc_md: str, **kwargs):
         from kubernetes.client import models as k8s
-        from taxi_plugins.gcp_operators import RuntimePodOperator
+        from taxi_pipeline.operators.gcp import RuntimePodOperator
 
         from taxi_pipeline.k8s import RUNTIME_UID, security_context
 
@@ -139,7 +139,7 @@ class GcpPlatform(Platform):
                 "model": {"container_spec": {"image_uri": self.gcp.vertex_serving_image}}}
 
     def push(self, branch: Branch):
-        from taxi_plugins.gcp_operators import VertexPushOperator
+        from taxi_pipeline.operators.gcp import VertexPushOperator
 
         return VertexPushOperator(task_id="push", variant=branch.name, served_model=branch.served_model,
                                   serving_root=self.gcp.serving_root, doc_md=PUSH_DOC + GCP_PUSH_DOC,
@@ -167,14 +167,14 @@ class GcpPlatform(Platform):
             **self._vertex())
 
     def promote_champion(self):
-        from taxi_plugins.gcp_operators import ChampionDeployOperator
+        from taxi_pipeline.operators.gcp import ChampionDeployOperator
 
         return ChampionDeployOperator(task_id="promote_champion", trigger_rule="none_failed",
                                       doc_md=PROMOTE_DOC + GCP_PROMOTE_DOC, pool=DEPLOY_POOL,
                                       **self._champion_endpoint())
 
     def roll_back(self):
-        from taxi_plugins.gcp_operators import ServingRollbackOperator
+        from taxi_pipeline.operators.gcp import ServingRollbackOperator
 
         return ServingRollbackOperator(task_id="roll_back", doc_md=ROLLBACK_DOC + GCP_ROLLBACK_DOC, pool=DEPLOY_POOL,
                                        **self._champion_endpoint())

@@ -3,7 +3,7 @@ local processes for the runtime steps and the TFJob, the local model server)."""
 from __future__ import annotations
 
 from taxi_pipeline.branches import Branch
-from taxi_pipeline.links import LocalLinks
+from taxi_pipeline.platforms.artifact_urls import LocalLinks
 from taxi_pipeline.platforms import (RUNTIME_SOURCES, Platform, check_export_arguments, compare_windows_arguments,
                                      evaluate_options, train_arguments, transform_options)
 from taxi_pipeline.platforms.docs import (CHECK_EXPORT_DOC, EVALUATE_DOC, EXTRACT_DOC, PROMOTE_DOC, PUSH_DOC,
@@ -14,10 +14,10 @@ from taxi_pipeline.settings import get_settings
 
 class LocalPlatform(Platform):
     name = "local"
-    links = LocalLinks()  # where the UI's extra links point (taxi_pipeline.links)
+    links = LocalLinks()  # where the UI's extra links point (taxi_pipeline.platforms.artifact_urls)
 
     def wait_for_window(self):
-        from taxi_plugins.sensors import WindowLandedSensor
+        from taxi_pipeline.operators.sensors import WindowLandedSensor
 
         return WindowLandedSensor(task_id="wait_for_window", doc_md=WAIT_DOC)
 
@@ -31,7 +31,7 @@ class LocalPlatform(Platform):
 
     def _beam_pipeline(self, task_id: str, script: str, options: dict, doc_md: str):
         # Not the provider's BeamRunPythonPipelineOperator: importing it costs most of a parse (see the operator).
-        from taxi_plugins.operators import LocalBeamPipelineOperator
+        from taxi_pipeline.operators.runtime import LocalBeamPipelineOperator
 
         return LocalBeamPipelineOperator(
             # FnApiRunner: the direct runner's engine, without its attempt to download Prism.
@@ -42,7 +42,7 @@ class LocalPlatform(Platform):
         return self._beam_pipeline("transform", "transform.py", transform_options(branch), TRANSFORM_DOC)
 
     def train(self, branch: Branch):
-        from taxi_plugins.operators import RuntimeModuleOperator
+        from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
         return RuntimeModuleOperator(task_id="train", module="taxi_model.trainer", doc_md=TRAIN_DOC, pool=HEAVY_POOL,
                                      arguments=train_arguments(branch))
@@ -52,7 +52,7 @@ class LocalPlatform(Platform):
                                    EVALUATE_DOC)
 
     def compare_windows(self, recent: Branch, long: Branch):
-        from taxi_plugins.operators import RuntimeModuleOperator
+        from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
         return RuntimeModuleOperator(
             task_id="compare_windows", module="taxi_model.window_comparison", doc_md=WINDOW_COMPARISON_DOC,
@@ -60,7 +60,7 @@ class LocalPlatform(Platform):
             arguments=compare_windows_arguments(recent, long))
 
     def check_export(self, branch: Branch):
-        from taxi_plugins.operators import RuntimeModuleOperator
+        from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
         return RuntimeModuleOperator(task_id="check_export", module="taxi_model.export_check", doc_md=CHECK_EXPORT_DOC,
                                      arguments=check_export_arguments(branch))

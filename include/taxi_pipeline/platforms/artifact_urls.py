@@ -1,6 +1,6 @@
 """Where a person opens an artifact or a served model: the URL of each, per platform.
 
-The operator extra links (plugins/taxi_plugins/links.py) ask the platform's `links` for the URL of
+The operator extra links (include/taxi_pipeline/platforms/extra_links.py) ask the platform's `links` for the URL of
 a path of the run's layout, so a link is the same on both platforms and only its target differs:
 - local: the project's artifacts app, mounted in the Airflow api-server at /taxi (plugins/taxi_plugins/
   artifacts_app.py), which serves $TAXI_HOME/artifacts read-only and the serving root's status;

@@ -66,7 +66,7 @@ class FakeBigQuery:
 
     def finish(self, job: Job) -> None:
         """What BigQuery does: the query writes its destination table, the export its part files."""
-        from taxi_pipeline import gcs
+        from taxi_pipeline import files
 
         job.state = "DONE"
         if "query" in job.configuration:
@@ -85,7 +85,7 @@ class FakeBigQuery:
             assert extract["destinationFormat"] == "CSV" and extract["printHeader"] is True
             (uri,) = extract["destinationUris"]
             for shard in range(2):
-                gcs.write_text(uri.replace("*", f"{shard:012d}"), f"trip_miles\n{rows} rows, shard {shard} of {job.job_id}\n")
+                files.write_text(uri.replace("*", f"{shard:012d}"), f"trip_miles\n{rows} rows, shard {shard} of {job.job_id}\n")
 
     def get_job(self, job_id, project_id=None, location=None):
         if job_id not in self.jobs:
@@ -122,9 +122,9 @@ def _files(store) -> dict[str, int]:
 
 @pytest.fixture
 def store(emulator):
-    from taxi_pipeline import gcs
+    from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
-    return gcs.client()
+    return GCSHook(gcp_conn_id="google_cloud_default").get_conn()
 
 
 def test_extract_runs_a_query_and_an_export_per_window_and_split_into_the_runs_layout(bigquery, store):
@@ -165,7 +165,7 @@ def test_a_retry_after_the_jobs_finished_reuses_them_and_keeps_their_files(bigqu
 
 
 def test_a_failed_job_fails_the_task_with_its_window_split_and_error_and_a_retry_reruns_only_it(bigquery, store):
-    from taxi_pipeline import gcs
+    from taxi_pipeline import files
 
     bigquery.fail["taxi_daily_retrain__20150101t0000_20160101t0000__reference_train"] = \
         "Resources exceeded during query execution"
@@ -184,7 +184,7 @@ def test_a_failed_job_fails_the_task_with_its_window_split_and_error_and_a_retry
 
     del bigquery.fail["taxi_daily_retrain__20150101t0000_20160101t0000__reference_train"]  # the cause fixed
     stray = f"{ROOT}/{next(iter(store.list_blobs(BUCKET, prefix='artifacts/'))).name.split('/data/')[0]}/data/reference/train/part-000000000009.csv"
-    gcs.write_text(stray, "a part file no export of this run wrote (an export that ran again starts clean)")
+    files.write_text(stray, "a part file no export of this run wrote (an export that ran again starts clean)")
     _, _, rows = _extract(2, state)
     assert rows["reference"] == {"train": 1100, "eval": 250}
     rerun = bigquery.inserted[len(first):]

@@ -11,7 +11,7 @@ import time
 import pytest
 from process_state import alive
 
-from taxi_plugins.operators import LocalBeamPipelineOperator
+from taxi_pipeline.operators.runtime import LocalBeamPipelineOperator
 
 # A stand-in pipeline file: records the arguments Beam would parse, then exits with the code asked for.
 PIPELINE = textwrap.dedent("""
@@ -47,14 +47,14 @@ def test_a_failing_pipeline_fails_the_task_naming_the_file_its_exit_code_and_las
 
 def test_importing_the_operators_imports_neither_the_beam_operators_nor_dataflow():
     heavy = ("airflow.providers.apache.beam.operators", "airflow.providers.google.cloud")
-    code = (f"import sys, taxi_plugins.operators; print(any(m.startswith({heavy!r}) for m in sys.modules))")
+    code = (f"import sys, taxi_pipeline.operators.runtime; print(any(m.startswith({heavy!r}) for m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
 
 def runtime_step(capsys, module: str, *arguments: str) -> tuple[str | None, str]:
     """Run RuntimeModuleOperator; its return value (or the failure's message) and its log."""
-    from taxi_plugins.operators import RuntimeModuleOperator
+    from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
     capsys.readouterr()
     try:

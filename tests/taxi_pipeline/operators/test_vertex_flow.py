@@ -1,5 +1,5 @@
 """The gcp platform's Vertex AI flow, executed offline: the gcp DAG's `<variant>.push` and
-`promote_champion` tasks (taxi_plugins.gcp_operators), rendered for a window and run for real
+`promote_champion` tasks (taxi_pipeline.operators.gcp), rendered for a window and run for real
 against the GCS emulator (the run's artifacts, the serving root) and a fake Vertex AI behind the
 google provider's hooks.
 
@@ -187,7 +187,7 @@ def gcp(emulator, monkeypatch):
     """TAXI_PLATFORM=gcp on an empty bucket, a fake Vertex AI behind the hooks, TF-Serving's apply recorded."""
     from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
     from airflow.providers.google.cloud.hooks.vertex_ai.model_service import ModelServiceHook
-    from taxi_plugins.tf_serving import TFServingDeployOperator
+    from taxi_pipeline.operators.tf_serving import TFServingDeployOperator
 
     emulator.wipe(keep_buckets=True)
     monkeypatch.setenv("TAXI_PLATFORM", "gcp")
@@ -389,7 +389,7 @@ def _deployment_of(vertex, model: str) -> str:
 def test_three_promotions_leave_the_champion_and_the_previous_one_deployed(gcp):
     from structlog.testing import capture_logs
 
-    from taxi_plugins.gcp_operators import ChampionDeployOperator
+    from taxi_pipeline.operators.gcp import ChampionDeployOperator
 
     states, ids = {}, []
     with capture_logs() as logs:
@@ -426,7 +426,7 @@ def test_three_promotions_leave_the_champion_and_the_previous_one_deployed(gcp):
 
 
 def test_a_retry_after_a_partial_undeploy_finishes_it_and_keeps_the_previous_champion(gcp, monkeypatch):
-    from taxi_plugins.gcp_operators import ChampionDeployOperator
+    from taxi_pipeline.operators.gcp import ChampionDeployOperator
 
     # the endpoint as the promotions before the undeployment left it: every deployment still there
     with monkeypatch.context() as before:

@@ -8,7 +8,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException
 from kubernetes.client.exceptions import ApiException
 
-from taxi_plugins.tfjob import TFJobSensor, TFJobTrainOperator
+from taxi_pipeline.operators.tfjob import TFJobSensor, TFJobTrainOperator
 
 
 def _job(*conditions: tuple[str, str, str]) -> dict:

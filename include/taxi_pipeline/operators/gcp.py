@@ -288,7 +288,7 @@ class ChampionDeployOperator(_VertexUpload):
         self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
 
     def execute(self, context):
-        from taxi_plugins.tf_serving import TFServingDeployOperator
+        from taxi_pipeline.operators.tf_serving import TFServingDeployOperator
 
         from taxi_pipeline import deployment
         from taxi_pipeline.run_context import run_layout

@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowException
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from taxi_plugins.tf_serving import TFServingDeployOperator
+from taxi_pipeline.operators.tf_serving import TFServingDeployOperator
 
 DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "taxi-serving", "namespace": "ns"},
               "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "serving", "image": "tf:1"}]}}}}

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from taxi_plugins.sensors import WindowLandedSensor
+from taxi_pipeline.operators.sensors import WindowLandedSensor
 
 
 class _Dag:
@@ -67,7 +67,7 @@ WATCHED = ["standard.push", "coarse.push", "promote_champion"]
     (_PreviousRun(), {}, "running", False),  # its tasks are not even created yet
 ])
 def test_evaluation_waits_until_the_previous_windows_deploys_are_settled(previous, task_states, run_state, settled):
-    from taxi_plugins.sensors import PreviousRunSettledSensor
+    from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 
     sensor = PreviousRunSettledSensor(task_id="wait_for_previous_deploys", task_ids=WATCHED, hold=0)
     assert sensor.poke({"ti": _TaskInstance(previous, task_states, run_state)}) is settled
@@ -77,7 +77,7 @@ def test_evaluation_waits_until_the_previous_windows_deploys_are_settled(previou
 def test_a_try_watches_the_previous_run_for_a_while_then_frees_its_slot():
     """In a backfill the previous window settles within a try's hold: this run goes on seconds later.
     A previous run stuck beyond the hold gives the slot back (reschedule) and is looked at again later."""
-    from taxi_plugins.sensors import PreviousRunSettledSensor
+    from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 
     class Settling(_TaskInstance):
         checks = 0
