@@ -608,7 +608,7 @@ def step_runs(bench: Bench, trips: int, steps: list[str]) -> dict:
             command = [RUNTIME, "-m", "taxi_model.trainer", "--transform_output", str(out / "transform"),
                        "--serving_model_dir", str(out / "model"), "--log_dir", str(out / "logs")]
         elif step == "evaluate":
-            command = [RUNTIME, str(REPO / "include" / "taxi_model" / "evaluate.py"), "--model", str(out / "model"),
+            command = [RUNTIME, "-m", "taxi_model.evaluate", "--model", str(out / "model"),
                        "--eval", f"{data}/eval/part-*.csv", "--output", str(out / "evaluation"), "--runner=FnApiRunner"]
         elif step == "trainer_input":
             command = [RUNTIME, str(REPO / "bench" / "ml.py"), "trainer", "--transform_output", str(out / "transform"),

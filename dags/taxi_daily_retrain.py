@@ -20,9 +20,9 @@ from taxi_model.variants import VARIANTS
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
-from taxi_pipeline.reports.tasks import data_report_task, model_report_task
+from taxi_pipeline.reports.report_tasks import data_report_task, model_report_task
 from taxi_pipeline.serving_root import model_name
-from taxi_pipeline.tasks import SELECT_VARIANTS_DOC, select_variants
+from taxi_pipeline.callables import SELECT_VARIANTS_DOC, select_variants
 from taxi_pipeline.platforms.extra_links import add_artifact_links
 from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 

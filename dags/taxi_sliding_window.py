@@ -21,7 +21,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
-from taxi_pipeline.reports.tasks import data_report_task, model_report_task
+from taxi_pipeline.reports.report_tasks import data_report_task, model_report_task
 from taxi_model.variants import VARIANTS
 from taxi_pipeline.platforms.extra_links import add_artifact_links
 

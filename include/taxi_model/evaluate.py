@@ -1,6 +1,6 @@
 """TFMA evaluation of a candidate model (against the model in service, if any) and its blessing.
 
-    python include/taxi_model/evaluate.py --model <SavedModel> [--serving_base_path <dir>] \
+    python -m taxi_model.evaluate --model <SavedModel> [--serving_base_path <dir>] \
         --eval '<raw eval CSV glob>' --output <dir> [--auc_floor 0.8] [Beam pipeline args]
 
 The baseline is the model in service for this window: the newest version under --serving_base_path
@@ -21,12 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import sys
 from typing import Sequence
-
-if __package__ in (None, ""):  # run as a file by the Beam operator
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
 

@@ -2,7 +2,6 @@
 
     python -m taxi_model.transform --train '<glob>' --eval '<glob>' --variant standard \\
         --output <dir> [Beam pipeline options, e.g. --runner=FnApiRunner]
-    (or `python include/taxi_model/transform.py ...`, as BeamRunPythonPipelineOperator runs it)
 
 Analyzes the train split only (vocabularies, quantiles and z-score moments come from train) and
 applies the result to both splits. Writes the layout of `transform_layout`, atomically:
@@ -12,17 +11,11 @@ applies the result to both splits. Writes the layout of `transform_layout`, atom
 """
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import logging
+from typing import Sequence
 
-if not __package__:  # run as a file: import the package from its parent, not this folder's modules
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import taxi_model  # noqa: E402,F401  (selects Keras 2 before TensorFlow is imported)
+import taxi_model  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import apache_beam as beam  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402

@@ -28,14 +28,9 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Mapping, Sequence
-
-if __package__ in (None, ""):  # run as a file
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 

@@ -89,7 +89,7 @@ def test_blessed_models_are_served_and_the_champion_is_stable(daily_run):
 def test_redeploying_the_same_window_keeps_one_copy_and_an_unblessed_model_is_not_pushed(daily_run, tmp_path):
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from taxi_pipeline.tasks import promote_champion, push_variant
+    from taxi_pipeline.callables import promote_champion, push_variant
 
     dag_run, layout, _ = daily_run
     context = task_context(dag_run, layout)

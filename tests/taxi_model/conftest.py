@@ -14,7 +14,7 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 
-from model_test_data import EVAL_ROWS, INCLUDE, TRAIN_ROWS, runtime_env, synthetic_trips, write_csv  # noqa: E402
+from model_test_data import EVAL_ROWS, TRAIN_ROWS, runtime_env, synthetic_trips, write_csv  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,13 +30,13 @@ def window_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def transform_dir(window_dir, tmp_path_factory) -> Path:
-    """The window transformed with the standard variant, launched as Airflow does: the module as a file."""
+    """The window transformed with the standard variant, launched as Airflow does: `python -m` the module."""
     output = tmp_path_factory.mktemp("variant") / "transform"
     subprocess.run(
-        [sys.executable, str(INCLUDE / "taxi_model" / "transform.py"),
+        [sys.executable, "-m", "taxi_model.transform",
          "--train", str(window_dir / "train" / "part-*.csv"), "--eval", str(window_dir / "eval" / "part-*.csv"),
          "--variant", "standard", "--output", str(output), "--runner=FnApiRunner"],
-        check=True, env={**runtime_env(), "PYTHONPATH": ""},  # the script must find its package itself
+        check=True, env=runtime_env(),
     )
     return output
 

@@ -35,7 +35,7 @@ def render(dag, end: datetime, start: datetime) -> dict:
         if type(task).__name__ == "BeamRunPythonPipelineOperator":
             entry["pipeline_options"] = task.pipeline_options
             entry["runner"] = task.runner
-            entry["py_file"] = task.py_file
+            entry["py_file"], entry["py_options"] = task.py_file, task.py_options
             entry["job_name"] = task.dataflow_config.job_name
             entry["dataflow"] = {k: getattr(task.dataflow_config, k) for k in (
                 "project_id", "location", "service_account", "append_job_name")}

@@ -11,7 +11,7 @@ import pytest
 from taxi_pipeline.extract import extract_windows
 from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.reports import data, model
-from taxi_pipeline.reports.tasks import write_data_report, write_model_report
+from taxi_pipeline.reports.report_tasks import write_data_report, write_model_report
 from taxi_pipeline.run_context import window_plan
 from taxi_pipeline.validation import validate_window
 

@@ -107,7 +107,7 @@ def test_the_variants_param_selects_in_the_contracts_order_and_refuses_unknown_o
 def test_select_variants_starts_the_chosen_variants_only():
     from airflow.sdk.exceptions import AirflowFailException
 
-    from taxi_pipeline.tasks import select_variants
+    from taxi_pipeline.callables import select_variants
 
     assert select_variants(params={"variants": ["coarse"]}) == ["coarse.transform"]
     assert select_variants(params={"variants": ["standard", "coarse"]}) == ["standard.transform", "coarse.transform"]

@@ -93,11 +93,12 @@ class RuntimeModuleOperator(RuntimeProcessMixin, BaseOperator):
 
 
 class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
-    """Runs a Beam Python pipeline file on a local runner in the ML runtime, streaming its output.
+    """Runs a Beam Python pipeline module on a local runner in the ML runtime, streaming its output.
 
     The local platform's Beam step: the command line of the Beam provider's
     BeamRunPythonPipelineOperator for a non-Dataflow runner (the provider's `beam_options_to_args`:
-    `<interpreter> <py_file> --runner=<runner> --<option>=<value> ...`), run as the other runtime
+    `<interpreter> -m <module> --runner=<runner> --<option>=<value> ...`, as it runs a module with
+    `py_options=["-m"]`), run as the other runtime
     steps are (in the warm runtime when one is running). Not that operator itself, for two costs it
     has that the local platform does not need: its module imports the google provider's Dataflow
     hooks, operators and triggers, which made up most of every parse of the DAG files
@@ -108,9 +109,9 @@ class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
     template_fields: Sequence[str] = ("pipeline_options",)
     ui_color = "#e6f0fa"
 
-    def __init__(self, *, py_file: str, runner: str, py_interpreter: str, pipeline_options: dict, **kwargs):
+    def __init__(self, *, module: str, runner: str, py_interpreter: str, pipeline_options: dict, **kwargs):
         super().__init__(**kwargs)
-        self.py_file = py_file
+        self.module = module
         self.runner = runner
         self.py_interpreter = py_interpreter
         self.pipeline_options = dict(pipeline_options)
@@ -120,6 +121,6 @@ class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
 
         from airflow.providers.apache.beam.hooks.beam import beam_options_to_args
 
-        argv = [self.py_file, f"--runner={self.runner}", *beam_options_to_args(self.pipeline_options)]
-        self.run_in_runtime(f"the Beam pipeline {os.path.basename(self.py_file)}", argv, dict(os.environ),
+        argv = ["-m", self.module, f"--runner={self.runner}", *beam_options_to_args(self.pipeline_options)]
+        self.run_in_runtime(f"the Beam pipeline {self.module}", argv, dict(os.environ),
                             interpreter=self.py_interpreter)

@@ -14,9 +14,7 @@ from __future__ import annotations
 from taxi_pipeline.branches import Branch, run_path
 from taxi_pipeline.platforms import docs
 from taxi_pipeline.pools import DEPLOY_POOL
-from taxi_pipeline.settings import REPO_ROOT, get_settings
-
-RUNTIME_SOURCES = REPO_ROOT / "include" / "taxi_model"
+from taxi_pipeline.settings import get_settings
 
 
 # The command lines of the runtime modules: the same on both platforms (local processes or pods).
@@ -63,9 +61,9 @@ def evaluate_options(branch: Branch, serving_root: str) -> dict[str, str]:
 def _python(task_id: str, callable_name: str, doc_md: str, **kwargs):
     from airflow.providers.standard.operators.python import PythonOperator
 
-    from taxi_pipeline import tasks
+    from taxi_pipeline import callables
 
-    return PythonOperator(task_id=task_id, python_callable=getattr(tasks, callable_name), doc_md=doc_md, **kwargs)
+    return PythonOperator(task_id=task_id, python_callable=getattr(callables, callable_name), doc_md=doc_md, **kwargs)
 
 
 class Platform:

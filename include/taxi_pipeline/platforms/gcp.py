@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.platforms.artifact_urls import GcpLinks
-from taxi_pipeline.platforms import (RUNTIME_SOURCES, Platform, check_export_arguments, compare_windows_arguments,
+from taxi_pipeline.platforms import (Platform, check_export_arguments, compare_windows_arguments,
                                      evaluate_options, train_arguments, transform_options)
 from taxi_pipeline.platforms.docs import (CHECK_EXPORT_DOC, EVALUATE_DOC, EXTRACT_DOC, GCP_EXTRACT_DOC,
                                           GCP_PROMOTE_DOC, GCP_PUSH_DOC, GCP_ROLLBACK_DOC, GCP_WAIT_DOC, PROMOTE_DOC,
@@ -59,13 +59,13 @@ class GcpPlatform(Platform):
             dataset=self.gcp.extract_dataset, source_table=self.gcp.source_table, gcp_conn_id=self.gcp.conn_id,
             doc_md=EXTRACT_DOC + GCP_EXTRACT_DOC)
 
-    def _beam_pipeline(self, task_id: str, script: str, options: dict, branch: Branch, doc_md: str):
+    def _beam_pipeline(self, task_id: str, module: str, options: dict, branch: Branch, doc_md: str):
         from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
         from taxi_pipeline.operators.gcp import TemplatedDataflowConfiguration as DataflowConfiguration
 
         g = self.gcp
         return BeamRunPythonPipelineOperator(
-            task_id=task_id, runner="DataflowRunner", py_file=str(RUNTIME_SOURCES / script),
+            task_id=task_id, runner="DataflowRunner", py_file=module, py_options=["-m"],
             py_interpreter=get_settings().runtime_python, doc_md=doc_md, pool=HEAVY_POOL,
             pipeline_options={
                 **options,
@@ -81,7 +81,7 @@ class GcpPlatform(Platform):
             gcp_conn_id=g.conn_id)
 
     def transform(self, branch: Branch):
-        return self._beam_pipeline("transform", "transform.py", transform_options(branch), branch, TRANSFORM_DOC)
+        return self._beam_pipeline("transform", "taxi_model.transform", transform_options(branch), branch, TRANSFORM_DOC)
 
     def train(self, branch: Branch):
         from taxi_pipeline.operators.tfjob import TFJobTrainOperator
@@ -101,7 +101,7 @@ class GcpPlatform(Platform):
                                   pool=HEAVY_POOL, **self._gke())
 
     def evaluate(self, branch: Branch):
-        return self._beam_pipeline("evaluate", "evaluate.py", evaluate_options(branch, self.gcp.serving_root), branch,
+        return self._beam_pipeline("evaluate", "taxi_model.evaluate", evaluate_options(branch, self.gcp.serving_root), branch,
                                    EVALUATE_DOC)
 
     def _runtime_pod(self, task_id: str, module: str, arguments: list[str], doc_md: str, **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.platforms.artifact_urls import LocalLinks
-from taxi_pipeline.platforms import (RUNTIME_SOURCES, Platform, check_export_arguments, compare_windows_arguments,
+from taxi_pipeline.platforms import (Platform, check_export_arguments, compare_windows_arguments,
                                      evaluate_options, train_arguments, transform_options)
 from taxi_pipeline.platforms.docs import (CHECK_EXPORT_DOC, EVALUATE_DOC, EXTRACT_DOC, PROMOTE_DOC, PUSH_DOC,
                                           TRAIN_DOC, TRANSFORM_DOC, WAIT_DOC, WINDOW_COMPARISON_DOC)
@@ -24,22 +24,22 @@ class LocalPlatform(Platform):
     def extract_window(self):
         from airflow.providers.standard.operators.python import PythonOperator
 
-        from taxi_pipeline.tasks import extract_window_to_artifacts
+        from taxi_pipeline.callables import extract_window_to_artifacts
 
         return PythonOperator(task_id="extract_window", python_callable=extract_window_to_artifacts,
                               doc_md=EXTRACT_DOC)
 
-    def _beam_pipeline(self, task_id: str, script: str, options: dict, doc_md: str):
+    def _beam_pipeline(self, task_id: str, module: str, options: dict, doc_md: str):
         # Not the provider's BeamRunPythonPipelineOperator: importing it costs most of a parse (see the operator).
         from taxi_pipeline.operators.runtime import LocalBeamPipelineOperator
 
         return LocalBeamPipelineOperator(
             # FnApiRunner: the direct runner's engine, without its attempt to download Prism.
-            task_id=task_id, runner="FnApiRunner", py_file=str(RUNTIME_SOURCES / script),
+            task_id=task_id, runner="FnApiRunner", module=module,
             py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md, pool=HEAVY_POOL)
 
     def transform(self, branch: Branch):
-        return self._beam_pipeline("transform", "transform.py", transform_options(branch), TRANSFORM_DOC)
+        return self._beam_pipeline("transform", "taxi_model.transform", transform_options(branch), TRANSFORM_DOC)
 
     def train(self, branch: Branch):
         from taxi_pipeline.operators.runtime import RuntimeModuleOperator
@@ -48,7 +48,7 @@ class LocalPlatform(Platform):
                                      arguments=train_arguments(branch))
 
     def evaluate(self, branch: Branch):
-        return self._beam_pipeline("evaluate", "evaluate.py", evaluate_options(branch, get_settings().serving_root),
+        return self._beam_pipeline("evaluate", "taxi_model.evaluate", evaluate_options(branch, get_settings().serving_root),
                                    EVALUATE_DOC)
 
     def compare_windows(self, recent: Branch, long: Branch):
@@ -68,7 +68,7 @@ class LocalPlatform(Platform):
     def push(self, branch: Branch):
         from airflow.providers.standard.operators.python import PythonOperator
 
-        from taxi_pipeline.tasks import push_variant
+        from taxi_pipeline.callables import push_variant
 
         return PythonOperator(task_id="push", python_callable=push_variant, op_kwargs={"variant": branch.name},
                               doc_md=PUSH_DOC, pool=DEPLOY_POOL)
@@ -76,7 +76,7 @@ class LocalPlatform(Platform):
     def promote_champion(self):
         from airflow.providers.standard.operators.python import PythonOperator
 
-        from taxi_pipeline.tasks import promote_champion
+        from taxi_pipeline.callables import promote_champion
 
         return PythonOperator(task_id="promote_champion", python_callable=promote_champion,
                               trigger_rule="none_failed", doc_md=PROMOTE_DOC, pool=DEPLOY_POOL)

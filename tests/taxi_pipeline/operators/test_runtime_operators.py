@@ -13,7 +13,7 @@ from process_state import alive
 
 from taxi_pipeline.operators.runtime import LocalBeamPipelineOperator
 
-# A stand-in pipeline file: records the arguments Beam would parse, then exits with the code asked for.
+# A stand-in pipeline module: records the arguments Beam would parse, then exits with the code asked for.
 PIPELINE = textwrap.dedent("""
     import json, sys
     args = sys.argv[1:]
@@ -23,25 +23,31 @@ PIPELINE = textwrap.dedent("""
 """)
 
 
+@pytest.fixture
+def modules(tmp_path, monkeypatch):
+    """A folder on the runtime's import path for the stand-in pipeline modules (run as `python -m`)."""
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return tmp_path
+
+
 def operator(tmp_path, **options) -> LocalBeamPipelineOperator:
-    script = tmp_path / "pipeline.py"
-    script.write_text(PIPELINE)
-    return LocalBeamPipelineOperator(task_id="transform", py_file=str(script), runner="FnApiRunner",
+    (tmp_path / "stand_in_pipeline.py").write_text(PIPELINE)
+    return LocalBeamPipelineOperator(task_id="transform", module="stand_in_pipeline", runner="FnApiRunner",
                                      py_interpreter=sys.executable,
                                      pipeline_options={"record": str(tmp_path / "args.json"), **options})
 
 
-def test_it_runs_the_file_with_the_runner_and_the_options_as_beam_arguments(tmp_path):
+def test_it_runs_the_module_with_the_runner_and_the_options_as_beam_arguments(tmp_path, modules):
     operator(tmp_path, train="/data/train/part-*.csv", variant="standard").execute({})
     args = json.loads((tmp_path / "args.json").read_text())
     assert args[0] == "--runner=FnApiRunner"
     assert set(args[1:]) == {f"--record={tmp_path / 'args.json'}", "--train=/data/train/part-*.csv", "--variant=standard"}
 
 
-def test_a_failing_pipeline_fails_the_task_naming_the_file_its_exit_code_and_last_line(tmp_path):
+def test_a_failing_pipeline_fails_the_task_naming_the_module_its_exit_code_and_last_line(tmp_path, modules):
     with pytest.raises(Exception) as failure:
         operator(tmp_path, fail=True).execute({})
-    assert str(failure.value) == ("the Beam pipeline pipeline.py exited with code 3; its last line: 'pipeline ran'. "
+    assert str(failure.value) == ("the Beam pipeline stand_in_pipeline exited with code 3; its last line: 'pipeline ran'. "
                                   "The full output is in this log above.")
 
 
@@ -85,7 +91,7 @@ def test_runtime_steps_run_in_the_warm_runtime_when_one_runs_and_in_a_fresh_inte
 
 
 @pytest.mark.slow
-def test_on_kill_ends_a_step_running_in_the_warm_runtime(tmp_path):
+def test_on_kill_ends_a_step_running_in_the_warm_runtime(tmp_path, modules):
     """Airflow calls on_kill on SIGTERM (marked failed, timed out) and lets execute go on: the step
     must end, and execute with it."""
     import threading
@@ -93,14 +99,14 @@ def test_on_kill_ends_a_step_running_in_the_warm_runtime(tmp_path):
     from taxi_pipeline.settings import get_settings
     from taxi_pipeline.warm_runtime import warm_runtime
 
-    script, pid_file = tmp_path / "forever.py", tmp_path / "pid"
+    script, pid_file = tmp_path / "stand_in_forever.py", tmp_path / "pid"
     script.write_text(textwrap.dedent("""
         import os, sys, time
         options = dict(a.split("=", 1) for a in sys.argv[1:])
         open(options["--pid_file"], "w").write(str(os.getpid()))
         time.sleep(600)
     """))
-    step = LocalBeamPipelineOperator(task_id="transform", py_file=str(script), runner="FnApiRunner",
+    step = LocalBeamPipelineOperator(task_id="transform", module="stand_in_forever", runner="FnApiRunner",
                                      py_interpreter=get_settings().runtime_python,
                                      pipeline_options={"pid_file": str(pid_file)})
     outcome = {}
