@@ -60,6 +60,8 @@ def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_a
         containers=[k8s.V1Container(
             name=container_name, image=image, image_pull_policy="IfNotPresent",
             command=["python", "-m", module], args=[str(a) for a in arguments],
+            # a failed step's last log lines become its termination message: the task's error names them
+            termination_message_policy="FallbackToLogsOnError",
             env=[k8s.V1EnvVar(name="HOME", value="/tmp"), k8s.V1EnvVar(name="TF_USE_LEGACY_KERAS", value="1")],
             resources=k8s.V1ResourceRequirements(requests=resources.get("requests"), limits=resources.get("limits")),
             security_context=k8s.V1SecurityContext(
@@ -92,7 +94,11 @@ def tfjob(*, name: str, namespace: str, image: str, arguments: list[str], servic
                                                  active_deadline_seconds=6 * 3600),
             tf_replica_specs={
                 "Worker": kf.KubeflowOrgV1ReplicaSpec(
-                    replicas=workers, restart_policy="OnFailure",
+                    # ExitCode: a replica killed by a signal (preempted, OOM-killed) is restarted; one that
+                    # failed on its own fails the job at once and its pod is kept, so the task's error
+                    # names the replica and its last line (OnFailure restarted it in place until the
+                    # backoff limit, then the training operator deleted every pod before failing)
+                    replicas=workers, restart_policy="ExitCode",
                     template=k8s.V1PodTemplateSpec(
                         metadata=k8s.V1ObjectMeta(labels=labels),
                         spec=runtime_pod_spec(image=image, module="taxi_model.trainer", arguments=arguments,

@@ -158,12 +158,13 @@ def test_a_tfjob_runs_its_workers_as_pods_and_succeeds(cluster, probe_dir):
     assert not cluster.unhandled
 
 
-def test_a_failing_worker_with_the_manifests_restart_policy_fails_the_job_at_the_backoff_limit(cluster, probe_dir):
-    """restartPolicy OnFailure (taxi_pipeline.k8s): the worker restarts in place until the restarts
-    reach backoffLimit (2); then the operator deletes every pod of the job and fails it."""
+def test_why_the_manifest_does_not_restart_on_failure(cluster, probe_dir):
+    """restartPolicy OnFailure (taxi_pipeline.k8s used it): the worker restarts in place until the
+    restarts reach backoffLimit (2); then the training operator deletes every pod of the job and
+    fails it, and the error cannot say which replica failed or why."""
     from airflow.sdk.exceptions import AirflowException
 
-    task, context, namespace, name = _train(probe_dir, fail_index=1)
+    task, context, namespace, name = _train(probe_dir, fail_index=1, restartPolicy="OnFailure")
     with pytest.raises(AirflowException, match="has failed because it has reached the specified backoff limit"):
         task.execute(context)
 
@@ -174,12 +175,14 @@ def test_a_failing_worker_with_the_manifests_restart_policy_fails_the_job_at_the
 
 
 def test_a_failing_worker_is_named_with_its_reason(cluster, probe_dir):
-    """restartPolicy ExitCode (exit 3 is not retryable) and the log tail as the termination message:
-    the pod fails, the job fails, and the error names the replica, its exit and its last log line."""
+    """The manifest's restartPolicy ExitCode (exit 3 is not retryable) and the log tail as the
+    termination message: the pod fails, the job fails, and the error names the replica, its exit and
+    its last log line."""
     from airflow.sdk.exceptions import AirflowException
 
-    task, context, namespace, name = _train(probe_dir, fail_index=1, restartPolicy="ExitCode",
-                                            container={"terminationMessagePolicy": "FallbackToLogsOnError"})
+    task, context, namespace, name = _train(probe_dir, fail_index=1)
+    container = json.loads(task.yaml_conf)["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     with pytest.raises(AirflowException) as failure:
         task.execute(context)
 
@@ -192,16 +195,18 @@ def test_a_failing_worker_is_named_with_its_reason(cluster, probe_dir):
 
 def test_a_retry_waits_on_the_tfjob_of_an_earlier_try(cluster, probe_dir):
     from kubernetes import client
+    from structlog.testing import capture_logs
 
     task, context, namespace, name = _train(probe_dir)
     client.CustomObjectsApi(cluster.api_client()).create_namespaced_custom_object(
         "kubeflow.org", "v1", namespace, "tfjobs", json.loads(task.yaml_conf))
-    assert task.execute(context) == {"name": name, "namespace": namespace}
+    with capture_logs() as logs:
+        assert task.execute(context) == {"name": name, "namespace": namespace}
 
-    # The operator's create answers 409. (cncf.kubernetes 10.25 retries a 409 as transient, and its
-    # retry re-reads an exhausted YAML generator: it sends nothing and logs the resource created.)
+    # the operator's one create answers 409 (AlreadyExists), and it reattaches to the earlier try's job
     posts = [path for method, path in cluster.requests if method == "POST" and path.endswith("/tfjobs")]
-    assert len(posts) >= 2
+    assert len(posts) == 2  # the earlier try's and this try's
+    assert f"TFJob {namespace}/{name} exists (an earlier try created it): reattaching" in [e["event"] for e in logs]
     assert len(cluster.commands) == 2  # one pod per worker: the earlier try's job, waited on
     assert cluster.history[("TFJob", namespace, name)][-1] == "Succeeded"
 

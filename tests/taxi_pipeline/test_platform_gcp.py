@@ -108,7 +108,7 @@ def test_the_tfjob_reads_back_into_the_sdk_models_and_its_pods_validate_as_pods(
         assert list(model.spec.tf_replica_specs) == ["Worker"]
         worker = job["spec"]["tfReplicaSpecs"]["Worker"]
         assert worker["replicas"] == 2 and type(worker["replicas"]) is int  # the `workers` Param's default
-        assert worker["restartPolicy"] == "OnFailure"
+        assert worker["restartPolicy"] == "ExitCode"
         template = worker["template"]
         _validate_k8s({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"],
                                                                       **template["metadata"]},

@@ -130,7 +130,10 @@ class TFJobTrainOperator(_TFJobClient, GKECreateCustomResourceOperator):
         body = yaml.safe_load(self.yaml_conf)
         name, namespace = body["metadata"]["name"], body["metadata"].get("namespace") or self.get_namespace()
         try:
-            super().execute(context)
+            # the create itself, not the provider's execute: its retry re-reads a one-shot YAML generator
+            # (a retried create sends nothing and logs success), and it retries the 409 that means "an
+            # earlier try created it", so this reattaching branch was never reached
+            self.create_custom_from_yaml_object(body)
             self.log.info("Created TFJob %s/%s with %s Worker replicas", namespace, name,
                           body["spec"]["tfReplicaSpecs"]["Worker"]["replicas"])
         except ApiException as error:

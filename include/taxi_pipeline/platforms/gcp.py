@@ -122,6 +122,7 @@ class GcpPlatform(Platform):
             container_security_context=security_context(RUNTIME_UID),
             volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
             volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+            termination_message_policy="FallbackToLogsOnError",  # the error of a failed step quotes its last lines
             get_logs=True, on_finish_action="delete_pod", doc_md=doc_md, **self._gke(), **kwargs)
 
     def compare_windows(self, recent: Branch, long: Branch):
