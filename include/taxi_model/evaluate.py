@@ -217,9 +217,12 @@ def run(model: str, eval_pattern: str, output: str, baseline_model: str | None =
                      output_path=tfma_dir))
         table = metrics_table(tfma_dir)
         verdict = verdict_from(tfma_dir, table, accuracy_bar, policy, baseline_model)
-        tf.io.gfile.GFile(f"{staging}/metrics.json", "w").write(json.dumps(table, indent=1, sort_keys=True))
-        tf.io.gfile.GFile(f"{staging}/plots.json", "w").write(json.dumps(plots_table(tfma_dir), indent=1))
-        tf.io.gfile.GFile(f"{staging}/blessing.json", "w").write(json.dumps(verdict.to_dict(), indent=1))
+        with tf.io.gfile.GFile(f"{staging}/metrics.json", "w") as f:  # closed: flushed to gs:// too
+            f.write(json.dumps(table, indent=1, sort_keys=True))
+        with tf.io.gfile.GFile(f"{staging}/plots.json", "w") as f:  # closed: flushed to gs:// too
+            f.write(json.dumps(plots_table(tfma_dir), indent=1))
+        with tf.io.gfile.GFile(f"{staging}/blessing.json", "w") as f:  # closed: flushed to gs:// too
+            f.write(json.dumps(verdict.to_dict(), indent=1))
     return verdict
 
 

@@ -117,7 +117,8 @@ def run(model: str, eval_pattern: str, output: str, rows: int = SAMPLE_ROWS) -> 
     sample = read_rows(eval_pattern, limit=rows)
     result = check(model, sample)
     with atomic_output_dir(output) as staging:
-        tf.io.gfile.GFile(f"{staging}/report.json", "w").write(json.dumps(asdict(result), indent=1))
+        with tf.io.gfile.GFile(f"{staging}/report.json", "w") as f:  # closed: flushed to gs:// too
+            f.write(json.dumps(asdict(result), indent=1))
     return result
 
 
