@@ -6,7 +6,9 @@
 A version folder without `saved_model.pb` is not a version yet (a push writes it last) or any more
 (a retirement deletes it first). Pure Python, so the Airflow side (taxi_pipeline.serving_root, over
 its file API), the model evaluation (tf.io.gfile) and the model server (os) share it, each passing
-its own way to list a folder and test a file.
+its own way to list a folder and test a file. (The model server finds versions by TF-Serving's own
+rule, any int64-named folder, in taxi_model.serving.repository: it stands in for TF-Serving, which
+would try to load an incomplete folder too; the deployment never lets it see one in models.config.)
 """
 from __future__ import annotations
 

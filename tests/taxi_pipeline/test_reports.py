@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from taxi_pipeline.extract import extract_windows
-from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.reports import data, model
 from taxi_pipeline.reports.report_tasks import write_data_report, write_model_report
 from taxi_pipeline.run_context import window_plan

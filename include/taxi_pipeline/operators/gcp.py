@@ -306,7 +306,8 @@ class ChampionDeployOperator(_VertexUpload):
                             result.version, f"champion {champion['variant']} of window {window}")
         champion_id = self.deploy(context, model)
         self.undeploy_others(context, champion_id)
-        return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"], "vertex_model": model}
+        return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"],
+                "vertex_model": model}
 
     #: task_state_store key: the deployed model that had the traffic before this task's deployment
     PREVIOUS_KEY = "vertex_previous_champion"

@@ -81,7 +81,8 @@ class GcpPlatform(Platform):
             gcp_conn_id=g.conn_id)
 
     def transform(self, branch: Branch):
-        return self._beam_pipeline("transform", "taxi_model.transform", transform_options(branch), branch, TRANSFORM_DOC)
+        return self._beam_pipeline("transform", "taxi_model.transform", transform_options(branch), branch,
+                                   TRANSFORM_DOC)
 
     def train(self, branch: Branch):
         from taxi_pipeline.operators.tfjob import TFJobTrainOperator
@@ -101,8 +102,8 @@ class GcpPlatform(Platform):
                                   pool=HEAVY_POOL, **self._gke())
 
     def evaluate(self, branch: Branch):
-        return self._beam_pipeline("evaluate", "taxi_model.evaluate", evaluate_options(branch, self.gcp.serving_root), branch,
-                                   EVALUATE_DOC)
+        options = evaluate_options(branch, self.gcp.serving_root)
+        return self._beam_pipeline("evaluate", "taxi_model.evaluate", options, branch, EVALUATE_DOC)
 
     def _runtime_pod(self, task_id: str, module: str, arguments: list[str], doc_md: str, **kwargs):
         from kubernetes.client import models as k8s

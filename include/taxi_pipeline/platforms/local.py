@@ -48,8 +48,8 @@ class LocalPlatform(Platform):
                                      arguments=train_arguments(branch))
 
     def evaluate(self, branch: Branch):
-        return self._beam_pipeline("evaluate", "taxi_model.evaluate", evaluate_options(branch, get_settings().serving_root),
-                                   EVALUATE_DOC)
+        options = evaluate_options(branch, get_settings().serving_root)
+        return self._beam_pipeline("evaluate", "taxi_model.evaluate", options, EVALUATE_DOC)
 
     def compare_windows(self, recent: Branch, long: Branch):
         from taxi_pipeline.operators.runtime import RuntimeModuleOperator
