@@ -322,3 +322,19 @@ def test_a_retried_push_rewrites_no_identical_object(store, exported, tmp_path, 
     assert files.read_text(f"{version}/saved_model.pb") == "rerun graph"
     assert json.loads(files.read_text(f"{serving}/taxi_standard/records/201601010000.json"))["source"] == source
     assert after["models.config"] == before["models.config"]  # the same versions: the same config, left alone
+
+
+def test_a_change_by_another_writer_is_seen_at_once(store):
+    """gcsfs caches listings in its process; a push decided on a stale one could put an older window
+    over a newer one. The file API asks GCS each time."""
+    root = ServingRoot(f"{ROOT}/serving")
+
+    def push_elsewhere(version: int) -> None:  # another worker's push, not through this process's file API
+        store.bucket(BUCKET).blob(f"serving/taxi/{version}/saved_model.pb").upload_from_string(f"{version}")
+
+    push_elsewhere(201601010000)
+    assert root.versions("taxi") == [201601010000] and files.children(f"{ROOT}/serving") == ["taxi"]
+    push_elsewhere(201601020000)
+    assert root.versions("taxi") == [201601010000, 201601020000]
+    store.bucket(BUCKET).blob("serving/taxi/201601020000/saved_model.pb").delete()
+    assert root.versions("taxi") == [201601010000]
