@@ -39,10 +39,23 @@ RAW_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RAW_COLUMN_TYPES)
 
 def read_rows(csv_pattern: str, limit: int | None = None) -> list[dict[str, str]]:
     """The rows (column -> text, '' = NULL) of the window-CSV files a glob names, in file order;
-    at most `limit`. Each file has its header. No file matching gives no rows."""
+    at most `limit`. Each file has its header. No file matching gives no rows. A URL (gs://) is
+    read through tf.io.gfile (imported only then: this module stays pure Python locally)."""
+    if "://" in csv_pattern:
+        import io
+
+        import tensorflow as tf
+
+        def opener(path):
+            with tf.io.gfile.GFile(path, "r") as f:
+                return io.StringIO(f.read(), newline="")
+
+        paths = tf.io.gfile.glob(csv_pattern)
+    else:
+        paths, opener = glob.glob(csv_pattern), lambda p: open(p, newline="")
     rows: list[dict[str, str]] = []
-    for path in sorted(glob.glob(csv_pattern)):
-        with open(path, newline="") as f:
+    for path in sorted(paths):
+        with opener(path) as f:
             for row in csv.DictReader(f):
                 if limit is not None and len(rows) >= limit:
                     return rows

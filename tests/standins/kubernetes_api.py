@@ -24,6 +24,12 @@ their own code and the real kubernetes client's HTTP calls; only the cluster is 
   restart policy; conditions Created/Running/Restarting/Succeeded/Failed with the operator's
   reasons and messages; backoffLimit counts restarts, activeDeadlineSeconds, cleanPodPolicy.
   Deleting a TFJob deletes its pods (Foreground: the job is listed until they are gone).
+- Deployments (apps/v1) and Services (v1): create, get, list, patch (merge, strategic merge as a
+  merge of maps, JSON patch), delete; 409 on a name that exists; a Service gets a clusterIP. A
+  Deployment's pods are NOT run (its image, e.g. tensorflow/serving's model server, is not a
+  command of the runtime venv): its status reports the rollout of each generation complete at
+  once (observedGeneration, updated/ready/available replicas = spec.replicas), so the apply and
+  the rollout wait of the real operator run, but not the server or its readiness probe.
 
 `KubernetesStandin` records what was asked: `created` (kind, namespace, name, body), `commands`
 (each container run: argv, env, cwd), `deleted`, `requests`. `stop()` kills every process left.
@@ -54,6 +60,8 @@ from urllib.parse import parse_qs, urlsplit
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "standin-bearer-token"
 TFJOB_PATH = "/apis/kubeflow.org/v1"
+APPS_PATH = "/apis/apps/v1"
+OBJECT_KINDS = {"Deployment": ("apps/v1", "deployments"), "Service": ("v1", "services")}
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
@@ -842,6 +850,7 @@ class KubernetesStandin:
         self.stopping = threading.Event()
         self.pods: dict[tuple[str, str], _Pod] = {}
         self.tfjobs: dict[tuple[str, str], _TFJob] = {}
+        self.objects: dict[tuple[str, str, str], dict] = {}  # (kind, namespace, name): Deployments, Services
         self.events: list[dict] = []
         self.created: list[dict] = []  # {"kind", "namespace", "name", "body"} as sent (a TFJob's pods too)
         self.commands: list[dict] = []  # one per container run: {"namespace", "pod", "container", "argv", ...}
@@ -1114,6 +1123,15 @@ class KubernetesStandin:
             (tf, {"GET": self._list_tfjobs, "POST": self._post_tfjob}),
             (tf + "/(?P<name>[^/]+)", {"GET": self._get_tfjob, "DELETE": self._delete_tfjob}),
             (tf + "/(?P<name>[^/]+)/status", {"GET": self._get_tfjob}),
+            (APPS_PATH + r"/namespaces/(?P<namespace>[^/]+)/deployments",
+             {"GET": self._list_objects("Deployment"), "POST": self._post_object("Deployment")}),
+            (APPS_PATH + r"/namespaces/(?P<namespace>[^/]+)/deployments/(?P<name>[^/]+)(?:/status)?",
+             {"GET": self._get_object("Deployment"), "PATCH": self._patch_object("Deployment"),
+              "DELETE": self._delete_object("Deployment")}),
+            (ns + "/services", {"GET": self._list_objects("Service"), "POST": self._post_object("Service")}),
+            (ns + "/services/(?P<name>[^/]+)", {"GET": self._get_object("Service"),
+                                                "PATCH": self._patch_object("Service"),
+                                                "DELETE": self._delete_object("Service")}),
         ]
 
     def _version_info(self, **_):
@@ -1327,3 +1345,115 @@ class KubernetesStandin:
             self.changed.notify_all()
             return 200, response
 
+    # deployments and services: stored objects; a Deployment's rollout is complete at once (no pods run)
+    def deployment(self, namespace: str, name: str) -> dict | None:
+        with self.lock:
+            return copy.deepcopy(self.objects.get(("Deployment", namespace, name)))
+
+    def service(self, namespace: str, name: str) -> dict | None:
+        with self.lock:
+            return copy.deepcopy(self.objects.get(("Service", namespace, name)))
+
+    def _settle(self, kind: str, obj: dict) -> None:
+        """What the controllers fill in: a Service's clusterIP, a Deployment's completed rollout."""
+        if kind == "Service":
+            obj.setdefault("spec", {}).setdefault("clusterIP", f"10.96.0.{len(self.objects) % 250 + 2}")
+            obj.setdefault("spec", {}).setdefault("type", "ClusterIP")
+            obj.setdefault("status", {"loadBalancer": {}})
+            return
+        replicas = obj.setdefault("spec", {}).setdefault("replicas", 1)
+        generation = obj["metadata"].get("generation", 1)
+        obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                         "readyReplicas": replicas, "availableReplicas": replicas,
+                         "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                                        {"type": "Progressing", "status": "True",
+                                         "reason": "NewReplicaSetAvailable"}]}
+
+    def _object_or_404(self, kind: str, namespace: str, name: str) -> dict:
+        obj = self.objects.get((kind, namespace, name))
+        if obj is None:
+            raise _not_found(OBJECT_KINDS[kind][1] + ("" if kind == "Service" else ".apps"), name)
+        return obj
+
+    def _list_objects(self, kind: str):
+        def handler(query, namespace=None, **_):
+            with self.lock:
+                items = [o for (k, ns, _n), o in self.objects.items() if k == kind and namespace in (None, ns)]
+                code, payload = self._list(f"{kind}List", items, query)
+                payload["apiVersion"] = OBJECT_KINDS[kind][0]
+                return code, payload
+        return handler
+
+    def _post_object(self, kind: str):
+        def handler(namespace, body, **_):
+            with self.lock:
+                self._check_namespace(namespace)
+                body = body or {}
+                if (body.get("apiVersion"), body.get("kind")) != (OBJECT_KINDS[kind][0], kind):
+                    raise ApiError(400, f"not a {OBJECT_KINDS[kind][0]} {kind}: {body.get('apiVersion')} "
+                                        f"{body.get('kind')}")
+                meta = body.get("metadata") or {}
+                if meta.get("namespace") not in (None, namespace):
+                    raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
+                                        "on the request")
+                name = meta.get("name") or ""
+                if not DNS1123_LABEL.match(name):
+                    raise ApiError(422, f'{kind} "{name}" is invalid: metadata.name: Invalid value: {name!r}')
+                if (kind, namespace, name) in self.objects:
+                    raise ApiError(409, f'{OBJECT_KINDS[kind][1]} "{name}" already exists',
+                                   details={"name": name, "kind": OBJECT_KINDS[kind][1]})
+                if kind == "Deployment":
+                    spec = body.get("spec") or {}
+                    selector = (spec.get("selector") or {}).get("matchLabels") or {}
+                    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+                    if not selector or any(labels.get(k) != v for k, v in selector.items()):
+                        raise ApiError(422, f'Deployment "{name}" is invalid: spec.template.metadata.labels: '
+                                            "`selector` does not match template `labels`")
+                obj = copy.deepcopy(body)
+                obj["metadata"] = self._new_meta(meta, namespace)
+                obj["metadata"]["generation"] = 1
+                self._settle(kind, obj)
+                self.objects[(kind, namespace, name)] = obj
+                self.created.append({"kind": kind, "namespace": namespace, "name": name, "body": copy.deepcopy(body)})
+                self._touch(obj)
+                self.changed.notify_all()
+                return 201, copy.deepcopy(obj)
+        return handler
+
+    def _get_object(self, kind: str):
+        def handler(namespace, name, **_):
+            with self.lock:
+                return 200, copy.deepcopy(self._object_or_404(kind, namespace, name))
+        return handler
+
+    def _patch_object(self, kind: str):
+        def handler(namespace, name, body, content_type, **_):
+            with self.lock:
+                obj = self._object_or_404(kind, namespace, name)
+                if "json-patch" in content_type:
+                    patched = _json_patch(obj, body)
+                elif "merge-patch" in content_type or content_type.startswith("application/json"):
+                    patched = _merge_patch(obj, body)
+                else:
+                    raise ApiError(415, f"the body of the request was in an unknown format ({content_type})")
+                patched["metadata"] = {**obj["metadata"], **{k: v for k, v in patched["metadata"].items()
+                                                             if k in ("labels", "annotations")}}
+                if patched.get("spec") != obj.get("spec"):
+                    patched["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+                self._settle(kind, patched)
+                self.objects[(kind, namespace, name)] = patched
+                self._touch(patched)
+                self.changed.notify_all()
+                return 200, copy.deepcopy(patched)
+        return handler
+
+    def _delete_object(self, kind: str):
+        def handler(namespace, name, **_):
+            with self.lock:
+                obj = self._object_or_404(kind, namespace, name)
+                del self.objects[(kind, namespace, name)]
+                self.deleted.append((kind, namespace, name))
+                self.changed.notify_all()
+                return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                             "details": {"name": name, "kind": OBJECT_KINDS[kind][1], "uid": obj["metadata"]["uid"]}}
+        return handler
