@@ -7,7 +7,10 @@ TAXI_ALERT_CONN_ID to use another). Configure it like any connection, e.g.
     AIRFLOW_CONN_TAXI_ALERTS='{"conn_type": "http", "host": "https://hooks.example.com/services/T0/B0/XXXX"}'
 
 (`host` is the whole webhook URL, or a host name with `schema`/`port` and an `endpoint` in extra;
-a `password` is sent as a bearer token). The webhook URL and the token are masked in task logs.
+the URI form `AIRFLOW_CONN_TAXI_ALERTS='https://hooks.example.com/services/T0/B0/XXXX'` works too;
+a `password` is sent as a bearer token). The webhook URL and the token are masked in task logs, and
+no log line of a failed alert quotes the URL: a webhook's path is its secret. Only http(s) URLs are
+posted to, and a request that carries a token follows no redirect (it would take the token along).
 
 Without that connection it logs one clear line (`TAXI ALERT (no alert connection '...'): ...`)
 and nothing else, so a fresh install works and a failure is still visible in the log. A webhook
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseNotifier
 
@@ -88,15 +93,12 @@ class TaxiAlertNotifier(BaseNotifier):
             conn = Connection.get(self.conn_id or alert_conn_id())
         except AirflowNotFoundException:
             return None
-        host = (conn.host or "").strip()
-        if "://" in host:
-            url = host
-        else:
-            url = f"{conn.schema or 'https'}://{host}{f':{conn.port}' if conn.port else ''}"
-        endpoint = (conn.extra_dejson or {}).get("endpoint", "")
-        if endpoint:
-            url = url.rstrip("/") + "/" + endpoint.lstrip("/")
+        url = webhook_url(conn.conn_type, conn.host, conn.schema, conn.port,
+                          (conn.extra_dejson or {}).get("endpoint", ""))
         mask_secret(url)  # webhook URLs embed their secret
+        path = urlsplit(url).path.strip("/")
+        if path:
+            mask_secret(path)
         if conn.password:
             mask_secret(conn.password)
         return url, conn.password or None
@@ -113,11 +115,49 @@ class TaxiAlertNotifier(BaseNotifier):
             self.log.warning("TAXI ALERT (no alert connection %r configured, nobody notified): %s", conn_id, text)
             return
         url, token = webhook
-        request = urllib.request.Request(url, data=json.dumps({"text": text}).encode(), method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  **({"Authorization": f"Bearer {token}"} if token else {})})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise ValueError("the connection's webhook is not an http(s) URL")
+            request = urllib.request.Request(url, data=json.dumps({"text": text}).encode(), method="POST",
+                                             headers={"Content-Type": "application/json",
+                                                      **({"Authorization": f"Bearer {token}"} if token else {})})
+            opener = urllib.request.build_opener(*([_NoRedirect()] if token else []))
+            with opener.open(request, timeout=self.timeout) as response:
                 self.log.info("TAXI ALERT sent through connection %r (HTTP %s): %s", conn_id, response.status, text)
-        except Exception as error:  # noqa: BLE001
-            self.log.error("TAXI ALERT could not be sent through connection %r (%s): %s", conn_id, error, text)
+        except Exception as error:  # noqa: BLE001 - never the task's failure; never the URL in the log
+            self.log.error("TAXI ALERT could not be sent through connection %r (%s): %s", conn_id,
+                           _without(str(error), url), text)
+
+
+def webhook_url(conn_type: str | None, host: str | None, schema: str | None, port: int | None,
+                endpoint: str = "") -> str:
+    """The webhook URL of a connection: its `host` when that is a whole URL; else built from the
+    parts, with `schema` the scheme (http/https) or, in a connection given as a URI
+    (`https://host/path`, which Airflow splits into conn_type, host and schema), the path."""
+    host = (host or "").strip()
+    if "://" in host:
+        url = host
+    else:
+        scheme_in_schema = (schema or "") in ("http", "https")
+        scheme = schema if scheme_in_schema else conn_type if conn_type in ("http", "https") else "https"
+        path = "" if scheme_in_schema else (schema or "").strip("/")
+        url = f"{scheme}://{host}{f':{port}' if port else ''}" + (f"/{path}" if path else "")
+    if endpoint:
+        url = url.rstrip("/") + "/" + endpoint.lstrip("/")
+    return url
+
+
+def _without(message: str, url: str) -> str:
+    """An error message with the webhook's URL and path (its secret) taken out."""
+    path = urlsplit(url).path.strip("/")
+    for secret in filter(None, (url, path)):
+        message = message.replace(secret, "<webhook>")
+    return message
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the request carries a bearer token, which must not follow it elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect refused ({msg}): the alert carries a token",
+                                     headers, fp)

@@ -96,6 +96,60 @@ def test_with_a_connection_the_alert_is_posted_and_the_secret_stays_out_of_the_l
     assert SECRET not in logged and "bearer-s3cr3t" not in logged
 
 
+def test_a_webhook_given_as_a_uri_is_posted_to_and_its_secret_path_stays_out_of_the_log(dags, webhook, capsys,
+                                                                                         monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", url)  # the URI form: Airflow splits it into type, host, schema
+    TaxiAlertNotifier()(failure_context(dags["taxi_daily_retrain"]))
+    (message,) = received
+    assert message["path"] == f"/services/{SECRET}" and message["auth"] is None
+    logged = capsys.readouterr().out
+    assert "TAXI ALERT sent through connection 'taxi_alerts' (HTTP 200)" in logged and SECRET not in logged
+
+
+@pytest.mark.parametrize("uri", [
+    json.dumps({"conn_type": "http", "host": f"ftp://hooks.example.com/services/{SECRET}"}),
+    f"file:///services/{SECRET}",
+])
+def test_a_webhook_that_is_not_http_fails_its_alert_without_the_secret_in_the_log(dags, capsys, monkeypatch, uri):
+    monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", uri)
+    TaxiAlertNotifier(timeout=2)(failure_context(dags["taxi_daily_retrain"]))  # never raises
+    logged = capsys.readouterr().out
+    (line,) = [line for line in logged.splitlines() if "TAXI ALERT" in line]
+    assert "TAXI ALERT could not be sent through connection 'taxi_alerts'" in line
+    assert "task taxi_daily_retrain.validate_window failed" in line  # the alert's text is still in the log
+    assert SECRET not in logged and "s3cr3t" not in logged
+
+
+def test_an_alert_with_a_token_follows_no_redirect(dags, capsys, monkeypatch):
+    """A redirect would carry the bearer token to wherever it points."""
+    hits = []
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append((self.path, self.headers.get("Authorization")))
+            self.send_response(307)
+            self.send_header("Location", "/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", json.dumps({
+            "conn_type": "http", "host": f"http://127.0.0.1:{server.server_port}/services/{SECRET}",
+            "password": "bearer-s3cr3t"}))
+        TaxiAlertNotifier(timeout=2)(failure_context(dags["taxi_daily_retrain"]))
+    finally:
+        server.shutdown()
+    assert hits == [(f"/services/{SECRET}", "Bearer bearer-s3cr3t")]  # the redirect was not followed
+    logged = capsys.readouterr().out
+    assert "TAXI ALERT could not be sent through connection 'taxi_alerts'" in logged and "redirect refused" in logged
+    assert SECRET not in logged and "bearer-s3cr3t" not in logged
+
+
 def test_an_unreachable_webhook_is_logged_and_does_not_raise(dags, capsys, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9/x"}))
     TaxiAlertNotifier(timeout=2)(failure_context(dags["taxi_daily_retrain"]))
