@@ -7,8 +7,10 @@ What the local platform's extra links open, behind the Airflow login (the api-se
     /taxi/serving/<model>      a served model's status: versions, labels, what models.config loads,
                                the deployment (and rollback) records
 Only the artifact root is served (never the warehouse or the Airflow home); hidden names (staging
-folders) and paths that resolve outside the root are refused. HTML is served with a sandboxing
-Content-Security-Policy, so an artifact's page cannot act as the Airflow UI.
+folders) and paths that resolve outside the root are refused, and a link that leaves the root is not
+even listed (listings read each entry with lstat; an entry that cannot be read is left out, never
+failing its listing). HTML is served with a sandboxing Content-Security-Policy, so an artifact's
+page cannot act as the Airflow UI, and every response says `X-Content-Type-Options: nosniff`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 TEXT_SUFFIXES = {".txt", ".json", ".csv", ".config", ".md", ".log", ".pbtxt", ".sql"}
-SANDBOX = "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox"
+# GX's Data Docs need scripts and open links in new tabs; nothing needs a popup to leave the sandbox
+SANDBOX = "sandbox allow-scripts allow-popups"
 STYLE = """<style>body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;padding:0 16px;color:#1d2733}
 table{border-collapse:collapse}td,th{border:1px solid #d9dee5;padding:4px 10px;text-align:left}
 th{background:#f3f5f8}.r{text-align:right}.tag{background:#e8eef7;border-radius:4px;padding:1px 6px;margin-left:4px}
@@ -58,15 +61,41 @@ def resolve_inside(root: Path, relative: str) -> Path:
     return target
 
 
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path` (after links) is `root` or below it: a link that leaves the root is not shown."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling or looping link, or gone since it was listed
+        return False
+    root = root.resolve()
+    return target == root or root in target.parents
+
+
 def page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                         f"{STYLE}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
 
 
-def _size(path: Path) -> str:
-    if path.is_dir():
-        return ""
-    size = path.stat().st_size
+def _entries(root: Path, directory: Path):
+    """(path, lstat, is a folder) of each entry of a listing: hidden names, links that leave the root
+    and entries that cannot be read (gone meanwhile, a dangling link) are left out."""
+    import stat
+
+    for entry in directory.iterdir():
+        if entry.name.startswith("."):
+            continue
+        try:
+            info = entry.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                if not inside(root, entry):
+                    continue
+                info = entry.stat()  # a link within the root: what it points at
+        except OSError:
+            continue
+        yield entry, info, stat.S_ISDIR(info.st_mode)
+
+
+def _size(size: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -81,13 +110,11 @@ def listing(root: Path, directory: Path) -> HTMLResponse:
     for i, part in enumerate(relative.split("/") if relative else []):
         crumbs.append(f'<a href="/taxi/artifacts/{quote("/".join(relative.split("/")[:i + 1]))}/">{html.escape(part)}</a>')
     rows = []
-    entries = sorted((p for p in directory.iterdir() if not p.name.startswith(".")),
-                     key=lambda p: (not p.is_dir(), p.name))
-    for entry in entries:
-        href = "/taxi/artifacts/" + quote(f"{relative}/{entry.name}".lstrip("/")) + ("/" if entry.is_dir() else "")
-        modified = datetime.fromtimestamp(entry.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M")
-        rows.append(f'<tr><td><a href="{href}">{html.escape(entry.name)}{"/" if entry.is_dir() else ""}</a></td>'
-                    f'<td class="r">{_size(entry)}</td><td>{modified}</td></tr>')
+    for entry, info, is_dir in sorted(_entries(root, directory), key=lambda e: (not e[2], e[0].name)):
+        href = "/taxi/artifacts/" + quote(f"{relative}/{entry.name}".lstrip("/")) + ("/" if is_dir else "")
+        modified = datetime.fromtimestamp(info.st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        rows.append(f'<tr><td><a href="{href}">{html.escape(entry.name)}{"/" if is_dir else ""}</a></td>'
+                    f'<td class="r">{"" if is_dir else _size(info.st_size)}</td><td>{modified}</td></tr>')
     reports = [name for name in ("reports/data.html", "reports/model.html", "history.html", "comparison.txt")
                if (directory / name).exists()]
     shortcut = ("<p>" + " · ".join(
@@ -163,15 +190,24 @@ def status_page(status: dict) -> HTMLResponse:
 
 def create_app(login: bool = True) -> FastAPI:
     """The app; `login=False` only for tests of its pages (the plugin's app always requires it)."""
-    app = FastAPI(title="taxi-mlops artifacts", dependencies=_require_login() if login else [], docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="taxi-mlops artifacts", dependencies=_require_login() if login else [], docs_url=None,
+                  redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def no_sniffing(request, call_next):
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"  # a file is only ever what its type says
+        return response
 
     @app.get("/", response_class=HTMLResponse)
     def index():
         root = Path(_settings().artifact_root)
         items = []
-        for dag in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.exists() else []:
-            runs = sorted(dag.glob("window=*/run=*"), key=lambda p: p.stat().st_mtime, reverse=True)[:10]
+        dags = [p for p in root.iterdir() if not p.name.startswith(".") and inside(root, p) and p.is_dir()] if (
+            root.exists()) else []
+        for dag in sorted(dags):
+            runs = sorted((r for r in dag.glob("window=*/run=*") if inside(root, r)),
+                          key=lambda p: p.stat().st_mtime, reverse=True)[:10]
             links = "".join(
                 f"<li><a href='/taxi/artifacts/{quote(r.relative_to(root).as_posix())}/'>"
                 f"{html.escape(r.parent.name)} / {html.escape(r.name)}</a>"

@@ -47,6 +47,30 @@ def test_files_and_listings_of_the_artifact_root_are_served(client):
     assert text.headers["content-type"].startswith("text/plain")
 
 
+def test_a_link_that_leaves_the_root_is_neither_listed_nor_served_and_a_broken_one_breaks_nothing(client, home):
+    run = home / "artifacts" / "taxi_daily_retrain" / "window=w" / "run=r1"
+    (run / "warehouse").symlink_to(home / "warehouse")  # out of the root
+    (run / "db").symlink_to(home / "warehouse" / "taxi.duckdb")
+    (run / "dangling").symlink_to(home / "nothing-here")
+    (run / "same-report.html").symlink_to(run / "reports" / "model.html")  # within the root: listed
+    (home / "artifacts" / "taxi_daily_retrain" / "window=x").symlink_to(home / "warehouse")
+    listing = client.get("/artifacts/taxi_daily_retrain/window=w/run=r1/")
+    assert listing.status_code == 200 and "comparison.txt" in listing.text and "same-report.html" in listing.text
+    assert "warehouse" not in listing.text and ">db<" not in listing.text and "dangling" not in listing.text
+    for path in ("warehouse/taxi.duckdb", "db", "dangling"):
+        assert client.get(f"/artifacts/taxi_daily_retrain/window=w/run=r1/{path}").status_code == 404
+    index = client.get("/")
+    assert index.status_code == 200 and "window=w" in index.text and "window=x" not in index.text
+
+
+def test_every_response_says_nosniff_and_reports_cannot_leave_their_sandbox(client):
+    for path in ("/", "/artifacts/taxi_daily_retrain/window=w/run=r1/", "/serving/",
+                 "/artifacts/taxi_daily_retrain/window=w/run=r1/comparison.txt", "/artifacts/nothing"):
+        assert client.get(path).headers["x-content-type-options"] == "nosniff", path
+    report = client.get("/artifacts/taxi_daily_retrain/window=w/run=r1/reports/model.html")
+    assert report.headers["content-security-policy"] == "sandbox allow-scripts allow-popups"
+
+
 @pytest.mark.parametrize("path", [
     "/artifacts/%2e%2e/warehouse/taxi.duckdb", "/artifacts/..%2fwarehouse/taxi.duckdb",
     "/artifacts/taxi_daily_retrain/window=w/run=r1/.reports.staging-1/", "/artifacts/%2fetc/passwd",
