@@ -16,7 +16,7 @@ from pathlib import Path
 
 from taxi_pipeline.pools import ensure_pools
 from taxi_pipeline.processes import stop_process
-from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings
+from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings, private_home
 
 DEFAULT_DATE = "2016-01-01"
 
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     af = sub.add_parser("airflow", help="run an airflow command in the project's Airflow home")
     af.add_argument("airflow_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    private_home(get_settings())  # before anything writes there
 
     if args.command == "run":
         return run(args)

@@ -64,11 +64,50 @@ def get_settings() -> Settings:
     return Settings(platform=platform, home=home, runtime_python=runtime_python)
 
 
+FERNET_KEY_FILE = "fernet.key"
+
+
+def private_home(settings: Settings) -> None:
+    """TAXI_HOME and its Airflow home readable by their user only (the metadata DB, the admin's
+    generated password and the Fernet key are in there), and every file this process and its
+    children create private too (umask 077: the DB and the password file are 0600)."""
+    os.umask(0o077)
+    for folder in (settings.home, settings.airflow_home):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.stat().st_uid == os.getuid():
+            folder.chmod(0o700)
+
+
+def fernet_key(settings: Settings) -> str:
+    """This install's Fernet key (Airflow encrypts connections' passwords and extras and variables
+    with it), generated once into a 0600 file under the Airflow home; several processes starting at
+    once agree on one key (the first link wins). Production sets its own (README, "Security")."""
+    import base64
+    import uuid
+
+    path = settings.airflow_home / FERNET_KEY_FILE
+    if not path.exists():
+        settings.airflow_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(base64.urlsafe_b64encode(os.urandom(32)).decode())
+        try:
+            os.link(staging, path)  # fails if another process published its key first: that one is used
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink()
+    return path.read_text().strip()
+
+
 def airflow_env(settings: Settings | None = None) -> dict[str, str]:
     """Environment for Airflow processes of this project: its home under TAXI_HOME, the repo's
-    airflow.cfg, dags/ and plugins/ (paths that depend on where the repo is are set here)."""
+    airflow.cfg, dags/ and plugins/ (paths that depend on where the repo is are set here), and the
+    install's Fernet key (unless the environment sets one: production's own)."""
     settings = settings or get_settings()
     return {
+        "AIRFLOW__CORE__FERNET_KEY": os.environ.get("AIRFLOW__CORE__FERNET_KEY") or fernet_key(settings),
         "AIRFLOW_HOME": str(settings.airflow_home),
         "AIRFLOW_CONFIG": str(REPO_ROOT / "airflow.cfg"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
