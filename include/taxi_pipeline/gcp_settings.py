@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-# name -> (default, meaning); a default may use {project} and {region}.
+# name -> (default, meaning); a default may use {project} and {region}. An image may be given by digest
+# (`<name>@sha256:<digest>`, what production should pin: a tag can be moved, a digest cannot).
 DEFAULTS: dict[str, tuple[str | None, str]] = {
     "project": (None, "the Google Cloud project of everything below"),
     "region": ("us-central1", "region of Dataflow, Vertex AI and the GKE cluster"),
@@ -31,8 +32,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
     "gke_location": ("{region}", "location of the GKE cluster (a region or a zone)"),
     "namespace": ("taxi-mlops", "Kubernetes namespace of the TFJobs, pods and TF-Serving"),
     "runtime_image": ("{region}-docker.pkg.dev/{project}/taxi-mlops/taxi-mlops-runtime:latest",
-                      "the image of docker/runtime: TFJob pods, Dataflow's SDK container, the window comparison pod"),
-    "serving_image": ("tensorflow/serving:2.19.0", "the TF-Serving image of the model server Deployment"),
+                      "the image of docker/runtime: TFJob pods, Dataflow's SDK container, the window comparison pod "
+                      "(pin it by digest in production: <name>@sha256:<digest>)"),
+    "serving_image": ("tensorflow/serving:2.19.0", "the TF-Serving image of the model server Deployment "
+                                                   "(pin it by digest in production: tensorflow/serving@sha256:...)"),
     "vertex_serving_image": ("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest",
                              "Vertex AI's prebuilt TensorFlow serving container of the uploaded models"),
     "service_account": ("taxi-mlops@{project}.iam.gserviceaccount.com",

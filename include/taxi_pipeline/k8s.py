@@ -23,6 +23,10 @@ SERVING_UID = 1000
 TF_SERVING_GRPC_PORT = 8500
 TF_SERVING_REST_PORT = 8501
 SERVING_NAME = "taxi-serving"
+# TF-Serving has no authentication: its NetworkPolicy admits only the project's own pods and the pods
+# of namespaces labelled as its clients (label yours to call it)
+SERVING_CLIENT_LABEL = "taxi-mlops/serving-client"
+TMP_SIZE_LIMIT = "1Gi"  # the /tmp emptyDir of every pod: a runaway writer is evicted, not the node filled
 
 
 def k8s_name(*parts: str, max_length: int = 63) -> str:
@@ -43,7 +47,7 @@ def security_context(uid: int) -> dict:
 
 
 def _tmp_volume() -> tuple[list[dict], list[dict]]:
-    return [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
+    return [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}], [{"name": "tmp", "mountPath": "/tmp"}]
 
 
 def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_account: str,
@@ -54,6 +58,8 @@ def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_a
 
     return k8s.V1PodSpec(
         service_account_name=service_account,
+        # no Kubernetes API token: the step talks to GCS (Workload Identity), never to the cluster
+        automount_service_account_token=False,
         security_context=k8s.V1PodSecurityContext(
             run_as_non_root=True, run_as_user=RUNTIME_UID, fs_group=RUNTIME_UID,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
@@ -71,7 +77,7 @@ def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_a
                 seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
             volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
         )],
-        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=TMP_SIZE_LIMIT))],
     )
 
 
@@ -213,6 +219,7 @@ def tf_serving_deployment(*, namespace: str, image: str, models_config: str, ser
                 "metadata": {"labels": labels},
                 "spec": {
                     "serviceAccountName": service_account,
+                    "automountServiceAccountToken": False,  # it reads GCS (Workload Identity), not the cluster
                     "securityContext": {"runAsNonRoot": True, "runAsUser": SERVING_UID, "fsGroup": SERVING_UID,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
@@ -235,6 +242,26 @@ def tf_serving_deployment(*, namespace: str, image: str, models_config: str, ser
                     "volumes": volumes,
                 },
             },
+        },
+    }
+
+
+def tf_serving_network_policy(*, namespace: str) -> dict:
+    """Who may reach TF-Serving's ports: the project's own pods in its namespace, and pods of the
+    namespaces labelled `taxi-mlops/serving-client: "true"`; nobody else in the cluster."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": SERVING_NAME, "namespace": namespace, "labels": serving_labels()},
+        "spec": {
+            "podSelector": {"matchLabels": serving_labels()},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "taxi-mlops"}}},
+                         {"namespaceSelector": {"matchLabels": {SERVING_CLIENT_LABEL: "true"}}}],
+                "ports": [{"protocol": "TCP", "port": TF_SERVING_GRPC_PORT},
+                          {"protocol": "TCP", "port": TF_SERVING_REST_PORT}],
+            }],
         },
     }
 

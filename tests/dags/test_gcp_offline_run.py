@@ -226,6 +226,8 @@ def test_every_task_of_the_gcp_daily_run_succeeds_on_the_stand_ins(offline_gcp):
     deployment = cluster.deployment(NAMESPACE, "taxi-serving")  # applied; no model server runs (module doc)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "tensorflow/serving:2.19.0"
     assert cluster.service(NAMESPACE, "taxi-serving")["spec"]["clusterIP"]
+    policy = cluster.network_policy(NAMESPACE, "taxi-serving")  # who may reach TF-Serving: set before its pods
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
     assert not cluster.unhandled, cluster.unhandled
     assert any("CONNECT www.googleapis.com:443" in r for r in offline_gcp["proxy"].requests)  # TF used gs://
 

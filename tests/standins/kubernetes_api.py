@@ -61,7 +61,9 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "standin-bearer-token"
 TFJOB_PATH = "/apis/kubeflow.org/v1"
 APPS_PATH = "/apis/apps/v1"
-OBJECT_KINDS = {"Deployment": ("apps/v1", "deployments"), "Service": ("v1", "services")}
+OBJECT_KINDS = {"Deployment": ("apps/v1", "deployments"), "Service": ("v1", "services"),
+                "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies")}
+NETWORKING_PATH = "/apis/networking.k8s.io/v1"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
@@ -1128,6 +1130,11 @@ class KubernetesStandin:
             (APPS_PATH + r"/namespaces/(?P<namespace>[^/]+)/deployments/(?P<name>[^/]+)(?:/status)?",
              {"GET": self._get_object("Deployment"), "PATCH": self._patch_object("Deployment"),
               "DELETE": self._delete_object("Deployment")}),
+            (NETWORKING_PATH + r"/namespaces/(?P<namespace>[^/]+)/networkpolicies",
+             {"GET": self._list_objects("NetworkPolicy"), "POST": self._post_object("NetworkPolicy")}),
+            (NETWORKING_PATH + r"/namespaces/(?P<namespace>[^/]+)/networkpolicies/(?P<name>[^/]+)",
+             {"GET": self._get_object("NetworkPolicy"), "PATCH": self._patch_object("NetworkPolicy"),
+              "DELETE": self._delete_object("NetworkPolicy")}),
             (ns + "/services", {"GET": self._list_objects("Service"), "POST": self._post_object("Service")}),
             (ns + "/services/(?P<name>[^/]+)", {"GET": self._get_object("Service"),
                                                 "PATCH": self._patch_object("Service"),
@@ -1350,12 +1357,18 @@ class KubernetesStandin:
         with self.lock:
             return copy.deepcopy(self.objects.get(("Deployment", namespace, name)))
 
+    def network_policy(self, namespace: str, name: str) -> dict | None:
+        with self.lock:
+            return copy.deepcopy(self.objects.get(("NetworkPolicy", namespace, name)))
+
     def service(self, namespace: str, name: str) -> dict | None:
         with self.lock:
             return copy.deepcopy(self.objects.get(("Service", namespace, name)))
 
     def _settle(self, kind: str, obj: dict) -> None:
         """What the controllers fill in: a Service's clusterIP, a Deployment's completed rollout."""
+        if kind == "NetworkPolicy":
+            return  # stored as it is (no controller here enforces it)
         if kind == "Service":
             obj.setdefault("spec", {}).setdefault("clusterIP", f"10.96.0.{len(self.objects) % 250 + 2}")
             obj.setdefault("spec", {}).setdefault("type", "ClusterIP")
@@ -1372,7 +1385,8 @@ class KubernetesStandin:
     def _object_or_404(self, kind: str, namespace: str, name: str) -> dict:
         obj = self.objects.get((kind, namespace, name))
         if obj is None:
-            raise _not_found(OBJECT_KINDS[kind][1] + ("" if kind == "Service" else ".apps"), name)
+            group = {"Service": "", "Deployment": ".apps", "NetworkPolicy": ".networking.k8s.io"}[kind]
+            raise _not_found(OBJECT_KINDS[kind][1] + group, name)
         return obj
 
     def _list_objects(self, kind: str):

@@ -40,7 +40,8 @@ def render(dag, end: datetime, start: datetime) -> dict:
             entry["dataflow"] = {k: getattr(task.dataflow_config, k) for k in (
                 "project_id", "location", "service_account", "append_job_name")}
         if type(task).__name__ == "ChampionDeployOperator":
-            entry.update(deployment=task.deployment, service=task.service, endpoint_id=task.endpoint_id,
+            entry.update(deployment=task.deployment, service=task.service, network_policy=task.network_policy,
+                         endpoint_id=task.endpoint_id,
                          traffic_split=task.traffic_split, deployed_model=task.deployed_model)
         if type(task).__name__ == "RuntimePodOperator":
             from kubernetes.client import ApiClient
@@ -51,6 +52,7 @@ def render(dag, end: datetime, start: datetime) -> dict:
             entry["pod"] = {"apiVersion": "v1", "kind": "Pod",
                             "metadata": {"name": task.name, "namespace": task.namespace},
                             "spec": {"serviceAccountName": task.service_account_name,
+                                     "automountServiceAccountToken": task.automount_service_account_token,
                                      "securityContext": task.security_context,
                                      "volumes": plain(task.volumes),
                                      "containers": [{"name": "base", "image": task.image, "command": task.cmds,

@@ -110,6 +110,8 @@ def test_the_tfjob_reads_back_into_the_sdk_models_and_its_pods_validate_as_pods(
         assert worker["replicas"] == 2 and type(worker["replicas"]) is int  # the `workers` Param's default
         assert worker["restartPolicy"] == "ExitCode"
         template = worker["template"]
+        assert template["spec"]["automountServiceAccountToken"] is False  # no API token in a training pod
+        assert template["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
         _validate_k8s({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"],
                                                                       **template["metadata"]},
                        "spec": template["spec"]})
@@ -166,6 +168,15 @@ def test_tf_serving_deployment_service_and_runtime_pods_validate(gcp):
     deployment, service = promote["deployment"], promote["service"]
     _validate_k8s(deployment)
     _validate_k8s(service)
+    _validate_k8s(promote["network_policy"])
+    # TF-Serving (no authentication of its own) is reachable from the project's pods and its clients only
+    (rule,) = promote["network_policy"]["spec"]["ingress"]
+    assert promote["network_policy"]["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert {p["port"] for p in rule["ports"]} == {8500, 8501}
+    assert {"namespaceSelector": {"matchLabels": {"taxi-mlops/serving-client": "true"}}} in rule["from"]
+    pod_spec = deployment["spec"]["template"]["spec"]
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/taxi"
@@ -177,6 +188,8 @@ def test_tf_serving_deployment_service_and_runtime_pods_validate(gcp):
         for task_id, entry in dag.get("rendered", {}).items():
             if "pod" in entry:
                 _validate_k8s(entry["pod"])
+                assert entry["pod"]["spec"]["automountServiceAccountToken"] is False, task_id
+                assert entry["pod"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "1Gi"}, task_id
 
 
 def test_runtime_pods_have_one_name_per_run(gcp):
@@ -242,3 +255,16 @@ def test_extract_runs_the_window_sql_the_local_platform_translates(gcp):
     sliding = gcp["dags"]["taxi_sliding_window"]["rendered"]
     assert {j["window"] for j in sliding["extract_window"]["jobs"]} == {"newest", "recent", "long"}
     assert sliding["wait_for_window"]["partition_id"] == "2015013123"
+
+
+def test_an_image_pinned_by_digest_goes_into_the_manifests_as_it_is():
+    from taxi_pipeline.k8s import tf_serving_deployment, tfjob
+
+    pinned = "tensorflow/serving@sha256:" + "0123456789abcdef" * 4
+    deployment = tf_serving_deployment(namespace="ns", image=pinned, models_config="gs://b/serving/models.config",
+                                       service_account="sa", ready_model="taxi")
+    _validate_k8s(deployment)
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+    runtime = "us-docker.pkg.dev/p/taxi/runtime@sha256:" + "f" * 64
+    job = tfjob(name="j", namespace="ns", image=runtime, arguments=[], service_account="sa", workers=1, labels={})
+    assert job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["image"] == runtime

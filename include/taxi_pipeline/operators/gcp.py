@@ -277,14 +277,17 @@ class VertexPushOperator(_VertexUpload):
 
 class ChampionDeployOperator(_VertexUpload):
     template_fields: Sequence[str] = tuple({*UploadModelOperator.template_fields, "serving_root", "deployment",
-                                            "service", "endpoint_id", "deployed_model", "traffic_split", "gke"})
-    template_fields_renderers = {"deployment": "json", "service": "json", "deployed_model": "json"}
+                                            "service", "network_policy", "endpoint_id", "deployed_model",
+                                            "traffic_split", "gke"})
+    template_fields_renderers = {"deployment": "json", "service": "json", "network_policy": "json",
+                                 "deployed_model": "json"}
     operator_extra_links = (VertexAIModelLink(), VertexAIEndpointLink())
 
     def __init__(self, *, serving_root: str, deployment: dict, service: dict, gke: dict, endpoint_id: str,
-                 deployed_model: dict, traffic_split: dict, **kwargs):
+                 deployed_model: dict, traffic_split: dict, network_policy: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.serving_root, self.deployment, self.service, self.gke = serving_root, deployment, service, gke
+        self.network_policy = network_policy
         self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
 
     def execute(self, context):
@@ -300,7 +303,7 @@ class ChampionDeployOperator(_VertexUpload):
         window = run_layout(context).window
 
         TFServingDeployOperator(task_id=self.task_id, deployment=self.deployment, service=self.service,
-                                **self.gke).execute(context)
+                                network_policy=self.network_policy, **self.gke).execute(context)
 
         model = self.upload(context, CHAMPION_MODEL, f"{root.base_path(CHAMPION_MODEL)}/{result.version}",
                             result.version, f"champion {champion['variant']} of window {window}")

@@ -109,7 +109,7 @@ class GcpPlatform(Platform):
         from kubernetes.client import models as k8s
         from taxi_pipeline.operators.gcp import RuntimePodOperator
 
-        from taxi_pipeline.k8s import RUNTIME_UID, security_context
+        from taxi_pipeline.k8s import RUNTIME_UID, TMP_SIZE_LIMIT, security_context
 
         g = self.gcp
         return RuntimePodOperator(
@@ -121,7 +121,8 @@ class GcpPlatform(Platform):
             security_context={"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "fsGroup": RUNTIME_UID,
                               "seccompProfile": {"type": "RuntimeDefault"}},
             container_security_context=security_context(RUNTIME_UID),
-            volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+            volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=TMP_SIZE_LIMIT))],
+            automount_service_account_token=False,  # the step talks to GCS, never to the cluster
             volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
             termination_message_policy="FallbackToLogsOnError",  # the error of a failed step quotes its last lines
             get_logs=True, on_finish_action="delete_pod", doc_md=doc_md, **self._gke(), **kwargs)
@@ -150,7 +151,7 @@ class GcpPlatform(Platform):
     def _champion_endpoint(self) -> dict:
         """What a champion deployment needs: the serving root, TF-Serving's Deployment and Service on
         GKE, and the Vertex AI endpoint with the deployed model's resources."""
-        from taxi_pipeline.k8s import tf_serving_deployment, tf_serving_service
+        from taxi_pipeline.k8s import tf_serving_deployment, tf_serving_network_policy, tf_serving_service
         from taxi_pipeline.serving_root import CHAMPION_MODEL
 
         g = self.gcp
@@ -160,6 +161,7 @@ class GcpPlatform(Platform):
                                              models_config=f"{g.serving_root}/models.config",
                                              service_account=g.k8s_service_account, ready_model=CHAMPION_MODEL),
             service=tf_serving_service(namespace=g.namespace),
+            network_policy=tf_serving_network_policy(namespace=g.namespace),
             gke={**self._gke(), "namespace": g.namespace},
             endpoint_id=g.endpoint_id,
             deployed_model={"display_name": CHAMPION_MODEL,

@@ -71,6 +71,15 @@ class FakeApi:
     def patch_namespaced_service(self, name, namespace, body):
         self._patch("service", name, namespace, body)
 
+    def read_namespaced_network_policy(self, name, namespace):
+        return self._read("network_policy", name, namespace)
+
+    def create_namespaced_network_policy(self, namespace, body):
+        self._create("network_policy", namespace, body)
+
+    def patch_namespaced_network_policy(self, name, namespace, body):
+        self._patch("network_policy", name, namespace, body)
+
 
 @pytest.fixture
 def api(monkeypatch):
@@ -78,6 +87,7 @@ def api(monkeypatch):
     monkeypatch.setattr(TFServingDeployOperator, "hook", type("Hook", (), {"get_conn": lambda self: fake})())
     monkeypatch.setattr(client, "AppsV1Api", lambda api_client: fake)
     monkeypatch.setattr(client, "CoreV1Api", lambda api_client: fake)
+    monkeypatch.setattr(client, "NetworkingV1Api", lambda api_client: fake)
     return fake
 
 
@@ -99,6 +109,18 @@ def test_creates_what_is_absent_then_patches_it_idempotently(api):
     for key in first:  # the same objects: same spec, the Service's clusterIP kept
         assert again[key]["spec"] == first[key]["spec"]
     assert api.objects[("service", "ns", "taxi-serving")]["spec"]["clusterIP"] == "10.0.0.7"
+
+
+def test_the_network_policy_is_applied_first_and_patched_idempotently(api):
+    from taxi_pipeline.k8s import tf_serving_network_policy
+
+    policy = tf_serving_network_policy(namespace="ns")
+    assert _operator(network_policy=policy).execute({}) == {
+        "network_policy": "created", "deployment": "created", "service": "created"}
+    creates = [kind for verb, kind in api.calls if verb == "create"]
+    assert creates[0] == "network_policy"  # before the pods can start
+    assert _operator(network_policy=policy).execute({})["network_policy"] == "patched"
+    assert api.objects[("network_policy", "ns", "taxi-serving")]["spec"] == policy["spec"]
 
 
 def test_a_changed_manifest_is_patched_in_and_rolled_out(api):
