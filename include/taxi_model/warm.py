@@ -13,6 +13,13 @@ Clients (the local operators, in the Airflow environment: this module imports no
 top level) call `run_warm(argv, env, cwd, socket_path, on_line)`: it returns the step's exit code,
 or None when no warm runtime listens there, and the caller starts a fresh interpreter instead.
 
+A connection runs code as the server's user, and a step's request carries its environment: the
+socket lives in a folder of the user's only (`$XDG_RUNTIME_DIR`, else `<tmp>/taxi-runtime-<uid>/`,
+0700), is created 0600, and a client sends nothing to a socket that is not its user's own, in a
+folder only its user can enter, served by a process of its user (the peer's uid, SO_PEERCRED): a
+socket another user put there first is refused (`on_refused` says why) and the step runs in a fresh
+interpreter instead. The operators send only the environment a step needs (`step_environment`).
+
 Per step, the server forks a *watcher* that forks the step and relays its end:
 - the step's stdout and stderr are the client's socket, line-buffered (they stream into the task log);
 - its environment and working directory are the client's, its argv is `-m <module> ...` or `<file> ...`;
@@ -30,9 +37,11 @@ import os
 import select
 import signal
 import socket
+import stat
+import struct
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 EXIT_MARKER = "\x00taxi-warm-exit"
 KILL_AFTER_SECONDS = 10  # a step that outlives its client's end by this long after SIGTERM gets SIGKILL
@@ -43,32 +52,124 @@ PRELOAD = ("tensorflow", "tf_keras", "apache_beam", "apache_beam.runners.portabi
            "tensorflow_model_analysis", "numpy", "pandas", "pyarrow")
 
 
-def socket_path_for(runtime_python: str) -> str:
-    """The warm runtime's socket for a runtime interpreter: one per runtime environment (its
-    libraries are what it preloaded), short enough for AF_UNIX's 108 bytes. The path is not
-    resolved: a virtualenv's `bin/python` is a link to the base interpreter that every
-    environment (every clone of the repo) shares."""
-    import hashlib
+# What a runtime step may need of its task's environment (names, or prefixes ending in "_"): its
+# paths, locale and libraries' settings, the project's settings, Google's client settings. Not
+# Airflow's own (its connections, variables, secret keys, Fernet key), nor anything else.
+STEP_ENVIRONMENT = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "LC_", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHON", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "TF_", "TAXI_", "CUDA_", "NVIDIA_", "OPENBLAS_", "OMP_", "MKL_",
+    "KMP_", "XLA_", "GRPC_", "ABSL_", "BEAM_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
+    "CLOUDSDK_", "STORAGE_EMULATOR_HOST", "NO_GCE_CHECK", "GCSFS_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+)
+
+
+def step_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The part of a task's environment that its runtime step gets (see STEP_ENVIRONMENT)."""
+    def wanted(name: str) -> bool:
+        return any(name == k or (k.endswith("_") and name.startswith(k)) or (k == "PYTHON" and name.startswith(k))
+                   for k in STEP_ENVIRONMENT)
+
+    return {name: value for name, value in env.items() if wanted(name)}
+
+
+def socket_folder() -> str:
+    """A folder of this user's only: `$XDG_RUNTIME_DIR` (0700 by its specification), else
+    `<tmp>/taxi-runtime-<uid>`, created 0700 (if someone else made it first, `untrusted` says so)."""
     import tempfile
 
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir and os.path.isdir(runtime_dir):
+        return runtime_dir
+    folder = os.path.join(tempfile.gettempdir(), f"taxi-runtime-{os.getuid()}")
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    return folder
+
+
+def socket_path_for(runtime_python: str) -> str:
+    """The warm runtime's socket for a runtime interpreter: one per runtime environment (its
+    libraries are what it preloaded), in the user's private folder, short enough for AF_UNIX's 108
+    bytes. The path is not resolved: a virtualenv's `bin/python` is a link to the base interpreter
+    that every environment (every clone of the repo) shares."""
+    import hashlib
+
     key = hashlib.sha1(os.path.abspath(runtime_python).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"taxi-runtime-{key}.sock")
+    return os.path.join(socket_folder(), f"taxi-runtime-{key}.sock")
+
+
+def untrusted(socket_path: str) -> str | None:
+    """Why `socket_path` must not be sent a step, or None: the socket (if any) and its folder are this
+    user's own and the folder is closed to everyone else."""
+    uid = os.getuid()
+    folder = os.path.dirname(os.path.abspath(socket_path))
+    if not os.path.lexists(folder):
+        return None  # nothing listens there
+    problem = _folder_problem(folder)
+    if problem:
+        return problem
+    try:
+        info = os.lstat(socket_path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISSOCK(info.st_mode):
+        return f"{socket_path} is not a socket"
+    if info.st_uid != uid:
+        return f"{socket_path} belongs to uid {info.st_uid}, not to this user (uid {uid})"
+    return None
+
+
+def _folder_problem(folder: str) -> str | None:
+    uid = os.getuid()
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        return f"its folder {folder} is not a folder (a link?)"
+    if info.st_uid != uid:
+        return f"its folder {folder} belongs to uid {info.st_uid}, not to this user (uid {uid})"
+    if info.st_mode & 0o077:
+        return f"its folder {folder} is open to other users (mode {stat.S_IMODE(info.st_mode):o}, not 700)"
+    return None
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    _pid, uid, _gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                 struct.calcsize("3i")))
+    return uid
 
 
 # --- client ----------------------------------------------------------------------------------------
 
+class Untrusted(Exception):
+    """The socket is not this user's own warm runtime: nothing is sent to it."""
+
+
 def _connect(socket_path: str) -> socket.socket | None:
+    """A connection to this user's warm runtime, None when none listens; Untrusted (nothing sent)
+    when the socket, its folder or the process serving it is not this user's."""
+    why = untrusted(socket_path)
+    if why:
+        raise Untrusted(why)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         client.connect(socket_path)
     except OSError:  # no file, or nobody listening on it (a stale socket of a stopped server)
         client.close()
         return None
+    peer = _peer_uid(client)
+    if peer != os.getuid():
+        client.close()
+        raise Untrusted(f"the process listening on {socket_path} runs as uid {peer}, not as this user "
+                        f"(uid {os.getuid()})")
     return client
 
 
 def is_listening(socket_path: str) -> bool:
-    client = _connect(socket_path)
+    try:
+        client = _connect(socket_path)
+    except Untrusted:
+        return False
     if client is None:
         return False
     with client:
@@ -78,11 +179,17 @@ def is_listening(socket_path: str) -> bool:
 
 def run_warm(argv: Sequence[str], env: dict[str, str], cwd: str, socket_path: str,
              on_line: Callable[[str], None],
-             on_connect: Callable[[socket.socket], None] = lambda connection: None) -> int | None:
+             on_connect: Callable[[socket.socket], None] = lambda connection: None,
+             on_refused: Callable[[str], None] = lambda why: None) -> int | None:
     """Run `python <argv>` in a child of the warm runtime, each output line to `on_line`; its exit
-    code, or None if no warm runtime listens on `socket_path` (nothing was run). `on_connect` gets
-    the connection: shutting it down ends the step (and makes this raise ConnectionError)."""
-    client = _connect(socket_path)
+    code, or None if no warm runtime of this user's listens on `socket_path` (nothing was run or
+    sent; `on_refused` gets why, when a socket is there that is not this user's own). `on_connect`
+    gets the connection: shutting it down ends the step (and makes this raise ConnectionError)."""
+    try:
+        client = _connect(socket_path)
+    except Untrusted as why:
+        on_refused(str(why))
+        return None
     if client is None:
         return None
     on_connect(client)
@@ -225,10 +332,13 @@ def serve(socket_path: str, preload: Sequence[str] = PRELOAD) -> None:
         importlib.import_module(module)
     if "tensorflow" in preload:
         _assert_nothing_started()
-    if os.path.exists(socket_path):
+    problem = _folder_problem(os.path.dirname(os.path.abspath(socket_path)))
+    if problem:  # its clients would refuse it, rightly
+        raise SystemExit(f"refusing to listen on {socket_path}: {problem}")
+    if os.path.lexists(socket_path):
         if is_listening(socket_path):
             raise SystemExit(f"a warm runtime already listens on {socket_path}")
-        os.unlink(socket_path)  # a stale one, from a server that was killed
+        os.unlink(socket_path)  # a stale one, from a server that was killed (in our own folder)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     umask = os.umask(0o177)  # the socket is created 0600: whoever may connect runs code as this user
     try:

@@ -219,3 +219,77 @@ def test_output_without_a_final_newline_is_not_lost(warm, tmp_path):
     script = tmp_path / "partial.py"
     script.write_text('import sys\nprint("first")\nsys.stdout.write("no newline at the end")\n')
     assert run(warm, [str(script)]) == (0, ["first", "no newline at the end"])
+
+
+def test_a_socket_that_is_not_this_users_own_is_never_sent_a_step(tmp_path, monkeypatch):
+    """Another user who created the socket's path first would receive every step's environment and
+    decide its outcome. Simulated: the client runs as another uid than the listener's files."""
+    import socket as sockets
+    import threading
+
+    from taxi_model import warm
+
+    folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))
+    path = str(folder / "s.sock")
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    received = []
+
+    def accept():
+        listener.settimeout(3)
+        try:
+            conn, _ = listener.accept()
+            received.append(conn.recv(65536))
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(warm.os, "getuid", lambda: os.geteuid() + 4242)  # we are someone else
+        refusals = []
+        code = warm.run_warm(["-m", "anything"], {"AIRFLOW_CONN_X": "secret"}, "/tmp", path, print,
+                             on_refused=refusals.append)
+        assert code is None and not warm.is_listening(path)
+        (why,) = refusals
+        assert f"{folder} belongs to uid {os.geteuid()}, not to this user" in why
+        thread.join(5)
+        assert received == []  # the environment went nowhere
+    finally:
+        listener.close()
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o777])
+def test_a_socket_in_a_folder_others_can_enter_is_refused(mode, tmp_path):
+    from taxi_model.warm import untrusted
+
+    folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))
+    try:
+        folder.chmod(mode)
+        assert "is open to other users" in untrusted(str(folder / "s.sock"))
+        folder.chmod(0o700)
+        assert untrusted(str(folder / "s.sock")) is None
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_the_default_socket_is_in_a_private_folder_of_the_user(tmp_path, monkeypatch):
+    from taxi_model.warm import socket_path_for, untrusted
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    path = Path(socket_path_for(str(tmp_path / "bin" / "python")))
+    assert path.parent.name == f"taxi-runtime-{os.getuid()}" and path.parent.stat().st_mode & 0o777 == 0o700
+    assert untrusted(str(path)) is None
+
+
+def test_a_step_gets_only_the_environment_it_needs():
+    from taxi_model.warm import step_environment
+
+    env = {"PATH": "/bin", "HOME": "/h", "PYTHONPATH": "/p", "TF_USE_LEGACY_KERAS": "1", "TAXI_HOME": "/t",
+           "LC_ALL": "C", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:1",
+           "AIRFLOW__CORE__FERNET_KEY": "k", "AIRFLOW_CONN_TAXI_ALERTS": "https://hooks/secret",
+           "AIRFLOW__API_AUTH__JWT_SECRET": "s", "AWS_SECRET_ACCESS_KEY": "a", "TAXIWAY": "x"}
+    assert step_environment(env) == {k: env[k] for k in (
+        "PATH", "HOME", "PYTHONPATH", "TF_USE_LEGACY_KERAS", "TAXI_HOME", "LC_ALL", "STORAGE_EMULATOR_HOST")}

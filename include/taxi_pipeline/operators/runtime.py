@@ -39,10 +39,14 @@ class RuntimeProcessMixin:
             if line.strip():
                 last[0] = line
 
+        def refused(why: str) -> None:
+            self.log.warning("Not using the warm runtime: %s. Nothing was sent to it.", why)
+
         socket_path = socket_path_for(runtime_python)
         with tempfile.TemporaryDirectory(prefix="taxi-step-") as cwd:
             self.log.info("Running in the ML runtime: python %s", " ".join(argv))
-            code = run_warm(argv, env, cwd, socket_path, log_line, on_connect=self._hold_connection)
+            code = run_warm(argv, env, cwd, socket_path, log_line, on_connect=self._hold_connection,
+                            on_refused=refused)
             if code is not None:
                 self.log.info("(in the warm runtime at %s)", socket_path)
                 return code, last[0]
@@ -69,6 +73,16 @@ class RuntimeProcessMixin:
                 pass  # already closed: the step has ended
 
 
+def task_environment() -> dict[str, str]:
+    """What a runtime step gets of its task's environment: what it needs, never Airflow's connections,
+    variables and keys (taxi_model.warm.step_environment)."""
+    import os
+
+    from taxi_model.warm import step_environment
+
+    return step_environment(os.environ)
+
+
 class RuntimeModuleOperator(RuntimeProcessMixin, BaseOperator):
     """Runs `python -m <module> <arguments>` in the ML runtime, streaming its output to the task log.
 
@@ -86,10 +100,8 @@ class RuntimeModuleOperator(RuntimeProcessMixin, BaseOperator):
         self.env = env or {}
 
     def execute(self, context):
-        import os
-
         return self.run_in_runtime(self.module, ["-m", self.module, *map(str, self.arguments)],
-                                   {**os.environ, **self.env})
+                                   {**task_environment(), **self.env})
 
 
 class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
@@ -117,10 +129,8 @@ class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
         self.pipeline_options = dict(pipeline_options)
 
     def execute(self, context):
-        import os
-
         from airflow.providers.apache.beam.hooks.beam import beam_options_to_args
 
         argv = ["-m", self.module, f"--runner={self.runner}", *beam_options_to_args(self.pipeline_options)]
-        self.run_in_runtime(f"the Beam pipeline {self.module}", argv, dict(os.environ),
+        self.run_in_runtime(f"the Beam pipeline {self.module}", argv, task_environment(),
                             interpreter=self.py_interpreter)
