@@ -16,7 +16,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_the_airflow_home_and_its_db_are_private_and_airflow_encrypts_with_the_installs_key(tmp_path):
+def test_the_airflow_home_its_db_and_password_file_are_private_and_airflow_uses_the_installs_key(tmp_path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__CORE__FERNET_KEY"}
     env["TAXI_HOME"] = str(home)
@@ -25,6 +25,9 @@ def test_the_airflow_home_and_its_db_are_private_and_airflow_encrypts_with_the_i
               "settings = get_settings(); private_home(settings); env = {**os.environ, **airflow_env(settings)}\n"
               "subprocess.run([sys.executable, '-m', 'airflow', 'db', 'migrate'], env=env, check=True,\n"
               "               stdout=subprocess.DEVNULL)\n"
+              "os.environ.update(env)  # the api-server's auth manager generates the admin's password file\n"
+              "from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager\n"
+              "SimpleAuthManager().init()\n"
               "print(subprocess.run([sys.executable, '-m', 'airflow', 'config', 'get-value', 'core', 'fernet_key'],\n"
               "                     env=env, check=True, capture_output=True, text=True).stdout.strip())\n")
     used = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
@@ -36,6 +39,7 @@ def test_the_airflow_home_and_its_db_are_private_and_airflow_encrypts_with_the_i
     Fernet(used)  # a valid key
     assert (_mode(home), _mode(home / "airflow")) == (0o700, 0o700)
     assert (_mode(home / "airflow" / "airflow.db"), _mode(key_file)) == (0o600, 0o600)
+    assert _mode(home / "airflow" / "simple_auth_manager_passwords.json.generated") == 0o600
 
 
 def test_processes_starting_at_once_agree_on_one_key(tmp_path, monkeypatch):
