@@ -65,6 +65,7 @@ def get_settings() -> Settings:
 
 
 FERNET_KEY_FILE = "fernet.key"
+PRIVATE_FILES = ("airflow.db", "simple_auth_manager_passwords.json.generated", FERNET_KEY_FILE)
 
 
 def private_home(settings: Settings) -> None:
@@ -76,6 +77,10 @@ def private_home(settings: Settings) -> None:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if folder.stat().st_uid == os.getuid():
             folder.chmod(0o700)
+    for name in PRIVATE_FILES:  # made before the umask (an install older than it): private now
+        path = settings.airflow_home / name
+        if path.is_file() and path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
 
 
 def fernet_key(settings: Settings) -> str:

@@ -9,7 +9,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from taxi_pipeline.settings import FERNET_KEY_FILE, airflow_env, fernet_key, get_settings
+from taxi_pipeline.settings import FERNET_KEY_FILE, airflow_env, fernet_key, get_settings, private_home
 
 
 def _mode(path: Path) -> int:
@@ -57,3 +57,21 @@ def test_an_environment_that_sets_its_own_key_keeps_it(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "production's own key, from its secret store")
     assert airflow_env()["AIRFLOW__CORE__FERNET_KEY"] == "production's own key, from its secret store"
     assert not (tmp_path / "home" / "airflow" / FERNET_KEY_FILE).exists()
+
+
+def test_an_install_made_before_its_files_were_private_is_made_private(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "airflow").mkdir(parents=True)
+    home.chmod(0o755)
+    for name in ("airflow.db", "simple_auth_manager_passwords.json.generated"):
+        (home / "airflow" / name).write_text("x")
+        (home / "airflow" / name).chmod(0o644)
+    monkeypatch.setenv("TAXI_HOME", str(home))
+    umask = os.umask(0o022)
+    try:
+        private_home(get_settings())
+    finally:
+        os.umask(umask)
+    assert (_mode(home), _mode(home / "airflow")) == (0o700, 0o700)
+    assert {_mode(home / "airflow" / name) for name in ("airflow.db", "simple_auth_manager_passwords.json.generated")} \
+        == {0o600}
