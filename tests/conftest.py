@@ -59,6 +59,25 @@ def warehouse(sample_files, taxi_home) -> Path:
 
 
 @pytest.fixture(scope="session")
+def schema_2015(warehouse, tmp_path_factory) -> str:
+    """The schema text inferred from the real sample's 2015 window and the year before it (train
+    splits): what a daily run validating the 2015 window would have as its schema."""
+    from datetime import datetime, timezone
+
+    from taxi_pipeline.extract import extract_windows
+    from taxi_pipeline.layout import RunLayout
+    from taxi_pipeline.run_context import WindowPlan
+    from taxi_pipeline.validation import run_schema
+    from taxi_pipeline.window import Window
+
+    window = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
+    layout = RunLayout(str(tmp_path_factory.mktemp("schema")), "taxi_daily_retrain", window, "schema")
+    plan = WindowPlan({"": window, "reference": window.previous()}, {"": "reference"}, key="")
+    extract_windows(warehouse, layout, plan.windows)
+    return run_schema(layout, plan, "")
+
+
+@pytest.fixture(scope="session")
 def airflow_db(taxi_home):
     """A migrated Airflow metadata DB in the session's AIRFLOW_HOME."""
     home = Path(os.environ["AIRFLOW_HOME"])

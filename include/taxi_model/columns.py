@@ -36,6 +36,9 @@ RAW_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
 )
 RAW_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in RAW_COLUMN_TYPES)
 
+# The label (taxi_model.features.big_tipper): a tip of more than this share of the fare.
+BIG_TIPPER_TIP_SHARE = 0.2
+
 
 def read_rows(csv_pattern: str, limit: int | None = None) -> list[dict[str, str]]:
     """The rows (column -> text, '' = NULL) of the window-CSV files a glob names, in file order;

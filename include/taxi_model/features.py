@@ -67,8 +67,8 @@ def _fill_in_missing(x, default_value=None):
 
 
 def big_tipper(fare: tf.Tensor, tips: tf.Tensor) -> tf.Tensor:
-    """The label: 1 if the tip was more than 20% of the fare, 0 where the fare is missing (NaN)."""
-    return tf.where(tf.math.is_nan(fare), tf.constant(0, tf.int64), tf.cast(tips > 0.2 * fare, tf.int64))
+    """The label: 1 if the tip was more than 20% (BIG_TIPPER_TIP_SHARE) of the fare, 0 where the fare is missing (NaN)."""
+    return tf.where(tf.math.is_nan(fare), tf.constant(0, tf.int64), tf.cast(tips > columns.BIG_TIPPER_TIP_SHARE * fare, tf.int64))
 
 
 def make_preprocessing_fn(variant_name: str) -> Callable[[Mapping[str, tf.Tensor]], dict[str, tf.Tensor]]:

@@ -58,6 +58,12 @@ def common_params(min_window_rows: int) -> dict[str, Param]:
                                         "interval end."),
         "min_window_rows": Param(min_window_rows, title="Min window rows", type="integer", minimum=1,
                                  description="Fewest trips each window may have to pass validation."),
+        "accept_data_changes": Param("", type="string", title="Accept data changes",
+                                     description="Manual runs: why the window's data legitimately changed (e.g. 'a new "
+                                                 "payment type, Mobile, since March'). If the window then fails "
+                                                 "validation only on schema anomalies, the run writes the next schema "
+                                                 "version that takes those changes, and goes on. Empty: nothing is "
+                                                 "accepted."),
         "train_steps": Param(300, title="Train steps", type="integer", minimum=1, description="Training steps per model."),
         "eval_steps": Param(50, title="Eval steps", type="integer", minimum=1, description="Evaluation steps during training."),
         "workers": Param(2, title="Workers", type="integer", minimum=1, maximum=16,

@@ -4,7 +4,8 @@
         data/{train,eval}/part-*.csv            the run's window, extracted (daily DAG)
         data/reference/train/part-*.csv         the previous window, the drift reference (daily DAG)
         data/{newest,recent,long}/{train,eval}/ the named windows of the sliding-window DAG
-        validation/[<window name>/]             result.json, summary.txt, data_docs/
+        validation/[<window name>/]             result.json, summary.txt, data_docs/, statistics.json,
+                                                anomalies.json, schema.yaml (the version it was checked against)
         variants/{variant}/transform/           transform graph + transformed TFRecords
         variants/{variant}/model/               SavedModel
         variants/{variant}/logs/                TensorBoard logs
@@ -13,6 +14,7 @@
         window_comparison/                      recent vs long (sliding-window DAG)
         reports/{data,model}.html               the run's reports, for people (taxi_pipeline.reports)
     {artifact_root}/{dag_id}/history/           one verdict per window (sliding-window DAG)
+    {artifact_root}/{dag_id}/schema/v0001.yaml  the data schema, a file per version (taxi_pipeline.schema)
 
 Keyed by DAG, window and run, so a backfill and the daily run never write the same paths, and a
 retry of the same run rewrites its own paths in place. Paths are strings joined with "/" so that
@@ -101,6 +103,11 @@ class RunLayout:
         if kind not in ("data", "model"):
             raise ValueError(f"unknown report {kind!r}")
         return f"{self.reports_dir}/{kind}.html"
+
+    @property
+    def schema_dir(self) -> str:
+        """The DAG's data schema, one file per version (taxi_pipeline.schema), shared by its runs."""
+        return f"{self.artifact_root.rstrip('/')}/{self.dag_id}/schema"
 
     @property
     def history_dir(self) -> str:

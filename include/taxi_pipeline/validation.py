@@ -1,4 +1,11 @@
-"""Data validation of a window with great-expectations: the gate before any model is built.
+"""Data validation of a window: the gate before any model is built.
+
+Two layers, one verdict:
+- the data's schema (taxi_pipeline.schema, learned from the data and versioned): the window's
+  statistics (taxi_pipeline.trip_statistics) against the schema's types, presence, ranges and
+  categorical domains, drift against the previous window and skew between the window's splits,
+  the label's base rate included (taxi_pipeline.anomalies);
+- fixed expectations with great-expectations, the contract no schema change may relax (below).
 
 The expectations are derived from what the sample really is (observed over 25,001 trips,
 2013-2016) with a margin, so that a real window passes and a broken one fails:
@@ -18,8 +25,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from taxi_pipeline.anomalies import validate_statistics
 from taxi_pipeline.files import read_split
+from taxi_pipeline.layout import SPLITS
 from taxi_pipeline.queries import WINDOW_COLUMNS
+from taxi_pipeline.schema import SchemaStore, accept, infer_schema, made, parse
+from taxi_pipeline.trip_statistics import dataset_statistics, generate_statistics
 from taxi_pipeline.window import Window
 
 NUMERIC_COLUMNS = tuple(c for c in WINDOW_COLUMNS if c not in ("unique_key", "payment_type", "company"))
@@ -48,10 +59,16 @@ class ValidationReport:
     rows: dict[str, int]
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    schema_version: int | None = None
+    # The failures that are schema anomalies (a person may accept them as a change of the data);
+    # the others broke the fixed expectations.
+    anomalies: list[str] = field(default_factory=list)
+    exceeded: list[list] = field(default_factory=list)  # [column, comparator, distance] past a threshold
 
     def summary(self) -> str:
         verdict = "PASSED" if self.success else f"FAILED ({len(self.failures)} problems)"
-        lines = [f"Validation of window {self.window}: {verdict}; rows {self.rows}"]
+        lines = [f"Validation of window {self.window} against schema v{self.schema_version}: {verdict}; "
+                 f"rows {self.rows}"]
         lines += [f"  - {f}" for f in self.failures] + [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -169,27 +186,43 @@ def summarize_failures(failed: list, frame) -> list[str]:
     return lines
 
 
-def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int,
-                    reference_dir: str | None = None, reference_name: str = "the reference window") -> ValidationReport:
-    """Validate the extracted window under `data_dir` (its train/ and eval/ splits), measuring drift
-    against the trips under `reference_dir` (a split folder) if given; write result.json,
-    summary.txt and data_docs/ to `out_dir`.
-
-    `out_dir` is expected to be a fresh (staging) directory: callers publish it atomically.
-    """
-    import great_expectations as gx
+def window_statistics(data_dir: str) -> tuple:
+    """(the window's splits as one frame, the statistics of its splits and of all of them)."""
     import pandas as pd
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    splits = {s: read_split(f"{data_dir}/{s}") for s in ("train", "eval")}
-    reference = read_split(reference_dir) if reference_dir else None
+    splits = {s: read_split(f"{data_dir}/{s}") for s in SPLITS}
     present = [f for f in splits.values() if len(f.columns)]
     # join="inner": a column missing from one split is missing from the window, not a flood of nulls.
     frame = (pd.concat(present, join="inner", ignore_index=True) if present
              else pd.DataFrame({c: [] for c in WINDOW_COLUMNS}))
-    rows = {s: len(f) for s, f in splits.items()}
-    expectations, notes = build_expectations(window, min_rows, reference, reference_name)
+    return frame, generate_statistics(splits)
 
+
+def schema_anomalies(findings, gx_columns: set[str]) -> list[str]:
+    """The schema's anomaly lines, less those about a column the fixed expectations already named
+    (a missing column, text, nulls, a range, drift): one line per column's problem. Values outside
+    the domain are named still (the fixed expectations do not look at them)."""
+    return [a.line for a in findings.anomalies if a.kind == "domain" or a.column not in gx_columns]
+
+
+def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, schema_text: str,
+                    reference_dir: str | None = None, reference_name: str = "the reference window") -> ValidationReport:
+    """Validate the extracted window under `data_dir` (its train/ and eval/ splits) against `schema`
+    (the text of a version of taxi_pipeline.schema), measuring drift against the trips under `reference_dir`
+    (a split folder) if given; write result.json, summary.txt, data_docs/, statistics.json,
+    anomalies.json and schema.yaml to `out_dir`.
+
+    `out_dir` is expected to be a fresh (staging) directory: callers publish it atomically.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    schema = parse(schema_text)
+    frame, statistics = window_statistics(data_dir)
+    reference = read_split(reference_dir) if reference_dir else None
+    reference_statistics = dataset_statistics(reference) if reference is not None and len(reference.columns) else None
+    rows = {s: statistics["splits"][s]["num_examples"] for s in SPLITS}
+    expectations, notes = build_expectations(window, min_rows, reference, reference_name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="ephemeral")
@@ -211,11 +244,56 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int,
     result = checkpoint.run(batch_parameters={"dataframe": frame})
     (validation,) = result.run_results.values()
 
+    failed = [r for r in validation.results if not r.success]
     failures = [f"the {split} split is empty" for split, n in rows.items() if n == 0 and len(frame)]
-    failures += summarize_failures([r for r in validation.results if not r.success], frame)
-    report = ValidationReport(window=str(window), success=bool(validation.success) and not failures, rows=rows,
-                              failures=failures, notes=notes)
+    failures += summarize_failures(failed, frame)
+    findings = validate_statistics(statistics, schema, reference_statistics, reference_name)
+    gx_columns = {r.expectation_config.kwargs.get("column") for r in failed} | (set(WINDOW_COLUMNS) - set(frame.columns))
+    anomalies = schema_anomalies(findings, gx_columns) if len(frame) else []
+    report = ValidationReport(window=str(window), success=bool(validation.success) and not failures and not anomalies,
+                              rows=rows, failures=failures + anomalies, notes=notes + findings.notes,
+                              schema_version=schema.get("version"), anomalies=anomalies,
+                              exceeded=[[column, comparator, value] for (column, comparator), value
+                                        in sorted(findings.exceeded().items())])
+    report_findings = {"exceeded": report.exceeded, "anomalies": [asdict(a) for a in findings.anomalies]}
+    (out / "statistics.json").write_text(json.dumps(
+        {"window": statistics, "reference": reference_statistics}, indent=1, sort_keys=True) + "\n")
+    (out / "anomalies.json").write_text(json.dumps(report_findings, indent=1) + "\n")
+    (out / "schema.yaml").write_text(schema_text)
     (out / "result.json").write_text(json.dumps(validation.to_json_dict(), indent=1, default=str))
     (out / "report.json").write_text(json.dumps(asdict(report), indent=1))
     (out / "summary.txt").write_text(report.summary() + "\n")
     return report
+
+
+def run_schema(layout, plan, check: str) -> str:
+    """The schema text a window check of a run validates against: the one its first attempt used
+    (so a retry gives the first attempt's verdict), else the DAG's newest version, else one inferred
+    now from the train splits of the run's windows (and stored as version 1)."""
+    from taxi_pipeline import files
+
+    pinned = f"{layout.validation_dir(check)}/schema.yaml"
+    if files.exists(pinned):
+        return files.read_text(pinned)
+    store = SchemaStore(layout.schema_dir, layout.dag_id)
+    with store.lock():
+        current = store.current()
+        if current:
+            return current[1]
+        trips = [dataset_statistics(read_split(layout.split_dir("train", name))) for name in plan.windows]
+        windows = {name or "window": str(window) for name, window in plan.windows.items()}
+        return store.add(infer_schema(trips, made("inferred", run=layout.run_id, windows=windows)))[1]
+
+
+def accept_changes(layout, schema_text: str, out_dir: str, report: ValidationReport, reason: str) -> str:
+    """The next schema version, taking what a window that failed only on schema anomalies showed
+    (read from its validation in `out_dir`); returns its text."""
+    if not report.anomalies or len(report.anomalies) != len(report.failures):
+        fixed = [f for f in report.failures if f not in report.anomalies]
+        raise ValueError("accept_data_changes accepts changes of the data's schema only; these problems break "
+                         "the fixed expectations and no schema change can accept them: " + "; ".join(fixed))
+    statistics = json.loads((Path(out_dir) / "statistics.json").read_text())["window"]["all"]
+    exceeded = {(column, comparator): value for column, comparator, value in report.exceeded}
+    store = SchemaStore(layout.schema_dir, layout.dag_id)
+    with store.lock():
+        return store.add(accept(parse(schema_text), statistics, exceeded, reason, layout.run_id))[1]

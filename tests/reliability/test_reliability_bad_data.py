@@ -26,6 +26,7 @@ WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
 MIN_ROWS = 500
 IN_WINDOW = "trip_start_timestamp >= TIMESTAMPTZ '2015-01-01 00:00:00+00' AND trip_start_timestamp < TIMESTAMPTZ '2016-01-01 00:00:00+00'"
 SOME = f"{IN_WINDOW} AND hash(unique_key) % 10 = 0"  # about a tenth of the window's trips
+SECOND_HALF = "trip_start_timestamp >= TIMESTAMPTZ '2015-07-01 00:00:00+00'"
 
 # case -> (SQL that breaks the copy of the trips table, what the summary must say)
 BROKEN = {
@@ -35,7 +36,7 @@ BROKEN = {
         ["trip_miles: not numeric, has text values such as ['n/a']"]),
     "negative_fares": (
         [f"UPDATE {LOCAL_SOURCE_TABLE} SET fare = -fare - 1 WHERE {SOME}"],
-        ["fare:", "outside [0, 1000]"]),
+        ["fare:", "outside [0, 1000]", "big_tipper: the label's base rate moved"]),
     "coordinates_outside_chicago": (
         [f"UPDATE {LOCAL_SOURCE_TABLE} SET pickup_latitude = 40.71, pickup_longitude = -74.0 WHERE {SOME}"],
         ["pickup_latitude:", "outside [41.6, 42.1]", "pickup_longitude:", "outside [-88, -87.5]"]),
@@ -50,7 +51,30 @@ BROKEN = {
         [f"too few trips: 0 rows, at least {MIN_ROWS} required"]),
     "hard_drift": (  # fares and durations in another unit than the previous window's
         [f"UPDATE {LOCAL_SOURCE_TABLE} SET fare = fare * 5, trip_seconds = trip_seconds * 5 WHERE {IN_WINDOW}"],
-        ["fare: drifted from the previous window", "trip_seconds: drifted from the previous window"]),
+        ["fare: drifted from the previous window", "trip_seconds: drifted from the previous window",
+         "big_tipper: the label's base rate moved"]),
+    # Against the schema learned from the data (taxi_pipeline.schema) and the previous window:
+    "company_renamed_in_part_of_the_window": (  # an upstream system renamed the largest company in July
+        [f"UPDATE {LOCAL_SOURCE_TABLE} SET company = 'Taxi Affiliation Svcs' "
+         f"WHERE company = 'Taxi Affiliation Services' AND {IN_WINDOW} AND {SECOND_HALF}"],
+        ["company:", "of values outside the schema's domain", "'Taxi Affiliation Svcs'",
+         "company: drift against the previous window (L-infinity distance"]),
+    "label_collapses_in_part_of_the_window": (  # tips stopped being recorded in July
+        [f"UPDATE {LOCAL_SOURCE_TABLE} SET tips = 0 WHERE {IN_WINDOW} AND {SECOND_HALF}"],
+        ["big_tipper: the label's base rate differs in part of the window", "2015-07 0.0%", "2015-12 0.0%"]),
+    "new_payment_type": (
+        [f"UPDATE {LOCAL_SOURCE_TABLE} SET payment_type = 'Mobile' WHERE {SOME}"],
+        ["payment_type:", "of values outside the schema's domain (at most 1.0% may be): 'Mobile'"]),
+    "hours_shifted_by_a_time_zone": (  # timestamps written in UTC, read as Chicago time
+        [f"UPDATE {LOCAL_SOURCE_TABLE} SET trip_start_timestamp = trip_start_timestamp + INTERVAL 6 HOUR "
+         f"WHERE {IN_WINDOW}"],
+        ["trip_start_hour: drift against the previous window (Jensen-Shannon divergence"]),
+    "community_area_out_of_range": (
+        [f"UPDATE {LOCAL_SOURCE_TABLE} SET pickup_community_area = 7700 WHERE {SOME}"],
+        ["pickup_community_area: values outside the schema's range", "e.g. 7700"]),
+    "company_missing_more_often": (
+        [f"UPDATE {LOCAL_SOURCE_TABLE} SET company = NULL WHERE {IN_WINDOW} AND hash(unique_key) % 5 = 0"],
+        ["company: null share", "against the previous window"]),
 }
 
 
@@ -64,11 +88,17 @@ def broken_warehouse(warehouse: Path, tmp_path: Path, statements: list[str]) -> 
     return copy
 
 
+@pytest.fixture(autouse=True)
+def _schema(schema_2015):
+    global SCHEMA
+    SCHEMA = schema_2015
+
+
 def extract_and_validate(warehouse: Path, tmp_path: Path):
     """What extract_window and validate_window do for the daily DAG's window."""
     layout = RunLayout(str(tmp_path / "artifacts"), "taxi_daily_retrain", WINDOW, "scheduled__2016-01-01")
     extract_windows(warehouse, layout, {"": WINDOW, "reference": WINDOW.previous()})
-    return validate_window(layout.data_dir, WINDOW, str(tmp_path / "validation"), MIN_ROWS,
+    return validate_window(layout.data_dir, WINDOW, str(tmp_path / "validation"), MIN_ROWS, SCHEMA,
                            reference_dir=layout.split_dir("train", "reference"), reference_name="the previous window")
 
 
@@ -78,7 +108,7 @@ def test_a_broken_source_fails_validation_naming_the_problem(case, warehouse, tm
     report = extract_and_validate(broken_warehouse(warehouse, tmp_path, statements), tmp_path)
     summary = (tmp_path / "validation" / "summary.txt").read_text()
     assert not report.success, summary
-    assert summary.startswith(f"Validation of window {WINDOW}: FAILED ({len(report.failures)} problems)")
+    assert summary.startswith(f"Validation of window {WINDOW} against schema v1: FAILED ({len(report.failures)} problems)")
     for fragment in expected:
         assert fragment in summary, f"{case}: {fragment!r} not in\n{summary}"
     # One line per problem, and only the problems this case introduced (the real window is clean).
@@ -105,6 +135,6 @@ def test_a_missing_required_column_is_named_at_the_source_and_in_the_extract(war
     for split in ("train", "eval"):
         path = Path(good.split_dir(split), "part-00000.csv")
         read_split(str(path.parent)).drop(columns=["company"]).to_csv(path, index=False)
-    report = validate_window(good.data_dir, WINDOW, str(tmp_path / "v"), MIN_ROWS,
+    report = validate_window(good.data_dir, WINDOW, str(tmp_path / "v"), MIN_ROWS, SCHEMA,
                              reference_dir=good.split_dir("train", "reference"))
     assert report.failures == ["missing required columns: company"]

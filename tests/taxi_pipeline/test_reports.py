@@ -63,8 +63,10 @@ def _run(warehouse):
 
     layout = run_layout(ctx)
     extract_windows(warehouse, layout, plan.windows)
+    from taxi_pipeline.validation import run_schema
+
     report = validate_window(layout.data_dir, plan.windows[""], layout.validation_dir(), 500,
-                             reference_dir=layout.split_dir("train", "reference"))
+                             run_schema(layout, plan, ""), reference_dir=layout.split_dir("train", "reference"))
     for variant, (auc, blessed) in {"standard": (0.934, True), "coarse": (0.85, False)}.items():
         directory = Path(layout.evaluation_dir(variant))
         directory.mkdir(parents=True)

@@ -36,8 +36,14 @@ def broken_copy(real_window: Path, tmp_path: Path, mutate) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(autouse=True)
+def _schema(schema_2015):
+    global SCHEMA
+    SCHEMA = schema_2015
+
+
 def validate(data_dir: Path, tmp_path: Path):
-    return validate_window(str(data_dir), WINDOW, str(tmp_path / "validation"), MIN_ROWS,
+    return validate_window(str(data_dir), WINDOW, str(tmp_path / "validation"), MIN_ROWS, SCHEMA,
                            reference_dir=str(data_dir / "reference" / "train"))
 
 
@@ -88,7 +94,7 @@ def test_an_empty_window_fails_on_its_row_count(real_window, tmp_path):
         (tmp_path / "empty" / split).mkdir(parents=True)
         pd.DataFrame(columns=read_split(str(real_window / "eval")).columns).to_csv(
             tmp_path / "empty" / split / "part-00000.csv", index=False)
-    report = validate_window(str(tmp_path / "empty"), WINDOW, str(tmp_path / "v2"), MIN_ROWS)
+    report = validate_window(str(tmp_path / "empty"), WINDOW, str(tmp_path / "v2"), MIN_ROWS, SCHEMA)
     assert report.failures == [f"too few trips: 0 rows, at least {MIN_ROWS} required"]
     assert report.rows == {"train": 0, "eval": 0}
 
@@ -119,6 +125,71 @@ def test_coordinates_outside_chicago_duplicates_and_null_floods(real_window, tmp
 
 
 def test_without_a_reference_window_drift_is_not_checked_and_said_so(real_window, tmp_path):
-    report = validate_window(str(real_window), WINDOW, str(tmp_path / "v"), MIN_ROWS)
+    report = validate_window(str(real_window), WINDOW, str(tmp_path / "v"), MIN_ROWS, SCHEMA)
     assert report.success
     assert report.notes == ["no reference window for this window: drift not checked"]
+
+
+def test_skew_between_the_train_and_eval_splits_is_caught(real_window, tmp_path):
+    def cards(frame):  # the train split's cash trips recorded as card trips, the eval split's not
+        frame.loc[frame["payment_type"] == "Cash", "payment_type"] = "Credit Card"
+        return frame
+
+    report = validate(broken_copy(real_window, tmp_path, cards), tmp_path)
+    assert not report.success
+    assert any(f.startswith("payment_type: skew between the train and eval splits (L-infinity distance")
+               for f in report.failures), report.summary()
+    anomalies = json.loads((tmp_path / "validation" / "anomalies.json").read_text())
+    assert ["payment_type", "skew_comparator"] == anomalies["exceeded"][-1][:2] or any(
+        e[:2] == ["payment_type", "skew_comparator"] for e in anomalies["exceeded"])
+    assert (tmp_path / "validation" / "schema.yaml").read_text() == SCHEMA
+
+
+def test_a_legitimate_change_is_accepted_as_the_next_schema_version(warehouse, tmp_path):
+    """A new payment type fails the window; a run with accept_data_changes writes the next version,
+    which passes it, names the change and keeps what a person can review."""
+    from taxi_pipeline.run_context import WindowPlan
+    from taxi_pipeline.schema import SchemaStore, parse
+    from taxi_pipeline.validation import accept_changes, run_schema
+
+    layout = RunLayout(str(tmp_path / "artifacts"), "taxi_daily_retrain", WINDOW, "manual__accept")
+    plan = WindowPlan({"": WINDOW, "reference": WINDOW.previous()}, {"": "reference"}, key="")
+    store = SchemaStore(layout.schema_dir, layout.dag_id)
+    store.add(parse(SCHEMA))  # the DAG's current schema: version 1
+    extract_windows(warehouse, layout, plan.windows)
+    for split in ("train", "eval"):
+        path = Path(layout.split_dir(split), "part-00000.csv")
+        frame = read_split(str(path.parent))
+        frame.loc[frame.index % 8 == 0, "payment_type"] = "Mobile"
+        frame.to_csv(path, index=False)
+
+    schema = run_schema(layout, plan, "")
+    out = tmp_path / "validation"
+    report = validate_window(layout.data_dir, WINDOW, str(out), MIN_ROWS, schema,
+                             reference_dir=layout.split_dir("train", "reference"))
+    assert not report.success and report.anomalies == report.failures
+    assert any("'Mobile'" in line for line in report.anomalies), report.summary()
+
+    accepted = accept_changes(layout, schema, str(out), report, "payment by phone since 2015")
+    assert store.versions() == [1, 2]
+    new = parse(accepted)
+    assert new["version"] == 2 and "Mobile" in new["features"]["payment_type"]["domain"]
+    assert new["made"]["reason"] == "payment by phone since 2015" and new["made"]["run"] == "manual__accept"
+    assert any(c.startswith("payment_type: 1 values added to the domain (Mobile)") for c in new["made"]["changes"])
+    again = validate_window(layout.data_dir, WINDOW, str(tmp_path / "again"), MIN_ROWS, accepted,
+                            reference_dir=layout.split_dir("train", "reference"))
+    assert again.success, again.summary()
+    assert again.schema_version == 2
+
+
+def test_a_fixed_check_cannot_be_accepted(real_window, tmp_path):
+    from taxi_pipeline.validation import accept_changes
+
+    def negative(frame):
+        frame.loc[:24, "fare"] = -3.0
+        return frame
+
+    report = validate(broken_copy(real_window, tmp_path, negative), tmp_path)
+    layout = RunLayout(str(tmp_path / "artifacts"), "taxi_daily_retrain", WINDOW, "manual")
+    with pytest.raises(ValueError, match="fixed expectations.*fare: 25 values"):
+        accept_changes(layout, SCHEMA, str(tmp_path / "validation"), report, "fares can be negative now")
