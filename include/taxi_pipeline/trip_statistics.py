@@ -29,6 +29,7 @@ CATEGORICAL_COLUMNS = ("payment_type", "company")
 ID_COLUMNS = ("unique_key", "pickup_census_tract", "dropoff_census_tract")
 COLUMN_TYPES = dict(RAW_COLUMN_TYPES)
 NUMERIC_COLUMNS = tuple(c for c, kind in RAW_COLUMN_TYPES if kind != "string" and c not in ID_COLUMNS)
+SPLIT_COLUMN = "_split"  # in a frame of several splits' trips: the split of each row
 QUANTILE_POINTS = 101  # percentiles: enough to place another window's values in this one's bins
 # Categorical values kept by name, most frequent first; the rest are counted together. The sample's
 # companies number about 120 a year, so every value is named there.

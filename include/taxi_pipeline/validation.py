@@ -25,12 +25,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from taxi_pipeline.anomalies import validate_statistics
 from taxi_pipeline.files import read_split
 from taxi_pipeline.layout import SPLITS
 from taxi_pipeline.queries import WINDOW_COLUMNS
 from taxi_pipeline.schema import SchemaStore, accept, infer_schema, made, parse
-from taxi_pipeline.trip_statistics import dataset_statistics, generate_statistics
+from taxi_pipeline.trip_statistics import SPLIT_COLUMN, dataset_statistics
 from taxi_pipeline.window import Window
 
 NUMERIC_COLUMNS = tuple(c for c in WINDOW_COLUMNS if c not in ("unique_key", "payment_type", "company"))
@@ -50,6 +49,7 @@ MAX_NULL_FRACTION = {
 DRIFT_KL_MAX = {"fare": 0.1, "trip_seconds": 0.1, "trip_miles": 0.3}
 DRIFT_BINS = 10
 NUMERIC_TYPES = ["int", "int64", "Int64", "float", "float64", "Float64"]
+SCHEMA_EXPECTATION = "expect_window_to_match_its_schema"
 
 
 @dataclass
@@ -186,23 +186,27 @@ def summarize_failures(failed: list, frame) -> list[str]:
     return lines
 
 
-def window_statistics(data_dir: str) -> tuple:
-    """(the window's splits as one frame, the statistics of its splits and of all of them)."""
+def read_window(data_dir: str) -> tuple:
+    """(the window's splits as one frame, the same with each row's split in `_split` (the batch the
+    schema expectation reads), the rows of each split)."""
     import pandas as pd
 
     splits = {s: read_split(f"{data_dir}/{s}") for s in SPLITS}
-    present = [f for f in splits.values() if len(f.columns)]
+    present = {s: f for s, f in splits.items() if len(f.columns)}
     # join="inner": a column missing from one split is missing from the window, not a flood of nulls.
-    frame = (pd.concat(present, join="inner", ignore_index=True) if present
-             else pd.DataFrame({c: [] for c in WINDOW_COLUMNS}))
-    return frame, generate_statistics(splits)
+    if not present:
+        empty = pd.DataFrame({c: [] for c in WINDOW_COLUMNS})
+        return empty, empty.assign(**{SPLIT_COLUMN: []}), {s: 0 for s in SPLITS}
+    frame = pd.concat(list(present.values()), join="inner", ignore_index=True)
+    batch = pd.concat([f.assign(**{SPLIT_COLUMN: s}) for s, f in present.items()], join="inner", ignore_index=True)
+    return frame, batch, {s: len(f) for s, f in splits.items()}
 
 
-def schema_anomalies(findings, gx_columns: set[str]) -> list[str]:
+def schema_anomalies(findings: list[dict], gx_columns: set[str]) -> list[str]:
     """The schema's anomaly lines, less those about a column the fixed expectations already named
     (a missing column, text, nulls, a range, drift): one line per column's problem. Values outside
     the domain are named still (the fixed expectations do not look at them)."""
-    return [a.line for a in findings.anomalies if a.kind == "domain" or a.column not in gx_columns]
+    return [a["line"] for a in findings if a["kind"] == "domain" or a["column"] not in gx_columns]
 
 
 def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, schema_text: str,
@@ -217,12 +221,16 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, 
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    from taxi_pipeline.schema_expectation import ExpectWindowToMatchItsSchema
+
     schema = parse(schema_text)
-    frame, statistics = window_statistics(data_dir)
+    frame, batch_frame, rows = read_window(data_dir)
     reference = read_split(reference_dir) if reference_dir else None
     reference_statistics = dataset_statistics(reference) if reference is not None and len(reference.columns) else None
-    rows = {s: statistics["splits"][s]["num_examples"] for s in SPLITS}
     expectations, notes = build_expectations(window, min_rows, reference, reference_name)
+    expectations.append(ExpectWindowToMatchItsSchema(
+        schema_version=schema.get("version") or 0, window_schema=schema, reference=reference_statistics,
+        reference_name=reference_name))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="ephemeral")
@@ -241,23 +249,22 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, 
         name="taxi_window", validation_definitions=[definition],
         actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["window"])],
         result_format={"result_format": "SUMMARY"}))
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    result = checkpoint.run(batch_parameters={"dataframe": batch_frame})
     (validation,) = result.run_results.values()
 
-    failed = [r for r in validation.results if not r.success]
+    (schema_result,) = [r for r in validation.results if r.expectation_config.type == SCHEMA_EXPECTATION]
+    findings = schema_result.result["details"]
+    failed = [r for r in validation.results if not r.success and r is not schema_result]
     failures = [f"the {split} split is empty" for split, n in rows.items() if n == 0 and len(frame)]
     failures += summarize_failures(failed, frame)
-    findings = validate_statistics(statistics, schema, reference_statistics, reference_name)
     gx_columns = {r.expectation_config.kwargs.get("column") for r in failed} | (set(WINDOW_COLUMNS) - set(frame.columns))
-    anomalies = schema_anomalies(findings, gx_columns) if len(frame) else []
-    report = ValidationReport(window=str(window), success=bool(validation.success) and not failures and not anomalies,
-                              rows=rows, failures=failures + anomalies, notes=notes + findings.notes,
-                              schema_version=schema.get("version"), anomalies=anomalies,
-                              exceeded=[[column, comparator, value] for (column, comparator), value
-                                        in sorted(findings.exceeded().items())])
-    report_findings = {"exceeded": report.exceeded, "anomalies": [asdict(a) for a in findings.anomalies]}
+    anomalies = schema_anomalies(findings["anomalies"], gx_columns) if len(frame) else []
+    report = ValidationReport(window=str(window), success=not (failed or failures or anomalies),
+                              rows=rows, failures=failures + anomalies, notes=notes + findings["notes"],
+                              schema_version=schema.get("version"), anomalies=anomalies, exceeded=findings["exceeded"])
+    report_findings = {"exceeded": findings["exceeded"], "anomalies": findings["anomalies"]}
     (out / "statistics.json").write_text(json.dumps(
-        {"window": statistics, "reference": reference_statistics}, indent=1, sort_keys=True) + "\n")
+        {"window": findings["statistics"], "reference": reference_statistics}, indent=1, sort_keys=True) + "\n")
     (out / "anomalies.json").write_text(json.dumps(report_findings, indent=1) + "\n")
     (out / "schema.yaml").write_text(schema_text)
     (out / "result.json").write_text(json.dumps(validation.to_json_dict(), indent=1, default=str))

@@ -88,6 +88,9 @@ def test_the_data_report_shows_the_verdict_the_rows_the_features_and_the_drift(r
     assert f">{report.rows['train']:,}<" in page and f">{report.rows['eval']:,}<" in page
     assert set(facts["drift"]) == set(data.DRIFT_FEATURES) and all(v < 0.3 for v in facts["drift"].values())
     assert page.count("<svg") == 1 + len(data.DRIFT_FEATURES)  # missing values + one overlay per feature
+    # the categorical values beside the reference window's and the schema's domain
+    assert 'id="values-company"' in page and 'id="values-payment_type"' in page and 'id="label"' in page
+    assert "Against the schema (version 1)" in page and ">Taxi Affiliation Services<" in page
     assert "http://" not in re.sub(r'xmlns(:\w+)?="http://[^"]+"', "", page)  # nothing to fetch: works offline
     assert not list(Path(layout.reports_dir).glob(".*"))  # no staging leftovers
 

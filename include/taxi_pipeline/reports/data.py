@@ -91,6 +91,63 @@ def missing_figure(frame) -> str:
     return h.svg(fig)
 
 
+TOP_VALUES = 12  # categorical values shown by name; the rest are summed
+
+
+def categorical_rows(current: dict, reference: dict | None, domain: list | None) -> list[list]:
+    """Rows of a categorical column's values: share in the window, in the reference, in the schema."""
+    def shares(stats):
+        if not stats:
+            return {}
+        total = stats["count"] or 1
+        return {value: rows / total for value, rows in stats["frequencies"].items()}
+
+    now, before = shares(current), shares(reference)
+    values = sorted(set(now) | set(before), key=lambda v: (-now.get(v, 0.0), -before.get(v, 0.0), v))
+    known = set(domain) if domain is not None else None
+    rows = [[value, f"{now.get(value, 0.0):.1%}", f"{before.get(value, 0.0):.1%}" if reference else "–",
+             "–" if known is None else ("yes" if value in known else "NEW")] for value in values[:TOP_VALUES]]
+    if len(values) > TOP_VALUES:
+        rest = values[TOP_VALUES:]
+        unknown = sum(1 for v in rest if known is not None and v not in known)
+        rows.append([f"{len(rest)} other values", f"{sum(now.get(v, 0.0) for v in rest):.1%}",
+                     f"{sum(before.get(v, 0.0) for v in rest):.1%}" if reference else "–",
+                     f"{unknown} new" if known is not None else "–"])
+    return rows
+
+
+def schema_section(layout: RunLayout, key: str, reference_name: str | None) -> list[str]:
+    """The window's categorical values and label beside the reference's, and the schema it was checked against."""
+    from taxi_pipeline.schema import parse
+
+    statistics = files.read_json_or_none(f"{layout.validation_dir(key)}/statistics.json")
+    schema_path = f"{layout.validation_dir(key)}/schema.yaml"
+    if statistics is None or not files.exists(schema_path):
+        return []
+    schema = parse(files.read_text(schema_path))
+    window, reference = statistics["window"]["all"], statistics.get("reference")
+    made = schema.get("made", {})
+    body = [f"<h2>Against the schema (version {h.esc(schema.get('version'))})</h2>",
+            f"<p>Schema {h.esc(made.get('how', ''))} {h.esc(made.get('at', ''))}"
+            + (f": {h.esc(made['reason'])}" if made.get("reason") else "")
+            + f". Its versions are under <code>{h.esc(layout.schema_dir)}/</code>.</p>"]
+    label, label_ref = window.get("label"), (reference or {}).get("label")
+    if label and label["base_rate"] is not None:
+        body.append(h.table(["label", f"base rate ({_label(key)})", f"base rate ({reference_name or 'reference'})"],
+                            [[label["name"], f"{label['base_rate']:.1%}",
+                              f"{label_ref['base_rate']:.1%}" if label_ref and label_ref["base_rate"] is not None
+                              else "–"]], css_id="label"))
+    for column, feature in schema["features"].items():
+        if "domain" not in feature or column not in window["features"]:
+            continue
+        body.append(f"<h3>{h.esc(column)}</h3>")
+        body.append(h.table(["value", f"share ({_label(key)})", f"share ({reference_name or 'reference'})",
+                             "in the schema"],
+                            categorical_rows(window["features"][column], (reference or {}).get("features", {}).get(column),
+                                             feature["domain"]), left=1, css_id=f"values-{column}"))
+    return body
+
+
 def build(layout: RunLayout, plan: WindowPlan) -> tuple[str, dict]:
     """The data report's HTML and its headline facts."""
     import pandas as pd
@@ -141,6 +198,7 @@ def build(layout: RunLayout, plan: WindowPlan) -> tuple[str, dict]:
         body.append(h.table(["feature", "present", "missing", "missing share", "distinct", "most frequent",
                              "its share"], [[*r[:-1], f"{r[-1]:.1%}"] for r in categorical], left=1, css_id="categorical"))
         body.append("<h2>Missing values</h2>" + missing_figure(frame))
+    body += schema_section(layout, key, plan.checks.get(key))
 
     reference = plan.checks.get(key)
     if reference and reference in splits and len(frame):

@@ -1,0 +1,66 @@
+"""The schema's versions: inferred once, read and edited by people, pinned by a run's first attempt."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from taxi_pipeline.extract import extract_windows
+from taxi_pipeline.layout import RunLayout
+from taxi_pipeline.run_context import WindowPlan
+from taxi_pipeline.schema import SchemaStore, parse
+from taxi_pipeline.validation import run_schema
+from taxi_pipeline.window import Window
+
+WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
+PLAN = WindowPlan({"": WINDOW, "reference": WINDOW.previous()}, {"": "reference"}, key="")
+
+
+@pytest.fixture
+def layout(warehouse, tmp_path) -> RunLayout:
+    layout = RunLayout(str(tmp_path / "artifacts"), "taxi_daily_retrain", WINDOW, "scheduled__1")
+    extract_windows(warehouse, layout, PLAN.windows)
+    return layout
+
+
+def test_the_first_run_infers_version_1_a_file_a_person_can_read(layout):
+    text = run_schema(layout, PLAN, "")
+    store = SchemaStore(layout.schema_dir, layout.dag_id)
+    assert store.versions() == [1] and Path(store.path(1)).read_text() == text
+    assert text.startswith("# The schema of the trips taxi_daily_retrain trains on: version 1.")
+    assert "accept_data_changes" in text.splitlines()[3]
+    schema = parse(text)
+    assert schema["made"]["how"] == "inferred" and schema["made"]["run"] == "scheduled__1"
+    assert set(schema["made"]["windows"]) == {"window", "reference"}
+    payment = schema["features"]["payment_type"]
+    assert {"Cash", "Credit Card"} <= set(payment["domain"])
+    assert payment["distribution_constraints"] == {"min_domain_mass": 0.99}
+    assert payment["drift_comparator"] == {"infinity_norm": {"threshold": 0.15}}
+    fare = schema["features"]["fare"]
+    assert fare["float_domain"]["min"] == 0 and fare["drift_comparator"] == {"jensen_shannon_divergence": {"threshold": 0.05}}
+    assert "float_domain" not in schema["features"]["trip_start_timestamp"]  # a calendar position has no range
+    assert schema["label"]["drift_comparator"] == {"max_base_rate_change": 0.1}
+
+
+def test_a_persons_edit_as_the_next_version_is_what_the_next_run_uses(layout):
+    store = SchemaStore(layout.schema_dir, layout.dag_id)
+    first = run_schema(layout, PLAN, "")
+    edited = first.replace("version: 1", "version: 2").replace("min_domain_mass: 0.9\n", "min_domain_mass: 0.8\n")
+    Path(store.path(2)).write_text(edited)
+    later = RunLayout(layout.artifact_root, layout.dag_id, WINDOW, "scheduled__2")
+    assert run_schema(later, PLAN, "") == edited
+    assert parse(edited)["features"]["company"]["distribution_constraints"]["min_domain_mass"] == 0.8
+
+
+def test_a_retry_validates_against_the_schema_its_first_attempt_used(layout):
+    first = run_schema(layout, PLAN, "")
+    Path(layout.validation_dir()).mkdir(parents=True)
+    Path(layout.validation_dir(), "schema.yaml").write_text(first)
+    SchemaStore(layout.schema_dir, layout.dag_id).add(parse(first) | {"made": {"how": "edited"}})  # version 2 since
+    assert run_schema(layout, PLAN, "") == first
+
+
+def test_a_file_that_is_not_a_schema_is_refused():
+    with pytest.raises(ValueError, match="no features mapping"):
+        parse("version: 3\n")
