@@ -31,10 +31,11 @@ def _shares(stats: dict) -> dict[str, float]:
     return {value: rows / total for value, rows in frequencies.items()} if total else {}
 
 
-def linf_distance(current: dict, reference: dict) -> float:
-    """TFDV's categorical drift: the largest difference in any value's share of rows (L-infinity)."""
+def share_moves(current: dict, reference: dict) -> list[tuple[float, str]]:
+    """How far each categorical value's share of rows moved, largest first: the first is TFDV's
+    categorical drift, the L-infinity distance."""
     p, q = _shares(current), _shares(reference)
-    return max((abs(p.get(v, 0.0) - q.get(v, 0.0)) for v in set(p) | set(q)), default=0.0)
+    return sorted(((abs(p.get(v, 0.0) - q.get(v, 0.0)), v) for v in set(p) | set(q)), key=lambda m: (-m[0], m[1]))
 
 
 def _cdf(quantiles: list[float], x):
@@ -56,19 +57,22 @@ DRIFT_BINS = 10  # the reference's deciles, as validation's KL check bins today
 
 def js_divergence(current: dict, reference: dict, bins: int = DRIFT_BINS) -> float:
     """TFDV's numeric drift: the Jensen-Shannon divergence (base 2, so 0 to 1) of two numeric columns'
-    distributions over the reference's quantile bins, each side's mass read off its percentiles."""
+    distributions over the reference's quantile bins (and a bin each below and above its range),
+    each side's mass read off its percentiles."""
     import numpy as np
 
     if not current.get("quantiles") or not reference.get("quantiles"):
         return math.nan
     ref_q = np.asarray(reference["quantiles"])
     edges = np.unique(ref_q[np.linspace(0, len(ref_q) - 1, bins + 1).round().astype(int)])
-    cuts = edges[1:-1]
+    cuts = edges
+
     def masses(quantiles):
         cdf = np.concatenate([[0.0], _cdf(quantiles, cuts), [1.0]])
         return np.diff(cdf)
     p, q = masses(current["quantiles"]), masses(reference["quantiles"])
     m = (p + q) / 2
+
     def kl(a):
         nonzero = a > 0
         return float(np.sum(a[nonzero] * np.log2(a[nonzero] / m[nonzero])))
@@ -168,8 +172,7 @@ def compare(current: dict, reference: dict, schema: dict, comparator: str, again
         limit = threshold(feature, comparator)
         if limit is not None and "frequencies" in cur:
             shares_cur, shares_ref = _shares(cur), _shares(ref)
-            moves = sorted(((abs(shares_cur.get(v, 0.0) - shares_ref.get(v, 0.0)), v) for v in set(shares_cur) | set(shares_ref)),
-                           reverse=True)
+            moves = share_moves(cur, ref)
             distance = moves[0][0] if moves else 0.0
             findings.measured[(column, comparator)] = distance
             beyond = [(d, v) for d, v in moves if d > limit and cur["count"] and ref["count"]

@@ -271,7 +271,8 @@ def webhook():
 
 
 def test_a_bad_window_stops_at_the_gate_leaves_the_served_model_and_alerts(home, concurrent_runs, webhook, tmp_path):
-    """The trips of 2015 loaded twice by the ingestion: a scratch home with that warehouse and a
+    """The trips of 2015 loaded twice by the ingestion, the largest company renamed from July and
+    tips no longer recorded from July: a scratch home with that warehouse, the DAG's schema and a
     copy of what is served."""
     from taxi_pipeline.queries import LOCAL_SOURCE_TABLE
     from taxi_pipeline.warehouse import connect
@@ -282,7 +283,13 @@ def test_a_bad_window_stops_at_the_gate_leaves_the_served_model_and_alerts(home,
     with connect(scratch / "warehouse" / "taxi.duckdb", read_only=False) as con:
         con.execute(f"INSERT INTO {LOCAL_SOURCE_TABLE} SELECT * FROM {LOCAL_SOURCE_TABLE} "
                     "WHERE year(trip_start_timestamp) = 2015 AND hash(unique_key) % 20 = 0")
+        from_july = "trip_start_timestamp >= TIMESTAMPTZ '2015-07-01 00:00:00+00'"
+        con.execute(f"UPDATE {LOCAL_SOURCE_TABLE} SET company = 'Taxi Affiliation Svcs' "
+                    f"WHERE company = 'Taxi Affiliation Services' AND {from_july}")
+        con.execute(f"UPDATE {LOCAL_SOURCE_TABLE} SET tips = 0 WHERE {from_july}")
     shutil.copytree(home / "serving", scratch / "serving")
+    schema = Path("artifacts", DAG_ID, "schema")  # learned by the runs before, from the data as it was
+    shutil.copytree(home / schema, scratch / schema)
     served_before = tree(scratch / "serving")
     url, received = webhook
     env = {**os.environ, "TAXI_HOME": str(scratch),
@@ -297,6 +304,8 @@ def test_a_bad_window_stops_at_the_gate_leaves_the_served_model_and_alerts(home,
     assert tree(scratch / "serving") == served_before
     summary = Path(layout_of(scratch, DAILY).validation_dir(), "summary.txt").read_text()
     assert "FAILED" in summary and "unique_key:" in summary and "share their value with another row" in summary
+    assert "of values outside the schema's domain" in summary and "'Taxi Affiliation Svcs'" in summary
+    assert "big_tipper: the label's base rate differs in part of the window" in summary
     # On-call got one alert naming the task and the problem, and the webhook's secret is not in the log.
     (alert,) = received
     assert f"task {DAG_ID}.validate_window failed" in alert["text"] and "unique_key" in alert["text"]

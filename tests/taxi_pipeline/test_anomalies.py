@@ -84,3 +84,34 @@ def test_one_set_of_trips_is_compared_with_another_the_same_way(window_statistic
     (line,) = [a.line for a in findings.anomalies if a.column == "payment_type"]
     assert line.startswith("payment_type: skew against the training window (L-infinity distance")
     assert "'Mobile' 0.0% -> 60.0% of rows" in line
+
+
+def _numeric(values) -> dict:
+    import pandas as pd
+
+    return dataset_statistics(pd.DataFrame({"fare": values}))["features"]["fare"]
+
+
+def test_jensen_shannon_is_zero_for_the_same_distribution_and_one_for_disjoint_ones():
+    import numpy as np
+
+    from taxi_pipeline.anomalies import js_divergence
+
+    rng = np.random.default_rng(7)
+    same = js_divergence(_numeric(rng.normal(10, 2, 5000)), _numeric(rng.normal(10, 2, 5000)))
+    shifted = js_divergence(_numeric(rng.normal(12, 2, 5000)), _numeric(rng.normal(10, 2, 5000)))
+    apart = js_divergence(_numeric(rng.normal(100, 1, 5000)), _numeric(rng.normal(10, 1, 5000)))
+    assert same < 0.005 < shifted < apart
+    assert apart == pytest.approx(1.0, abs=0.01)
+
+
+def test_the_l_infinity_distance_is_the_largest_move_of_a_values_share():
+    import pandas as pd
+
+    from taxi_pipeline.anomalies import share_moves
+
+    before = dataset_statistics(pd.DataFrame({"company": ["A"] * 50 + ["B"] * 50}))["features"]["company"]
+    after = dataset_statistics(pd.DataFrame({"company": ["A"] * 20 + ["B"] * 50 + ["C"] * 30}))["features"]["company"]
+    assert share_moves(after, before)[0] == (pytest.approx(0.3), "A")
+    assert dict((v, d) for d, v in share_moves(after, before)) == {"A": pytest.approx(0.3), "C": pytest.approx(0.3),
+                                                                   "B": 0.0}
