@@ -74,7 +74,7 @@ def schema_2015(warehouse, tmp_path_factory) -> str:
     layout = RunLayout(str(tmp_path_factory.mktemp("schema")), "taxi_daily_retrain", window, "schema")
     plan = WindowPlan({"": window, "reference": window.previous()}, {"": "reference"}, key="")
     extract_windows(warehouse, layout, plan.windows)
-    return run_schema(layout, plan, "")
+    return run_schema(layout, plan)
 
 
 @pytest.fixture(scope="session")

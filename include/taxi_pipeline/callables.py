@@ -22,36 +22,18 @@ def validate_window_artifacts(**context) -> dict:
     """Validate each window of the run's plan; fail (without retries) if any is bad."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    import shutil
-
     from taxi_pipeline.run_context import run_layout, window_plan
-    from taxi_pipeline.files import atomic_directory
-    from taxi_pipeline.validation import accept_changes, run_schema, validate_window
+    from taxi_pipeline.validation import RefusedSchemaChange, validate_run
 
     layout, plan = run_layout(context), window_plan(context)
-    accept_reason = (context["params"].get("accept_data_changes") or "").strip()
+    try:
+        checked = validate_run(layout, plan, context["params"]["min_window_rows"],
+                               (context["params"].get("accept_data_changes") or "").strip())
+    except RefusedSchemaChange as refused:
+        raise AirflowFailException(str(refused)) from None
     reports, failures = {}, []
-    for name, reference in plan.checks.items():
+    for name, report in checked.items():
         out = layout.validation_dir(name)
-        schema_text = run_schema(layout, plan, name)
-        with atomic_directory(out) as staging:
-            def validate(schema_text):
-                return validate_window(
-                    layout.window_data_dir(name), plan.windows[name], str(staging),
-                    context["params"]["min_window_rows"], schema_text,
-                    reference_dir=layout.split_dir("train", reference) if reference else None,
-                    reference_name=f"the {reference} window {plan.windows[reference]}" if reference else "")
-
-            report = validate(schema_text)
-            if accept_reason and not report.success:
-                try:
-                    schema_text = accept_changes(layout, schema_text, str(staging), report, accept_reason)
-                except ValueError as refused:
-                    raise AirflowFailException(str(refused)) from None
-                log.info("Accepted the window's changes (%s) as a new schema version; validating again", accept_reason)
-                shutil.rmtree(staging)
-                staging.mkdir()
-                report = validate(schema_text)
         for line in report.summary().splitlines():
             log.info("%s%s", f"[{name}] " if name else "", line)
         log.info("Full report: %s/summary.txt, Data Docs: %s/data_docs/index.html", out, out)

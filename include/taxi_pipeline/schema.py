@@ -35,7 +35,8 @@ import re
 from datetime import datetime, timezone
 
 from taxi_pipeline import files
-from taxi_pipeline.trip_statistics import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
+from taxi_model.columns import RAW_COLUMN_TYPES
+from taxi_pipeline.trip_statistics import CATEGORICAL_COLUMNS, DISTRIBUTION_COLUMNS, LABEL
 
 PRESENCE_MARGIN = 0.10
 MIN_DOMAIN_MASS = {"company": 0.90, "payment_type": 0.99}
@@ -71,6 +72,7 @@ HEADER = """\
 # To accept a legitimate change (a new company, a new payment type) run the DAG by hand on the
 # window that failed with the Param accept_data_changes set to the reason: it writes the next
 # version. Or copy this file to the next version number, edit it, and have it reviewed.
+# The thresholds' defaults, and the values the sample's real windows measure, are in schema.py.
 """
 
 
@@ -88,11 +90,15 @@ def _span(lo: float, hi: float) -> tuple[float, float]:
 
 
 def infer_schema(statistics: list[dict], made: dict) -> dict:
-    """A schema from the statistics of one or more sets of trips (each a dataset_statistics)."""
+    """A schema of every column of the window contract, from the statistics of one or more sets of
+    trips (each a dataset_statistics; sets without trips are passed over)."""
+    sets = [s for s in statistics if s["num_examples"]]
+    missing = [c for c, _ in RAW_COLUMN_TYPES if not sets or any(c not in s["features"] for s in sets)]
+    if missing:
+        raise ValueError(f"cannot infer a schema: no trips, or columns missing from them: {', '.join(missing)}")
     features = {}
-    columns = [c for c in statistics[0]["features"] if all(c in s["features"] for s in statistics)]
-    for column in columns:
-        seen = [s["features"][column] for s in statistics]
+    for column, _ in RAW_COLUMN_TYPES:
+        seen = [s["features"][column] for s in sets]
         rows = sum(s["count"] + s["nulls"] for s in seen)
         present = sum(s["count"] for s in seen) / rows if rows else 1.0
         feature = {"type": seen[0]["type"],
@@ -103,7 +109,7 @@ def infer_schema(statistics: list[dict], made: dict) -> dict:
             feature["drift_comparator"] = {"infinity_norm": {"threshold": LINF_DRIFT[column]}}
             feature["skew_comparator"] = {"infinity_norm": {"threshold": LINF_SKEW[column]}}
             feature["null_rate_jump"] = NULL_RATE_JUMP
-        elif column in NUMERIC_COLUMNS:
+        elif column in DISTRIBUTION_COLUMNS:
             lows = [s["min"] for s in seen if "min" in s]
             if lows and column not in NOT_COMPARED:
                 low, high = _span(min(lows), max(s["max"] for s in seen if "max" in s))
@@ -115,7 +121,7 @@ def infer_schema(statistics: list[dict], made: dict) -> dict:
             feature["null_rate_jump"] = NULL_RATE_JUMP
         features[column] = feature
     return {"made": made,
-            "label": {"name": statistics[0]["label"]["name"],
+            "label": {"name": LABEL,
                       "drift_comparator": {"max_base_rate_change": LABEL_DRIFT},
                       "skew_comparator": {"max_base_rate_change": LABEL_SKEW}},
             "features": features}
@@ -125,15 +131,27 @@ def render(schema: dict, dag_id: str, version: int) -> str:
     import yaml
 
     return HEADER.format(dag_id=dag_id, version=version) + yaml.safe_dump(
-        {"version": version, **schema}, sort_keys=False, width=100, allow_unicode=True)
+        {"version": version, **{k: v for k, v in schema.items() if k != "version"}}, sort_keys=False, width=100, allow_unicode=True)
 
 
 def parse(text: str) -> dict:
+    """The schema in a version's text, its structure checked (a hand edit may break it)."""
     import yaml
 
     schema = yaml.safe_load(text)
     if not isinstance(schema, dict) or not isinstance(schema.get("features"), dict):
         raise ValueError("not a taxi schema: it has no features mapping")
+    problems = []
+    for column, feature in schema["features"].items():
+        if not isinstance(feature, dict) or "type" not in feature \
+                or not isinstance(feature.get("presence"), dict) or "min_fraction" not in feature["presence"]:
+            problems.append(f"{column} needs a type and presence.min_fraction")
+        elif "domain" in feature and (column not in CATEGORICAL_COLUMNS or "distribution_constraints" not in feature):
+            problems.append(f"{column}: a domain belongs to a categorical column, with distribution_constraints")
+    if not isinstance(schema.get("label"), dict) or "name" not in schema["label"]:
+        problems.append("the label needs a name")
+    if problems:
+        raise ValueError("the schema is not valid: " + "; ".join(problems))
     return schema
 
 
@@ -189,7 +207,7 @@ def accept(schema: dict, statistics: dict, measured: dict, reason: str, run_id: 
         if "float_domain" in feature and "min" in stats:
             domain = feature["float_domain"]
             if stats["min"] < domain["min"] or stats["max"] > domain["max"]:
-                domain["min"], domain["max"] = min(domain["min"], stats["min"]), max(domain["max"], stats["max"])
+                domain["min"], domain["max"] = _span(min(domain["min"], stats["min"]), max(domain["max"], stats["max"]))
                 changes.append(f"{column}: float_domain widened to [{domain['min']:g}, {domain['max']:g}]")
     for (column, comparator), observed in measured.items():
         owner = new["label"] if column == new["label"]["name"] else new["features"].get(column)
@@ -205,9 +223,9 @@ def accept(schema: dict, statistics: dict, measured: dict, reason: str, run_id: 
 
 
 class SchemaStore:
-    """The versions of a DAG's schema in a folder (local or gs://)."""
+    """The versions of a DAG's schema in a folder (local or gs://), each written once."""
 
-    PATTERN = re.compile(r"v(\d{4,})\.yaml$")
+    PATTERN = re.compile(r"v(\d{4,})\.yaml")
 
     def __init__(self, directory: str, dag_id: str):
         self.directory, self.dag_id = directory.rstrip("/"), dag_id
@@ -218,20 +236,32 @@ class SchemaStore:
     def versions(self) -> list[int]:
         if not files.exists(self.directory):
             return []
-        found = (self.PATTERN.search(p.rstrip("/")) for p in files.list_files(self.directory))
-        return sorted(int(m.group(1)) for m in found if m)
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in files.children(self.directory))
+        return sorted(int(m.group(1)) for m in map(self.PATTERN.fullmatch, names) if m)
 
-    def current(self) -> tuple[int, str] | None:
-        """(version, text) of the newest schema, or None if there is none yet."""
+    def current(self) -> str | None:
+        """The text of the newest version, or None if there is none yet."""
         versions = self.versions()
-        return (versions[-1], files.read_text(self.path(versions[-1]))) if versions else None
+        if not versions:
+            return None
+        text = files.read_text(self.path(versions[-1]))
+        named = parse(text).get("version")
+        if named != versions[-1]:
+            raise ValueError(f"{self.path(versions[-1])} says version: {named}; a version's file and its "
+                             f"version: line must agree (set version: {versions[-1]})")
+        return text
 
-    def add(self, schema: dict) -> tuple[int, str]:
-        """Write `schema` as the next version; returns (version, text). Hold `lock()` around it."""
-        version = (self.versions() or [0])[-1] + 1
-        text = render(schema, self.dag_id, version)
-        files.write_text(self.path(version), text)
-        return version, text
+    def next_text(self, schema: dict) -> str:
+        """`schema` as the text of the version after the newest."""
+        return render(schema, self.dag_id, (self.versions() or [0])[-1] + 1)
 
-    def lock(self):
-        return files.lock(f"{self.directory}/.lock", holder="schema")
+    def write(self, text: str) -> int:
+        """Write a version's text under its number, once: refused if that version exists (another
+        run wrote it meanwhile). Returns the version."""
+        version = parse(text)["version"]
+        with files.lock(f"{self.directory}/.lock", holder="schema"):
+            if files.exists(self.path(version)):
+                raise FileExistsError(f"schema version {version} was written meanwhile by another run "
+                                      f"({self.path(version)}): run again to validate against it")
+            files.write_text(self.path(version), text)
+        return version

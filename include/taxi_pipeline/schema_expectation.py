@@ -2,7 +2,8 @@
 validation result and its Data Docs beside the fixed expectations.
 
 GX only hosts it: the metric computes the window's statistics (taxi_pipeline.trip_statistics) and
-its anomalies (taxi_pipeline.anomalies), the one implementation the serving monitor uses too. The
+its anomalies (taxi_pipeline.anomalies), the one implementation (plain functions of statistics,
+for any two sets of trips). The
 batch carries a `_split` column naming each row's split, for the train/eval skew.
 
 Importing this module registers the expectation and its metric with GX.

@@ -1,8 +1,9 @@
 """Statistics of a set of trips: the one module that measures data (TFDV's DatasetFeatureStatistics).
 
 Validation compares a window's statistics with the schema (`taxi_pipeline.schema`), with the
-previous window's and between its own splits (`taxi_pipeline.anomalies`); the serving monitor
-compares what the served model received with the statistics of its training window the same way.
+previous window's and between its own splits (`taxi_pipeline.anomalies`). Nothing in it knows of
+windows, so what a served model received can be compared with its training window's statistics the
+same way (`anomalies.compare`, for the serving monitor).
 A statistics document is plain JSON, written beside the run's validation:
 
     {"num_examples": n,
@@ -11,7 +12,7 @@ A statistics document is plain JSON, written beside the run's validation:
      "features": {column: {"type": "float" | "int" | "string", "count": present, "nulls": missing,
                            "null_fraction": missing / n,
                            # numeric columns
-                           "text_values": values that are not numbers, "text_examples": [...],
+                           "text_values": values that are not finite numbers, "text_examples": [...],
                            "min", "max", "mean", "std", "quantiles": [101 percentiles],
                            # categorical columns
                            "unique": distinct values, "frequencies": {value: rows, ...},
@@ -27,8 +28,8 @@ from taxi_model.columns import BIG_TIPPER_TIP_SHARE, RAW_COLUMN_TYPES
 LABEL = "big_tipper"
 CATEGORICAL_COLUMNS = ("payment_type", "company")
 ID_COLUMNS = ("unique_key", "pickup_census_tract", "dropoff_census_tract")
-COLUMN_TYPES = dict(RAW_COLUMN_TYPES)
-NUMERIC_COLUMNS = tuple(c for c, kind in RAW_COLUMN_TYPES if kind != "string" and c not in ID_COLUMNS)
+# The numeric columns whose distribution is measured (all but the identifiers).
+DISTRIBUTION_COLUMNS = tuple(c for c, kind in RAW_COLUMN_TYPES if kind != "string" and c not in ID_COLUMNS)
 SPLIT_COLUMN = "_split"  # in a frame of several splits' trips: the split of each row
 QUANTILE_POINTS = 101  # percentiles: enough to place another window's values in this one's bins
 # Categorical values kept by name, most frequent first; the rest are counted together. The sample's
@@ -51,14 +52,22 @@ def _numeric(values) -> dict:
 
     present = values.dropna()
     numbers = pd.to_numeric(present, errors="coerce")
-    text = present[numbers.isna()]
-    numbers = numbers.dropna().to_numpy(dtype=float)
+    finite = numbers.notna() & np.isfinite(numbers.astype(float))
+    text = present[~finite]  # text, and "inf" or "1e400" that read as infinite
+    numbers = numbers[finite].to_numpy(dtype=float)
     stats = {"text_values": len(text), "text_examples": text.astype(str).unique()[:3].tolist()}
     if len(numbers):
         stats.update(min=float(numbers.min()), max=float(numbers.max()), mean=float(numbers.mean()),
                      std=float(numbers.std()),
                      quantiles=np.quantile(numbers, np.linspace(0, 1, QUANTILE_POINTS)).tolist())
     return stats
+
+
+def value_shares(stats: dict) -> dict[str, float]:
+    """Each named value's share of a categorical column's present values."""
+    frequencies = stats.get("frequencies", {})
+    total = sum(frequencies.values()) + stats.get("other_rows", 0)
+    return {value: rows / total for value, rows in frequencies.items()} if total else {}
 
 
 def _categorical(values) -> dict:
@@ -93,7 +102,7 @@ def dataset_statistics(frame) -> dict:
         stats = {"type": kind, "count": n - nulls, "nulls": nulls, "null_fraction": nulls / n if n else 0.0}
         if column in CATEGORICAL_COLUMNS:
             stats.update(_categorical(values))
-        elif column in NUMERIC_COLUMNS:
+        elif column in DISTRIBUTION_COLUMNS:
             stats.update(_numeric(values))
         features[column] = stats
     label = None

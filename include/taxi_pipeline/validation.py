@@ -21,10 +21,12 @@ The expectations are derived from what the sample really is (observed over 25,00
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from taxi_pipeline.anomalies import DRIFT_BINS
 from taxi_pipeline.files import read_split
 from taxi_pipeline.layout import SPLITS
 from taxi_pipeline.queries import WINDOW_COLUMNS
@@ -47,7 +49,7 @@ MAX_NULL_FRACTION = {
     "tips": 0.01, "payment_type": 0.01,
 }
 DRIFT_KL_MAX = {"fare": 0.1, "trip_seconds": 0.1, "trip_miles": 0.3}
-DRIFT_BINS = 10
+log = logging.getLogger(__name__)
 NUMERIC_TYPES = ["int", "int64", "Int64", "float", "float64", "Float64"]
 SCHEMA_EXPECTATION = "expect_window_to_match_its_schema"
 
@@ -203,10 +205,11 @@ def read_window(data_dir: str) -> tuple:
 
 
 def schema_anomalies(findings: list[dict], gx_columns: set[str]) -> list[str]:
-    """The schema's anomaly lines, less those about a column the fixed expectations already named
-    (a missing column, text, nulls, a range, drift): one line per column's problem. Values outside
-    the domain are named still (the fixed expectations do not look at them)."""
-    return [a["line"] for a in findings if a["kind"] == "domain" or a["column"] not in gx_columns]
+    """The schema's anomaly lines, less those a fixed expectation already says for the same column
+    (it is missing, has text, nulls, values out of range, or drifted). A domain or a skew line is
+    kept: the fixed expectations do not look at those."""
+    said = {"missing", "type", "presence", "range", "drift"}
+    return [a["line"] for a in findings if not (a["kind"] in said and a["column"] in gx_columns)]
 
 
 def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, schema_text: str,
@@ -253,7 +256,10 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, 
     (validation,) = result.run_results.values()
 
     (schema_result,) = [r for r in validation.results if r.expectation_config.type == SCHEMA_EXPECTATION]
-    findings = schema_result.result["details"]
+    findings = (schema_result.result or {}).get("details") or {
+        "statistics": {}, "exceeded": [], "notes": [], "anomalies": [{
+            "column": "", "kind": "error", "comparator": "",
+            "line": f"the schema check could not run ({_raised_exception(schema_result.exception_info) or 'no result'})"}]}
     failed = [r for r in validation.results if not r.success and r is not schema_result]
     failures = [f"the {split} split is empty" for split, n in rows.items() if n == 0 and len(frame)]
     failures += summarize_failures(failed, frame)
@@ -273,28 +279,49 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, 
     return report
 
 
-def run_schema(layout, plan, check: str) -> str:
-    """The schema text a window check of a run validates against: the one its first attempt used
-    (so a retry gives the first attempt's verdict), else the DAG's newest version, else one inferred
-    now from the train splits of the run's windows (and stored as version 1)."""
+def pinned_schema(layout, check: str) -> str | None:
+    """The schema text a window check's first attempt validated against: a retry uses it again, so
+    it gives the first attempt's verdict."""
     from taxi_pipeline import files
 
     pinned = f"{layout.validation_dir(check)}/schema.yaml"
-    if files.exists(pinned):
-        return files.read_text(pinned)
+    return files.read_text(pinned) if files.exists(pinned) else None
+
+
+def run_schema(layout, plan) -> str:
+    """The schema text a run validates against: the DAG's newest version, else version 1 inferred
+    now from the train splits of the run's windows; that one is stored (keep_schema) only once the
+    windows it was learned from have passed, so a bad first window teaches it nothing."""
     store = SchemaStore(layout.schema_dir, layout.dag_id)
-    with store.lock():
-        current = store.current()
-        if current:
-            return current[1]
-        trips = [dataset_statistics(read_split(layout.split_dir("train", name))) for name in plan.windows]
-        windows = {name or "window": str(window) for name, window in plan.windows.items()}
-        return store.add(infer_schema(trips, made("inferred", run=layout.run_id, windows=windows)))[1]
+    current = store.current()
+    if current:
+        return current
+    trips = [dataset_statistics(read_split(layout.split_dir("train", name))) for name in plan.windows]
+    windows = {name or "window": str(window) for name, window in plan.windows.items()}
+    return store.next_text(infer_schema(trips, made("inferred", run=layout.run_id, windows=windows)))
+
+
+def keep_schema(layout, schema_text: str) -> None:
+    """Store a schema a run validated with, if it is a version the store does not have yet (one
+    inferred or accepted by the run); an identical copy already there is fine."""
+    from taxi_pipeline import files
+
+    store = SchemaStore(layout.schema_dir, layout.dag_id)
+    schema = parse(schema_text)
+    path = store.path(schema["version"])
+    if files.exists(path) and files.read_text(path) == schema_text:
+        return
+    if files.exists(path) and schema["made"].get("how") == "inferred":
+        log.warning("Schema version %s was stored by another run meanwhile; this run validated against the one "
+                    "it inferred (in its validation folder)", schema["version"])
+        return
+    store.write(schema_text)
 
 
 def accept_changes(layout, schema_text: str, out_dir: str, report: ValidationReport, reason: str) -> str:
     """The next schema version, taking what a window that failed only on schema anomalies showed
-    (read from its validation in `out_dir`); returns its text."""
+    (read from its validation in `out_dir`), built on the newest stored version (which may be newer
+    than the one validated); returns its text, for the run to validate with and keep_schema."""
     if not report.anomalies or len(report.anomalies) != len(report.failures):
         fixed = [f for f in report.failures if f not in report.anomalies]
         raise ValueError("accept_data_changes accepts changes of the data's schema only; these problems break "
@@ -302,5 +329,49 @@ def accept_changes(layout, schema_text: str, out_dir: str, report: ValidationRep
     statistics = json.loads((Path(out_dir) / "statistics.json").read_text())["window"]["all"]
     exceeded = {(column, comparator): value for column, comparator, value in report.exceeded}
     store = SchemaStore(layout.schema_dir, layout.dag_id)
-    with store.lock():
-        return store.add(accept(parse(schema_text), statistics, exceeded, reason, layout.run_id))[1]
+    base = store.current() or schema_text
+    return store.next_text(accept(parse(base), statistics, exceeded, reason, layout.run_id))
+
+
+class RefusedSchemaChange(Exception):
+    """A change of the schema a run cannot make: not a schema anomaly, or another run's version in the way."""
+
+
+def validate_run(layout, plan, min_rows: int, accept_reason: str = "") -> dict[str, ValidationReport]:
+    """Validate each window check of a run's plan into its validation folder (published whole, also
+    when it fails), against the run's schema; with `accept_reason`, a window failing only on schema
+    anomalies is validated again against the next version that accepts them. The schema versions
+    the run inferred or accepted are stored once every window passed."""
+    import shutil
+    from functools import partial
+
+    from taxi_pipeline.files import atomic_directory
+
+    reports, used = {}, []
+    unpinned = None  # the schema of the checks no earlier attempt pinned: one for the whole run
+    for name, reference in plan.checks.items():
+        schema_text = pinned_schema(layout, name) or unpinned or (unpinned := run_schema(layout, plan))
+        with atomic_directory(layout.validation_dir(name)) as staging:
+            validate = partial(validate_window, layout.window_data_dir(name), plan.windows[name], str(staging),
+                               min_rows, reference_dir=layout.split_dir("train", reference) if reference else None,
+                               reference_name=f"the {reference} window {plan.windows[reference]}" if reference else "")
+            report = validate(schema_text=schema_text)
+            if accept_reason and not report.success:
+                try:
+                    schema_text = unpinned = accept_changes(layout, schema_text, str(staging), report, accept_reason)
+                except ValueError as refused:
+                    raise RefusedSchemaChange(str(refused)) from None
+                log.info("Accepting the window's changes (%s) as schema version %s; validating again",
+                         accept_reason, parse(schema_text)["version"])
+                shutil.rmtree(staging)
+                staging.mkdir()
+                report = validate(schema_text=schema_text)
+        reports[name] = report
+        used.append(schema_text)
+    if all(report.success for report in reports.values()):
+        for schema_text in dict.fromkeys(used):
+            try:
+                keep_schema(layout, schema_text)
+            except FileExistsError as taken:
+                raise RefusedSchemaChange(str(taken)) from None
+    return reports

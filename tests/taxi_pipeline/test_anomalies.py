@@ -115,3 +115,25 @@ def test_the_l_infinity_distance_is_the_largest_move_of_a_values_share():
     assert share_moves(after, before)[0] == (pytest.approx(0.3), "A")
     assert dict((v, d) for d, v in share_moves(after, before)) == {"A": pytest.approx(0.3), "C": pytest.approx(0.3),
                                                                    "B": 0.0}
+
+
+def test_infinite_numbers_are_counted_as_invalid_not_measured():
+    import pandas as pd
+
+    fare = dataset_statistics(pd.DataFrame({"fare": ["7.25", "inf", "1e400", "n/a", None]}))["features"]["fare"]
+    assert fare["text_values"] == 3 and fare["count"] == 4 and fare["nulls"] == 1
+    assert fare["max"] == 7.25 and all(q == 7.25 for q in fare["quantiles"])
+
+
+def test_a_column_the_served_trips_lack_and_more_nulls_are_skew(window_statistics, first_year_schema):
+    import pandas as pd
+
+    from taxi_pipeline.anomalies import compare
+
+    training = window_statistics(DAILY[4])["splits"]["train"]
+    served = pd.DataFrame({"fare": [7.25] * 2000, "company": [None] * 2000})
+    lines = [a.line for a in compare(dataset_statistics(served), training, first_year_schema, "skew_comparator",
+                                     "against the training window").anomalies]
+    assert "payment_type: column missing against the training window" in lines
+    assert any(line.startswith("company: null share") and "-> 100.0% against the training window" in line
+               for line in lines), lines

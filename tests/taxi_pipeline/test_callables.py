@@ -66,3 +66,28 @@ def test_a_change_fails_the_scheduled_run_and_a_manual_run_accepts_it(warehouse,
         # a retry of that run, without the Param, keeps its verdict: the schema it used is pinned
         assert validate_window_artifacts(**changed)["window"]["schema_version"] == 2
         assert store.versions() == [1, 2]
+
+
+def test_two_accepts_at_once_do_not_lose_one_anothers_change(warehouse, tmp_path):
+    """Two manual runs accept changes from version 1; the second to finish must not write a version
+    that drops the first one's: it is refused, and a new run builds on the first one's version."""
+    with mock.patch.dict(os.environ, TAXI_HOME=str(tmp_path)):
+        first = context("scheduled__2016-01-01")
+        extract(warehouse, first)
+        validate_window_artifacts(**first)
+        store = SchemaStore(run_layout(first).schema_dir, "taxi_daily_retrain")
+
+        one, two = (context(f"manual__{n}", accept_data_changes=f"change {n}") for n in (1, 2))
+        for ctx in (one, two):
+            extract(warehouse, ctx, new_payment_type=True)
+        from taxi_pipeline.validation import accept_changes, pinned_schema, validate_run  # noqa: F401
+
+        validate_window_artifacts(**one)
+        assert store.versions() == [1, 2]
+        # the second run validated against version 1 and accepted its own version 2 before the first kept
+        # its own: simulated by pinning version 1 for it
+        layout = run_layout(two)
+        Path(layout.validation_dir()).mkdir(parents=True)
+        Path(layout.validation_dir(), "schema.yaml").write_text(Path(store.path(1)).read_text())
+        assert validate_window_artifacts(**two)["window"]["schema_version"] == 3  # built on version 2
+        assert parse(Path(store.path(3)).read_text())["made"]["previous"] == 2

@@ -66,7 +66,7 @@ def _run(warehouse):
     from taxi_pipeline.validation import run_schema
 
     report = validate_window(layout.data_dir, plan.windows[""], layout.validation_dir(), 500,
-                             run_schema(layout, plan, ""), reference_dir=layout.split_dir("train", "reference"))
+                             run_schema(layout, plan), reference_dir=layout.split_dir("train", "reference"))
     for variant, (auc, blessed) in {"standard": (0.934, True), "coarse": (0.85, False)}.items():
         directory = Path(layout.evaluation_dir(variant))
         directory.mkdir(parents=True)

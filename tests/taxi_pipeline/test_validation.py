@@ -150,12 +150,12 @@ def test_a_legitimate_change_is_accepted_as_the_next_schema_version(warehouse, t
     which passes it, names the change and keeps what a person can review."""
     from taxi_pipeline.run_context import WindowPlan
     from taxi_pipeline.schema import SchemaStore, parse
-    from taxi_pipeline.validation import accept_changes, run_schema
+    from taxi_pipeline.validation import accept_changes, keep_schema, run_schema
 
     layout = RunLayout(str(tmp_path / "artifacts"), "taxi_daily_retrain", WINDOW, "manual__accept")
     plan = WindowPlan({"": WINDOW, "reference": WINDOW.previous()}, {"": "reference"}, key="")
     store = SchemaStore(layout.schema_dir, layout.dag_id)
-    store.add(parse(SCHEMA))  # the DAG's current schema: version 1
+    store.write(SCHEMA)  # the DAG's current schema: version 1
     extract_windows(warehouse, layout, plan.windows)
     for split in ("train", "eval"):
         path = Path(layout.split_dir(split), "part-00000.csv")
@@ -163,7 +163,7 @@ def test_a_legitimate_change_is_accepted_as_the_next_schema_version(warehouse, t
         frame.loc[frame.index % 8 == 0, "payment_type"] = "Mobile"
         frame.to_csv(path, index=False)
 
-    schema = run_schema(layout, plan, "")
+    schema = run_schema(layout, plan)
     out = tmp_path / "validation"
     report = validate_window(layout.data_dir, WINDOW, str(out), MIN_ROWS, schema,
                              reference_dir=layout.split_dir("train", "reference"))
@@ -171,6 +171,8 @@ def test_a_legitimate_change_is_accepted_as_the_next_schema_version(warehouse, t
     assert any("'Mobile'" in line for line in report.anomalies), report.summary()
 
     accepted = accept_changes(layout, schema, str(out), report, "payment by phone since 2015")
+    assert store.versions() == [1]  # a candidate: kept once the window passes against it
+    keep_schema(layout, accepted)
     assert store.versions() == [1, 2]
     new = parse(accepted)
     assert new["version"] == 2 and "Mobile" in new["features"]["payment_type"]["domain"]

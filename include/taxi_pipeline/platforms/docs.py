@@ -20,14 +20,20 @@ It is safe to retry: a retry rewrites the same files.
 """
 VALIDATE_DOC = """
 ### validate_window
-Checks the extracted window with great-expectations: columns and types, non-negative fares, tips,
-miles and durations, Chicago coordinates, null fractions, unique keys, a minimum row count, and
-drift of fare, miles and duration against the previous window.
+Checks the extracted window against the DAG's data schema (learned from the first run's data,
+versioned under `artifacts/<dag>/schema/`): types, presence, ranges, categorical domains; drift
+against the previous window (categorical L-infinity, numeric Jensen-Shannon, null shares, the
+label's base rate, month by month) and skew between its train and eval splits. Then the fixed
+great-expectations checks: columns and types, non-negative fares, tips, miles and durations, Chicago
+coordinates, null fractions, unique keys, a minimum row count, and KL drift of fare, miles and
+duration.
 
 **On failure**: the window's data is bad and nothing downstream runs (the served model is left
 alone). The log lists each problem on one line; the full report is `validation/summary.txt` and
 GX's Data Docs `validation/data_docs/index.html` in the run's artifacts. Fix the data at the
-source, then clear this task; retrying without a fix fails the same way.
+source, then clear this task; retrying without a fix fails the same way. If the data changed for a
+reason (a new company, a new payment type), run the DAG by hand on that window with the
+`accept_data_changes` Param set to the reason: it writes the next schema version and goes on.
 """
 TRANSFORM_DOC = """
 ### transform

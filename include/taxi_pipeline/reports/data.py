@@ -96,20 +96,20 @@ TOP_VALUES = 12  # categorical values shown by name; the rest are summed
 
 def categorical_rows(current: dict, reference: dict | None, domain: list | None) -> list[list]:
     """Rows of a categorical column's values: share in the window, in the reference, in the schema."""
-    def shares(stats):
-        if not stats:
-            return {}
-        total = stats["count"] or 1
-        return {value: rows / total for value, rows in stats["frequencies"].items()}
+    from taxi_pipeline.trip_statistics import value_shares
 
-    now, before = shares(current), shares(reference)
+    now, before = value_shares(current), value_shares(reference) if reference else {}
     values = sorted(set(now) | set(before), key=lambda v: (-now.get(v, 0.0), -before.get(v, 0.0), v))
     known = set(domain) if domain is not None else None
+
+    def in_schema(value):  # NEW: a value of this window the schema does not know
+        return "–" if known is None or value not in now else ("yes" if value in known else "NEW")
+
     rows = [[value, f"{now.get(value, 0.0):.1%}", f"{before.get(value, 0.0):.1%}" if reference else "–",
-             "–" if known is None else ("yes" if value in known else "NEW")] for value in values[:TOP_VALUES]]
+             in_schema(value)] for value in values[:TOP_VALUES]]
     if len(values) > TOP_VALUES:
         rest = values[TOP_VALUES:]
-        unknown = sum(1 for v in rest if known is not None and v not in known)
+        unknown = sum(1 for v in rest if in_schema(v) == "NEW")
         rows.append([f"{len(rest)} other values", f"{sum(now.get(v, 0.0) for v in rest):.1%}",
                      f"{sum(before.get(v, 0.0) for v in rest):.1%}" if reference else "–",
                      f"{unknown} new" if known is not None else "–"])
