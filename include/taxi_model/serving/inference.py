@@ -79,6 +79,14 @@ def dtype_of(array: np.ndarray) -> tf.DType:
     return tf.string if array.dtype == object or array.dtype.kind in "SU" else tf.as_dtype(array.dtype)
 
 
+def _as_array(tensor: tf.Tensor) -> np.ndarray:
+    """A tensor's values as an array, scalars too (`.numpy()` of a scalar string is `bytes`)."""
+    value = tensor.numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    return np.array(value, dtype=object if tensor.dtype == tf.string else None)  # not "S": it drops trailing NULs
+
+
 def _brace(names: Iterable[str]) -> str:
     return "{" + ",".join(sorted(names)) + "}"
 
@@ -192,4 +200,4 @@ class ModelVersion:
             raise from_tf_error_code(e.error_code, _op_error_message(e.message)) from None
         except (TypeError, ValueError) as e:  # inputs the function's input signature does not accept
             raise invalid_argument(str(e)) from None
-        return signature, {key: outputs[key].numpy() for key in wanted}
+        return signature, {key: _as_array(outputs[key]) for key in wanted}

@@ -5,14 +5,19 @@
     <serving_root>/models.config        optional: TF-Serving's ModelServerConfig (text format), for
                                          version labels, version policies and other base paths.
 
-Each poll loads the versions a model wants (its newest, the versions of its version policy, its
-labelled versions) before it unloads the ones it no longer wants, and switches labels in between:
-a swap never leaves a request without its version. Requests take the current mapping without a
-lock (it is replaced, never mutated), and a version unloaded meanwhile finishes the requests that
-hold it. A version that fails to load is retried only once its directory changed (a new inode
-after a rename, or new entries). A loaded version whose directory is replaced by another (a
-retried push of the same version) is reloaded from it; while it is missing (between the two
-renames of a replacement) the loaded copy keeps serving, for up to VANISHED_POLLS polls.
+A model's version policy, as TF-Serving's: `latest { num_versions: N }` (the default, N = 1) the N
+newest versions on disk, `specific { versions: ... }` exactly those, `all` every one; labels only
+name versions, they load none. A models.config that does not parse stops the start (TF-Serving
+refuses to start); on a later poll it is logged and the last good one stays.
+
+Each poll loads the versions a model wants before it unloads the ones it no longer wants, and
+switches labels in between: a swap never leaves a request without its version. Requests take the
+current mapping without a lock (it is replaced, never mutated), and a version unloaded meanwhile
+finishes the requests that hold it. A version that fails to load is retried only once its
+directory changed (a new inode after a rename, or new entries). A loaded version whose directory
+is replaced by another (a retried push of the same version) is reloaded from it; while it is
+missing (between the two renames of a replacement) the loaded copy keeps serving, for up to
+VANISHED_POLLS polls.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from taxi_model.serving.inference import ModelVersion
 
 CONFIG_FILE = "models.config"
 _VERSION_DIR = re.compile(r"[0-9]{1,19}")
-_MAX_VERSION = 2**63 - 1
+MAX_VERSION = 2**63 - 1  # versions are int64s
 VANISHED_POLLS = 5
 log = logging.getLogger("taxi_model.serving")
 
@@ -57,6 +62,10 @@ class VersionState:
     state: str
     error_code: str = "OK"
     error_message: str = ""
+
+
+class ConfigError(ValueError):
+    """A models.config that does not parse, or asks for what this server does not do."""
 
 
 def parse_models_config(text: str, serving_root: str) -> dict[str, ModelConfig]:
@@ -85,7 +94,7 @@ def versions_on_disk(base_path: str) -> dict[int, str]:
         return {}
     versions = {}
     for entry in entries:
-        if _VERSION_DIR.fullmatch(entry.name) and 0 < int(entry.name) <= _MAX_VERSION:
+        if _VERSION_DIR.fullmatch(entry.name) and 0 < int(entry.name) <= MAX_VERSION:
             try:
                 if entry.is_dir():
                     versions[int(entry.name)] = entry.path
@@ -95,11 +104,12 @@ def versions_on_disk(base_path: str) -> dict[int, str]:
 
 
 def wanted_versions(on_disk: set[int], config: ModelConfig) -> set[int]:
-    """The newest version(s), the policy's and the labelled ones, of those on disk."""
+    """The versions on disk that the model's version policy asks for."""
     if config.all_versions:
         return set(on_disk)
-    newest = set(sorted(on_disk)[-config.latest:])
-    return newest | (on_disk & (config.specific | set(config.labels.values())))
+    if config.specific:
+        return on_disk & config.specific
+    return set(sorted(on_disk)[-config.latest:])
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -132,8 +142,14 @@ class ModelRepository:
     # -- life cycle
 
     def start(self) -> None:
-        """Loads what the serving root holds now, then keeps polling it in a thread."""
+        """Loads what the serving root holds now, then keeps polling it in a thread (unless
+        poll_seconds is 0: TF-Serving's 0 polls once). Raises ConfigError on a broken models.config."""
+        text = self._config_bytes()
+        self._configs = self._parse_config(text)
+        self._config_text = text
         self.poll()
+        if self.poll_seconds <= 0:
+            return
         self._thread = threading.Thread(target=self._poll_loop, name="serving-root-poller", daemon=True)
         self._thread.start()
 
@@ -198,20 +214,31 @@ class ModelRepository:
         except OSError:
             return []
 
-    def _read_config(self) -> dict[str, ModelConfig]:
-        """models.config, re-parsed when its bytes change; a broken one keeps the previous config."""
+    def _config_bytes(self) -> bytes | None:
         try:
             with open(os.path.join(self.serving_root, CONFIG_FILE), "rb") as f:
-                text = f.read()
+                return f.read()
         except FileNotFoundError:
-            text = None
+            return None
+
+    def _parse_config(self, text: bytes | None) -> dict[str, ModelConfig]:
+        if text is None:
+            return {}
+        try:
+            configs = parse_models_config(text.decode(), self.serving_root)
+        except (text_format.ParseError, UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(f"Invalid protobuf file: '{os.path.join(self.serving_root, CONFIG_FILE)}': {e}") from e
+        log.info("models.config: %s", ", ".join(f"{name} {dict(c.labels)}" for name, c in configs.items()) or "none")
+        return configs
+
+    def _read_config(self) -> dict[str, ModelConfig]:
+        """models.config, re-parsed when its bytes change; a broken one keeps the previous config."""
+        text = self._config_bytes()
         if text != self._config_text:
             self._config_text = text
             try:
-                self._configs = parse_models_config(text.decode(), self.serving_root) if text is not None else {}
-                log.info("models.config: %s", ", ".join(
-                    f"{name} {dict(c.labels)}" for name, c in self._configs.items()) or "none")
-            except (text_format.ParseError, UnicodeDecodeError, ValueError) as e:
+                self._configs = self._parse_config(text)
+            except ConfigError as e:
                 log.error("ignoring the new %s (keeping the previous one): %s", CONFIG_FILE, e)
         return self._configs
 

@@ -23,6 +23,7 @@ from grpc import StatusCode
 from taxi_model.serving import rest_json
 from taxi_model.serving.errors import ServingError, invalid_argument
 from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
+from taxi_model.serving.repository import MAX_VERSION
 from taxi_model.serving.service import ModelService
 
 _SPEC = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -37,6 +38,14 @@ log = logging.getLogger("taxi_model.serving")
 def _too_large(limit: int) -> ServingError:
     return ServingError(StatusCode.RESOURCE_EXHAUSTED,
                         f"request body larger than the limit of {limit} bytes (--max_body_bytes)", http_status=413)
+
+
+def _version(digits: str) -> int:
+    """A version of the path: an int64, as TF-Serving reads it (int() of 4,300 digits or more raises)."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(MAX_VERSION)) or int(significant) > MAX_VERSION:
+        raise invalid_argument(f"Failed to convert version: {digits} to numeric.")
+    return int(significant)
 
 
 def _proto_json(message) -> dict:
@@ -143,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = unquote(match["name"]) if match["name"] else ""
         if not name:
             raise invalid_argument("Missing model name in request.")
-        return {"name": name, "version": int(match["version"]) if match["version"] else None,
+        return {"name": name, "version": _version(match["version"]) if match["version"] else None,
                 "label": unquote(match["label"]) if match["label"] else None}
 
     def _get(self, path: str, body: bytes) -> dict:
@@ -195,7 +204,12 @@ class RestServer(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        super().__init__((host, port), _Handler)
+        super().__init__((host, port), _Handler, bind_and_activate=False)
+        try:
+            self.server_bind()  # the port is taken now; connections are refused until start()
+        except BaseException:
+            self.server_close()
+            raise
 
     @property
     def port(self) -> int:
@@ -216,12 +230,14 @@ class RestServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def start(self) -> None:
+        self.server_activate()  # listen
         self._thread = threading.Thread(target=self.serve_forever, name="rest-server", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stops accepting, then ends the open (keep-alive) connections: their threads wake and exit."""
-        self.shutdown()
+        if self._thread:  # shutdown() waits for serve_forever() to end: it must have begun
+            self.shutdown()
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:

@@ -24,11 +24,15 @@ from taxi_model.serving.errors import invalid_argument
 
 ROW, COLUMNAR = "row", "columnar"
 BYTES_SUFFIX = "_bytes"
+MAX_RANK = 32  # nested lists deeper are refused, not read: numpy's limit (1.x), far above any signature's
 
 
 def _short(value: Any, limit: int = 120) -> str:
     """A JSON value for an error message, cut to `limit` characters."""
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except RecursionError:  # nested deeper than Python's stack: its type says enough
+        text = f"<{_json_type(value)} nested too deeply to print>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -67,6 +71,8 @@ def parse_body(body: bytes, exact: bool = False) -> dict:
             document = json.loads(body)
     except json.JSONDecodeError as e:
         raise invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
+    except RecursionError:  # what orjson refuses as nested too deeply (over 1024 levels)
+        raise invalid_argument("JSON Parse error: The document is nested too deeply") from None
     except ValueError as e:  # not UTF-8
         raise invalid_argument(f"JSON Parse error: {e}") from None
     if not isinstance(document, dict):
@@ -156,6 +162,9 @@ def to_array(value: Any, dtype: tf.DType) -> np.ndarray:
     shape, first = [], value
     while isinstance(first, list):
         shape.append(len(first))
+        if len(shape) > MAX_RANK:
+            raise invalid_argument(f"Encountered list at unexpected level: {MAX_RANK} (lists nested deeper than "
+                                   f"{MAX_RANK} levels are not read)")
         first = first[0] if first else None
     leaves: list = []
     _collect(value, 0, shape, dtype, leaves)

@@ -3,8 +3,11 @@
     python -m taxi_model.serving.server --serving_root DIR [--host 127.0.0.1 --rest_port 8501
         --grpc_port 8500 --poll_seconds 2 --max_batch_size 1000 --max_body_bytes 33554432]
 
-Port 0 binds a free port (the log line says which). Logs one line per load and unload, and stops
-cleanly on SIGTERM or SIGINT.
+Port 0 binds a free port (the log line says which). The ports are bound first (a taken one fails
+at once) but answer only once the models are loaded, as TF-Serving's do. --poll_seconds 0 reads
+the serving root once, at the start (TF-Serving's 0). A models.config that does not parse stops
+the start (exit status 1, the parse error in the message). Logs one line per load and unload, and
+stops cleanly on SIGTERM or SIGINT.
 """
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ import argparse
 import dataclasses
 import logging
 import signal
+import sys
 import threading
 from typing import Sequence
 
 from taxi_model.serving.grpc_services import GrpcServer
-from taxi_model.serving.repository import ModelRepository
+from taxi_model.serving.repository import ConfigError, ModelRepository
 from taxi_model.serving.rest import RestServer
 from taxi_model.serving.service import ModelService
 
@@ -53,24 +57,20 @@ class ModelServer:
         return self._grpc.port
 
     def start(self) -> "ModelServer":
-        """Binds both ports (failing fast when one is taken), answers at once (status LOADING or
-        NOT_FOUND while the first versions load), and returns once the serving root is loaded."""
+        """Binds both ports (failing fast when one is taken), loads the serving root, then answers:
+        a client never sees the server without its models (TF-Serving's readiness)."""
         options = self.options
         self._rest = RestServer(options.host, options.rest_port, self._service, options.max_body_bytes)
         try:
             self._grpc = GrpcServer(options.host, options.grpc_port, self._service, options.max_body_bytes)
-        except BaseException:
-            self._rest.server_close()
-            raise
-        self._rest.start()
-        self._grpc.start()
-        log.info("serving %s: REST on %s:%d, gRPC on %s:%d", self.repository.serving_root, options.host,
-                 self.rest_port, options.host, self.grpc_port)
-        try:
             self.repository.start()
+            self._rest.start()
+            self._grpc.start()
         except BaseException:
             self.stop()
             raise
+        log.info("serving %s: REST on %s:%d, gRPC on %s:%d", self.repository.serving_root, options.host,
+                 self.rest_port, options.host, self.grpc_port)
         return self
 
     def stop(self) -> None:
@@ -96,7 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     parser.add_argument("--rest_port", type=int, default=defaults.rest_port)
     parser.add_argument("--grpc_port", type=int, default=defaults.grpc_port)
     parser.add_argument("--poll_seconds", type=float, default=defaults.poll_seconds,
-                        help="how often the serving root and models.config are read")
+                        help="how often the serving root and models.config are read; 0: once, at the start")
     parser.add_argument("--max_batch_size", type=int, default=defaults.max_batch_size,
                         help="most rows in one request")
     parser.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes,
@@ -110,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    server = ModelServer(options).start()
+    try:
+        server = ModelServer(options).start()
+    except ConfigError as e:
+        sys.exit(f"Failed to start server. Error: {e}")  # TF-Serving's words; exit status 1
     try:
         stopping.wait()
     finally:

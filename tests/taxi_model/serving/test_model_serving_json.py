@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from taxi_model.serving import rest_json
 from taxi_model.serving.errors import ServingError
 
 TWO_INPUTS = {"a": tf.TensorSpec([None], tf.int64), "b": tf.TensorSpec([None, 2], tf.float32)}
+EXAMPLES = {"examples": tf.TensorSpec([None], tf.string)}
 
 
 def test_row_and_columnar_requests_give_the_same_arrays():
@@ -59,7 +61,39 @@ def test_responses_follow_tf_servings_rules():
         '{"predictions": [0.33333334]}')  # the shortest text that reads back as the same float32
 
 
-EXAMPLES = {"examples": tf.TensorSpec([None], tf.string)}
+def test_scalar_string_outputs_are_text_or_b64():
+    outputs = {"text": np.array("café".encode(), dtype=object), "text_bytes": np.array(b"ab", dtype=object),
+               "binary": np.array(b"\xff", dtype=object)}  # what ModelVersion.predict gives for scalar strings
+    assert rest_json.response_body(outputs, rest_json.COLUMNAR) == {
+        "outputs": {"text": "café", "text_bytes": {"b64": "YWI="}, "binary": {"b64": "/w=="}}}
+
+
+def nested(depth: int, leaf) -> list:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("document, error", [
+    ({"instances": nested(rest_json.MAX_RANK + 1, "")}, "Encountered list at unexpected level: 32"),
+    ({"instances": nested(100_000, "")}, "Encountered list at unexpected level: 32"),
+    ({"signature_name": nested(100_000, ""), "instances": [""]},
+     "JSON Value: <Array nested too deeply to print> not formatted correctly. 'signature_name' key"),
+])
+def test_deep_nesting_is_refused_as_a_bad_request(document, error):
+    with pytest.raises(ServingError, match=re.escape(error)) as refused:
+        rest_json.signature_name(document)
+        rest_json.request_inputs(document, EXAMPLES)
+    assert refused.value.http_status == 400
+
+
+@pytest.mark.parametrize("depth", [1100, 100_000])
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_body_nested_too_deeply_to_parse_is_a_parse_error(depth, exact):
+    body = b'{"instances": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(ServingError, match="JSON Parse error: The document is nested too deeply"):
+        rest_json.parse_body(body, exact=exact)
+
 
 
 @pytest.mark.parametrize("rows", [

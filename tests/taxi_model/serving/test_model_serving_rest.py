@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from serving_test_support import MAX_BATCH_SIZE, MAX_BODY_BYTES
+from serving_test_support import MAX_BATCH_SIZE, MAX_BODY_BYTES, running_server
+
+from taxi_model.serving.client import RestClient
 
 
 def b64(example: bytes) -> dict:
@@ -109,6 +111,17 @@ BAD_REQUESTS = [  # (method, path, body, HTTP status, start of the error)
     ("POST", "/v1/models/taxi:regress", b'{"examples": [{}]}', 400,
      "Expected regression signature method_name to be tensorflow/serving/regress"),
     ("POST", "/v1/models/taxi:explain", b"{}", 400, "Malformed request: POST /v1/models/taxi:explain"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": ' + b"[" * 5000 + b'""' + b"]" * 5000 + b"}", 400,
+     "JSON Parse error: The document is nested too deeply"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": ' + b"[" * 900 + b'""' + b"]" * 900 + b"}", 400,
+     "Encountered list at unexpected level: 32"),
+    ("POST", "/v1/models/taxi:predict", b'{"instances": [{"examples": ' + b'{"a": ' * 900 + b"1" + b"}" * 900 +
+     b"}]}", 400, "JSON Value: "),
+    ("POST", "/v1/models/taxi/versions/" + "9" * 5000 + ":predict", b'{"instances": [""]}', 400,
+     "Failed to convert version: 999"),
+    ("GET", "/v1/models/taxi/versions/" + "9" * 5000, None, 400, "Failed to convert version: 999"),
+    ("GET", "/v1/models/taxi/versions/9223372036854775808", None, 400,
+     "Failed to convert version: 9223372036854775808 to numeric."),  # int64's largest + 1
     ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
     ("GET", "/v1/models/taxi/versions/7", None, 404, "Could not find version 7 of model taxi"),
     ("GET", "/v1/models", None, 400, "Missing model name in request."),
@@ -117,7 +130,7 @@ BAD_REQUESTS = [  # (method, path, body, HTTP status, start of the error)
 
 
 @pytest.mark.parametrize("method, path, body, http_status, error", BAD_REQUESTS,
-                         ids=[f"{m} {p} {e[:30]}" for m, p, _, _, e in BAD_REQUESTS])
+                         ids=[f"{m} {p[:60]} {e[:30]}" for m, p, _, _, e in BAD_REQUESTS])
 def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(rest, examples, method, path, body,
                                                                          http_status, error):
     status, answer = rest.request(method, path, body)
@@ -135,3 +148,31 @@ def test_a_chunked_body_is_read(server, examples, saved_model_outputs):
     np.testing.assert_array_equal(np.array(json.loads(response.read())["predictions"], np.float32),
                                   saved_model_outputs["serving_default"]["probabilities"])
     connection.close()
+
+
+@pytest.fixture(scope="module")
+def scalar_outputs_server(tmp_path_factory):
+    """Serves `scalars` version 1: a model whose outputs are scalar strings (text, and not UTF-8)."""
+    import tensorflow as tf
+
+    class Scalars(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, x):
+            return {"text": tf.constant("café"), "text_bytes": tf.constant("café"),
+                    "binary": tf.constant(b"\xff\x00")}
+
+    root = tmp_path_factory.mktemp("scalars")
+    module = Scalars()
+    tf.saved_model.save(module, str(root / "scalars" / "1"), signatures={"serving_default": module.serve})
+    with running_server(root) as running:
+        yield running
+
+
+def test_scalar_string_outputs_are_json_text_or_b64(scalar_outputs_server):
+    rest = RestClient(port=scalar_outputs_server.rest_port)
+    text_b64 = base64.b64encode("café".encode()).decode()
+    assert post(rest, "/v1/models/scalars:predict", {"inputs": {"x": ["a"]}}) == (200, {"outputs": {
+        "text": "café", "text_bytes": {"b64": text_b64}, "binary": {"b64": "/wA="}}})
+    status, answer = post(rest, "/v1/models/scalars:predict", {"instances": ["a"]})  # scalars have no rows
+    assert status == 400 and "no common batch size" in answer["error"]
+    rest.close()

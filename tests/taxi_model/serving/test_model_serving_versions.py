@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,6 +14,8 @@ import pytest
 from serving_test_support import publish_version, running_server, wait_for, write_models_config
 
 from taxi_model.serving.client import GrpcClient, RestClient, ServingRequestError
+from taxi_model.serving.repository import CONFIG_FILE, ConfigError, ModelConfig, wanted_versions
+from taxi_model.serving.server import ModelServer, ServerOptions
 
 
 def states(server, model: str = "taxi") -> dict[int, str]:
@@ -68,7 +74,7 @@ def test_a_new_version_takes_over_without_a_failed_request(trained_model, tmp_pa
         assert seen == sorted(seen)  # once version 2 answered, version 1 never did again
 
 
-def test_labels_route_to_their_versions_and_follow_models_config(trained_model, tmp_path, examples):
+def test_labels_route_to_their_versions_and_follow_models_config(trained_model, tmp_path, examples, caplog):
     base = tmp_path / "taxi"
     for version in (1, 2):
         publish_version(trained_model["model"], base, version)
@@ -87,8 +93,98 @@ def test_labels_route_to_their_versions_and_follow_models_config(trained_model, 
         assert grpc_client.predict(examples, label="stable").version == 2
         with pytest.raises(ServingRequestError, match="Unrecognized servable version label: canary"):
             rest.predict(examples, label="canary")
+
+        # A broken models.config on a poll: logged, and the last good one stays (as TF-Serving does).
+        with caplog.at_level(logging.ERROR, logger="taxi_model.serving"):
+            (tmp_path / CONFIG_FILE).write_text("model_config_list { config { name: ")
+            wait_for(lambda: "ignoring the new models.config" in caplog.text, "the broken config logged")
+        assert grpc_client.predict(examples, label="stable").version == 2
+        assert states(server) == {2: "AVAILABLE", 1: "END"}
         grpc_client.close()
         rest.close()
+
+
+def policy_config(policy: str) -> str:
+    return f'model_config_list {{ config {{ name: "taxi" base_path: "taxi" model_version_policy {{ {policy} }} }} }}'
+
+
+def test_a_specific_version_policy_serves_exactly_its_versions(trained_model, tmp_path, examples):
+    for version in (123, 124):
+        publish_version(trained_model["model"], tmp_path / "taxi", version)
+    (tmp_path / CONFIG_FILE).write_text(policy_config("specific { versions: 123 }"))
+
+    with running_server(tmp_path) as server:
+        rest, grpc_client = RestClient(port=server.rest_port), GrpcClient(port=server.grpc_port)
+        assert states(server) == {123: "AVAILABLE"}  # 124, the newest on disk, is not loaded
+        assert grpc_client.predict(examples).version == 123  # "latest" is the newest served
+        assert rest.request("GET", "/v1/models/taxi/metadata")[1]["model_spec"]["version"] == "123"
+        with pytest.raises(ServingRequestError, match=r"Servable not found for request: Specific\(taxi, 124\)"):
+            rest.predict(examples, version=124)
+        rest.close()
+        grpc_client.close()
+
+
+@pytest.mark.parametrize("policy, wanted", [
+    (ModelConfig("taxi"), {4}),  # no policy: the newest
+    (ModelConfig("taxi", latest=2), {3, 4}),
+    (ModelConfig("taxi", all_versions=True), {1, 3, 4}),
+    (ModelConfig("taxi", specific=frozenset({1, 2})), {1}),  # only those on disk
+    (ModelConfig("taxi", specific=frozenset({3}), labels={"stable": 1}), {3}),  # labels load nothing
+])
+def test_version_policies_want_what_tf_serving_loads(policy, wanted):
+    assert wanted_versions({1, 3, 4}, policy) == wanted
+
+
+def test_a_broken_models_config_stops_the_start(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text(policy_config("specific { versions: 1 }").replace("}", "", 1))
+    with pytest.raises(ConfigError, match="Invalid protobuf file: .*models.config"):
+        ModelServer(ServerOptions(serving_root=str(tmp_path), rest_port=0, grpc_port=0)).start()
+
+    started = subprocess.run([sys.executable, "-m", "taxi_model.serving.server", "--serving_root", str(tmp_path),
+                              "--rest_port", "0", "--grpc_port", "0"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 1
+    assert "Failed to start server. Error: Invalid protobuf file:" in started.stderr
+    assert "Expected" in started.stderr.splitlines()[-1]  # the parser's own words, on the last line
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_ports_answer_only_once_the_models_are_loaded(trained_model, tmp_path):
+    publish_version(trained_model["model"], tmp_path / "taxi", 1)
+    port = free_port()
+    server = ModelServer(ServerOptions(serving_root=str(tmp_path), rest_port=port, grpc_port=0))
+    starting = threading.Thread(target=server.start)
+    starting.start()
+    answers, refused = [], 0
+    try:
+        while starting.is_alive():  # every answer during the start is a ready server's
+            client = RestClient(port=port, timeout=10)
+            try:
+                answers.append(client.request("GET", "/v1/models/taxi"))
+            except ConnectionRefusedError:
+                refused += 1
+            client.close()
+            time.sleep(0.01)
+        starting.join()
+        answers.append(RestClient(port=port).request("GET", "/v1/models/taxi"))
+    finally:
+        server.stop()
+    assert refused > 0  # the load took a while, and the port refused meanwhile
+    assert all(status == 200 and [s["state"] for s in answer["model_version_status"]] == ["AVAILABLE"]
+               for status, answer in answers)
+
+
+def test_poll_seconds_0_reads_the_serving_root_once(trained_model, tmp_path):
+    publish_version(trained_model["model"], tmp_path / "taxi", 1)
+    with running_server(tmp_path, poll_seconds=0) as server:
+        assert "serving-root-poller" not in {thread.name for thread in threading.enumerate()}
+        publish_version(trained_model["model"], tmp_path / "taxi", 2)
+        time.sleep(0.5)
+        assert states(server) == {1: "AVAILABLE"}
 
 
 def test_only_version_directories_count_and_a_bad_version_breaks_nothing(trained_model, tmp_path, examples):
