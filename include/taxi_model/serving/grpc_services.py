@@ -1,6 +1,7 @@
 """The gRPC front end: TF-Serving's PredictionService and ModelService (tensorflow_serving.apis).
 
-Predict, GetModelMetadata and GetModelStatus are served; Classify and Regress check the signature
+Predict, GetModelMetadata and GetModelStatus are served (Predict's outputs in the typed fields,
+float_val, ..., as TF-Serving's: Tensor::AsProtoField); Classify and Regress check the signature
 as TF-Serving does and, the model having only predict signatures, answer INVALID_ARGUMENT;
 MultiInference and HandleReloadConfigRequest are UNIMPLEMENTED (the base servicers' answer).
 """
@@ -11,7 +12,9 @@ import logging
 from concurrent import futures
 
 import grpc
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
@@ -21,6 +24,41 @@ from taxi_model.serving.service import ModelService, model_spec
 
 SIGNATURE_DEF_FIELD = "signature_def"
 log = logging.getLogger("taxi_model.serving")
+
+
+# Tensor::AsProtoField's typed field per dtype (tensorflow/core/framework/tensor.cc, ProtoHelper).
+_PROTO_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val", types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val", types_pb2.DT_STRING: "string_val",
+    types_pb2.DT_HALF: "half_val", types_pb2.DT_BFLOAT16: "half_val",  # their bits, as int32
+    types_pb2.DT_COMPLEX64: "scomplex_val", types_pb2.DT_COMPLEX128: "dcomplex_val",  # real, imag, ...
+}
+
+
+def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """The TensorProto TF-Serving's Predict answers with (Tensor::AsProtoField): dtype, shape and every
+    value in the dtype's typed field (float_val, int64_val, string_val, ...), no tensor_content."""
+    array = np.asarray(array)
+    dtype = tf.as_dtype(array.dtype) if array.dtype != object else tf.string
+    field = _PROTO_FIELDS.get(dtype.as_datatype_enum)
+    if field is None:  # no typed field for it (e.g. qint8): TensorFlow's own encoding
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]))
+    flat = array.reshape(-1)
+    if field == "half_val":
+        values = flat.view(np.uint16).tolist()
+    elif field in ("scomplex_val", "dcomplex_val"):
+        values = np.stack([flat.real, flat.imag], axis=-1).reshape(-1).tolist()
+    elif field == "string_val":
+        values = [value.encode() if isinstance(value, str) else bytes(value) for value in flat.tolist()]
+    else:
+        values = flat.tolist()
+    getattr(proto, field).extend(values)
+    return proto
 
 
 def _spec_args(spec) -> dict:
@@ -60,7 +98,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                                    request.output_filter)
         response = predict_pb2.PredictResponse(model_spec=model_spec(model, signature.name))
         for key, array in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(array))
+            response.outputs[key].CopyFrom(as_proto_field(array))
         return response
 
     @_rpc
@@ -103,11 +141,16 @@ class GrpcServer:
     def __init__(self, host: str, port: int, service: ModelService, max_message_bytes: int, workers: int = 8):
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                                    options=[("grpc.max_receive_message_length", max_message_bytes),
-                                            ("grpc.max_send_message_length", max_message_bytes)])
+                                            ("grpc.max_send_message_length", max_message_bytes),
+                                            ("grpc.so_reuseport", 0)])  # a taken port fails, not shared
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusService(service), self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # newer grpcio raises where older versions returned 0
+            self.port = 0
         if not self.port:
+            self._server.stop(None)
             raise OSError(f"cannot bind gRPC to {host}:{port}")
 
     def start(self) -> None:

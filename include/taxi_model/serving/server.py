@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import logging
 import signal
+import socket
 import sys
 import threading
 from typing import Sequence
@@ -47,6 +48,7 @@ class ModelServer:
         self._service = ModelService(self.repository, options.max_batch_size)
         self._rest: RestServer | None = None
         self._grpc: GrpcServer | None = None
+        self._grpc_port: int | None = None  # reserved before the load, served after it
 
     @property
     def rest_port(self) -> int:
@@ -54,18 +56,27 @@ class ModelServer:
 
     @property
     def grpc_port(self) -> int:
-        return self._grpc.port
+        return self._grpc.port if self._grpc else self._grpc_port
 
     def start(self) -> "ModelServer":
-        """Binds both ports (failing fast when one is taken), loads the serving root, then answers:
-        a client never sees the server without its models (TF-Serving's readiness)."""
+        """Takes both ports (failing fast when one is taken), loads the serving root, then answers:
+        a client never sees the server without its models (TF-Serving's readiness).
+
+        REST's port is bound, not listening, during the load. gRPC listens as soon as it is bound,
+        so its port is held by a plain bound socket (connections refused) and gRPC binds it after.
+        """
         options = self.options
         self._rest = RestServer(options.host, options.rest_port, self._service, options.max_body_bytes)
         try:
-            self._grpc = GrpcServer(options.host, options.grpc_port, self._service, options.max_body_bytes)
-            self.repository.start()
-            self._rest.start()
+            reservation = _reserve_port(options.host, options.grpc_port)
+            try:
+                self._grpc_port = reservation.getsockname()[1]
+                self.repository.start()
+            finally:
+                reservation.close()
+            self._grpc = GrpcServer(options.host, self._grpc_port, self._service, options.max_body_bytes)
             self._grpc.start()
+            self._rest.start()
         except BaseException:
             self.stop()
             raise
@@ -86,6 +97,22 @@ class ModelServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, not listening: the port is ours and connections to it are refused.
+
+    SO_REUSEADDR as the REST server's (a restart is not blocked by the last run's TIME_WAIT)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    reservation = socket.socket(family, kind, proto)
+    try:
+        reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reservation.bind(address)
+    except OSError as e:
+        reservation.close()
+        raise OSError(e.errno, f"cannot bind gRPC to {host}:{port}: {e.strerror}") from None
+    return reservation
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:

@@ -1,6 +1,9 @@
 """The gRPC API: TF-Serving's PredictionService and ModelService, used as the Kubeflow example does."""
 from __future__ import annotations
 
+import base64
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -69,6 +72,10 @@ def test_model_status_and_metadata(channel):
     assert signature_defs.signature_def["serving_default"].inputs["examples"].dtype == tf.string.as_datatype_enum
 
 
+def b64(example: bytes) -> dict:
+    return {"b64": base64.b64encode(example).decode()}
+
+
 def _wrong_shape(examples):
     request = predict_request(examples)
     request.inputs["examples"].CopyFrom(tf.make_tensor_proto(np.array(examples[:4], dtype=object).reshape(2, 2)))
@@ -128,3 +135,31 @@ def test_status_of_an_unknown_model_is_not_found(channel):
         model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
             get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "nope"}), timeout=10)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+TYPED_FIELDS = {tf.float32: "float_val", tf.float64: "double_val", tf.int32: "int_val", tf.int64: "int64_val",
+                tf.string: "string_val", tf.bool: "bool_val"}
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "transform_features"])
+def test_predict_outputs_are_in_the_typed_fields_as_tf_servings(stub, rest, examples, signature):
+    """TF-Serving answers Predict with Tensor::AsProtoField: the values in float_val, int64_val, string_val,
+    ..., no tensor_content; and they are what the REST API answers."""
+    response = stub.Predict(predict_request(examples, signature_name=signature), timeout=10)
+    status, answer = rest.request("POST", "/v1/models/taxi:predict", json.dumps(
+        {"signature_name": signature, "inputs": {"examples": [b64(e) for e in examples]}}).encode())
+    assert status == 200
+    rest_outputs = answer["outputs"] if len(response.outputs) > 1 else {key: answer["outputs"]
+                                                                          for key in response.outputs}
+    assert set(response.outputs) == set(rest_outputs)
+    for key, proto in response.outputs.items():
+        dtype = tf.as_dtype(proto.dtype)
+        assert proto.tensor_content == b""
+        assert [dim.size for dim in proto.tensor_shape.dim][0] == len(examples)
+        values = list(getattr(proto, TYPED_FIELDS[dtype]))
+        assert len(values) == np.prod([dim.size for dim in proto.tensor_shape.dim])
+        expected = np.array(rest_outputs[key], dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+        if dtype == tf.string:
+            expected = np.vectorize(lambda value: value.encode())(expected)
+        np.testing.assert_array_equal(np.array(values, dtype=expected.dtype), expected.reshape(-1))
+        np.testing.assert_array_equal(tf.make_ndarray(proto), expected)  # the Kubeflow client's reading

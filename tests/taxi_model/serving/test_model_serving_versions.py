@@ -14,6 +14,7 @@ import pytest
 from serving_test_support import publish_version, running_server, wait_for, write_models_config
 
 from taxi_model.serving.client import GrpcClient, RestClient, ServingRequestError
+from taxi_model.serving.errors import ServingError
 from taxi_model.serving.repository import CONFIG_FILE, ConfigError, ModelConfig, wanted_versions
 from taxi_model.serving.server import ModelServer, ServerOptions
 
@@ -176,6 +177,63 @@ def test_the_ports_answer_only_once_the_models_are_loaded(trained_model, tmp_pat
     assert refused > 0  # the load took a while, and the port refused meanwhile
     assert all(status == 200 and [s["state"] for s in answer["model_version_status"]] == ["AVAILABLE"]
                for status, answer in answers)
+
+
+def loaded_states(server, model: str = "taxi") -> dict[int, str]:
+    """The repository's states of `model` now, without asking the server's ports."""
+    try:
+        return {version: state.state for version, state in server.repository.version_states(model)}
+    except ServingError:
+        return {}
+
+
+def test_the_grpc_port_answers_only_once_the_models_are_loaded(trained_model, tmp_path):
+    """TF-Serving binds gRPC after the load: no connection succeeds before the models are AVAILABLE."""
+    publish_version(trained_model["model"], tmp_path / "taxi", 1)
+    port = free_port()
+    server = ModelServer(ServerOptions(serving_root=str(tmp_path), rest_port=0, grpc_port=port))
+    starting = threading.Thread(target=server.start)
+    starting.start()
+    answers, refused, states_at_connect = [], 0, []
+    try:
+        while starting.is_alive():  # every connection during the start is to a ready server
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10):
+                    states_at_connect.append(loaded_states(server))
+            except ConnectionRefusedError:
+                refused += 1
+                time.sleep(0.01)
+                continue
+            client = GrpcClient(port=port, timeout=10)
+            answers.append(client.status("taxi"))
+            client.close()
+        starting.join()
+        client = GrpcClient(port=port, timeout=10)
+        answers.append(client.status("taxi"))
+        client.close()
+    finally:
+        server.stop()
+    assert refused > 0  # the load took a while, and the port refused meanwhile
+    assert all(states == {1: "AVAILABLE"} for states in states_at_connect)
+    assert all(answer == [(1, "AVAILABLE")] for answer in answers)
+
+
+def test_a_taken_grpc_port_fails_the_start_at_once_and_frees_the_rest_port(trained_model, tmp_path):
+    publish_version(trained_model["model"], tmp_path / "taxi", 1)
+    rest_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = ModelServer(ServerOptions(serving_root=str(tmp_path), rest_port=rest_port,
+                                           grpc_port=taken.getsockname()[1]))
+        threads = set(threading.enumerate())
+        with pytest.raises(OSError, match="cannot bind gRPC"):
+            server.start()
+    with pytest.raises(ServingError, match="Could not find any versions of model taxi"):
+        server.repository.version_states("taxi")  # failed before loading anything
+    assert set(threading.enumerate()) <= threads  # no thread left behind
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", rest_port))  # the REST port is free again
 
 
 def test_poll_seconds_0_reads_the_serving_root_once(trained_model, tmp_path):
