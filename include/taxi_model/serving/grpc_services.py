@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
 from taxi_model.serving.errors import ServingError, invalid_argument
-from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
+from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD, shape_text
 from taxi_model.serving.service import ModelService, model_spec
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -61,6 +61,35 @@ def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
     return proto
 
 
+def check_input_tensor(key: str, proto: tensor_pb2.TensorProto, max_batch_size: int) -> None:
+    """Refuses, before any array is built, an input whose declared shape is over the batch limit or
+    whose values do not fill its shape exactly (a few bytes may declare a shape of millions)."""
+    if proto.tensor_shape.unknown_rank:
+        raise invalid_argument(f"input {key} has an unknown rank")
+    dims = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in dims):
+        raise invalid_argument(f"input {key} has a negative dimension: {shape_text(dims)}")
+    if dims and dims[0] > max_batch_size:
+        raise invalid_argument(f"Task size {dims[0]} is larger than maximum input batch size {max_batch_size}")
+    elements = 1
+    for size in dims:
+        elements *= size
+    if proto.tensor_content:
+        try:
+            item_size = tf.as_dtype(proto.dtype).size
+        except TypeError:
+            raise invalid_argument(f"input {key} has an unsupported dtype {proto.dtype}") from None
+        present = len(proto.tensor_content) // item_size if item_size else -1
+        exact = len(proto.tensor_content) == elements * item_size
+    else:
+        field = _PROTO_FIELDS.get(proto.dtype)
+        per_element = 2 if field in ("scomplex_val", "dcomplex_val") else 1
+        present = len(getattr(proto, field)) // per_element if field else -1
+        exact = field is not None and len(getattr(proto, field)) == elements * per_element
+    if not exact:
+        raise invalid_argument(f"input {key} holds {present} values, its shape {shape_text(dims)} has {elements}")
+
+
 def _spec_args(spec) -> dict:
     """name, version and label of a request's ModelSpec."""
     if not spec.name:
@@ -90,6 +119,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc
     def Predict(self, request, context):
         model = self._service.resolve(**_spec_args(request.model_spec))
+        for key, proto in request.inputs.items():
+            check_input_tensor(key, proto, self._service.max_batch_size)
         try:
             inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
         except (TypeError, ValueError) as e:

@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -32,6 +33,10 @@ _STATUS_PATH = re.compile(r"/v1/models(?:" + _SPEC[len("/v1/models"):] + r")?(?P
                           re.IGNORECASE)
 _DRAIN_CHUNK = 1 << 20
 _LINE_LIMIT = 1 << 16
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]+")
+_LINGER_BYTES = 4 << 20  # what is read and dropped of a refused body before closing
+_LINGER_SECONDS = 2.0
 log = logging.getLogger("taxi_model.serving")
 
 
@@ -79,6 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.debug("%s %s", self.address_string(), format % args)
 
     def _answer(self, route: Callable[[str, bytes], dict | bytes]) -> None:
+        self._linger = 0
         try:
             body = self._read_body()
             status, payload = 200, route(urlsplit(self.path).path, body)
@@ -106,44 +112,100 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         except ConnectionError:  # the client left before its answer
             self.close_connection = True
+            return
+        if self._linger:
+            self._linger_close()
 
     def _read_body(self) -> bytes:
+        """The request's body, framed strictly: Content-Length is digits only, a chunk size hex digits only.
+        A malformed framing answers 400, a body over the limit 413; either closes the connection."""
         limit = self.server.max_body_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if "Transfer-Encoding" in self.headers:
+            if self.headers.get("Transfer-Encoding", "").strip(" \t").lower() != "chunked":
+                self._framing_error(invalid_argument(
+                    f"unsupported Transfer-Encoding: {self.headers.get('Transfer-Encoding')}"))
             return self._read_chunks(limit)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise invalid_argument(f"bad Content-Length: {self.headers.get('Content-Length')}") from None
-        if length > limit:
-            # Read and drop the body, so that the client gets this answer rather than a reset.
-            while length > 0:
-                chunk = self.rfile.read(min(length, _DRAIN_CHUNK))
-                if not chunk:
-                    break
-                length -= len(chunk)
-            raise _too_large(limit)
-        return self.rfile.read(length) if length else b""
+        values = {value.strip(" \t") for value in self.headers.get_all("Content-Length") or ()}
+        if not values:
+            return b""
+        digits = values.pop()
+        if values or not _DIGITS.fullmatch(digits):
+            self._framing_error(invalid_argument(f"bad Content-Length: {self.headers.get('Content-Length')}"))
+        significant = digits.lstrip("0")
+        if len(significant) > len(str(limit)) or int(significant or "0") > limit:
+            self._framing_error(_too_large(limit), drain=int(significant) if len(significant) < 19 else None)
+        length = int(significant or "0")
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client closed mid-body
+            raise ConnectionResetError("request body cut short")
+        return body
 
     def _read_chunks(self, limit: int) -> bytes:
-        """A chunked body. On an error the connection closes: the rest of the body is unread."""
+        """A chunked body. Its framing (size lines, CRLFs, trailers) may take as many bytes as the limit
+        beside the body's own."""
         body = bytearray()
+        framing = limit
         while True:
-            try:
-                size = int(self.rfile.readline(_LINE_LIMIT).split(b";")[0], 16)
-            except ValueError:
-                self.close_connection = True
-                raise invalid_argument("malformed chunked request body") from None
+            line = self._framing_line(framing)
+            framing -= len(line)
+            size_field = line.split(b";", 1)[0].strip(b" \t\r\n")
+            if not _HEX_DIGITS.fullmatch(size_field):
+                self._framing_error(invalid_argument(f"malformed chunk size: {size_field[:40]!r}"))
+            size = int(size_field, 16)
             if size == 0:
-                while self.rfile.readline(_LINE_LIMIT).strip():  # trailers, up to the empty line
-                    pass
-                return bytes(body)
-            if len(body) + size > limit:
-                self.close_connection = True
-                raise _too_large(limit)
-            body += self.rfile.read(size)
-            self.rfile.readline(_LINE_LIMIT)  # the chunk's CRLF
+                while True:  # trailers, up to the empty line
+                    line = self._framing_line(framing)
+                    framing -= len(line)
+                    if not line.strip():
+                        return bytes(body)
+            if size > limit - len(body):
+                self._framing_error(_too_large(limit), drain=None)
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                raise ConnectionResetError("request body cut short")
+            body += chunk
+            end = self.rfile.readline(3)
+            framing -= len(end)
+            if end not in (b"\r\n", b"\n"):
+                if not end:
+                    raise ConnectionResetError("request body cut short")
+                self._framing_error(invalid_argument("malformed chunked request body: a chunk not ended by CRLF"))
+
+    def _framing_line(self, budget: int) -> bytes:
+        """A line of a chunked body's framing: within _LINE_LIMIT and what is left of the framing's budget."""
+        line = self.rfile.readline(min(_LINE_LIMIT, max(budget, 0)) + 1)
+        if not line:
+            raise ConnectionResetError("request body cut short")
+        if not line.endswith(b"\n") or len(line) > budget:
+            self._framing_error(invalid_argument("malformed chunked request body: framing line too long"))
+        return line
+
+    def _framing_error(self, error: ServingError, drain: int | None = None) -> NoReturn:
+        """Answers `error` and closes: the rest of the body is unread. Before closing, up to
+        _LINGER_BYTES of what the client still sends (`drain` bytes, if known) are read and dropped for
+        up to _LINGER_SECONDS, so that the client reads the answer rather than a reset."""
+        self.close_connection = True
+        self._linger = _LINGER_BYTES if drain is None else min(drain, _LINGER_BYTES)
+        raise error
+
+    def _linger_close(self) -> None:
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            left = self._linger
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.connection.settimeout(remaining)
+                # Beyond what rfile buffered: read1 reads at most one recv.
+                chunk = self.rfile.read1(min(left, _DRAIN_CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def _malformed(self, path: str, body: bytes = b"") -> NoReturn:
         raise invalid_argument(f"Malformed request: {self.command} {path}")

@@ -88,6 +88,20 @@ def _wrong_input_name(examples):
     return request
 
 
+def _declared(dims, string_val=(), tensor_content=b"", dtype=tf.string):
+    """A request whose input declares `dims` but holds only the values given: a few bytes on the wire."""
+    def make(examples):
+        request = predict_request(examples)
+        tensor = request.inputs["examples"]
+        tensor.Clear()
+        tensor.dtype = dtype.as_datatype_enum
+        tensor.tensor_shape.dim.extend([tensor.tensor_shape.Dim(size=size) for size in dims])
+        tensor.string_val.extend(string_val)
+        tensor.tensor_content = tensor_content
+        return request
+    return make
+
+
 BAD_REQUESTS = {  # name: (request from the examples, status code, start of the details)
     "unknown model": (lambda ex: predict_request(ex, model="nope"), grpc.StatusCode.NOT_FOUND,
                       "Servable not found for request: Latest(nope)"),
@@ -106,6 +120,20 @@ BAD_REQUESTS = {  # name: (request from the examples, status code, start of the 
                     "input examples has shape [2,2], the signature expects [?]"),
     "oversized batch": (lambda ex: predict_request(ex[:1] * (MAX_BATCH_SIZE + 1)), grpc.StatusCode.INVALID_ARGUMENT,
                         f"Task size {MAX_BATCH_SIZE + 1} is larger than maximum input batch size"),
+    "declared batch of 20,000,000": (_declared([20_000_000]), grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"Task size 20000000 is larger than maximum input batch size {MAX_BATCH_SIZE}"),
+    "declared batch of 2**62, one value": (_declared([1 << 62], [b""]), grpc.StatusCode.INVALID_ARGUMENT,
+                                           f"Task size {1 << 62} is larger than maximum input batch size"),
+    "declared row of 20,000,000": (_declared([1, 20_000_000], [b""]), grpc.StatusCode.INVALID_ARGUMENT,
+                                   "input examples holds 1 values, its shape [1,20000000] has 20000000"),
+    "fewer values than the shape": (_declared([3], [b"", b""]), grpc.StatusCode.INVALID_ARGUMENT,
+                                    "input examples holds 2 values, its shape [3] has 3"),
+    "more values than the shape": (_declared([1], [b"", b""]), grpc.StatusCode.INVALID_ARGUMENT,
+                                   "input examples holds 2 values, its shape [1] has 1"),
+    "short tensor_content": (_declared([4, 1_000_000], tensor_content=b"\0" * 8, dtype=tf.float32),
+                             grpc.StatusCode.INVALID_ARGUMENT, "input examples holds 2 values, its shape [4,1000000]"),
+    "negative dimension": (_declared([-1]), grpc.StatusCode.INVALID_ARGUMENT,
+                           "input examples has a negative dimension: [-1]"),
     "oversized message": (lambda ex: predict_request([b"x" * MAX_BODY_BYTES]), grpc.StatusCode.RESOURCE_EXHAUSTED,
                           "SERVER: Received message larger than max"),
     "unparsable example": (lambda ex: predict_request([b"not an example"]), grpc.StatusCode.INVALID_ARGUMENT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -148,6 +149,75 @@ def test_a_chunked_body_is_read(server, examples, saved_model_outputs):
     np.testing.assert_array_equal(np.array(json.loads(response.read())["predictions"], np.float32),
                                   saved_model_outputs["serving_default"]["probabilities"])
     connection.close()
+
+
+def raw_exchange(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict, bool]:
+    """Sends a request's head and body on a raw socket; returns the status, the JSON answer and whether
+    the server then closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            sock.sendall(body)
+        except (BrokenPipeError, ConnectionResetError):  # the server refused the body and closed
+            pass
+        reader = sock.makefile("rb")
+        status = int(reader.readline().split()[1])
+        headers = {}
+        while (line := reader.readline().strip()):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        answer = json.loads(reader.read(int(headers["content-length"])))
+        try:
+            closed = reader.read(1) == b""
+        except ConnectionResetError:
+            closed = True
+        return status, answer, closed
+
+
+PREDICT_HEAD = b"POST /v1/models/taxi:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+BAD_FRAMINGS = [  # (headers, body, HTTP status, start of the error)
+    (b"Content-Length: -1\r\n", b" " * (MAX_BODY_BYTES * 4), 400, "bad Content-Length: -1"),
+    (b"Content-Length: +5\r\n", b"{}   ", 400, "bad Content-Length: +5"),
+    (b"Content-Length: 0x10\r\n", b"{}", 400, "bad Content-Length: 0x10"),
+    (b"Content-Length: 1_0\r\n", b"{}", 400, "bad Content-Length: 1_0"),
+    (b"Content-Length: 2\r\nContent-Length: 3\r\n", b"{} ", 400, "bad Content-Length"),
+    (b"Content-Length: " + b"9" * 5000 + b"\r\n", b" " * 1000, 413, "request body larger than the limit"),
+    (b"Content-Length: %d\r\n" % (40 << 20), b" " * (MAX_BODY_BYTES + 1), 413, "request body larger than the limit"),
+    (b"Transfer-Encoding: chunked\r\n", b"-1\r\n" + b" " * (MAX_BODY_BYTES * 4), 400, "malformed chunk size"),
+    (b"Transfer-Encoding: chunked\r\n", b"0x10\r\n" + b" " * 16 + b"\r\n0\r\n\r\n", 400, "malformed chunk size"),
+    (b"Transfer-Encoding: chunked\r\n", b"zz\r\n{}\r\n0\r\n\r\n", 400, "malformed chunk size"),
+    (b"Transfer-Encoding: chunked\r\n", b"2\r\n{}XX0\r\n\r\n", 400, "malformed chunked request body"),
+    (b"Transfer-Encoding: chunked\r\n", b"%x\r\n" % (MAX_BODY_BYTES + 1) + b" " * (MAX_BODY_BYTES + 1), 413,
+     "request body larger than the limit"),
+    (b"Transfer-Encoding: chunked\r\n", (b"%x\r\n" % (MAX_BODY_BYTES // 2) + b" " * (MAX_BODY_BYTES // 2) + b"\r\n")
+     * 3, 413, "request body larger than the limit"),  # each chunk within the limit, the body not
+    (b"Transfer-Encoding: chunked\r\n", b"1" + b";x" * (1 << 16) + b"\r\n", 400, "malformed chunked request body"),
+    (b"Transfer-Encoding: gzip\r\n", b"{}", 400, "unsupported Transfer-Encoding: gzip"),
+]
+
+
+@pytest.mark.parametrize("headers, body, http_status, error", BAD_FRAMINGS,
+                         ids=[f"{h[:40]!r} {b[:12]!r}" for h, b, _, _ in BAD_FRAMINGS])
+def test_bad_framing_is_refused_and_closes_the_connection(server, rest, examples, headers, body, http_status,
+                                                           error):
+    status, answer, closed = raw_exchange(server.rest_port, PREDICT_HEAD + headers + b"\r\n", body)
+    assert (status, answer["error"][:len(error)], closed) == (http_status, error, True)
+    assert post(rest, "/v1/models/taxi:predict", {"instances": [b64(examples[0])]})[0] == 200
+
+
+def test_a_strictly_framed_body_keeps_the_connection(server, examples):
+    body = json.dumps({"instances": [b64(examples[0])]}).encode()
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for head in (b"Content-Length: 000%d\r\n" % len(body), b"Transfer-Encoding: chunked\r\n"):
+            framed = body if b"Content-Length" in head else b"%X;ext=1\r\n" % len(body) + body + b"\r\n0\r\nA: b\r\n\r\n"
+            sock.sendall(PREDICT_HEAD + head + b"\r\n" + framed)
+            assert reader.readline().split()[1] == b"200"
+            length = 0
+            while (line := reader.readline().strip()):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            assert "predictions" in json.loads(reader.read(length))
 
 
 @pytest.fixture(scope="module")
