@@ -83,6 +83,11 @@ def _floor(value: float, step: float = 0.01) -> float:
 RANGE_MARGIN = 10  # spans of the observed range added on each side: a range catches units and signs, not tails
 
 
+def _min_fraction(present: float) -> float:
+    """presence.min_fraction for a column present in this share of rows: less the margin, floored."""
+    return round(max(0.0, _floor(present - PRESENCE_MARGIN)), 2)
+
+
 def _span(lo: float, hi: float) -> tuple[float, float]:
     span = RANGE_MARGIN * (hi - lo)
     low = max(0.0, lo - span) if lo >= 0 else lo - span
@@ -102,7 +107,7 @@ def infer_schema(statistics: list[dict], made: dict) -> dict:
         rows = sum(s["count"] + s["nulls"] for s in seen)
         present = sum(s["count"] for s in seen) / rows if rows else 1.0
         feature = {"type": seen[0]["type"],
-                   "presence": {"min_fraction": round(max(0.0, _floor(present - PRESENCE_MARGIN)), 2)}}
+                   "presence": {"min_fraction": _min_fraction(present)}}
         if column in CATEGORICAL_COLUMNS:
             feature["domain"] = sorted({v for s in seen for v in s["frequencies"]})
             feature["distribution_constraints"] = {"min_domain_mass": MIN_DOMAIN_MASS[column]}
@@ -196,7 +201,7 @@ def accept(schema: dict, statistics: dict, measured: dict, reason: str, run_id: 
         total = stats["count"] + stats["nulls"]
         present = stats["count"] / total if total else 1.0
         if present < feature["presence"]["min_fraction"]:
-            feature["presence"]["min_fraction"] = round(max(0.0, _floor(present - PRESENCE_MARGIN)), 2)
+            feature["presence"]["min_fraction"] = _min_fraction(present)
             changes.append(f"{column}: presence.min_fraction lowered to {feature['presence']['min_fraction']}")
         if "domain" in feature:
             added = sorted(set(stats.get("frequencies", {})) - set(feature["domain"]))

@@ -51,7 +51,6 @@ MAX_NULL_FRACTION = {
 DRIFT_KL_MAX = {"fare": 0.1, "trip_seconds": 0.1, "trip_miles": 0.3}
 log = logging.getLogger(__name__)
 NUMERIC_TYPES = ["int", "int64", "Int64", "float", "float64", "Float64"]
-SCHEMA_EXPECTATION = "expect_window_to_match_its_schema"
 
 
 @dataclass
@@ -255,7 +254,8 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, 
     result = checkpoint.run(batch_parameters={"dataframe": batch_frame})
     (validation,) = result.run_results.values()
 
-    (schema_result,) = [r for r in validation.results if r.expectation_config.type == SCHEMA_EXPECTATION]
+    (schema_result,) = [r for r in validation.results
+                        if r.expectation_config.type == ExpectWindowToMatchItsSchema.expectation_type]
     findings = (schema_result.result or {}).get("details") or {
         "statistics": {}, "exceeded": [], "notes": [], "anomalies": [{
             "column": "", "kind": "error", "comparator": "",
