@@ -9,14 +9,23 @@ RUNTIME := .venv-runtime
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: run test setup chromium airflow lock clean-home serve bench-serving bench
+.PHONY: run test check setup chromium airflow lock clean-home serve bench-serving bench
 
+# A live view of the tasks, then the summary; every log line goes to a file it names (VERBOSE=1: the logs).
 run: setup
-	$(VENV)/bin/python -m taxi_pipeline.cli run --dag $(DAG) --date $(DATE)
+	$(VENV)/bin/python -m taxi_pipeline.cli run --dag $(DAG) --date $(DATE) $(if $(VERBOSE),--verbose)
 
-test: setup
-	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model $(PYTEST_ARGS)
-	$(RUNTIME)/bin/python -m pytest tests/taxi_model $(PYTEST_ARGS)
+# What CI runs: the check, then every slow test (end-to-end runs, Airflow services, TFT and training).
+test: check
+	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model -m slow $(PYTEST_ARGS)
+	$(RUNTIME)/bin/python -m pytest tests/taxi_model -m slow $(PYTEST_ARGS)
+
+# While working: lint, format and the fast tests (no end-to-end run, no TFT, no training).
+check: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model -m "not slow" -n 2 $(PYTEST_ARGS)
+	$(RUNTIME)/bin/python -m pytest tests/taxi_model -m "not slow" $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed $(RUNTIME)/.installed chromium
 
@@ -37,10 +46,12 @@ $(VENV)/.installed: requirements.lock
 	$(VENV)/bin/python scripts/link_sources.py $(VENV)
 	touch $@
 
-# The ML runtime (TensorFlow, TFT, TFMA, Beam): the same set as the image in docker/runtime.
+# The ML runtime (TensorFlow, TFT, TFMA, Beam): the same set as the image in docker/runtime. Synced
+# exactly to the lock (no resolution: the lock is complete, and TensorFlow's CPU build stands in for
+# the `tensorflow` its libraries name; docker/runtime/overrides.txt).
 $(RUNTIME)/.installed: docker/runtime/requirements.lock $(VENV)/.installed
 	test -x $(RUNTIME)/bin/python || $(PYTHON) -m venv $(RUNTIME)
-	$(UV) pip install --quiet --compile-bytecode --python $(RUNTIME)/bin/python -r docker/runtime/requirements.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(RUNTIME)/bin/python docker/runtime/requirements.lock
 	$(RUNTIME)/bin/python scripts/link_sources.py $(RUNTIME)
 	touch $@
 
@@ -51,7 +62,8 @@ airflow: setup
 # Re-pin both environments after editing requirements.txt or docker/runtime/requirements.txt.
 lock: $(VENV)/.installed
 	$(UV) pip compile --quiet --python-version 3.11 requirements.txt -o requirements.lock
-	$(UV) pip compile --quiet --python-version 3.11 docker/runtime/requirements.txt -o docker/runtime/requirements.lock
+	$(UV) pip compile --quiet --python-version 3.11 docker/runtime/requirements.txt \
+		--override docker/runtime/overrides.txt -o docker/runtime/requirements.lock
 
 # Everything the local platform wrote (warehouse, artifacts, serving root, Airflow home).
 clean-home:

@@ -2,6 +2,8 @@
 modules once, so the dag-processor's forked parses inherit them; on local it imports nothing."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -35,6 +37,7 @@ def probe(platform: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # imports every provider
 def test_on_gcp_the_start_up_imports_every_provider_module_a_parse_needs():
     result = probe("gcp")
     assert "airflow.providers.google.cloud.sensors.bigquery" in result["at_start"]

@@ -13,12 +13,20 @@ def test_each_dockerfile_installs_exactly_the_lock_the_local_environment_uses():
     assert "pip install --no-cache-dir -r /opt/taxi-mlops/requirements.lock" in airflow
     # the Airflow image launches the Beam pipelines with the runtime's interpreter, from the same lock
     assert "COPY --chown=airflow:0 docker/runtime/requirements.lock /opt/taxi-mlops/runtime-requirements.lock" in airflow
-    assert "runtime/bin/pip install --no-cache-dir -r /opt/taxi-mlops/runtime-requirements.lock" in airflow
+    # the runtime lock is installed as it is (TensorFlow's CPU build stands in for `tensorflow`)
+    assert "runtime/bin/pip install --no-cache-dir --no-deps -r /opt/taxi-mlops/runtime-requirements.lock" in airflow
     assert "TAXI_RUNTIME_PYTHON=/opt/taxi-mlops/runtime/bin/python" in airflow
     assert "COPY docker/runtime/requirements.lock " in runtime
-    assert "pip install --no-cache-dir -r /opt/taxi-mlops/requirements.lock" in runtime
+    assert "pip install --no-cache-dir --no-deps -r /opt/taxi-mlops/requirements.lock" in runtime
     makefile = (REPO / "Makefile").read_text()
-    assert "-r requirements.lock" in makefile and "-r docker/runtime/requirements.lock" in makefile
+    assert "-r requirements.lock" in makefile and "pip sync" in makefile
+    assert "$(RUNTIME)/bin/python docker/runtime/requirements.lock" in makefile
+
+
+def test_the_runtime_is_tensorflows_cpu_build_only():
+    runtime_lock = (REPO / "docker/runtime/requirements.lock").read_text().splitlines()
+    pins = {line.split("==")[0] for line in runtime_lock if "==" in line and not line.startswith("#")}
+    assert "tensorflow-cpu" in pins and "tensorflow" not in pins
 
 
 def test_the_base_images_match_the_pinned_airflow_and_beam():

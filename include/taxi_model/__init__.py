@@ -8,3 +8,5 @@ switch only works if set before TensorFlow is first imported, so it is set here,
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ logs from warnings up (its INFO lines are start-up chatter: CPU features).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")

@@ -34,6 +34,7 @@ from tensorflow_model_analysis.proto import config_pb2
 from tfx_bsl.public.tfxio import TFExampleBeamRecord
 
 from taxi_model import features
+from taxi_model import step_logging
 from taxi_model.blessing import BlessingPolicy, Verdict
 from taxi_model.columns import read_rows
 from taxi_model.fileio import atomic_output_dir
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--auc_floor", type=float, default=BlessingPolicy.auc_floor)
     parser.add_argument("--auc_tolerance", type=float, default=BlessingPolicy.auc_tolerance)
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # TF already set a handler
+    step_logging.configure()
     policy = BlessingPolicy(auc_floor=args.auc_floor, auc_tolerance=args.auc_tolerance)
     baseline = serving_version(args.serving_base_path, before=args.baseline_before)
     log.info("%s: baseline %s", args.variant, baseline or (

@@ -12,7 +12,6 @@ applies the result to both splits. Writes the layout of `transform_layout`, atom
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Sequence
 
 import taxi_model  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
@@ -26,6 +25,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 
 from taxi_model import features, fileio, variants  # noqa: E402
 from taxi_model import transform_layout as layout  # noqa: E402
+from taxi_model import step_logging  # noqa: E402
 
 
 def _read_csv(pipeline: beam.Pipeline, label: str, file_pattern: str):
@@ -88,5 +88,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
+    step_logging.configure()
     main()

@@ -34,6 +34,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from taxi_model import step_logging
+
 RECENT, LONG, NO_DIFFERENCE = "recent", "long", "no significant difference"
 CANDIDATE = "candidate"  # the model name in taxi_model.evaluate's metrics.json
 SLICE_METRICS = ("auc", "binary_accuracy")
@@ -338,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.bootstrap < 1:
         parser.error("--bootstrap must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # TF already set a handler
+    step_logging.configure()
     try:
         report = run(args.recent_model, args.long_model, args.eval, args.recent_evaluation, args.long_evaluation,
                      args.output, args.bootstrap, args.seed, args.min_slice_examples)

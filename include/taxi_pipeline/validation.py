@@ -50,6 +50,9 @@ MAX_NULL_FRACTION = {
 }
 DRIFT_KL_MAX = {"fare": 0.1, "trip_seconds": 0.1, "trip_miles": 0.3}
 log = logging.getLogger(__name__)
+# great-expectations logs its API registry at INFO on import ("Skipping registering function ...",
+# ~200 lines a run); its warnings and errors still show.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 NUMERIC_TYPES = ["int", "int64", "Int64", "float", "float64", "Float64"]
 
 

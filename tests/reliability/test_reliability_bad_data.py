@@ -77,6 +77,9 @@ BROKEN = {
         ["company: null share", "against the previous window"]),
 }
 
+# Each case validates a real broken copy of the warehouse: outside `make check`.
+pytestmark = pytest.mark.slow
+
 
 def broken_warehouse(warehouse: Path, tmp_path: Path, statements: list[str]) -> Path:
     copy = tmp_path / "warehouse" / "taxi.duckdb"

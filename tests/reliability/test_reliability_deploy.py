@@ -29,6 +29,9 @@ result = ServingRoot(root).push_and_label(record, "stable")  # as promote_champi
 print(json.dumps({"version": version, "pushed": result.pushed, "message": result.message}))
 """
 
+# Real concurrent pushes and Airflow's pool: outside `make check`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def model(tmp_path) -> Path:

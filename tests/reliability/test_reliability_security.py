@@ -29,6 +29,9 @@ CREDENTIALS = {
 # Outside the tests (whose fake secrets say so), no literal password or secret assigned in code or config.
 ASSIGNED = re.compile(r"""(?i)\b(password|passwd|secret_key|jwt_secret|fernet_key|api_key|token)\b[ \t]*[=:][ \t]*["']?[A-Za-z0-9+/_\-]{8,}""")
 
+# Starts the model server and Airflow's api-server: outside `make check`.
+pytestmark = pytest.mark.slow
+
 
 def tracked_files() -> list[Path]:
     names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()

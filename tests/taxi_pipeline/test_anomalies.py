@@ -49,6 +49,7 @@ def test_every_daily_window_passes_against_the_previous_one(window, window_stati
     assert [a.line for a in findings.anomalies] == []
 
 
+@pytest.mark.slow  # validates every month of the sample
 def test_every_month_passes_against_the_90_days_before_it(window_statistics, first_year_schema):
     anomalies = []
     for month in MONTHLY:

@@ -39,6 +39,7 @@ def extract(warehouse, ctx, new_payment_type: bool = False):
     return layout
 
 
+@pytest.mark.slow  # three real validations
 def test_a_change_fails_the_scheduled_run_and_a_manual_run_accepts_it(warehouse, tmp_path):
     with mock.patch.dict(os.environ, TAXI_HOME=str(tmp_path)):
         first = context("scheduled__2016-01-01")
@@ -68,6 +69,7 @@ def test_a_change_fails_the_scheduled_run_and_a_manual_run_accepts_it(warehouse,
         assert store.versions() == [1, 2]
 
 
+@pytest.mark.slow  # concurrent real validations
 def test_two_accepts_at_once_do_not_lose_one_anothers_change(warehouse, tmp_path):
     """Two manual runs accept changes from version 1; the second to finish must not write a version
     that drops the first one's: it is refused, and a new run builds on the first one's version."""

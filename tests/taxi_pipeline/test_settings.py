@@ -2,6 +2,8 @@
 created 0600, and one Fernet key per install that every Airflow process the project starts uses."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import stat
 import subprocess
@@ -16,6 +18,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow  # migrates an Airflow database
 def test_the_airflow_home_its_db_and_password_file_are_private_and_airflow_uses_the_installs_key(tmp_path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__CORE__FERNET_KEY"}
