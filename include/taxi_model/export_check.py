@@ -11,7 +11,9 @@ whose export
 - answers with something other than a probability (NaN, inf, outside [0, 1]);
 - answers (nearly) the same for every row: a constant model says nothing;
 - is skewed: its mean predicted probability is far from the rate of big tippers in the eval rows
-  (a model that learned against a broken transform, or whose export lost its preprocessing).
+  (a model that learned against a broken transform, or whose export lost its preprocessing);
+- has no `classification` signature (TF-Serving's Classify, REST `:classify`), or one that does not
+  answer serving_default's probabilities as its scores (taxi_model.serving_contract).
 
 Writes `report.json` ({"servable": bool, "reasons": [...], "stats": {...}}) atomically under
 --output and logs one line per reason. Exits 0 when it reached a verdict (push reads it and
@@ -32,12 +34,21 @@ import numpy as np
 import tensorflow as tf
 
 from taxi_model import features
+from taxi_model import step_logging
 from taxi_model.columns import read_rows
 from taxi_model.fileio import atomic_output_dir
+from taxi_model.serving_contract import (
+    CLASS_LABELS,
+    CLASSES_KEY,
+    CLASSIFICATION_SIGNATURE,
+    CLASSIFY_INPUT_KEY,
+    SCORES_KEY,
+)
 
 SAMPLE_ROWS = 1000
 MIN_STD = 1e-3  # predictions spread less than this across real rows: a constant model
 MAX_MEAN_GAP = 0.15  # |mean prediction - positive rate| above this: a skewed model
+MAX_SCORE_GAP = 1e-5  # |classification score - serving_default's| above this: the two disagree
 log = logging.getLogger("taxi_model.export_check")
 
 
@@ -52,8 +63,32 @@ class ExportCheck:
         return [head] + [f"{name}: {reason}" for reason in self.reasons]
 
 
-def _predict(model_dir: str, serialized: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
-    """serving_default's probabilities for the examples, and their labels if transform_features gives them."""
+def _classification_reasons(loaded, batch: tf.Tensor, probabilities: np.ndarray) -> list[str]:
+    """Why the classification signature is not serving_default's answer as Classify's (none if it is)."""
+    if CLASSIFICATION_SIGNATURE not in loaded.signatures:
+        return [f"no {CLASSIFICATION_SIGNATURE} signature: :classify requests would fail"]
+    try:
+        outputs = loaded.signatures[CLASSIFICATION_SIGNATURE](**{CLASSIFY_INPUT_KEY: batch})
+        classes, scores = outputs[CLASSES_KEY].numpy(), outputs[SCORES_KEY].numpy().astype(float)
+    except Exception as error:  # noqa: BLE001 - a signature that does not answer is the verdict
+        return [f"the {CLASSIFICATION_SIGNATURE} signature does not answer: {_first_line(error)}"]
+    if classes.shape != (len(probabilities), len(CLASS_LABELS)) or (classes != np.array(CLASS_LABELS, object)).any():
+        return [f"the {CLASSIFICATION_SIGNATURE} signature's classes are not {list(CLASS_LABELS)} on every row"]
+    expected = np.stack([1 - probabilities, probabilities], axis=1)
+    gap = np.abs(scores - expected).max() if scores.shape == expected.shape else math.inf
+    if not gap <= MAX_SCORE_GAP:  # NaN too
+        return [f"the {CLASSIFICATION_SIGNATURE} signature disagrees with serving_default: its scores "
+                f"{list(scores.shape)} differ from (1 - p, p) by up to {gap:.4g}"]
+    return []
+
+
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:300]
+
+
+def _predict(model_dir: str, serialized: list[bytes]) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """serving_default's probabilities for the examples, their labels if transform_features gives
+    them, and why the classification signature disagrees (nothing if it agrees)."""
     loaded = tf.saved_model.load(model_dir)
     serve = loaded.signatures["serving_default"]
     batch = tf.constant(serialized)
@@ -69,7 +104,8 @@ def _predict(model_dir: str, serialized: list[bytes]) -> tuple[np.ndarray, np.nd
         transformed = loaded.signatures["transform_features"](examples=batch)
         if features.LABEL_KEY in transformed:
             labels = transformed[features.LABEL_KEY].numpy().reshape(-1).astype(float)
-    return probabilities.reshape(-1), labels
+    probabilities = probabilities.reshape(-1)
+    return probabilities, labels, _classification_reasons(loaded, batch, probabilities)
 
 
 def check(model_dir: str, rows: list[dict[str, str]], min_std: float = MIN_STD,
@@ -78,11 +114,10 @@ def check(model_dir: str, rows: list[dict[str, str]], min_std: float = MIN_STD,
         raise ValueError("no eval rows to check the export with")
     serialized = [features.raw_example(r).SerializeToString() for r in rows]
     try:
-        predictions, labels = _predict(model_dir, serialized)
+        predictions, labels, classification_reasons = _predict(model_dir, serialized)
     except Exception as error:  # noqa: BLE001 - any failure to load or call is the verdict
-        first = (str(error).strip().splitlines() or [""])[0][:300]
         return ExportCheck(False, [f"the export does not load or answer through serving_default: "
-                                   f"{type(error).__name__}: {first}"])
+                                   f"{_first_line(error)}"])
     finite = np.isfinite(predictions)
     stats = {"rows": float(len(predictions)), "non_finite": float((~finite).sum())}
     reasons = []
@@ -105,11 +140,13 @@ def check(model_dir: str, rows: list[dict[str, str]], min_std: float = MIN_STD,
             if gap > max_mean_gap:
                 reasons.append(f"skewed outputs: mean prediction {values.mean():.4f} vs {rate:.4f} big tippers "
                                f"in the eval rows (gap {gap:.4f} > {max_mean_gap})")
+    reasons.extend(classification_reasons)  # last: a broken serving_default's own reason comes first
     servable = not reasons
     if servable:
         reasons.append(f"{len(values)} real rows through serving_default: probabilities, spread "
                        f"{stats['std']:.3f}, mean {stats['mean']:.3f}"
-                       + (f" vs {stats['positive_rate']:.3f} positives" if "positive_rate" in stats else ""))
+                       + (f" vs {stats['positive_rate']:.3f} positives" if "positive_rate" in stats else "")
+                       + f"; {CLASSIFICATION_SIGNATURE} agrees")
     return ExportCheck(servable, reasons, {k: v for k, v in stats.items() if not math.isnan(v)})
 
 
@@ -130,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--variant", default="model", help="only names the log lines")
     parser.add_argument("--rows", type=int, default=SAMPLE_ROWS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    step_logging.configure()
     result = run(args.model, args.eval, args.output, args.rows)
     for line in result.lines(args.variant):
         log.info(line)

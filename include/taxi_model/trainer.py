@@ -3,13 +3,15 @@
     python -m taxi_model.trainer --transform_output <the transform's --output dir> \\
         --serving_model_dir <model dir> --log_dir <TensorBoard dir> [--train_steps 300 --eval_steps 50]
     (or, instead of --transform_output: --transform_graph <dir> --train_files <glob> --eval_files <glob>)
+        [--warmup_examples '<raw eval CSV glob>']
 
 With a `TF_CONFIG` naming several workers it trains with MultiWorkerMirroredStrategy, so the
 same command runs as every replica of a TFJob; only the chief writes the model and the logs.
-The SavedModel (written atomically) has two signatures, both taking serialized raw tf.Examples
-under the input name `examples`:
-    serving_default     -> {"probabilities": float32 [batch, 1]}, the chance of a big tip
-    transform_features  -> the TFT-transformed features, including the label `big_tipper` (for TFMA)
+The SavedModel (written atomically) has the signatures of taxi_model.serving_contract, all on
+serialized raw tf.Examples: serving_default (the chance of a big tip), classification (for
+TF-Serving's Classify) and transform_features (for TFMA). With --warmup_examples (the raw eval
+rows: the transformed ones cannot be turned back into what clients send) it also holds
+TF-Serving's warmup requests, built from the first rows.
 """
 from __future__ import annotations
 
@@ -27,15 +29,25 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tensorflow.core.framework import summary_pb2
 
-from taxi_model import features, fileio
+from taxi_model import features, fileio, serving_contract
 from taxi_model import transform_layout as layout
+from taxi_model import step_logging
+from taxi_model.columns import read_rows
+from taxi_model.serving_contract import (
+    CLASS_LABELS,
+    CLASSES_KEY,
+    CLASSIFY_INPUT_KEY,
+    OUTPUT_KEY,
+    SCORES_KEY,
+    SERVING_INPUT_KEY,
+)
+
+log = logging.getLogger("taxi_model.trainer")
 
 HIDDEN_UNITS = (100, 70, 48, 34)
 # 10x TFX's 0.001: the wide one-hot weights then converge within the few hundred steps we train
 # (eval AUC on the sample data after 300 steps: 0.83 at 0.001, 0.95 at 0.01).
 LEARNING_RATE = 0.01
-SERVING_INPUT_KEY = "examples"
-OUTPUT_KEY = "probabilities"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +63,7 @@ class FnArgs:
     eval_steps: int
     batch_size: int = 256  # global: split across the replicas
     seed: int = 42
+    warmup_examples: str | None = None  # glob of raw eval CSVs: the warmup requests' rows (none: no file)
 
 
 def tf_config() -> dict:
@@ -160,7 +173,7 @@ def build_model(categorical_sizes: Mapping[str, int]) -> keras.Model:
 
 
 def _signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput) -> dict:
-    """The SavedModel's signatures, both on serialized raw tf.Examples."""
+    """The SavedModel's signatures (taxi_model.serving_contract), all on serialized raw tf.Examples."""
     # An attribute of the model so that the TFT graph and its vocabularies are saved with it.
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_feature_spec = tf_transform_output.raw_feature_spec()  # all VarLen: absent features are fine
@@ -174,7 +187,14 @@ def _signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput) 
     def serve(examples):
         return {OUTPUT_KEY: model(_model_inputs(transform_features(examples)))}
 
-    return {"serving_default": serve, "transform_features": transform_features}
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name=CLASSIFY_INPUT_KEY)])
+    def classify(inputs):
+        probability = serve(inputs)[OUTPUT_KEY]
+        classes = tf.tile(tf.constant([CLASS_LABELS]), [tf.shape(inputs)[0], 1])
+        return {CLASSES_KEY: classes, SCORES_KEY: tf.concat([1 - probability, probability], axis=1)}
+
+    return {serving_contract.SERVING_SIGNATURE: serve, serving_contract.CLASSIFICATION_SIGNATURE: classify,
+            serving_contract.TRANSFORM_SIGNATURE: transform_features}
 
 
 class ScalarLogger(keras.callbacks.Callback):
@@ -216,15 +236,29 @@ def _strategy(config: Mapping) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def _warmup_rows(csv_pattern: str | None) -> list[dict[str, str]]:
+    """The raw rows of TF-Serving's warmup requests: the first of the files, in order (a rerun writes
+    the same requests); none without a pattern."""
+    if not csv_pattern:
+        return []
+    rows = read_rows(csv_pattern, limit=serving_contract.WARMUP_ROWS)
+    if not rows:
+        raise FileNotFoundError(f"no rows in {csv_pattern} for the warmup requests")
+    return rows
+
+
 def run_fn(fn_args: FnArgs) -> keras.Model:
     """Trains the model and exports the SavedModel to `fn_args.serving_model_dir`."""
     config = tf_config()
     strategy = _strategy(config)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     chief = is_chief(config)
+    log.info("Training on %d worker(s)%s", worker_count(config),
+             " with MultiWorkerMirroredStrategy" if worker_count(config) > 1 else "")
     keras.utils.set_random_seed(fn_args.seed)
     # A rerun of a window (retry, reprocessed backfill) must give the same model and metrics.
     tf.config.experimental.enable_op_determinism()
 
+    warmup_rows = _warmup_rows(fn_args.warmup_examples) if chief else []  # before training: fails fast
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph)
     train = _dataset(fn_args.train_files, tf_transform_output, fn_args.batch_size, shuffle_seed=fn_args.seed,
                      max_batches=fn_args.train_steps)
@@ -247,6 +281,7 @@ def run_fn(fn_args: FnArgs) -> keras.Model:
     if chief:
         with fileio.atomic_output_dir(fn_args.serving_model_dir) as staging_dir:
             model.save(staging_dir, save_format="tf", signatures=signatures)
+            serving_contract.finish_export(staging_dir, warmup_rows)
     else:
         scratch_dir = tempfile.mkdtemp(prefix="taxi_model_worker_")
         model.save(scratch_dir, save_format="tf", signatures=signatures)
@@ -266,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval_steps", type=int, default=50)
     parser.add_argument("--batch_size", type=int, default=FnArgs.batch_size)
     parser.add_argument("--seed", type=int, default=FnArgs.seed)
+    parser.add_argument("--warmup_examples", help="glob of raw eval CSVs: rows for TF-Serving's warmup requests")
     args = parser.parse_args(argv)
     if args.transform_output:
         args.transform_graph = args.transform_graph or layout.transform_graph_dir(args.transform_output)
@@ -283,9 +319,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         eval_steps=args.eval_steps,
         batch_size=args.batch_size,
         seed=args.seed,
+        warmup_examples=args.warmup_examples,
     ))
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
+    step_logging.configure()
     main()

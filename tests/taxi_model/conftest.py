@@ -16,6 +16,15 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports Ten
 
 from model_test_data import EVAL_ROWS, TRAIN_ROWS, runtime_env, synthetic_trips, write_csv  # noqa: E402
 
+# A test that needs one of these runs TFT or trains a model: `slow`, outside `make check`.
+TRAINING_FIXTURES = {"transform_dir", "trained_model", "one_step_model"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def window_dir(tmp_path_factory) -> Path:
@@ -42,8 +51,9 @@ def transform_dir(window_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_model(transform_dir, tmp_path_factory) -> dict[str, Path]:
-    """A model trained in-process for a few steps: {'model': SavedModel dir, 'logs': TensorBoard dir}."""
+def trained_model(transform_dir, window_dir, tmp_path_factory) -> dict[str, Path]:
+    """A model trained in-process for a few steps, with TF-Serving's warmup requests from the eval
+    rows: {'model': SavedModel dir, 'logs': TensorBoard dir}."""
     from taxi_model import trainer
     from taxi_model import transform_layout as layout
 
@@ -57,6 +67,7 @@ def trained_model(transform_dir, tmp_path_factory) -> dict[str, Path]:
         train_steps=150,
         eval_steps=3,
         batch_size=128,
+        warmup_examples=str(window_dir / "eval" / "part-*.csv"),
     ))
     return {"model": root / "model", "logs": root / "logs"}
 

@@ -26,6 +26,7 @@ def test_a_trained_model_is_servable_and_the_report_is_written(trained_model, ev
     assert report["servable"] is True and report["stats"]["non_finite"] == 0
     assert 0 < report["stats"]["min"] <= report["stats"]["mean"] <= report["stats"]["max"] < 1
     assert abs(report["stats"]["mean"] - report["stats"]["positive_rate"]) <= export_check.MAX_MEAN_GAP
+    assert report["reasons"][0].endswith("; classification agrees")
     assert not list(tmp_path.glob("check.tmp-*"))
 
 
@@ -33,6 +34,7 @@ def test_a_trained_model_is_servable_and_the_report_is_written(trained_model, ev
     ("constant", "constant outputs: predictions spread 0.00e+00"),
     ("nan", "predictions are NaN or infinite"),
     ("unloadable", "the export does not load or answer through serving_default: OSError"),
+    ("misclassifying", "the classification signature disagrees with serving_default: its scores [300, 2] differ"),
 ])
 def test_a_broken_export_is_not_servable_and_says_why(kind, reason, trained_model, eval_glob, tmp_path):
     broken_model.build(kind, str(trained_model["model"]), str(tmp_path / kind))

@@ -10,11 +10,15 @@ import pytest
 
 from model_test_data import read_csv, runtime_env
 from taxi_model import features, trainer
+from taxi_model import serving_contract as contract
 from taxi_model import transform_layout as layout
 
 import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
+from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2  # noqa: E402
+from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting as fingerprinting_pywrap  # noqa: E402
+from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
 
 def _serialized_examples(rows) -> tf.Tensor:
@@ -35,14 +39,70 @@ def _auc(labels, probabilities) -> float:
 
 def test_saved_model_signatures_take_serialized_examples(trained_model):
     signatures = tf.saved_model.load(str(trained_model["model"])).signatures
-    assert set(signatures) == {"serving_default", "transform_features"}
-    for signature in signatures.values():
+    assert set(signatures) == {"serving_default", "classification", "transform_features"}
+    for name, signature in signatures.items():
         (spec,) = signature.structured_input_signature[1].values()
-        assert list(signature.structured_input_signature[1]) == [trainer.SERVING_INPUT_KEY]
+        input_key = contract.CLASSIFY_INPUT_KEY if name == "classification" else contract.SERVING_INPUT_KEY
+        assert list(signature.structured_input_signature[1]) == [input_key]
         assert (spec.shape.as_list(), spec.dtype) == ([None], tf.string)
     (output,) = signatures["serving_default"].structured_outputs.items()
     assert (output[0], output[1].shape.as_list(), output[1].dtype) == (trainer.OUTPUT_KEY, [None, 1], tf.float32)
+    classification = {key: (spec.shape.as_list(), spec.dtype)
+                      for key, spec in signatures["classification"].structured_outputs.items()}
+    assert classification == {"classes": ([None, 2], tf.string), "scores": ([None, 2], tf.float32)}
     assert {features.LABEL_KEY, *features.MODEL_INPUT_KEYS} <= set(signatures["transform_features"].structured_outputs)
+
+
+def _signature_defs(model_dir: Path) -> dict:
+    saved_model = saved_model_pb2.SavedModel.FromString((model_dir / "saved_model.pb").read_bytes())
+    (meta_graph,) = saved_model.meta_graphs
+    return dict(meta_graph.signature_def)
+
+
+def test_the_classification_signature_is_tf_servings_classify_of_serving_default(trained_model, window_dir):
+    """What TF-Serving's Classify needs (even with its method-name check on): the classify method,
+    one input `inputs`, outputs `classes` and `scores`; the scores are serving_default's (1 - p, p)."""
+    model_dir = trained_model["model"]
+    signature_defs = _signature_defs(model_dir)
+    assert {name: s.method_name for name, s in signature_defs.items() if not name.startswith("__")} == {
+        "serving_default": "tensorflow/serving/predict", "transform_features": "tensorflow/serving/predict",
+        "classification": "tensorflow/serving/classify"}
+    assert list(signature_defs["classification"].inputs) == ["inputs"]
+    assert sorted(signature_defs["classification"].outputs) == ["classes", "scores"]
+    # The fingerprint still matches the rewritten saved_model.pb (all but its uuid, new every time).
+    written, fresh = (fingerprint_pb2.FingerprintDef.FromString(data) for data in (
+        (model_dir / "fingerprint.pb").read_bytes(), fingerprinting_pywrap.CreateFingerprintDef(str(model_dir))))
+    fresh.uuid = written.uuid
+    assert written == fresh
+
+    examples = _serialized_examples(read_csv(window_dir / "eval"))
+    signatures = tf.saved_model.load(str(model_dir)).signatures
+    probabilities = signatures["serving_default"](examples=examples)[trainer.OUTPUT_KEY].numpy()[:, 0]
+    classified = signatures["classification"](inputs=examples)
+    assert (classified["classes"].numpy() == [[b"0", b"1"]]).all() and classified["classes"].shape == (len(examples), 2)
+    np.testing.assert_allclose(classified["scores"].numpy(), np.stack([1 - probabilities, probabilities], axis=1),
+                               atol=1e-6)
+
+
+def test_the_export_holds_tf_servings_warmup_requests_of_real_eval_rows(trained_model, window_dir):
+    """assets.extra/tf_serving_warmup_requests: PredictionLog records (TF-Serving's format) of the
+    first eval rows, which the SavedModel answers."""
+    path = trained_model["model"] / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset(str(path))]
+    assert 0 < len(logs) <= 1000
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 3 + ["classify_log"]
+    rows = read_csv(window_dir / "eval")
+    signatures = tf.saved_model.load(str(trained_model["model"])).signatures
+    for log, size in zip(logs[:3], contract.WARMUP_BATCH_SIZES, strict=True):
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == "serving_default" and list(request.inputs) == ["examples"]
+        examples = tf.make_ndarray(request.inputs["examples"])
+        assert [tf.train.Example.FromString(e) for e in examples] == [features.raw_example(r) for r in rows[:size]]
+        assert signatures["serving_default"](examples=tf.constant(examples))[trainer.OUTPUT_KEY].shape == (size, 1)
+    classify = logs[-1].classify_log.request
+    assert classify.model_spec.signature_name == "classification"
+    assert list(classify.input.example_list.examples) == [features.raw_example(r) for r in rows[:10]]
 
 
 def test_model_learns_the_big_tippers(trained_model, window_dir):
@@ -199,6 +259,8 @@ def test_batches_are_the_records_shuffled_and_batched(transform_dir, monkeypatch
     monkeypatch.setattr(trainer, "SHUFFLE_BUFFER", 100)
     output = tft.TFTransformOutput(layout.transform_graph_dir(str(transform_dir)))
     files = [layout.transformed_glob(str(transform_dir), split)]
+    # The seeds as run_fn sets them (the global seed counts too), whichever tests ran before.
+    keras.utils.set_random_seed(42)
     expected = _record_batches(transform_dir, split, 64, 40, shuffle_seed)  # 2560 rows: > 2 passes
     keras.utils.set_random_seed(42)
     _assert_same_batches(trainer._dataset(files, output, 64, shuffle_seed=shuffle_seed), expected)
@@ -206,8 +268,9 @@ def test_batches_are_the_records_shuffled_and_batched(transform_dir, monkeypatch
     _assert_same_batches(trainer._dataset(files, output, 64, shuffle_seed=shuffle_seed, max_batches=5), expected[:5])
 
 
-def test_a_rerun_trains_a_bit_identical_model(transform_dir, tmp_path):
-    """A retried or reprocessed window must give the same model: every weight bit for bit."""
+def test_a_rerun_trains_a_bit_identical_model(transform_dir, window_dir, tmp_path):
+    """A retried or reprocessed window must give the same model: every weight bit for bit, and the
+    same warmup requests byte for byte."""
     weights = []
     for run in ("first", "second"):
         model = trainer.run_fn(trainer.FnArgs(
@@ -215,8 +278,11 @@ def test_a_rerun_trains_a_bit_identical_model(transform_dir, tmp_path):
             eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
             transform_graph=layout.transform_graph_dir(str(transform_dir)),
             serving_model_dir=str(tmp_path / run / "model"), model_run_dir=str(tmp_path / run / "logs"),
-            train_steps=30, eval_steps=2, batch_size=64))
+            train_steps=30, eval_steps=2, batch_size=64, warmup_examples=str(window_dir / "eval" / "*.csv")))
         weights.append([w.numpy() for w in model.weights])
+    warmup = [(tmp_path / run / "model" / "assets.extra" / "tf_serving_warmup_requests").read_bytes()
+              for run in ("first", "second")]
+    assert warmup[0] == warmup[1]
     assert len(weights[0]) == len(weights[1])
     for first, second in zip(*weights):
         assert first.tobytes() == second.tobytes()

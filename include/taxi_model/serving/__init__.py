@@ -6,8 +6,10 @@ runtime; the same clients work against it and against TF-Serving.
 
     server      the process: `python -m taxi_model.serving.server --serving_root DIR`
     repository  which versions are loaded: polls the serving root and `models.config`
-    inference   runs a signature on validated inputs
+    inference   runs a signature on validated inputs (tf1_session: TF1 SavedModels in a Session)
+    classify_regress   Classify, Regress and MultiInference on serialized tf.Examples
     rest_json   TF-Serving's REST JSON <-> tensors (row and columnar formats, b64)
+    rest_examples   TF-Serving's REST JSON <-> tf.Examples and results (:classify, :regress)
     rest, grpc_services   the two front ends
     client      `predict_rows`, `wait_until_available` and a CLI
 

@@ -43,6 +43,16 @@ def from_tf_error_code(error_code: int, message: str) -> ServingError:
     return ServingError(_BY_NUMBER.get(error_code, grpc.StatusCode.UNKNOWN), message)
 
 
+def from_model_error(error_code: int, message: str) -> ServingError:
+    """A model's op error on a request's inputs: its own code, unless that code answers 5xx (a kernel's
+    INTERNAL, UNKNOWN, UNIMPLEMENTED or DATA_LOSS on inputs it cannot take): then INVALID_ARGUMENT,
+    with TF's message, as the request caused it. UNAVAILABLE and DEADLINE_EXCEEDED stay what they are."""
+    error = from_tf_error_code(error_code, message)
+    if error.http_status >= 500 and error.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return invalid_argument(message)
+    return error
+
+
 def status_code_of(error: BaseException) -> grpc.StatusCode:
     """The status code of any error: ours, TensorFlow's (`error_code`), a missing file, or UNKNOWN."""
     if isinstance(error, ServingError):

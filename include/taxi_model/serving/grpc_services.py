@@ -1,9 +1,8 @@
 """The gRPC front end: TF-Serving's PredictionService and ModelService (tensorflow_serving.apis).
 
-Predict, GetModelMetadata and GetModelStatus are served (Predict's outputs in the typed fields,
-float_val, ..., as TF-Serving's: Tensor::AsProtoField); Classify and Regress check the signature
-as TF-Serving does and, the model having only predict signatures, answer INVALID_ARGUMENT;
-MultiInference and HandleReloadConfigRequest are UNIMPLEMENTED (the base servicers' answer).
+Predict, Classify, Regress, MultiInference, GetModelMetadata and GetModelStatus are served
+(Predict's outputs in the typed fields, float_val, ..., as TF-Serving's: Tensor::AsProtoField);
+HandleReloadConfigRequest is UNIMPLEMENTED (the base servicer's answer).
 """
 from __future__ import annotations
 
@@ -16,11 +15,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
-    get_model_metadata_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+    classification_pb2, get_model_metadata_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
+    regression_pb2)
 
 from taxi_model.serving.errors import ServingError, invalid_argument
-from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD, shape_text
-from taxi_model.serving.service import ModelService, model_spec
+from taxi_model.serving.inference import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, shape_text
+from taxi_model.serving.service import ModelService, model_spec, spec_args
 
 SIGNATURE_DEF_FIELD = "signature_def"
 log = logging.getLogger("taxi_model.serving")
@@ -90,14 +90,6 @@ def check_input_tensor(key: str, proto: tensor_pb2.TensorProto, max_batch_size: 
         raise invalid_argument(f"input {key} holds {present} values, its shape {shape_text(dims)} has {elements}")
 
 
-def _spec_args(spec) -> dict:
-    """name, version and label of a request's ModelSpec."""
-    if not spec.name:
-        raise invalid_argument("Missing ModelSpec")
-    return {"name": spec.name, "version": spec.version.value if spec.HasField("version") else None,
-            "label": spec.version_label or None}
-
-
 def _rpc(method):
     """ServingError -> its status code; anything else -> INTERNAL, logged. The server keeps serving."""
     @functools.wraps(method)
@@ -118,7 +110,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Predict(self, request, context):
-        model = self._service.resolve(**_spec_args(request.model_spec))
+        model = self._service.resolve(**spec_args(request.model_spec))
         for key, proto in request.inputs.items():
             check_input_tensor(key, proto, self._service.max_batch_size)
         try:
@@ -139,22 +131,30 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         unsupported = [field for field in request.metadata_field if field != SIGNATURE_DEF_FIELD]
         if unsupported:
             raise invalid_argument(f"Metadata field {unsupported[0]} is not supported")
-        spec, signature_def_map = self._service.metadata(**_spec_args(request.model_spec))
+        spec, signature_def_map = self._service.metadata(**spec_args(request.model_spec))
         response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=spec)
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map)
         return response
 
-    def _check(self, request, method_name: str) -> None:
-        model = self._service.resolve(**_spec_args(request.model_spec))
-        self._service.check_method(model.signature(request.model_spec.signature_name), method_name)
+    def _classify_or_regress(self, request, method_name: str):
+        model = self._service.resolve(**spec_args(request.model_spec))
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        result = self._service.classify_or_regress(model, method_name, signature_name, request.input)
+        return model_spec(model, signature_name), result
 
     @_rpc
     def Classify(self, request, context):
-        self._check(request, CLASSIFY_METHOD)
+        spec, result = self._classify_or_regress(request, CLASSIFY_METHOD)
+        return classification_pb2.ClassificationResponse(model_spec=spec, result=result)
 
     @_rpc
     def Regress(self, request, context):
-        self._check(request, REGRESS_METHOD)
+        spec, result = self._classify_or_regress(request, REGRESS_METHOD)
+        return regression_pb2.RegressionResponse(model_spec=spec, result=result)
+
+    @_rpc
+    def MultiInference(self, request, context):
+        return self._service.multi_inference(request)
 
 
 class ModelStatusService(model_service_pb2_grpc.ModelServiceServicer):
@@ -165,7 +165,7 @@ class ModelStatusService(model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        return self._service.status(**_spec_args(request.model_spec))
+        return self._service.status(**spec_args(request.model_spec))
 
 
 class GrpcServer:

@@ -1,8 +1,9 @@
 """A loaded version of a model, and running its signatures on validated inputs.
 
 Both front ends (REST and gRPC) turn a request into numpy arrays keyed by input name and call
-`ModelVersion.predict`, so the checks (input names, dtypes, shapes, batch size, output filter)
-and their TF-Serving-style messages live here once.
+`ModelVersion.predict`, so the checks (input names, dtypes, batch size, output filter) and their
+TF-Serving-style messages live here once. Shapes are left to the model, as TF-Serving leaves them
+to Session::Run: whatever shape its ops accept is run, and what they refuse is a 400 with TF's message.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from taxi_model.serving.errors import ServingError, from_tf_error_code, invalid_argument
+from taxi_model.serving import tf1_session, warmup
+from taxi_model.serving.errors import ServingError, from_model_error, invalid_argument
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -38,7 +40,7 @@ class Signature:
     flat_call: Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]] | None = None
 
     def call(self, tensors: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
-        """Runs the signature on tensors whose names, dtypes and shapes were checked."""
+        """Runs the signature on tensors whose names and dtypes were checked."""
         if self.flat_call is not None:
             return self.flat_call(tensors)
         return self.function(**tensors)
@@ -47,23 +49,26 @@ class Signature:
 def _flat_caller(function, input_names: Iterable[str]
                  ) -> Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]] | None:
     """A call of a loaded signature that skips its structured-argument handling: the inputs, in the
-    function's flat order, and its captured inputs (variables and tables, resolved once) go straight
-    to the traced graph. What the skipped layers check (names, dtypes, shapes) `ModelVersion.predict`
-    checks first; they cost 0.1-0.3 ms a call (the model's own time on a batch of 100 is ~0.8 ms).
-    Private TensorFlow attributes (pinned TF 2.21): None if they are not there, and the public call
-    is used."""
+    function's flat order, and its captured inputs (variables and tables) go straight to the traced
+    graph. So an input of any shape the graph's ops accept is run, as TF-Serving's Session::Run runs
+    it (the signature's TensorSpec is not enforced there either); names and dtypes
+    `ModelVersion.predict` checks first. The skipped layers also cost 0.1-0.3 ms a call (the model's
+    own time on a batch of 100 is ~0.8 ms). Private TensorFlow attributes (pinned TF 2.21): None if
+    they are not there, and the public call, which enforces the TensorSpecs, is used."""
     try:
         inference = function._inference_function
         order = list(function._arg_keywords)
-        if any(callable(c) for c in function._captured_inputs):  # deferred captures: read at each call
-            return None
+        deferred = any(callable(c) for c in function._captured_inputs)
         captured = list(function.captured_inputs)
     except AttributeError:
         return None
-    if sorted(order) != sorted(input_names) or not hasattr(inference, "call_preflattened"):
+    if sorted(order) != sorted(input_names):
         return None
-    if any(isinstance(c, tf.Variable) for c in captured):  # handles only (a loaded model's are)
-        return None
+    if deferred or any(isinstance(c, tf.Variable) for c in captured) or not hasattr(inference, "call_preflattened"):
+        if not hasattr(function, "_call_flat"):
+            return None
+        # Captures read at each call (deferred ones, variables): the slower flat call resolves them.
+        return lambda tensors: function._call_flat([tensors[name] for name in order], function.captured_inputs)
 
     def call(tensors: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
         return inference.call_preflattened([tensors[name] for name in order] + captured)
@@ -79,12 +84,13 @@ def dtype_of(array: np.ndarray) -> tf.DType:
     return tf.string if array.dtype == object or array.dtype.kind in "SU" else tf.as_dtype(array.dtype)
 
 
-def _as_array(tensor: tf.Tensor) -> np.ndarray:
-    """A tensor's values as an array, scalars too (`.numpy()` of a scalar string is `bytes`)."""
-    value = tensor.numpy()
+def _as_array(tensor: tf.Tensor | np.ndarray) -> np.ndarray:
+    """A tensor's values as an array, scalars too (`.numpy()` of a scalar string is `bytes`); a TF1
+    Session's outputs are numpy values already."""
+    value = tensor.numpy() if hasattr(tensor, "numpy") else tensor
     if isinstance(value, np.ndarray):
         return value
-    return np.array(value, dtype=object if tensor.dtype == tf.string else None)  # not "S": it drops trailing NULs
+    return np.array(value, dtype=object if isinstance(value, bytes) else None)  # not "S": it drops trailing NULs
 
 
 def _brace(names: Iterable[str]) -> str:
@@ -110,6 +116,35 @@ def _serving_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
     raise ValueError(f"{path} has no meta graph tagged {SERVE_TAG!r}")
 
 
+def _load_signatures(path: str, meta_graph: meta_graph_pb2.MetaGraphDef) -> tuple[object, dict[str, Signature]]:
+    """The SavedModel loaded (what owns its variables and tables) and its signatures: by
+    `tf.saved_model.load`, or, for a TF1 SavedModel that it cannot import, in a TF1 Session."""
+    try:
+        saved_model = tf.saved_model.load(path, tags=[SERVE_TAG])
+    except (ValueError, TypeError, tf.errors.OpError) as error:
+        try:
+            session, session_signatures = tf1_session.load(path, [SERVE_TAG])
+        except Exception:
+            raise error from None
+        log.info("%s: not loadable by tf.saved_model.load (%s), loaded in a TF1 Session", path,
+                 str(error).splitlines()[0])
+        return session, {key: Signature(name=key, method_name=meta_graph.signature_def[key].method_name,
+                                        inputs=signature.inputs, outputs=signature.outputs, function=signature.call,
+                                        flat_call=signature.call)
+                         for key, signature in session_signatures.items()}
+    return saved_model, {
+        key: Signature(
+            name=key,
+            method_name=meta_graph.signature_def[key].method_name,
+            inputs=function.structured_input_signature[1],
+            outputs=function.structured_outputs,
+            function=function,
+            flat_call=_flat_caller(function, function.structured_input_signature[1]),
+        )
+        for key, function in saved_model.signatures.items()
+    }
+
+
 class ModelVersion:
     """One SavedModel version, loaded: its signatures and its SignatureDefs (for metadata)."""
 
@@ -125,18 +160,7 @@ class ModelVersion:
     @classmethod
     def load(cls, name: str, version: int, path: str) -> "ModelVersion":
         meta_graph = _serving_meta_graph(path)
-        saved_model = tf.saved_model.load(path, tags=[SERVE_TAG])
-        signatures = {
-            key: Signature(
-                name=key,
-                method_name=meta_graph.signature_def[key].method_name,
-                inputs=function.structured_input_signature[1],
-                outputs=function.structured_outputs,
-                function=function,
-                flat_call=_flat_caller(function, function.structured_input_signature[1]),
-            )
-            for key, function in saved_model.signatures.items()
-        }
+        saved_model, signatures = _load_signatures(path, meta_graph)
         signature_def_map = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in meta_graph.signature_def.items():
             signature_def_map.signature_def[key].CopyFrom(signature_def)
@@ -147,7 +171,10 @@ class ModelVersion:
     def warm_up(self) -> None:
         """Runs every signature once on a row of default values (empty strings parse as empty
         tf.Examples), so that the first real request does not pay for the kernels' first run
-        (~200 ms on this model): a version is AVAILABLE only once it is fast."""
+        (~200 ms on this model): a version is AVAILABLE only once it is fast. A SavedModel with
+        TF-Serving's warmup file gets its requests instead; a broken one fails the load, as there."""
+        if warmup.replay(self) is not None:
+            return
         for signature in self.signatures.values():
             inputs = {}
             for key, spec in signature.inputs.items():
@@ -182,9 +209,6 @@ class ModelVersion:
             if dtype_of(array) != spec.dtype:
                 raise invalid_argument(f"Expects arg[{key}] to be {spec.dtype.name} but {dtype_of(array).name} "
                                        f"is provided")
-            if not spec.shape.is_compatible_with(array.shape):
-                raise invalid_argument(f"input {key} has shape {shape_text(array.shape)}, the signature expects "
-                                       f"{shape_text(spec.shape.as_list() if spec.shape.rank is not None else [])}")
             if max_batch_size is not None and array.ndim and array.shape[0] > max_batch_size:
                 raise invalid_argument(f"Task size {array.shape[0]} is larger than maximum input batch size "
                                        f"{max_batch_size}")
@@ -197,7 +221,7 @@ class ModelVersion:
         try:
             outputs = signature.call(tensors)
         except tf.errors.OpError as e:
-            raise from_tf_error_code(e.error_code, _op_error_message(e.message)) from None
+            raise from_model_error(e.error_code, _op_error_message(e.message)) from None
         except (TypeError, ValueError) as e:  # inputs the function's input signature does not accept
             raise invalid_argument(str(e)) from None
         return signature, {key: _as_array(outputs[key]) for key in wanted}

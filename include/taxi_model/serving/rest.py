@@ -2,7 +2,8 @@
 
     GET  /v1/models/{name}[/versions/{v}|/labels/{label}]              version status
     GET  /v1/models/{name}[/versions/{v}|/labels/{label}]/metadata     signature_def
-    POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict      (also :classify, :regress)
+    POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict      instances or inputs (rest_json)
+    POST /v1/models/{name}[/versions/{v}|/labels/{label}]:classify     examples (rest_examples), also :regress
 
 HTTP/1.1 with keep-alive on the standard library's threading server (a thread per connection).
 Errors answer `{"error": "..."}` with TF-Serving's HTTP status for the error's code.
@@ -21,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 from google.protobuf import json_format
 from grpc import StatusCode
 
-from taxi_model.serving import rest_json
+from taxi_model.serving import rest_examples, rest_json
 from taxi_model.serving.errors import ServingError, invalid_argument
 from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
 from taxi_model.serving.repository import MAX_VERSION
@@ -229,31 +230,40 @@ class _Handler(BaseHTTPRequestHandler):
                     "metadata": {"signature_def": _proto_json(signature_def_map)}}
         return _proto_json(service.status(**spec))
 
-    def _post(self, path: str, body: bytes) -> bytes:
+    def _post(self, path: str, body: bytes) -> dict | bytes:
         match = _PREDICTION_PATH.fullmatch(path)
         if not match:
             self._malformed(path)
         spec = self._spec(match)
+        method = match["method"].lower()
+        if method != "predict":
+            return self._classify_or_regress(CLASSIFY_METHOD if method == "classify" else REGRESS_METHOD, spec, body)
         try:
-            model, signature, inputs, request_format = self._request(match, spec, rest_json.parse_body(body))
+            model, signature, inputs, request_format = self._request(spec, rest_json.parse_body(body))
         except ServingError:
             # The fast parser reads integers beyond 64 bits as floats: the same request is refused
             # either way, and `json`'s reading gives the message that quotes them as they were sent.
-            model, signature, inputs, request_format = self._request(match, spec,
-                                                                     rest_json.parse_body(body, exact=True))
+            model, signature, inputs, request_format = self._request(spec, rest_json.parse_body(body, exact=True))
         _, outputs = self.server.service.predict(model, signature.name, inputs)
         return rest_json.response_bytes(outputs, request_format)
 
-    def _request(self, match: re.Match, spec: dict, document: dict) -> tuple:
+    def _request(self, spec: dict, document: dict) -> tuple:
         """The version, signature, input arrays and format a Predict body asks for."""
-        service = self.server.service
-        model = service.resolve(**spec)
+        model = self.server.service.resolve(**spec)
         signature = model.signature(rest_json.signature_name(document))
-        method = match["method"].lower()
-        if method != "predict":
-            service.check_method(signature, CLASSIFY_METHOD if method == "classify" else REGRESS_METHOD)
         inputs, request_format = rest_json.request_inputs(document, signature.inputs)
         return model, signature, inputs, request_format
+
+    def _classify_or_regress(self, method_name: str, spec: dict, body: bytes) -> dict:
+        """As TF-Serving's handler: the body is read into tf.Examples before the version is looked up."""
+        document = rest_json.parse_body(body)
+        signature_name = rest_json.signature_name(document)
+        examples = rest_examples.request_input(document)
+        service = self.server.service
+        result = service.classify_or_regress(service.resolve(**spec), method_name, signature_name, examples)
+        if method_name == CLASSIFY_METHOD:
+            return rest_examples.classification_json(result)
+        return rest_examples.regression_json(result)
 
 
 class RestServer(ThreadingHTTPServer):

@@ -27,16 +27,16 @@ BYTES_SUFFIX = "_bytes"
 MAX_RANK = 32  # nested lists deeper are refused, not read: numpy's limit (1.x), far above any signature's
 
 
-def _short(value: Any, limit: int = 120) -> str:
+def short_json(value: Any, limit: int = 120) -> str:
     """A JSON value for an error message, cut to `limit` characters."""
     try:
         text = json.dumps(value)
     except RecursionError:  # nested deeper than Python's stack: its type says enough
-        text = f"<{_json_type(value)} nested too deeply to print>"
+        text = f"<{json_type(value)} nested too deeply to print>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "Null"
     if isinstance(value, bool):
@@ -44,12 +44,12 @@ def _json_type(value: Any) -> str:
     return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
 
 
-def _is_b64(value: Any) -> bool:
+def is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
 def _is_named_row(value: Any) -> bool:
-    return isinstance(value, dict) and not _is_b64(value)
+    return isinstance(value, dict) and not is_b64(value)
 
 
 def parse_body(body: bytes, exact: bool = False) -> dict:
@@ -76,14 +76,14 @@ def parse_body(body: bytes, exact: bool = False) -> dict:
     except ValueError as e:  # not UTF-8
         raise invalid_argument(f"JSON Parse error: {e}") from None
     if not isinstance(document, dict):
-        raise invalid_argument(f"JSON Value: {_short(document)} Is not object")
+        raise invalid_argument(f"JSON Value: {short_json(document)} Is not object")
     return document
 
 
 def signature_name(document: Mapping) -> str:
     name = document.get("signature_name", "")
     if not isinstance(name, str):
-        raise invalid_argument(f"JSON Value: {_short(name)} not formatted correctly. 'signature_name' key must be "
+        raise invalid_argument(f"JSON Value: {short_json(name)} not formatted correctly. 'signature_name' key must be "
                                f"a string value.")
     return name
 
@@ -93,8 +93,8 @@ def _leaf(value: Any, dtype: tf.DType):
         if isinstance(value, str):
             return value.encode()
         if isinstance(value, dict):
-            if not _is_b64(value):
-                raise invalid_argument(f"JSON Value: {_short(value)} not formatted correctly for base64 data")
+            if not is_b64(value):
+                raise invalid_argument(f"JSON Value: {short_json(value)} not formatted correctly for base64 data")
             try:
                 return base64.b64decode(value["b64"], validate=True)
             except binascii.Error:
@@ -109,15 +109,15 @@ def _leaf(value: Any, dtype: tf.DType):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
     else:
-        raise invalid_argument(f"Conversion of JSON Value: {_short(value)} to type: {dtype.name} is not supported")
-    raise invalid_argument(f"JSON Value: {_short(value)} Type: {_json_type(value)} is not of expected type: "
+        raise invalid_argument(f"Conversion of JSON Value: {short_json(value)} to type: {dtype.name} is not supported")
+    raise invalid_argument(f"JSON Value: {short_json(value)} Type: {json_type(value)} is not of expected type: "
                            f"{dtype.name}")
 
 
 def _collect(value: Any, level: int, shape: list[int], dtype: tf.DType, leaves: list) -> None:
     if not isinstance(value, list):
         if level != len(shape):
-            raise invalid_argument(f"JSON Value: {_short(value)} found at incorrect level: {level + 1} in the JSON "
+            raise invalid_argument(f"JSON Value: {short_json(value)} found at incorrect level: {level + 1} in the JSON "
                                    f"DOM. Expected at level: {len(shape)}")
         leaves.append(_leaf(value, dtype))
         return
@@ -168,7 +168,8 @@ def to_array(value: Any, dtype: tf.DType) -> np.ndarray:
         first = first[0] if first else None
     leaves: list = []
     _collect(value, 0, shape, dtype, leaves)
-    return np.array(leaves, dtype=object if dtype == tf.string else dtype.as_numpy_dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # beyond float32's range is +-inf, as TF-Serving reads it
+        return np.array(leaves, dtype=object if dtype == tf.string else dtype.as_numpy_dtype).reshape(shape)
 
 
 def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
@@ -202,8 +203,8 @@ def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str,
                                        f"JSON object: does not have named input: {key}")
             columns[key].append(value)
         if len(row) != len(names):
-            raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON object: {_short(row)} "
-                                   f"keys must be equal to: {','.join(names)}")
+            raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON object: "
+                                   f"{short_json(row)} keys must be equal to: {','.join(names)}")
     return {name: to_array(column, specs[name].dtype) for name, column in columns.items()}
 
 
@@ -234,7 +235,7 @@ def request_inputs(document: Mapping, specs: Mapping[str, tf.TensorSpec]) -> tup
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
-def _json_values(name: str, array: np.ndarray) -> Any:
+def json_values(name: str, array: np.ndarray) -> Any:
     if array.dtype == object or array.dtype.kind == "S":
         as_b64 = name.endswith(BYTES_SUFFIX)
 
@@ -269,17 +270,33 @@ def dumps(payload: Any) -> bytes:
     return data
 
 
+def _row_batch_size(outputs: Mapping[str, np.ndarray]) -> int:
+    """The outputs' common first dimension, which the row format needs (MakeRowFormatJsonFromTensors)."""
+    batch_size = None
+    for name, array in outputs.items():
+        if not array.ndim:
+            raise invalid_argument(f"Tensor name: {name} has no shape information (a scalar: use the columnar "
+                                   f"format)")
+        if batch_size is not None and array.shape[0] != batch_size:
+            raise invalid_argument(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: "
+                                   f"{batch_size}")
+        batch_size = array.shape[0]
+    return batch_size
+
+
 def response_body(outputs: Mapping[str, np.ndarray], request_format: str) -> dict:
-    values = {name: _json_values(name, array) for name, array in outputs.items()}
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    for array in outputs.values():
+        if array.dtype.kind not in "biufSUO":  # complex numbers (and others): no JSON value for them
+            raise invalid_argument(f"Failed to write JSON value for tensor type: {array.dtype.name}")
     if request_format == COLUMNAR:
+        values = {name: json_values(name, array) for name, array in outputs.items()}
         return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
-    batch_sizes = {array.shape[0] if array.ndim else None for array in outputs.values()}
-    if None in batch_sizes or len(batch_sizes) > 1:
-        raise invalid_argument(f"outputs have no common batch size (shapes "
-                               f"{ {k: list(a.shape) for k, a in outputs.items()} }): use the columnar format")
+    batch_size = _row_batch_size(outputs)
+    values = {name: json_values(name, array) for name, array in outputs.items()}
     if len(values) == 1:
         return {"predictions": next(iter(values.values()))}
-    batch_size = batch_sizes.pop()
     return {"predictions": [{name: rows[i] for name, rows in values.items()} for i in range(batch_size)]}
 
 

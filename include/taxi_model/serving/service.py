@@ -1,15 +1,16 @@
 """What both front ends do, on TF-Serving's protos: find a version, report status and metadata,
-run Predict under the server's limits."""
+run Predict, Classify, Regress and MultiInference under the server's limits."""
 from __future__ import annotations
 
 from typing import Iterable, Mapping
 
 import numpy as np
 from grpc import StatusCode
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, inference_pb2, input_pb2, model_pb2
 
-from taxi_model.serving.errors import ServingError, invalid_argument
-from taxi_model.serving.inference import CLASSIFY_METHOD, ModelVersion, Signature
+from taxi_model.serving import classify_regress
+from taxi_model.serving.errors import invalid_argument
+from taxi_model.serving.inference import DEFAULT_SIGNATURE, ModelVersion, Signature
 from taxi_model.serving.repository import ModelRepository
 
 
@@ -41,15 +42,27 @@ class ModelService:
                 output_filter: Iterable[str] = ()) -> tuple[Signature, dict[str, np.ndarray]]:
         return model.predict(signature_name, inputs, output_filter, self.max_batch_size)
 
-    @staticmethod
-    def check_method(signature: Signature, method_name: str) -> None:
-        """Classify and Regress need a signature of their kind; this server answers Predict only."""
-        kind = "classification" if method_name == CLASSIFY_METHOD else "regression"
-        if signature.method_name != method_name:
-            raise invalid_argument(f"Expected {kind} signature method_name to be {method_name}. Was: "
-                                   f"{signature.method_name}")
-        raise ServingError(StatusCode.UNIMPLEMENTED, f"signature {signature.name} is a {kind} signature; this server "
-                                                     f"implements Predict only: use :predict")
+    def classify_or_regress(self, model: ModelVersion, method_name: str, signature_name: str,
+                            examples: input_pb2.Input):
+        """A Classify (CLASSIFY_METHOD) or Regress (REGRESS_METHOD) result on a request's examples."""
+        return classify_regress.run(model, method_name, signature_name, examples, self.max_batch_size)
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
+        """On the version the first task names, as TF-Serving's RunMultiInferenceWithServerCore."""
+        model = self.resolve(**spec_args(request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()))
+        response = inference_pb2.MultiInferenceResponse()
+        for task, result in zip(request.tasks, classify_regress.multi_inference(model, request, self.max_batch_size)):
+            result.model_spec.CopyFrom(model_spec(model, task.model_spec.signature_name or DEFAULT_SIGNATURE))
+            response.results.append(result)
+        return response
+
+
+def spec_args(spec: model_pb2.ModelSpec) -> dict:
+    """name, version and label of a request's ModelSpec."""
+    if not spec.name:
+        raise invalid_argument("Missing ModelSpec")
+    return {"name": spec.name, "version": spec.version.value if spec.HasField("version") else None,
+            "label": spec.version_label or None}
 
 
 def model_spec(model: ModelVersion, signature_name: str = "") -> model_pb2.ModelSpec:

@@ -23,7 +23,8 @@ def train_arguments(branch: Branch) -> list[str]:
             "--serving_model_dir", branch.path("model_dir"),
             "--log_dir", branch.path("logs_dir"),
             "--train_steps", "{{ params.train_steps }}",
-            "--eval_steps", "{{ params.eval_steps }}"]
+            "--eval_steps", "{{ params.eval_steps }}",
+            "--warmup_examples", branch.eval_glob]  # the raw rows of TF-Serving's warmup requests
 
 
 def transform_options(branch: Branch) -> dict[str, str]:

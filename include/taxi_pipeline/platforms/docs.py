@@ -47,8 +47,10 @@ TRAIN_DOC = """
 ### train
 Trains the wide-and-deep Keras model (`include/taxi_model/trainer.py`, `run_fn`) on the transformed
 train split for `train_steps` steps, and exports a SavedModel with `serving_default` (serialized
-tf.Examples in, tip probability out; the TFT layer inside) and `transform_features` to
-`variants/<variant>/model/`, with TensorBoard logs in `variants/<variant>/logs/`.
+tf.Examples in, tip probability out; the TFT layer inside), `classification` (TF-Serving's
+Classify: classes "0"/"1", scores 1 - p and p) and `transform_features` to
+`variants/<variant>/model/`, with TF-Serving's warmup requests (the first raw eval rows) in its
+`assets.extra/` and TensorBoard logs in `variants/<variant>/logs/`.
 
 **On failure**: the trainer's output is in this log. A retry retrains from scratch into the same path.
 """

@@ -28,8 +28,11 @@ def saved_model_outputs(trained_model, examples) -> dict[str, dict]:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(trained_model["model"]))
-    return {name: {key: tensor.numpy() for key, tensor in function(examples=tf.constant(examples)).items()}
-            for name, function in loaded.signatures.items()}
+    def outputs(function) -> dict:
+        (input_name,) = function.structured_input_signature[1]  # each signature takes the serialized examples
+        return {key: tensor.numpy() for key, tensor in function(**{input_name: tf.constant(examples)}).items()}
+
+    return {name: outputs(function) for name, function in loaded.signatures.items()}
 
 
 @pytest.fixture(scope="module")
