@@ -25,7 +25,7 @@ check: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model -m "not slow" -n 2 $(PYTEST_ARGS)
-	$(RUNTIME)/bin/python -m pytest tests/taxi_model -m "not slow" $(PYTEST_ARGS)
+	$(RUNTIME)/bin/python -m pytest tests/taxi_model -m "not slow" -n 2 $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed $(RUNTIME)/.installed chromium
 

@@ -1,12 +1,15 @@
 """ML-runtime measurements for bench/run.py (run with .venv-runtime/bin/python; prints one JSON line).
 
-    ml.py tft     --train G --eval G --variant standard --output DIR   the project's TFT transform (taxi_model.transform.run)
+    ml.py tft     --train G --eval G --variant standard --output DIR
+        the project's TFT transform (taxi_model.transform.run)
     ml.py numpy   --train G --eval G --variant standard                the same statistics and outputs, vectorized
-    ml.py trainer --transform_output DIR [--steps 200]                  the trainer's input pipeline vs in-memory tensors
+    ml.py trainer --transform_output DIR [--steps 200]
+        the trainer's input pipeline vs in-memory tensors
     ml.py imports --module taxi_model.trainer                           seconds to import a module (after start-up)
 
 Times are measured inside the process, after the imports, so they are the step's own compute.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,12 +58,15 @@ def numpy_reference(args) -> dict:
     from taxi_model import columns, features, variants
 
     knobs = variants.variant(args.variant)
-    dtypes = {name: {"string": "string", "int": "int64", "float": "float64"}[kind] for name, kind in columns.RAW_COLUMN_TYPES}
+    dtypes = {
+        name: {"string": "string", "int": "int64", "float": "float64"}[kind] for name, kind in columns.RAW_COLUMN_TYPES
+    }
     began = time.perf_counter()
 
     def read(pattern):
-        return pd.concat([pd.read_csv(p, dtype=dtypes, engine="pyarrow") for p in sorted(glob.glob(pattern))],
-                         ignore_index=True)
+        return pd.concat(
+            [pd.read_csv(p, dtype=dtypes, engine="pyarrow") for p in sorted(glob.glob(pattern))], ignore_index=True
+        )
 
     train, evaluation = read(args.train), read(args.eval)
     stats = {}
@@ -69,7 +75,7 @@ def numpy_reference(args) -> dict:
         stats[key] = (values.mean(), values.std())
     for key in features.VOCAB_FEATURE_KEYS:
         counts = train[key].fillna("").value_counts()
-        ordered = sorted(counts.items(), key=lambda item: (item[1], item[0]), reverse=True)[:knobs.vocab_size]
+        ordered = sorted(counts.items(), key=lambda item: (item[1], item[0]), reverse=True)[: knobs.vocab_size]
         stats[key] = pd.Index([value for value, _ in ordered])
     for key in features.BUCKET_FEATURE_KEYS:
         values = train[key].fillna(0).to_numpy(np.float32)
@@ -102,11 +108,11 @@ def trainer(args) -> dict:
     """Steps/s of the trainer (its tf.data pipeline over the transformed TFRecords) and of the same
     model fed from the same batches held in memory, with the trainer's settings (seed, deterministic ops).
     `file_setup_s`: building the trainer's dataset (it reads and parses the records then), not in the steps/s."""
-    import taxi_model  # noqa: F401
     import tensorflow as tf
     import tensorflow_transform as tft_lib
     import tf_keras as keras
 
+    import taxi_model  # noqa: F401
     from taxi_model import features
     from taxi_model import trainer as taxi_trainer
     from taxi_model import transform_layout as layout
@@ -133,8 +139,13 @@ def trainer(args) -> dict:
     inputs = {k: tf.stack([b[0][k] for b in batches]) for k in batches[0][0]}
     labels = tf.stack([b[1] for b in batches])
     memory_rate = timed_fit(tf.data.Dataset.from_tensor_slices((inputs, labels)).repeat().prefetch(2))
-    return {"file_steps_per_s": file_rate, "memory_steps_per_s": memory_rate, "steps": args.steps,
-            "batch_size": args.batch_size, "file_setup_s": setup}
+    return {
+        "file_steps_per_s": file_rate,
+        "memory_steps_per_s": memory_rate,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "file_setup_s": setup,
+    }
 
 
 def imports(args) -> dict:

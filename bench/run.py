@@ -32,6 +32,7 @@ The data of 3, 4 and 7: the sample warehouse grown to N trips by taxi_pipeline.s
 in one window (2012-12-01 to 2017-01-01). Everything is written under --work (its own TAXI_HOME
 and Airflow home, so a user's .taxi/ is untouched); raw numbers go to <work>/results.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,12 +59,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
 RUNTIME = os.environ.get("TAXI_RUNTIME_PYTHON") or str(REPO / ".venv-runtime" / "bin" / "python")
-GIB = 1024 ** 3
+GIB = 1024**3
 DAG_ID = "taxi_daily_retrain"
 RUN_DATE = dt.date(2016, 1, 1)  # the default window of `make run`: all of 2015
-ALL_DATA = (dt.datetime(2012, 12, 1, tzinfo=dt.timezone.utc), dt.datetime(2017, 1, 1, tzinfo=dt.timezone.utc))
-RUNTIME_STEPS = {"transform": "taxi_model.transform", "train": "taxi_model.trainer", "evaluate": "taxi_model.evaluate",
-                 "check_export": "taxi_model.export_check"}
+ALL_DATA = (dt.datetime(2012, 12, 1, tzinfo=dt.UTC), dt.datetime(2017, 1, 1, tzinfo=dt.UTC))
+RUNTIME_STEPS = {
+    "transform": "taxi_model.transform",
+    "train": "taxi_model.trainer",
+    "evaluate": "taxi_model.evaluate",
+    "check_export": "taxi_model.export_check",
+}
 
 
 @dataclass
@@ -92,8 +97,12 @@ class Bench:
         from taxi_pipeline.settings import airflow_env, get_settings
 
         os.environ["TAXI_HOME"] = str(self.home)
-        return {**os.environ, **airflow_env(get_settings()), "TAXI_PLATFORM": "local",
-                "PYTHONPATH": f"{REPO / 'include'}{os.pathsep}{REPO / 'plugins'}"}
+        return {
+            **os.environ,
+            **airflow_env(get_settings()),
+            "TAXI_PLATFORM": "local",
+            "PYTHONPATH": f"{REPO / 'include'}{os.pathsep}{REPO / 'plugins'}",
+        }
 
     def add(self, *args, **kwargs) -> None:
         row = Row(*args, **kwargs)
@@ -111,6 +120,7 @@ def log(message: str) -> None:
 
 # --- processes -----------------------------------------------------------------------------------
 
+
 def measured(command: list[str], log_path: Path, env: dict | None = None) -> dict:
     """Run a command to completion; its wall time, peak RSS (bytes, of that process) and the
     BENCH_RESULT JSON it printed (if any)."""
@@ -124,8 +134,10 @@ def measured(command: list[str], log_path: Path, env: dict | None = None) -> dic
     text = log_path.read_text(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:4])}... exited {proc.returncode}; log {log_path}:\n{text[-3000:]}")
-    result = next((json.loads(line.split(" ", 1)[1]) for line in reversed(text.splitlines())
-                   if line.startswith("BENCH_RESULT ")), {})
+    result = next(
+        (json.loads(line.split(" ", 1)[1]) for line in reversed(text.splitlines()) if line.startswith("BENCH_RESULT ")),
+        {},
+    )
     return {"wall": wall, "rss": usage.ru_maxrss * 1024, **result}
 
 
@@ -163,9 +175,15 @@ print("BENCH_RESULT " + json.dumps({"sdk": sdk, **child}))
 
 
 def parse_cost(python: str, path: Path, env: dict, repeats: int, logs: Path) -> dict:
-    runs = [measured([python, "-c", PARSE_PROBE, str(path)], logs / f"{path.stem}-{i}.log", env) for i in range(repeats)]
-    return {"parse": statistics.median(r["parse"] for r in runs), "sdk": statistics.median(r["sdk"] for r in runs),
-            "wall": statistics.median(r["wall"] for r in runs), "error": runs[-1]["error"]}
+    runs = [
+        measured([python, "-c", PARSE_PROBE, str(path)], logs / f"{path.stem}-{i}.log", env) for i in range(repeats)
+    ]
+    return {
+        "parse": statistics.median(r["parse"] for r in runs),
+        "sdk": statistics.median(r["sdk"] for r in runs),
+        "wall": statistics.median(r["wall"] for r in runs),
+        "error": runs[-1]["error"],
+    }
 
 
 def figure_1(bench: Bench, args) -> None:
@@ -185,14 +203,24 @@ def figure_1(bench: Bench, args) -> None:
                 bench.notes.append(f"{measure}: {cost['error']} (after {cost['parse']:.2f} s)")
                 continue
             ratio = ref["parse"] / cost["parse"]
-            bench.notes.append(f"{measure}: Airflow's start-up before it {cost['sdk']:.2f} s, paid once per "
-                               "dag-processor" + (" (incl. the platform's pre-imports, airflow_local_settings.py)"
-                                                  if platform_name == "gcp" else ""))
-            bench.add("1", measure, f"{cost['parse']:.3f} s", f"{ref['parse']:.2f} s", f"{ratio:.0f}x cheaper",
-                      f"< {goal} s, >= 10x", verdict(cost["parse"] < goal and ratio >= 10))
+            bench.notes.append(
+                f"{measure}: Airflow's start-up before it {cost['sdk']:.2f} s, paid once per "
+                "dag-processor"
+                + (" (incl. the platform's pre-imports, airflow_local_settings.py)" if platform_name == "gcp" else "")
+            )
+            bench.add(
+                "1",
+                measure,
+                f"{cost['parse']:.3f} s",
+                f"{ref['parse']:.2f} s",
+                f"{ratio:.0f}x cheaper",
+                f"< {goal} s, >= 10x",
+                verdict(cost["parse"] < goal and ratio >= 10),
+            )
 
 
 # --- figures 2 and 6: runs through the scheduler --------------------------------------------------
+
 
 class Services:
     """api-server, scheduler and dag-processor of the bench's Airflow home (as tests/dags/test_backfill.py)."""
@@ -205,17 +233,21 @@ class Services:
         passwords = bench.work / "bench_passwords.json"
         passwords.parent.mkdir(parents=True, exist_ok=True)
         passwords.write_text(json.dumps({"bench": self.password}))
-        self.env = {**bench.env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "bench:admin",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-                    "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
-                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-                    "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                    # only the bench's backfills run: no scheduled run of today once the DAG is unpaused
-                    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+        self.env = {
+            **bench.env(),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "bench:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            # only the bench's backfills run: no scheduled run of today once the DAG is unpaused
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        }
         self.logs = bench.work / "logs" / "airflow"
         self.procs: dict[str, subprocess.Popen] = {}
         self.db = Path(self.env["AIRFLOW_HOME"]) / "airflow.db"
@@ -235,9 +267,13 @@ class Services:
         ensure_airflow_db(settings)
         self.logs.mkdir(parents=True, exist_ok=True)
         for name in ("api-server", "scheduler", "dag-processor"):
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=self.env,
-                                                start_new_session=True, stdout=open(self.logs / f"{name}.log", "w"),
-                                                stderr=subprocess.STDOUT)
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", name],
+                env=self.env,
+                start_new_session=True,
+                stdout=open(self.logs / f"{name}.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 300
         while DAG_ID not in self.airflow("dags", "list", "-o", "plain"):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs.values()):
@@ -264,9 +300,12 @@ class Services:
             con.close()
 
     def api(self, method: str, path: str, body: dict, token: str | None = None) -> tuple[int, dict]:
-        request = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(), method=method,
-                                         headers={"Content-Type": "application/json",
-                                                  **({"Authorization": f"Bearer {token}"} if token else {})})
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -280,8 +319,12 @@ class Services:
         status, login = self.api("POST", "/auth/token", {"username": "bench", "password": self.password})
         if status != 201:
             raise RuntimeError(f"could not log in to the API: {status} {login}")
-        body = {"dag_id": DAG_ID, "from_date": f"{first.isoformat()}T00:00:00Z",
-                "to_date": f"{last.isoformat()}T00:00:00Z", "max_active_runs": 2}
+        body = {
+            "dag_id": DAG_ID,
+            "from_date": f"{first.isoformat()}T00:00:00Z",
+            "to_date": f"{last.isoformat()}T00:00:00Z",
+            "max_active_runs": 2,
+        }
         deadline = time.monotonic() + 300
         while True:
             trigger = time.time()
@@ -295,8 +338,10 @@ class Services:
             time.sleep(3)
 
     def runs(self, since: float) -> list[dict]:
-        rows = self.query("SELECT run_id, state, logical_date, start_date, end_date FROM dag_run WHERE dag_id = ?", DAG_ID)
-        runs = [dict(zip(("run_id", "state", "logical_date", "start", "end"), r)) for r in rows]
+        rows = self.query(
+            "SELECT run_id, state, logical_date, start_date, end_date FROM dag_run WHERE dag_id = ?", DAG_ID
+        )
+        runs = [dict(zip(("run_id", "state", "logical_date", "start", "end"), r, strict=True)) for r in rows]
         return [r for r in runs if r["run_id"].startswith("backfill__") and (r["end"] is None or _ts(r["end"]) > since)]
 
     def wait_for_runs(self, count: int, since: float, timeout: float) -> list[dict]:
@@ -311,16 +356,20 @@ class Services:
             time.sleep(2)
 
     def task_instances(self, run_id: str) -> list[dict]:
-        rows = self.query("SELECT task_id, state, start_date, end_date, queued_dttm FROM task_instance "
-                          "WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
-        return [dict(zip(("task_id", "state", "start", "end", "queued"), r)) for r in rows]
+        rows = self.query(
+            "SELECT task_id, state, start_date, end_date, queued_dttm FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ?",
+            DAG_ID,
+            run_id,
+        )
+        return [dict(zip(("task_id", "state", "start", "end", "queued"), r, strict=True)) for r in rows]
 
 
 def _ts(text: str | None) -> float | None:
     if not text:
         return None
     moment = dt.datetime.fromisoformat(text)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 @contextlib.contextmanager
@@ -332,9 +381,24 @@ def model_server(bench: Bench):
     os.makedirs(serving_root, exist_ok=True)
     port = free_port()
     with open(bench.work / "logs" / "model_server.log", "w") as out:
-        proc = subprocess.Popen([RUNTIME, "-m", "taxi_model.serving.server", "--serving_root", serving_root,
-                                 "--rest_port", str(port), "--grpc_port", str(free_port()), "--poll_seconds", "1"],
-                                stdout=out, stderr=subprocess.STDOUT, env={**bench.env(), "TF_CPP_MIN_LOG_LEVEL": "2"})
+        proc = subprocess.Popen(
+            [
+                RUNTIME,
+                "-m",
+                "taxi_model.serving.server",
+                "--serving_root",
+                serving_root,
+                "--rest_port",
+                str(port),
+                "--grpc_port",
+                str(free_port()),
+                "--poll_seconds",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**bench.env(), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         try:
             yield port, proc.pid
         finally:
@@ -347,20 +411,30 @@ def predict_body(bench: Bench) -> bytes:
     from taxi_pipeline.warehouse import export_split
     from taxi_pipeline.window import Window
 
-    end = dt.datetime.combine(RUN_DATE, dt.time(), dt.timezone.utc)
+    end = dt.datetime.combine(RUN_DATE, dt.time(), dt.UTC)
     csv_path = bench.work / "probe.csv"
     export_split(get_settings().warehouse_path, Window.ending_at(end, 365), "eval", str(csv_path))
     body_path = bench.work / "probe_body.json"
-    script = ("import sys; from taxi_model.serving import client; rows = client.read_rows(sys.argv[1], 1); "
-              "open(sys.argv[2], 'wb').write(client.RestClient.predict_body(client.serialized_examples(rows)))")
-    subprocess.run([RUNTIME, "-c", script, str(csv_path), str(body_path)], check=True, env=bench.env(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = (
+        "import sys; from taxi_model.serving import client; rows = client.read_rows(sys.argv[1], 1); "
+        "open(sys.argv[2], 'wb').write(client.RestClient.predict_body(client.serialized_examples(rows)))"
+    )
+    subprocess.run(
+        [RUNTIME, "-c", script, str(csv_path), str(body_path)],
+        check=True,
+        env=bench.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return body_path.read_bytes()
 
 
 def answers(port: int, version: int, body: bytes) -> bool:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/taxi/versions/{version}:predict",
-                                     data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/models/taxi/versions/{version}:predict",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status == 200 and b"predictions" in response.read()
@@ -405,7 +479,7 @@ def tree_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:  # ended while we looked
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         parents[int(entry)] = int(fields[1])
         cpu[int(entry)] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
     owner = {pid: name for name, pid in roots.items()}
@@ -443,13 +517,15 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
 
 def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
     from taxi_pipeline.serving_root import version_for
-
     from taxi_pipeline.warm_runtime import warm_runtime
 
     body = predict_body(bench)
     # As `make airflow` runs the scheduler: beside the warm runtime (taxi_model.warm).
-    with warm_runtime(log_path=bench.work / "logs" / "warm_runtime.log") as socket_path, \
-            Services(bench) as services, model_server(bench) as (port, server_pid):
+    with (
+        warm_runtime(log_path=bench.work / "logs" / "warm_runtime.log") as socket_path,
+        Services(bench) as services,
+        model_server(bench) as (port, server_pid),
+    ):
         fixed = runtime_fixed_costs(bench, socket_path)
         bench.raw["runtime_fixed_costs"] = fixed
         # A daily run has a model in service, which its evaluation judges its candidates against: the
@@ -460,13 +536,18 @@ def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
         if before["state"] != "success":
             raise RuntimeError(f"the previous window's run failed: {before}; logs in {services.logs}")
         log("figure 2: one run through the scheduler")
-        end = dt.datetime.combine(RUN_DATE + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        end = dt.datetime.combine(RUN_DATE + dt.timedelta(days=1), dt.time(), dt.UTC)
         version = version_for(end)
         # Who spends the run's CPU time: the ML steps (children of the warm runtime), Airflow's
         # services with their task processes, the model server; the rest is the bench and the kernel.
-        roots = {"ML steps (warm runtime)": warm_runtime_pid(socket_path), **{
-            f"Airflow {name}" + (" + task processes" if name == "scheduler" else ""): proc.pid
-            for name, proc in services.procs.items()}, "model server": server_pid}
+        roots = {
+            "ML steps (warm runtime)": warm_runtime_pid(socket_path),
+            **{
+                f"Airflow {name}" + (" + task processes" if name == "scheduler" else ""): proc.pid
+                for name, proc in services.procs.items()
+            },
+            "model server": server_pid,
+        }
         roots = {name: pid for name, pid in roots.items() if pid}
         trees_before = tree_cpu_seconds(roots)
         busy_before = cpu_busy_seconds()
@@ -496,22 +577,50 @@ def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
             compute.append((min(start + fixed.get(step, 0.0), stop), stop))
         own = union_seconds(compute)
         overhead = (served_wall - own) / served_wall
-        bench.raw["figure_2"] = {"trigger_to_served": served_wall, "trigger_to_run_end": run_wall, "own_compute": own,
-                                 "overhead_share": overhead, "state": run["state"], "task_instances": tis,
-                                 "cpu_seconds": run_cpu, "cpu_seconds_by_process_tree": cpu_by_tree}
+        bench.raw["figure_2"] = {
+            "trigger_to_served": served_wall,
+            "trigger_to_run_end": run_wall,
+            "own_compute": own,
+            "overhead_share": overhead,
+            "state": run["state"],
+            "task_instances": tis,
+            "cpu_seconds": run_cpu,
+            "cpu_seconds_by_process_tree": cpu_by_tree,
+        }
         if with_2:
-            bench.add("2", "time to served model (scheduler run)", f"{served_wall:.0f} s", "", "", "< 240 s",
-                      verdict(served_wall < 240 and run["state"] == "success"))
-            bench.add("2", "orchestration share of it", f"{overhead:.0%}", f"own compute {own:.0f} s", "", "< 20%",
-                      verdict(overhead < 0.2))
+            bench.add(
+                "2",
+                "time to served model (scheduler run)",
+                f"{served_wall:.0f} s",
+                "",
+                "",
+                "< 240 s",
+                verdict(served_wall < 240 and run["state"] == "success"),
+            )
+            bench.add(
+                "2",
+                "orchestration share of it",
+                f"{overhead:.0%}",
+                f"own compute {own:.0f} s",
+                "",
+                "< 20%",
+                verdict(overhead < 0.2),
+            )
             for ti in sorted(tis, key=lambda t: _ts(t["start"])):
                 step = ti["task_id"].rsplit(".", 1)[-1]
                 took = _ts(ti["end"]) - _ts(ti["start"])
                 queued = f"start +{_ts(ti['start']) - trigger:.0f} s"
                 note = f"incl. {fixed[step]:.1f} s start-up+imports" if step in fixed else ""
                 bench.add("2", f"  step {ti['task_id']} ({ti['state']})", f"{took:.1f} s", queued, "", note, "")
-            bench.add("2", "CPU time of the run (whole machine)", f"{run_cpu:.0f} CPU-s",
-                      f"{run_cpu / run_wall:.2f} of {os.cpu_count()} cores over {run_wall:.0f} s", "", "", "")
+            bench.add(
+                "2",
+                "CPU time of the run (whole machine)",
+                f"{run_cpu:.0f} CPU-s",
+                f"{run_cpu / run_wall:.2f} of {os.cpu_count()} cores over {run_wall:.0f} s",
+                "",
+                "",
+                "",
+            )
             for name, seconds in sorted(cpu_by_tree.items(), key=lambda item: -item[1]):
                 bench.add("2", f"  of which {name}", f"{seconds:.1f} CPU-s", "", f"{seconds / run_cpu:.0%}", "", "")
 
@@ -527,17 +636,37 @@ def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
             failed = [r["run_id"] for r in runs if r["state"] != "success"]
             reference = n * run_wall
             bench.raw["figure_6"] = {"wall": wall, "reference": reference, "runs": runs, "cpu_seconds": backfill_cpu}
-            bench.add("6", f"backfill of {n} windows (scheduler)", f"{wall:.0f} s", f"{n} x {run_wall:.0f} s",
-                      f"{wall / reference:.2f}", "<= 0.75, no failure",
-                      verdict(wall / reference <= 0.75 and not failed))
+            bench.add(
+                "6",
+                f"backfill of {n} windows (scheduler)",
+                f"{wall:.0f} s",
+                f"{n} x {run_wall:.0f} s",
+                f"{wall / reference:.2f}",
+                "<= 0.75, no failure",
+                verdict(wall / reference <= 0.75 and not failed),
+            )
             # However the runs are packed, n runs need n times one run's CPU time on the machine's cores.
             floor = n * run_cpu / os.cpu_count()
-            bench.add("6", "  CPU-time floor of it", f"{floor:.0f} s", f"{n} x {run_cpu:.0f} CPU-s / {os.cpu_count()} cores",
-                      f"{floor / reference:.2f}", "", "")
+            bench.add(
+                "6",
+                "  CPU-time floor of it",
+                f"{floor:.0f} s",
+                f"{n} x {run_cpu:.0f} CPU-s / {os.cpu_count()} cores",
+                f"{floor / reference:.2f}",
+                "",
+                "",
+            )
             # How busy the backfill kept the cores (until the bench saw its last run end, <= 2 s late).
-            bench.add("6", "  CPU time of the backfill", f"{backfill_cpu:.0f} CPU-s",
-                      f"{backfill_cpu / n:.0f} CPU-s a window; cores busy "
-                      f"{backfill_cpu / (os.cpu_count() * (seen_done - started)):.0%} of its wall time", "", "", "")
+            bench.add(
+                "6",
+                "  CPU time of the backfill",
+                f"{backfill_cpu:.0f} CPU-s",
+                f"{backfill_cpu / n:.0f} CPU-s a window; cores busy "
+                f"{backfill_cpu / (os.cpu_count() * (seen_done - started)):.0%} of its wall time",
+                "",
+                "",
+                "",
+            )
             if failed:
                 bench.notes.append(f"figure 6: failed runs {failed}")
 
@@ -601,18 +730,52 @@ def step_runs(bench: Bench, trips: int, steps: list[str]) -> dict:
         elif step == "validate":
             command = [sys.executable, "-c", STEP_VALIDATE, str(data), str(out / "validation"), *window]
         elif step in ("transform", "numpy"):
-            command = [RUNTIME, str(REPO / "bench" / "ml.py"), "tft" if step == "transform" else "numpy",
-                       "--train", f"{data}/train/part-*.csv", "--eval", f"{data}/eval/part-*.csv",
-                       "--output", str(out / "transform")]
+            command = [
+                RUNTIME,
+                str(REPO / "bench" / "ml.py"),
+                "tft" if step == "transform" else "numpy",
+                "--train",
+                f"{data}/train/part-*.csv",
+                "--eval",
+                f"{data}/eval/part-*.csv",
+                "--output",
+                str(out / "transform"),
+            ]
         elif step == "train":
-            command = [RUNTIME, "-m", "taxi_model.trainer", "--transform_output", str(out / "transform"),
-                       "--serving_model_dir", str(out / "model"), "--log_dir", str(out / "logs")]
+            command = [
+                RUNTIME,
+                "-m",
+                "taxi_model.trainer",
+                "--transform_output",
+                str(out / "transform"),
+                "--serving_model_dir",
+                str(out / "model"),
+                "--log_dir",
+                str(out / "logs"),
+            ]
         elif step == "evaluate":
-            command = [RUNTIME, "-m", "taxi_model.evaluate", "--model", str(out / "model"),
-                       "--eval", f"{data}/eval/part-*.csv", "--output", str(out / "evaluation"), "--runner=FnApiRunner"]
+            command = [
+                RUNTIME,
+                "-m",
+                "taxi_model.evaluate",
+                "--model",
+                str(out / "model"),
+                "--eval",
+                f"{data}/eval/part-*.csv",
+                "--output",
+                str(out / "evaluation"),
+                "--runner=FnApiRunner",
+            ]
         elif step == "trainer_input":
-            command = [RUNTIME, str(REPO / "bench" / "ml.py"), "trainer", "--transform_output", str(out / "transform"),
-                       "--steps", str(bench.raw.get("trainer_steps", 300))]
+            command = [
+                RUNTIME,
+                str(REPO / "bench" / "ml.py"),
+                "trainer",
+                "--transform_output",
+                str(out / "transform"),
+                "--steps",
+                str(bench.raw.get("trainer_steps", 300)),
+            ]
         else:
             raise ValueError(step)
         results[step] = measured(command, logs / f"{step}.log", env)
@@ -625,28 +788,49 @@ def figure_3(bench: Bench, args) -> None:
         tft_rate = r["transform"]["rows"] / r["transform"]["seconds"]
         limit = r["numpy"]["rows"] / r["numpy"]["seconds"]
         goal = trips >= 1_000_000
-        bench.add("3", f"TFT analyze+transform, {trips:,} trips ({r['transform']['rows']:,} rows)",
-                  f"{tft_rate:,.0f} rows/s", f"{limit:,.0f} rows/s (pandas)", f"{tft_rate / limit:.3f} of limit",
-                  ">= 100k rows/s" if goal else "", verdict(tft_rate >= 100_000) if goal else "")
+        bench.add(
+            "3",
+            f"TFT analyze+transform, {trips:,} trips ({r['transform']['rows']:,} rows)",
+            f"{tft_rate:,.0f} rows/s",
+            f"{limit:,.0f} rows/s (pandas)",
+            f"{tft_rate / limit:.3f} of limit",
+            ">= 100k rows/s" if goal else "",
+            verdict(tft_rate >= 100_000) if goal else "",
+        )
 
 
 def figure_4(bench: Bench, args) -> None:
     trips = min(args.sizes)
     r = step_runs(bench, trips, ["extract", "transform", "trainer_input"])["trainer_input"]
     ratio = r["file_steps_per_s"] / r["memory_steps_per_s"]
-    bench.add("4", f"trainer steps/s (batch {r['batch_size']}, {trips:,} trips)", f"{r['file_steps_per_s']:.0f}/s",
-              f"{r['memory_steps_per_s']:.0f}/s in memory", f"{ratio:.2f}", ">= 0.8", verdict(ratio >= 0.8))
+    bench.add(
+        "4",
+        f"trainer steps/s (batch {r['batch_size']}, {trips:,} trips)",
+        f"{r['file_steps_per_s']:.0f}/s",
+        f"{r['memory_steps_per_s']:.0f}/s in memory",
+        f"{ratio:.2f}",
+        ">= 0.8",
+        verdict(ratio >= 0.8),
+    )
 
 
 def figure_7(bench: Bench, args) -> None:
     trips = args.memory_size
     r = step_runs(bench, trips, ["extract", "validate", "transform", "train", "evaluate"])
     for step in ("extract", "validate", "transform", "train", "evaluate"):
-        bench.add("7", f"peak RSS {step}, {trips:,} trips", f"{r[step]['rss'] / GIB:.2f} GiB",
-                  f"{r[step]['wall']:.0f} s wall", "", "< 4 GiB", verdict(r[step]["rss"] < 4 * GIB))
+        bench.add(
+            "7",
+            f"peak RSS {step}, {trips:,} trips",
+            f"{r[step]['rss'] / GIB:.2f} GiB",
+            f"{r[step]['wall']:.0f} s wall",
+            "",
+            "< 4 GiB",
+            verdict(r[step]["rss"] < 4 * GIB),
+        )
 
 
 # --- figure 5: serving ---------------------------------------------------------------------------
+
 
 def figure_5(bench: Bench, args) -> None:
     import glob
@@ -657,14 +841,34 @@ def figure_5(bench: Bench, args) -> None:
     versions = sorted((p for p in serving.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
     trained = sorted((bench.work / "data").glob("*/out/model/saved_model.pb"))  # figure 7's
     model = versions[-1] if versions else (trained[0].parent if trained else bench.work / "no-model")
-    csv = sorted(glob.glob(str(bench.work / "data" / "*" / "window" / "eval" / "part-*.csv"))) or \
-        [str(bench.work / "probe.csv")]
+    csv = sorted(glob.glob(str(bench.work / "data" / "*" / "window" / "eval" / "part-*.csv"))) or [
+        str(bench.work / "probe.csv")
+    ]
     if not (model / "saved_model.pb").exists():
         raise RuntimeError("no model to serve: run figure 2 or 7 in the same work dir first")
     out = bench.work / "serving.json"
-    measured([RUNTIME, str(REPO / "bench" / "serving.py"), "--model", str(model), "--csv", csv[0], "--rows", "1", "100",
-              "--clients", "1", "--seconds", str(args.serving_seconds), "--json", str(out), "--breakdown"],
-             bench.work / "logs" / "serving.log", bench.env())
+    measured(
+        [
+            RUNTIME,
+            str(REPO / "bench" / "serving.py"),
+            "--model",
+            str(model),
+            "--csv",
+            csv[0],
+            "--rows",
+            "1",
+            "100",
+            "--clients",
+            "1",
+            "--seconds",
+            str(args.serving_seconds),
+            "--json",
+            str(out),
+            "--breakdown",
+        ],
+        bench.work / "logs" / "serving.log",
+        bench.env(),
+    )
     result = json.loads(out.read_text())
     cells = {(c["rows"], c["path"]): c for c in result["cells"]}
     bench.raw["figure_5"] = result
@@ -678,9 +882,15 @@ def figure_5(bench: Bench, args) -> None:
                 goal, ok = "p50 < 5 ms", verdict(cell["p50"] < 5)
             if n == 100:
                 goal, ok = ">= 0.7 of in-process", verdict(ratio >= 0.7)
-            bench.add("5", f"serving {path}, {n} row(s)/request", f"p50 {cell['p50']:.2f} ms, p99 {cell['p99']:.2f} ms, "
-                      f"{cell['throughput']:,.0f} pred/s", f"in-process {local['throughput']:,.0f} pred/s "
-                      f"(p50 {local['p50']:.2f} ms)", f"{ratio:.2f}", goal, ok)
+            bench.add(
+                "5",
+                f"serving {path}, {n} row(s)/request",
+                f"p50 {cell['p50']:.2f} ms, p99 {cell['p99']:.2f} ms, {cell['throughput']:,.0f} pred/s",
+                f"in-process {local['throughput']:,.0f} pred/s (p50 {local['p50']:.2f} ms)",
+                f"{ratio:.2f}",
+                goal,
+                ok,
+            )
     # What limits the 100-row figure: each stage of a REST request timed alone (bench/serving.py --breakdown).
     for stage in result["breakdown"]:
         bench.add("5", f"  REST 100 rows: {stage['stage']}", f"{stage['ms']:.2f} ms", "", "", "", "")
@@ -688,17 +898,25 @@ def figure_5(bench: Bench, args) -> None:
 
 # --- the table -----------------------------------------------------------------------------------
 
+
 def table(bench: Bench, started: dt.datetime) -> str:
     header = Row("fig", "measure", "value", "reference (same run)", "ratio", "goal", "verdict")
     rows = [header, *bench.rows]
     widths = [max(len(getattr(r, f)) for r in rows) for f in asdict(header)]
-    line = lambda r: "  ".join(getattr(r, f).ljust(w) for f, w in zip(asdict(header), widths)).rstrip()
+
+    def line(r):
+        return "  ".join(getattr(r, f).ljust(w) for f, w in zip(asdict(header), widths, strict=True)).rstrip()
+
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
     load = os.getloadavg()
-    lines = [f"taxi-mlops benchmarks, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {mem:.0f} GiB, "
-             f"{platform.machine()}, Python {platform.python_version()}; load average at the end "
-             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
-             line(header), "  ".join("-" * w for w in widths), *map(line, bench.rows)]
+    lines = [
+        f"taxi-mlops benchmarks, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {mem:.0f} GiB, "
+        f"{platform.machine()}, Python {platform.python_version()}; load average at the end "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
+        line(header),
+        "  ".join("-" * w for w in widths),
+        *map(line, bench.rows),
+    ]
     if bench.notes:
         lines += ["", "notes:", *(f"- {n}" for n in bench.notes)]
     return "\n".join(lines)
@@ -728,7 +946,7 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(work=args.work.resolve())
     bench.raw["trainer_steps"] = args.trainer_steps
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     # 2 and 6 last: the longest, through the scheduler; 5 serves figure 7's model when 2 does not run first
     plan = [("1", figure_1), ("3", figure_3), ("4", figure_4), ("7", figure_7), ("5", figure_5), ("2+6", None)]
     for name, run in plan:
@@ -745,8 +963,9 @@ def main() -> int:
             traceback.print_exc()
             bench.add(name, "error", f"{type(error).__name__}", "", "", "", "ERROR")
             bench.notes.append(f"figure {name}: {str(error)[:400]}")
-    (bench.work / "results.json").write_text(json.dumps({**bench.raw, "rows": [asdict(r) for r in bench.rows],
-                                                          "notes": bench.notes}, indent=1, default=str))
+    (bench.work / "results.json").write_text(
+        json.dumps({**bench.raw, "rows": [asdict(r) for r in bench.rows], "notes": bench.notes}, indent=1, default=str)
+    )
     print()
     print(table(bench, started))
     return 0

@@ -16,6 +16,7 @@ server's own code timed alone in this process (parsing, decoding, the model call
 and the round trip of the standard library's HTTP server and client carrying the same bytes and
 doing nothing else, against the in-process call and what 0.7 of its throughput allows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,13 +33,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
 import taxi_model  # noqa: E402,F401  (Keras 2 before TensorFlow)
+
+# isort: split
 import tensorflow as tf  # noqa: E402
 
 from taxi_model.serving import client  # noqa: E402
@@ -82,10 +85,21 @@ def server_process(model_dir: str) -> Iterator[tuple[int, int]]:
         ports = free_port(), free_port()
         with open(f"{root}/server.log", "w") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "taxi_model.serving.server", "--serving_root", root,
-                 "--rest_port", str(ports[0]), "--grpc_port", str(ports[1])],
-                stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(REPO / "include"), "TF_CPP_MIN_LOG_LEVEL": "2"})
+                [
+                    sys.executable,
+                    "-m",
+                    "taxi_model.serving.server",
+                    "--serving_root",
+                    root,
+                    "--rest_port",
+                    str(ports[0]),
+                    "--grpc_port",
+                    str(ports[1]),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(REPO / "include"), "TF_CPP_MIN_LOG_LEVEL": "2"},
+            )
         try:
             client.wait_until_available("taxi", 120, port=ports[0])
             yield ports
@@ -174,10 +188,19 @@ def breakdown(model_dir: str, batch: list[bytes], seconds: float, rest_p50: floa
     answer = rest_json.response_bytes(outputs, request_format)
     stages = [
         ("server: parse the JSON body", mean_ms(lambda: rest_json.parse_body(body), seconds)),
-        ("server: decode the b64 rows into an array", mean_ms(lambda: rest_json.request_inputs(document, signature.inputs), seconds)),
-        ("server: checks, tensor, model call, outputs", mean_ms(lambda: version.predict(signature.name, inputs), seconds)),
+        (
+            "server: decode the b64 rows into an array",
+            mean_ms(lambda: rest_json.request_inputs(document, signature.inputs), seconds),
+        ),
+        (
+            "server: checks, tensor, model call, outputs",
+            mean_ms(lambda: version.predict(signature.name, inputs), seconds),
+        ),
         ("  of which the model's graph alone", mean_ms(lambda: signature.call(tensors), seconds)),
-        ("server: write the JSON response", mean_ms(lambda: rest_json.response_bytes(outputs, request_format), seconds)),
+        (
+            "server: write the JSON response",
+            mean_ms(lambda: rest_json.response_bytes(outputs, request_format), seconds),
+        ),
     ]
     with tempfile.TemporaryDirectory(prefix="bench_http_") as tmp:
         Path(tmp, "answer.json").write_bytes(answer)
@@ -194,15 +217,23 @@ def breakdown(model_dir: str, batch: list[bytes], seconds: float, rest_p50: floa
                         raise
                     time.sleep(0.05)
             rest = client.RestClient(port=port)
-            stages.append(("HTTP round trip alone (stdlib server + client)",
-                           mean_ms(lambda: rest.request("POST", "/", body), seconds)))
+            stages.append(
+                (
+                    "HTTP round trip alone (stdlib server + client)",
+                    mean_ms(lambda: rest.request("POST", "/", body), seconds),
+                )
+            )
         finally:
             bare.kill()
             bare.wait()
     total = sum(ms for name, ms in stages if not name.startswith(" "))
-    return [*stages, ("sum of the stages", total), ("measured REST p50", rest_p50),
-            ("in-process call p50 (the reference)", in_process_p50),
-            ("a request's time at 0.7 of in-process throughput", in_process_p50 / 0.7)]
+    return [
+        *stages,
+        ("sum of the stages", total),
+        ("measured REST p50", rest_p50),
+        ("in-process call p50 (the reference)", in_process_p50),
+        ("a request's time at 0.7 of in-process throughput", in_process_p50 / 0.7),
+    ]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -218,8 +249,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100], help="rows per request")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4], help="concurrent clients")
     parser.add_argument("--json", help="also write the cells to this JSON file (bench/run.py reads it)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also print where a REST request's time goes, at the largest --rows")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also print where a REST request's time goes, at the largest --rows"
+    )
     args = parser.parse_args()
     model_dir, csv_pattern = args.model or default_model(), args.csv or default_csv()
 
@@ -230,19 +262,23 @@ def main() -> None:
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
 
     with server_process(model_dir) as (rest_port, grpc_port):
+
         def callers(path: str, batch: list[bytes]) -> Callable[[], Callable[[], None]]:
             if path == "in-process":
                 return lambda: lambda: serve(examples=tf.constant(batch))
             if path == "REST":
+
                 def make_rest():
                     rest, body = client.RestClient(port=rest_port), client.RestClient.predict_body(batch)
                     return lambda: rest.predict(batch, body=body)
+
                 return make_rest
 
             def make_grpc():
                 stub = client.GrpcClient(port=grpc_port)
                 request = stub.predict_request(batch)
                 return lambda: stub.predict(batch, request=request)
+
             return make_grpc
 
         results = {}
@@ -250,15 +286,21 @@ def main() -> None:
             for path in PATHS:
                 for clients in args.clients:
                     latencies, elapsed = run_cell(callers(path, examples[:n]), clients, args.seconds)
-                    results[n, path, clients] = (percentile(latencies, 0.5), percentile(latencies, 0.99),
-                                                 len(latencies) * n / elapsed)
+                    results[n, path, clients] = (
+                        percentile(latencies, 0.5),
+                        percentile(latencies, 0.99),
+                        len(latencies) * n / elapsed,
+                    )
 
-    print(f"serving benchmark, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: {os.cpu_count()} cores "
-          f"(nproc {len(os.sched_getaffinity(0))}), {platform.processor() or platform.machine()}, "
-          f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+    print(
+        f"serving benchmark, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: {os.cpu_count()} cores "
+        f"(nproc {len(os.sched_getaffinity(0))}), {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}"
+    )
     print(f"model {model_dir}; rows of {csv_pattern}; {args.seconds:g} s per cell; server in its own process")
-    header = (f"{'rows/req':>8} {'path':<10} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'pred/s':>10} "
-              f"{'vs in-proc':>10}")
+    header = (
+        f"{'rows/req':>8} {'path':<10} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'pred/s':>10} {'vs in-proc':>10}"
+    )
     print(header + "\n" + "-" * len(header))
     for (n, path, clients), (p50, p99, throughput) in results.items():
         ratio = throughput / results[n, "in-process", clients][2]
@@ -266,17 +308,30 @@ def main() -> None:
     stages = []
     if args.breakdown:
         n, clients = max(args.rows), min(args.clients)
-        stages = breakdown(model_dir, examples[:n], args.seconds / 3, results[n, "REST", clients][0],
-                           results[n, "in-process", clients][0])
+        stages = breakdown(
+            model_dir,
+            examples[:n],
+            args.seconds / 3,
+            results[n, "REST", clients][0],
+            results[n, "in-process", clients][0],
+        )
         print(f"\nwhere a REST request of {n} rows goes (stages timed alone, means; one client)")
         print(f"{'stage':<52} {'ms':>6}\n{'-' * 59}")
         for name, ms in stages:
             print(f"{name:<52} {ms:>6.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cells": [
-            {"rows": n, "path": path, "clients": clients, "p50": p50, "p99": p99, "throughput": throughput}
-            for (n, path, clients), (p50, p99, throughput) in results.items()],
-            "breakdown": [{"stage": name, "ms": ms} for name, ms in stages]}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "cells": [
+                        {"rows": n, "path": path, "clients": clients, "p50": p50, "p99": p99, "throughput": throughput}
+                        for (n, path, clients), (p50, p99, throughput) in results.items()
+                    ],
+                    "breakdown": [{"stage": name, "ms": ms} for name, ms in stages],
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -9,22 +9,24 @@ Param of a manual run); the `variants` Param picks the variants trained. Every s
 by the platform chosen with TAXI_PLATFORM (`local` by default, or `gcp`); see
 include/taxi_pipeline/platforms/.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
 
 from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
-from taxi_model.variants import VARIANTS
 
+from taxi_model.variants import VARIANTS
+from taxi_pipeline import callables
 from taxi_pipeline.branches import Branch
+from taxi_pipeline.callables import SELECT_VARIANTS_DOC
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
+from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 from taxi_pipeline.platforms import get_platform
+from taxi_pipeline.platforms.extra_links import add_artifact_links
 from taxi_pipeline.reports.report_tasks import data_report_task, model_report_task
 from taxi_pipeline.serving_root import model_name
-from taxi_pipeline.callables import SELECT_VARIANTS_DOC, select_variants
-from taxi_pipeline.platforms.extra_links import add_artifact_links
-from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 
 platform = get_platform()
 
@@ -38,12 +40,25 @@ with DAG(
     default_args=DEFAULT_ARGS,
     deadline=run_deadline("taxi_daily_retrain", hours=8),
     params={
-        "window_days": Param(365, title="Window days", type="integer", minimum=1, maximum=3650,
-                             description="Days of trips before the run's window end to train on."),
-        "variants": Param(list(VARIANTS), type="array", items={"type": "string", "enum": list(VARIANTS)},
-                          minItems=1, uniqueItems=True, examples=list(VARIANTS), title="Variants",
-                          description="The preprocessing variants to train, evaluate and deploy; the others are "
-                                      "skipped. The champion is the best blessed one among them."),
+        "window_days": Param(
+            365,
+            title="Window days",
+            type="integer",
+            minimum=1,
+            maximum=3650,
+            description="Days of trips before the run's window end to train on.",
+        ),
+        "variants": Param(
+            list(VARIANTS),
+            type="array",
+            items={"type": "string", "enum": list(VARIANTS)},
+            minItems=1,
+            uniqueItems=True,
+            examples=list(VARIANTS),
+            title="Variants",
+            description="The preprocessing variants to train, evaluate and deploy; the others are "
+            "skipped. The champion is the best blessed one among them.",
+        ),
         **common_params(min_window_rows=500),
     },
     user_defined_macros=MACROS,
@@ -51,12 +66,14 @@ with DAG(
     wait_for_window = platform.wait_for_window()
     extract_window = platform.extract_window()
     validate_window = platform.validate_window()
-    select = BranchPythonOperator(task_id="select_variants", python_callable=select_variants,
-                                  doc_md=SELECT_VARIANTS_DOC)
+    select_variants = BranchPythonOperator(
+        task_id="select_variants", python_callable=callables.select_variants, doc_md=SELECT_VARIANTS_DOC
+    )
 
     # Each variant is judged against what the previous window left in service: wait for its deploys.
     wait_for_previous_deploys = PreviousRunSettledSensor(
-        task_id="wait_for_previous_deploys", task_ids=[*(f"{v}.push" for v in VARIANTS), "promote_champion"])
+        task_id="wait_for_previous_deploys", task_ids=[*(f"{v}.push" for v in VARIANTS), "promote_champion"]
+    )
 
     variants = []
     for variant in VARIANTS:
@@ -64,14 +81,21 @@ with DAG(
         with TaskGroup(group_id=variant, tooltip=f"the {variant} preprocessing variant") as group:
             evaluate = platform.evaluate(branch)
             wait_for_previous_deploys >> evaluate
-            chain(platform.transform(branch), platform.train(branch), evaluate,
-                  platform.check_export(branch), platform.push(branch))
+            chain(
+                platform.transform(branch),
+                platform.train(branch),
+                evaluate,
+                platform.check_export(branch),
+                platform.push(branch),
+            )
         variants.append(group)
 
     compare_variants = platform.compare_variants()
     promote_champion = platform.promote_champion()
 
-    chain(wait_for_window, extract_window, validate_window, select, variants, compare_variants, promote_champion)
+    chain(
+        wait_for_window, extract_window, validate_window, select_variants, variants, compare_variants, promote_champion
+    )
     validate_window >> wait_for_previous_deploys
     validate_window >> data_report_task()  # reports for people, beside the pipeline
     compare_variants >> model_report_task()

@@ -12,18 +12,19 @@ calendar month before the `window_end` Param of a manual run). The same
 stages as taxi_daily_retrain, built by the same platform (TAXI_PLATFORM); see
 include/taxi_pipeline/platforms/ and branches.py.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
 
+from taxi_model.variants import VARIANTS
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
 from taxi_pipeline.platforms import get_platform
-from taxi_pipeline.reports.report_tasks import data_report_task, model_report_task
-from taxi_model.variants import VARIANTS
 from taxi_pipeline.platforms.extra_links import add_artifact_links
+from taxi_pipeline.reports.report_tasks import data_report_task, model_report_task
 
 platform = get_platform()
 BRANCHES = (  # both models use the preprocessing variant of the run's `variant` Param
@@ -37,17 +38,35 @@ with DAG(
     start_date=datetime(2014, 1, 1),
     max_active_runs=2,
     tags=["taxi", "workflow-2", "recency", f"platform:{platform.name}"],
-    doc_md=__doc__ + on_call_doc(
-        "taxi_sliding_window", ", the history of verdicts under `$TAXI_HOME/artifacts/taxi_sliding_window/history/`"),
+    doc_md=__doc__
+    + on_call_doc(
+        "taxi_sliding_window", ", the history of verdicts under `$TAXI_HOME/artifacts/taxi_sliding_window/history/`"
+    ),
     default_args=DEFAULT_ARGS,
     deadline=run_deadline("taxi_sliding_window", hours=12),
     params={
-        "recent_days": Param(90, title="Recent days", type="integer", minimum=7, maximum=3650,
-                             description="Days before the evaluated month that the recent model trains on."),
-        "history_start": Param("2013-01-01", title="History start", type="string", format="date",
-                               description="First day the long-window model trains on."),
-        "variant": Param("standard", type="string", enum=list(VARIANTS), title="Variant",
-                         description="The preprocessing variant both models use."),
+        "recent_days": Param(
+            90,
+            title="Recent days",
+            type="integer",
+            minimum=7,
+            maximum=3650,
+            description="Days before the evaluated month that the recent model trains on.",
+        ),
+        "history_start": Param(
+            "2013-01-01",
+            title="History start",
+            type="string",
+            format="date",
+            description="First day the long-window model trains on.",
+        ),
+        "variant": Param(
+            "standard",
+            type="string",
+            enum=list(VARIANTS),
+            title="Variant",
+            description="The preprocessing variant both models use.",
+        ),
         **common_params(min_window_rows=50),
     },
     user_defined_macros=MACROS,

@@ -8,6 +8,7 @@ here, once, are inherited by every parse and task instead of being imported agai
 own `parsing_pre_import_modules` does the same, for the `airflow.*` modules a DAG file names itself).
 The local platform needs none of it: nothing is imported then.
 """
+
 from __future__ import annotations
 
 import importlib

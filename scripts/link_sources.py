@@ -2,6 +2,7 @@
 
 Usage: python scripts/link_sources.py <venv>   (run with that venv's interpreter)
 """
+
 import site
 import sys
 from pathlib import Path

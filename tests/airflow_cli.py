@@ -1,5 +1,6 @@
 """What the tests that start Airflow's own services share: free loopback ports, the Airflow CLI
 with a clear failure, and the tails of the services' logs for a failure message."""
+
 from __future__ import annotations
 
 import socket

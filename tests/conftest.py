@@ -1,12 +1,14 @@
 """Shared fixtures. This file is loaded by both environments' test runs, so it imports only the
 standard library and taxi_pipeline's pure-Python modules at the top."""
+
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import subprocess
 import sys
+import tempfile
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -62,7 +64,7 @@ def warehouse(sample_files, taxi_home) -> Path:
 def schema_2015(warehouse, tmp_path_factory) -> str:
     """The schema text inferred from the real sample's 2015 window and the year before it (train
     splits): what a daily run validating the 2015 window would have as its schema."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from taxi_pipeline.extract import extract_windows
     from taxi_pipeline.layout import RunLayout
@@ -70,7 +72,7 @@ def schema_2015(warehouse, tmp_path_factory) -> str:
     from taxi_pipeline.validation import run_schema
     from taxi_pipeline.window import Window
 
-    window = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
+    window = Window.ending_at(datetime(2016, 1, 1, tzinfo=UTC), 365)
     layout = RunLayout(str(tmp_path_factory.mktemp("schema")), "taxi_daily_retrain", window, "schema")
     plan = WindowPlan({"": window, "reference": window.previous()}, {"": "reference"}, key="")
     extract_windows(warehouse, layout, plan.windows)
@@ -82,8 +84,9 @@ def airflow_db(taxi_home):
     """A migrated Airflow metadata DB in the session's AIRFLOW_HOME."""
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                   stdout=subprocess.DEVNULL, env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy()
+    )
     from taxi_pipeline.pools import ensure_pools
 
     ensure_pools({})

@@ -8,6 +8,7 @@ default) and returns it with that context, whose task instance records the XComs
 Execute it with TAXI_PLATFORM=gcp set (`gcp_platform` below), as a worker of the gcp deployment.
 `link_url(task, link, ti)` is the URL Airflow's worker stores for an extra link when the task ends.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,7 +51,7 @@ class TaskStateStore(dict):
         self[key] = value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gcp_dag(dag_id: str):
     with mock.patch.dict(os.environ, TAXI_PLATFORM="gcp", TAXI_GCP_PROJECT=PROJECT):
         spec = importlib.util.spec_from_file_location(f"gcp_{dag_id}", REPO / "dags" / f"{dag_id}.py")
@@ -59,8 +60,9 @@ def gcp_dag(dag_id: str):
         return module.dag
 
 
-def task_run(dag_id: str, task_id: str, start: datetime, end: datetime, try_number: int = 1,
-             state: TaskStateStore | None = None):
+def task_run(
+    dag_id: str, task_id: str, start: datetime, end: datetime, try_number: int = 1, state: TaskStateStore | None = None
+):
     """A rendered copy of the task and its context for the scheduled run of [start, end)."""
     from airflow.sdk.execution_time import macros
 
@@ -69,10 +71,21 @@ def task_run(dag_id: str, task_id: str, start: datetime, end: datetime, try_numb
     params = dag.params.dump() if hasattr(dag.params, "dump") else dict(dag.params)
     run_id = "scheduled__" + end.isoformat()
     ti = RecordingTI(dag_id=dag_id, task_id=task_id, run_id=run_id, try_number=try_number)
-    context = {"dag": dag, "task": task, "ti": ti, "task_instance": ti, "params": params, "run_id": run_id,
-               "data_interval_start": start, "data_interval_end": end, "logical_date": start, "macros": macros,
-               "ds": start.strftime("%Y-%m-%d"), "var": {"value": NoVariables()},
-               "task_state_store": state if state is not None else TaskStateStore()}
+    context = {
+        "dag": dag,
+        "task": task,
+        "ti": ti,
+        "task_instance": ti,
+        "params": params,
+        "run_id": run_id,
+        "data_interval_start": start,
+        "data_interval_end": end,
+        "logical_date": start,
+        "macros": macros,
+        "ds": start.strftime("%Y-%m-%d"),
+        "var": {"value": NoVariables()},
+        "task_state_store": state if state is not None else TaskStateStore(),
+    }
     task.render_template_fields(context, jinja_env=dag.get_template_env())
     return task, context
 
@@ -80,7 +93,9 @@ def task_run(dag_id: str, task_id: str, start: datetime, end: datetime, try_numb
 def link_url(task, link_class, ti) -> str:
     """The URL of the task's extra link of `link_class`, as the worker computes it when the task ends
     (Airflow 3: BaseOperatorLink.get_link with the task, reading the XComs the task pushed)."""
-    link = next(l for l in task.operator_extra_links if isinstance(l, link_class))
-    with mock.patch("airflow.providers.google.cloud.links.base.XCom.get_value",
-                    side_effect=lambda key, ti_key: ti_key.xcoms.get(key)):
+    link = next(x for x in task.operator_extra_links if isinstance(x, link_class))
+    with mock.patch(
+        "airflow.providers.google.cloud.links.base.XCom.get_value",
+        side_effect=lambda key, ti_key: ti_key.xcoms.get(key),
+    ):
         return link.get_link(operator=task, ti_key=ti)

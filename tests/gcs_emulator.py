@@ -8,14 +8,15 @@ fails with 412 Precondition Failed and changes nothing (`ifGenerationMatch=0`: o
 does not exist). Its HTTP server handles one request at a time, so the check and the write are
 atomic, as on GCS.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Iterator
 from unittest import mock
 
 PROJECT = "taxi-test"
@@ -64,8 +65,15 @@ def _with_preconditions(handler):
                 wanted = request.query.get(key)
                 if wanted and not holds(wanted[0]):
                     response.status = HTTPStatus.PRECONDITION_FAILED
-                    response.json({"error": {"code": 412, "message": f"Precondition {key}={wanted[0]} failed",
-                                             "errors": [{"reason": "conditionNotMet"}]}})
+                    response.json(
+                        {
+                            "error": {
+                                "code": 412,
+                                "message": f"Precondition {key}={wanted[0]} failed",
+                                "errors": [{"reason": "conditionNotMet"}],
+                            }
+                        }
+                    )
                     return
         return handler(request, response, storage, *args, **kwargs)
 
@@ -103,9 +111,13 @@ def running() -> Iterator[object]:
 
     port = _free_port()
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "TAXI_GCP_PROJECT": PROJECT,
-           "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({
-               "conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": PROJECT}})}
+    env = {
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+        "TAXI_GCP_PROJECT": PROJECT,
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(
+            {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": PROJECT}}
+        ),
+    }
     with _preconditions(), mock.patch.dict(os.environ, env):
         server.start()
         try:

@@ -1,4 +1,5 @@
 """Whether a process still runs, for the tests of both environments (standard library only)."""
+
 from __future__ import annotations
 
 from pathlib import Path

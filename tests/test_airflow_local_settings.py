@@ -1,8 +1,7 @@
 """include/airflow_local_settings.py: on gcp, Airflow's start-up imports the platform's provider
 modules once, so the dag-processor's forked parses inherit them; on local it imports nothing."""
-from __future__ import annotations
 
-import pytest
+from __future__ import annotations
 
 import json
 import os
@@ -10,13 +9,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DAGS = sorted((Path(__file__).resolve().parents[1] / "dags").glob("*.py"))
 # The client libraries and provider modules of the gcp platform (Airflow's providers manager imports
 # each provider's package and get_provider_info at start-up on any platform: those are not counted).
-HEAVY_PREFIXES = ("google.cloud.", "google.api_core", "kubernetes.", "kubernetes_asyncio", "pandas",
-                  "airflow.providers.google.cloud", "airflow.providers.apache.beam.operators",
-                  "airflow.providers.cncf.kubernetes.operators", "airflow.providers.cncf.kubernetes.hooks",
-                  "kubeflow", "taxi_pipeline.operators.gcp", "taxi_pipeline.operators.tfjob", "taxi_pipeline.operators.tf_serving")
+HEAVY_PREFIXES = (
+    "google.cloud.",
+    "google.api_core",
+    "kubernetes.",
+    "kubernetes_asyncio",
+    "pandas",
+    "airflow.providers.google.cloud",
+    "airflow.providers.apache.beam.operators",
+    "airflow.providers.cncf.kubernetes.operators",
+    "airflow.providers.cncf.kubernetes.hooks",
+    "kubeflow",
+    "taxi_pipeline.operators.gcp",
+    "taxi_pipeline.operators.tfjob",
+    "taxi_pipeline.operators.tf_serving",
+)
 
 PROBE = r"""
 import json, runpy, sys
@@ -32,8 +44,13 @@ print(json.dumps({"at_start": sorted(m for m in started if m.startswith(heavy)),
 
 def probe(platform: str) -> dict:
     env = {**os.environ, "TAXI_PLATFORM": platform, "TAXI_GCP_PROJECT": "taxi-test"}
-    out = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY_PREFIXES), *map(str, DAGS)],
-                         env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, ",".join(HEAVY_PREFIXES), *map(str, DAGS)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -5,6 +5,7 @@ The modules that do import TensorFlow need Keras 2 (TFT and TFMA are built on tf
 switch only works if set before TensorFlow is first imported, so it is set here, where every
 `taxi_model.*` import passes first.
 """
+
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

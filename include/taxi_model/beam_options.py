@@ -1,7 +1,8 @@
 """Beam pipeline options of the runtime's pipelines (transform, evaluate)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 

@@ -10,6 +10,7 @@ of 0.88 fails a model that learned little without failing a normal one. About 23
 are big tippers, so accuracy alone means little: the bar is the eval set's majority-class rate
 (what "always predict the majority" scores), not TFX's fixed 0.6.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -8,6 +8,7 @@ when a column has NULLs; only the columns derived from the (never NULL) trip sta
 Census tracts are 11-digit ids that float32 would round, so they are `string` (the model does not
 use them).
 """
+
 from __future__ import annotations
 
 import csv

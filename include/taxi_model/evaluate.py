@@ -16,25 +16,27 @@ nothing restates the feature contract. Writes atomically under --output:
     plots.json      overall calibration (10 bins), confusion matrix at 0.5 and ROC points of each model
     blessing.json   the verdict and its reasons (taxi_model.blessing)
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 
 import apache_beam as beam
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from taxi_model.beam_options import BATCH_SIZE, pipeline_options
 from google.protobuf import wrappers_pb2
 from tensorflow_model_analysis.proto import config_pb2
 from tfx_bsl.public.tfxio import TFExampleBeamRecord
 
-from taxi_model import features
-from taxi_model import step_logging
+from taxi_model import features, step_logging
+from taxi_model.beam_options import BATCH_SIZE, pipeline_options
 from taxi_model.blessing import BlessingPolicy, Verdict
 from taxi_model.columns import read_rows
 from taxi_model.fileio import atomic_output_dir
@@ -43,8 +45,17 @@ from taxi_model.serving_layout import newest_before, versions_in
 CANDIDATE, BASELINE = "candidate", "baseline"
 # The slices the Kubeflow taxi example analysed.
 SLICES = ((), ("trip_start_hour",), ("company",), ("trip_start_day", "trip_start_month"))
-METRICS = ("ExampleCount", "BinaryAccuracy", "AUC", "Precision", "Recall", "Calibration", "BinaryCrossEntropy",
-           "CalibrationPlot", "ConfusionMatrixPlot")
+METRICS = (
+    "ExampleCount",
+    "BinaryAccuracy",
+    "AUC",
+    "Precision",
+    "Recall",
+    "Calibration",
+    "BinaryCrossEntropy",
+    "CalibrationPlot",
+    "ConfusionMatrixPlot",
+)
 AUC, ACCURACY = "auc", "binary_accuracy"
 # AUC from 1,000 thresholds, not TFMA's default 10,000: its cost is a pure-Python pass over that many
 # buckets for every slice and model (most of an evaluation's time), and at 1,000 the AUC moves by
@@ -68,16 +79,21 @@ def majority_class_rate(model_dir: str, serialized: list[bytes]) -> float:
     transform = tf.saved_model.load(model_dir).signatures["transform_features"]
     positives = 0
     for start in range(0, len(serialized), 4096):
-        batch = tf.constant(serialized[start:start + 4096])
+        batch = tf.constant(serialized[start : start + 4096])
         positives += int(tf.reduce_sum(tf.cast(transform(examples=batch)[features.LABEL_KEY], tf.int64)))
     rate = positives / max(len(serialized), 1)
     return max(rate, 1 - rate)
 
 
 def eval_config(policy: BlessingPolicy, accuracy_bar: float, with_baseline: bool) -> config_pb2.EvalConfig:
-    specs = [config_pb2.ModelSpec(name=CANDIDATE, signature_name="serving_default",
-                                  preprocessing_function_names=["transform_features"],
-                                  label_key=features.LABEL_KEY)]
+    specs = [
+        config_pb2.ModelSpec(
+            name=CANDIDATE,
+            signature_name="serving_default",
+            preprocessing_function_names=["transform_features"],
+            label_key=features.LABEL_KEY,
+        )
+    ]
     if with_baseline:
         baseline = config_pb2.ModelSpec()
         baseline.CopyFrom(specs[0])
@@ -85,18 +101,25 @@ def eval_config(policy: BlessingPolicy, accuracy_bar: float, with_baseline: bool
         specs.append(baseline)
     overall = [config_pb2.SlicingSpec()]
     auc_threshold = config_pb2.MetricThreshold(
-        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": policy.auc_floor}))
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": policy.auc_floor})
+    )
     if with_baseline:
-        auc_threshold.change_threshold.CopyFrom(config_pb2.GenericChangeThreshold(
-            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -policy.auc_tolerance}))
+        auc_threshold.change_threshold.CopyFrom(
+            config_pb2.GenericChangeThreshold(
+                direction=config_pb2.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -policy.auc_tolerance}
+            )
+        )
     accuracy_threshold = config_pb2.MetricThreshold(
-        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": accuracy_bar}))
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": accuracy_bar})
+    )
     metrics = []
     for name in METRICS:
         metric = config_pb2.MetricConfig(class_name=name, config=METRIC_CONFIGS.get(name, ""))
         gate = {"AUC": auc_threshold, "BinaryAccuracy": accuracy_threshold}.get(name)
         if gate is not None:  # gate only the overall slice
-            metric.per_slice_thresholds.append(config_pb2.PerSliceMetricThreshold(slicing_specs=overall, threshold=gate))
+            metric.per_slice_thresholds.append(
+                config_pb2.PerSliceMetricThreshold(slicing_specs=overall, threshold=gate)
+            )
         metrics.append(metric)
     return config_pb2.EvalConfig(
         # Not the metrics compiled into the Keras model: TFMA would load each model again in another
@@ -104,7 +127,8 @@ def eval_config(policy: BlessingPolicy, accuracy_bar: float, with_baseline: bool
         options=config_pb2.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False)),
         model_specs=specs,
         slicing_specs=[config_pb2.SlicingSpec(feature_keys=list(keys)) for keys in SLICES],
-        metrics_specs=[config_pb2.MetricsSpec(metrics=metrics)])
+        metrics_specs=[config_pb2.MetricsSpec(metrics=metrics)],
+    )
 
 
 def _slice_name(slice_key) -> str:
@@ -128,8 +152,10 @@ def metrics_table(output_dir: str) -> dict:
 
 def _calibration_bins(buckets, bins: int = 10) -> list[dict]:
     """TFMA's fine calibration histogram merged into `bins` equal prediction ranges."""
-    out = [{"lower": i / bins, "upper": (i + 1) / bins, "examples": 0.0, "labels": 0.0, "predictions": 0.0}
-           for i in range(bins)]
+    out = [
+        {"lower": i / bins, "upper": (i + 1) / bins, "examples": 0.0, "labels": 0.0, "predictions": 0.0}
+        for i in range(bins)
+    ]
     for bucket in buckets:
         n = bucket.num_weighted_examples.value
         if not n:
@@ -155,15 +181,19 @@ def plots_table(output_dir: str) -> dict:
                 matrices = kv.value.confusion_matrix_at_thresholds.matrices
                 at_half = min(matrices, key=lambda m: abs(m.threshold - 0.5))
                 plots["confusion_matrix"] = {
-                    "threshold": round(at_half.threshold, 6), "true_positives": at_half.true_positives,
-                    "false_positives": at_half.false_positives, "true_negatives": at_half.true_negatives,
-                    "false_negatives": at_half.false_negatives}
+                    "threshold": round(at_half.threshold, 6),
+                    "true_positives": at_half.true_positives,
+                    "false_positives": at_half.false_positives,
+                    "true_negatives": at_half.true_negatives,
+                    "false_negatives": at_half.false_negatives,
+                }
                 plots["roc"] = [[m.false_positive_rate, m.recall] for m in matrices[::20]]
     return table
 
 
-def verdict_from(output_dir: str, table: dict, accuracy_bar: float, policy: BlessingPolicy,
-                 baseline: str | None) -> Verdict:
+def verdict_from(
+    output_dir: str, table: dict, accuracy_bar: float, policy: BlessingPolicy, baseline: str | None
+) -> Verdict:
     result = tfma.load_validation_result(output_dir)
     overall = table.get(CANDIDATE, {}).get("overall", {})
     reasons = []
@@ -172,28 +202,39 @@ def verdict_from(output_dir: str, table: dict, accuracy_bar: float, policy: Bles
             name = failure.metric_key.name
             if failure.metric_key.is_diff:
                 base = table.get(BASELINE, {}).get("overall", {}).get(name, float("nan"))
-                reasons.append(f"{name} {overall.get(name, float('nan')):.4f} is more than "
-                               f"{policy.auc_tolerance} below the serving model's {base:.4f}")
+                reasons.append(
+                    f"{name} {overall.get(name, float('nan')):.4f} is more than "
+                    f"{policy.auc_tolerance} below the serving model's {base:.4f}"
+                )
             else:
                 bar = policy.auc_floor if name == AUC else accuracy_bar
                 reasons.append(f"{name} {failure.metric_value.double_value.value:.4f} is below the bar {bar:.4f}")
     if result.validation_ok:
         reasons.append(f"auc {overall.get(AUC, float('nan')):.4f} >= floor {policy.auc_floor}")
-        reasons.append(f"binary_accuracy {overall.get(ACCURACY, float('nan')):.4f} >= majority-class rate "
-                       f"{accuracy_bar - policy.accuracy_margin:.4f} + {policy.accuracy_margin}")
+        reasons.append(
+            f"binary_accuracy {overall.get(ACCURACY, float('nan')):.4f} >= majority-class rate "
+            f"{accuracy_bar - policy.accuracy_margin:.4f} + {policy.accuracy_margin}"
+        )
         if baseline:
             base = table.get(BASELINE, {}).get("overall", {}).get(AUC, float("nan"))
             reasons.append(f"auc not worse than the serving model's {base:.4f} (tolerance {policy.auc_tolerance})")
         else:
             reasons.append("no model in service to compare with")
-    metrics = {k: overall[k] for k in ("example_count", AUC, ACCURACY, "precision", "recall", "calibration")
-               if k in overall}
+    metrics = {
+        k: overall[k] for k in ("example_count", AUC, ACCURACY, "precision", "recall", "calibration") if k in overall
+    }
     metrics["majority_class_rate"] = accuracy_bar - policy.accuracy_margin
     return Verdict(blessed=bool(result.validation_ok), reasons=reasons, metrics=metrics, baseline=baseline)
 
 
-def run(model: str, eval_pattern: str, output: str, baseline_model: str | None = None,
-        policy: BlessingPolicy = BlessingPolicy(), beam_args: Sequence[str] = ()) -> Verdict:
+def run(
+    model: str,
+    eval_pattern: str,
+    output: str,
+    baseline_model: str | None = None,
+    policy: BlessingPolicy = BlessingPolicy(),
+    beam_args: Sequence[str] = (),
+) -> Verdict:
     rows = read_rows(eval_pattern)
     if not rows:
         raise ValueError(f"no eval rows match {eval_pattern}")
@@ -202,20 +243,29 @@ def run(model: str, eval_pattern: str, output: str, baseline_model: str | None =
     config = eval_config(policy, accuracy_bar, with_baseline=bool(baseline_model))
     shared = [tfma.default_eval_shared_model(eval_saved_model_path=model, model_name=CANDIDATE, eval_config=config)]
     if baseline_model:
-        shared.append(tfma.default_eval_shared_model(eval_saved_model_path=baseline_model, model_name=BASELINE,
-                                                     eval_config=config))
+        shared.append(
+            tfma.default_eval_shared_model(
+                eval_saved_model_path=baseline_model, model_name=BASELINE, eval_config=config
+            )
+        )
     with atomic_output_dir(output) as staging:
         tfma_dir = f"{staging}/tfma"
         # TFMA reads Arrow record batches that keep the serialized example for the models.
-        examples = TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["taxi_model"],
-                                       raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+        examples = TFExampleBeamRecord(
+            physical_format="inmem",
+            telemetry_descriptors=["taxi_model"],
+            raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
+        )
         with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
-            _ = (pipeline
-                 | "Examples" >> beam.Create(serialized, reshuffle=False)
-                 | "RecordBatches" >> examples.BeamSource(batch_size=BATCH_SIZE)
-                 | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
-                     eval_config=config, eval_shared_model=shared if baseline_model else shared[0],
-                     output_path=tfma_dir))
+            _ = (
+                pipeline
+                | "Examples" >> beam.Create(serialized, reshuffle=False)
+                | "RecordBatches" >> examples.BeamSource(batch_size=BATCH_SIZE)
+                | "Evaluate"
+                >> tfma.ExtractEvaluateAndWriteResults(
+                    eval_config=config, eval_shared_model=shared if baseline_model else shared[0], output_path=tfma_dir
+                )
+            )
         table = metrics_table(tfma_dir)
         verdict = verdict_from(tfma_dir, table, accuracy_bar, policy, baseline_model)
         with tf.io.gfile.GFile(f"{staging}/metrics.json", "w") as f:  # closed: flushed to gs:// too
@@ -231,8 +281,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--serving_base_path", default="", help="TF-Serving base path of the model in service")
-    parser.add_argument("--baseline_before", type=int, default=None,
-                        help="only versions older than this one (the run's own version) can be the baseline")
+    parser.add_argument(
+        "--baseline_before",
+        type=int,
+        default=None,
+        help="only versions older than this one (the run's own version) can be the baseline",
+    )
     parser.add_argument("--eval", required=True, help="glob of the raw eval CSV files")
     parser.add_argument("--output", required=True)
     parser.add_argument("--variant", default="model", help="only names the log lines")
@@ -242,8 +296,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     step_logging.configure()
     policy = BlessingPolicy(auc_floor=args.auc_floor, auc_tolerance=args.auc_tolerance)
     baseline = serving_version(args.serving_base_path, before=args.baseline_before)
-    log.info("%s: baseline %s", args.variant, baseline or (
-        f"none (no version under {args.serving_base_path!r} older than {args.baseline_before})"))
+    log.info(
+        "%s: baseline %s",
+        args.variant,
+        baseline or (f"none (no version under {args.serving_base_path!r} older than {args.baseline_before})"),
+    )
     verdict = run(args.model, args.eval, args.output, baseline, policy, beam_args)
     for line in verdict.lines(args.variant):
         log.info(line)

@@ -19,22 +19,24 @@ Writes `report.json` ({"servable": bool, "reasons": [...], "stats": {...}}) atom
 --output and logs one line per reason. Exits 0 when it reached a verdict (push reads it and
 skips an unservable model, saying why), non-zero only when the check itself could not run.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 
 import numpy as np
 import tensorflow as tf
 
-from taxi_model import features
-from taxi_model import step_logging
+from taxi_model import features, step_logging
 from taxi_model.columns import read_rows
 from taxi_model.fileio import atomic_output_dir
 from taxi_model.serving_contract import (
@@ -77,8 +79,10 @@ def _classification_reasons(loaded, batch: tf.Tensor, probabilities: np.ndarray)
     expected = np.stack([1 - probabilities, probabilities], axis=1)
     gap = np.abs(scores - expected).max() if scores.shape == expected.shape else math.inf
     if not gap <= MAX_SCORE_GAP:  # NaN too
-        return [f"the {CLASSIFICATION_SIGNATURE} signature disagrees with serving_default: its scores "
-                f"{list(scores.shape)} differ from (1 - p, p) by up to {gap:.4g}"]
+        return [
+            f"the {CLASSIFICATION_SIGNATURE} signature disagrees with serving_default: its scores "
+            f"{list(scores.shape)} differ from (1 - p, p) by up to {gap:.4g}"
+        ]
     return []
 
 
@@ -108,16 +112,16 @@ def _predict(model_dir: str, serialized: list[bytes]) -> tuple[np.ndarray, np.nd
     return probabilities, labels, _classification_reasons(loaded, batch, probabilities)
 
 
-def check(model_dir: str, rows: list[dict[str, str]], min_std: float = MIN_STD,
-          max_mean_gap: float = MAX_MEAN_GAP) -> ExportCheck:
+def check(
+    model_dir: str, rows: list[dict[str, str]], min_std: float = MIN_STD, max_mean_gap: float = MAX_MEAN_GAP
+) -> ExportCheck:
     if not rows:
         raise ValueError("no eval rows to check the export with")
     serialized = [features.raw_example(r).SerializeToString() for r in rows]
     try:
         predictions, labels, classification_reasons = _predict(model_dir, serialized)
     except Exception as error:  # noqa: BLE001 - any failure to load or call is the verdict
-        return ExportCheck(False, [f"the export does not load or answer through serving_default: "
-                                   f"{_first_line(error)}"])
+        return ExportCheck(False, [f"the export does not load or answer through serving_default: {_first_line(error)}"])
     finite = np.isfinite(predictions)
     stats = {"rows": float(len(predictions)), "non_finite": float((~finite).sum())}
     reasons = []
@@ -125,28 +129,36 @@ def check(model_dir: str, rows: list[dict[str, str]], min_std: float = MIN_STD,
         reasons.append(f"{int((~finite).sum())} of {len(predictions)} predictions are NaN or infinite")
     values = predictions[finite]
     if len(values):
-        stats.update(mean=float(values.mean()), std=float(values.std()), min=float(values.min()),
-                     max=float(values.max()))
+        stats.update(
+            mean=float(values.mean()), std=float(values.std()), min=float(values.min()), max=float(values.max())
+        )
         if values.min() < 0 or values.max() > 1:
-            reasons.append(f"predictions outside [0, 1] (min {values.min():.4f}, max {values.max():.4f}): "
-                           "not probabilities")
+            reasons.append(
+                f"predictions outside [0, 1] (min {values.min():.4f}, max {values.max():.4f}): not probabilities"
+            )
         if values.std() < min_std:
-            reasons.append(f"constant outputs: predictions spread {values.std():.2e} over {len(values)} real rows "
-                           f"(at least {min_std:g} expected), all near {values.mean():.4f}")
+            reasons.append(
+                f"constant outputs: predictions spread {values.std():.2e} over {len(values)} real rows "
+                f"(at least {min_std:g} expected), all near {values.mean():.4f}"
+            )
         if labels is not None:
             rate = float(labels.mean())
             stats["positive_rate"] = rate
             gap = abs(float(values.mean()) - rate)
             if gap > max_mean_gap:
-                reasons.append(f"skewed outputs: mean prediction {values.mean():.4f} vs {rate:.4f} big tippers "
-                               f"in the eval rows (gap {gap:.4f} > {max_mean_gap})")
+                reasons.append(
+                    f"skewed outputs: mean prediction {values.mean():.4f} vs {rate:.4f} big tippers "
+                    f"in the eval rows (gap {gap:.4f} > {max_mean_gap})"
+                )
     reasons.extend(classification_reasons)  # last: a broken serving_default's own reason comes first
     servable = not reasons
     if servable:
-        reasons.append(f"{len(values)} real rows through serving_default: probabilities, spread "
-                       f"{stats['std']:.3f}, mean {stats['mean']:.3f}"
-                       + (f" vs {stats['positive_rate']:.3f} positives" if "positive_rate" in stats else "")
-                       + f"; {CLASSIFICATION_SIGNATURE} agrees")
+        reasons.append(
+            f"{len(values)} real rows through serving_default: probabilities, spread "
+            f"{stats['std']:.3f}, mean {stats['mean']:.3f}"
+            + (f" vs {stats['positive_rate']:.3f} positives" if "positive_rate" in stats else "")
+            + f"; {CLASSIFICATION_SIGNATURE} agrees"
+        )
     return ExportCheck(servable, reasons, {k: v for k, v in stats.items() if not math.isnan(v)})
 
 

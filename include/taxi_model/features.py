@@ -4,10 +4,11 @@ The one place that names features. Transform, training, evaluation and serving a
 Follows TFX's Chicago-taxi module (taxi_utils_native_keras.py): same features, same label,
 same `_xf` suffix for transformed features.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -19,7 +20,8 @@ from taxi_model import columns, variants
 # empty, so all are VarLen (a missing value is an empty list) and `_fill_in_missing` makes them dense.
 _TF_TYPES = {"string": tf.string, "int": tf.int64, "float": tf.float32}
 RAW_COLUMNS: tuple[tuple[str, tf.dtypes.DType], ...] = tuple(
-    (name, _TF_TYPES[kind]) for name, kind in columns.RAW_COLUMN_TYPES)
+    (name, _TF_TYPES[kind]) for name, kind in columns.RAW_COLUMN_TYPES
+)
 RAW_COLUMN_NAMES = columns.RAW_COLUMN_NAMES
 RAW_FEATURE_SPEC = {name: tf.io.VarLenFeature(dtype) for name, dtype in RAW_COLUMNS}
 
@@ -67,8 +69,11 @@ def _fill_in_missing(x, default_value=None):
 
 
 def big_tipper(fare: tf.Tensor, tips: tf.Tensor) -> tf.Tensor:
-    """The label: 1 if the tip was more than 20% (BIG_TIPPER_TIP_SHARE) of the fare, 0 where the fare is missing (NaN)."""
-    return tf.where(tf.math.is_nan(fare), tf.constant(0, tf.int64), tf.cast(tips > columns.BIG_TIPPER_TIP_SHARE * fare, tf.int64))
+    """The label: 1 if the tip was more than 20% (BIG_TIPPER_TIP_SHARE) of the fare, 0 where the fare
+    is missing (NaN)."""
+    return tf.where(
+        tf.math.is_nan(fare), tf.constant(0, tf.int64), tf.cast(tips > columns.BIG_TIPPER_TIP_SHARE * fare, tf.int64)
+    )
 
 
 def make_preprocessing_fn(variant_name: str) -> Callable[[Mapping[str, tf.Tensor]], dict[str, tf.Tensor]]:
@@ -131,7 +136,7 @@ def raw_instance(row: Mapping[str, str]) -> dict[str, list]:
 def raw_example(row: Mapping[str, str]) -> tf.train.Example:
     """A window-CSV row as the raw tf.Example that the serving signatures take (serialized)."""
     feature = {}
-    for (name, dtype), values in zip(RAW_COLUMNS, raw_instance(row).values()):
+    for (name, dtype), values in zip(RAW_COLUMNS, raw_instance(row).values(), strict=True):
         _, kind, value_list = _RAW_TYPES[dtype]
         feature[name] = tf.train.Feature(**{kind: value_list(value=values)})
     return tf.train.Example(features=tf.train.Features(feature=feature))

@@ -2,11 +2,12 @@
 
 (Not named `io`: transform.py runs as a script, and its folder must not shadow the stdlib.)
 """
+
 from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import tensorflow as tf
 

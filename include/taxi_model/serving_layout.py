@@ -10,16 +10,16 @@ its own way to list a folder and test a file. (The model server finds versions b
 rule, any int64-named folder, in taxi_model.serving.repository: it stands in for TF-Serving, which
 would try to load an incomplete folder too; the deployment never lets it see one in models.config.)
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 SAVED_MODEL = "saved_model.pb"
 RETIRED = ".retired"
 
 
-def versions_in(base_path: str, list_names: Callable[[str], Iterable[str]],
-                exists: Callable[[str], bool]) -> list[int]:
+def versions_in(base_path: str, list_names: Callable[[str], Iterable[str]], exists: Callable[[str], bool]) -> list[int]:
     """The complete versions under a model base path, oldest first (none if it does not exist).
     `list_names(folder)`: the names of its entries (a trailing '/' is allowed); `exists(file)`."""
     base = base_path.rstrip("/")

@@ -4,6 +4,7 @@ TFT, TFMA, Beam and TensorFlow log every feature, vocabulary hint and state cach
 `Feature ... has no shape`, `consider using tft.experimental.approximate_vocabulary`): hundreds of
 lines a run that say nothing about it. Their warnings and errors still show.
 """
+
 from __future__ import annotations
 
 import logging

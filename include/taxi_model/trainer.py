@@ -13,6 +13,7 @@ TF-Serving's Classify) and transform_features (for TFMA). With --warmup_examples
 rows: the transformed ones cannot be turned back into what clients send) it also holds
 TF-Serving's warmup requests, built from the first rows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,17 +22,18 @@ import json
 import logging
 import os
 import tempfile
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import taxi_model  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+# isort: split
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tensorflow.core.framework import summary_pb2
 
-from taxi_model import features, fileio, serving_contract
+from taxi_model import features, fileio, serving_contract, step_logging
 from taxi_model import transform_layout as layout
-from taxi_model import step_logging
 from taxi_model.columns import read_rows
 from taxi_model.serving_contract import (
     CLASS_LABELS,
@@ -99,8 +101,13 @@ def _read_columns(files: Sequence[str], feature_spec: Mapping, limit: int | None
     records = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if limit is not None:
         records = records.take(limit)
-    blocks = list(records.batch(8192).map(lambda serialized: tf.io.parse_example(serialized, spec),
-                                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    blocks = list(
+        records.batch(8192).map(
+            lambda serialized: tf.io.parse_example(serialized, spec),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    )
     if not blocks:
         raise ValueError(f"no records in {list(files)}")
     columns = {key: tf.concat([block[key] for block in blocks], axis=0) for key in keys}
@@ -108,8 +115,13 @@ def _read_columns(files: Sequence[str], feature_spec: Mapping, limit: int | None
     return columns
 
 
-def _dataset(file_patterns: Sequence[str], tf_transform_output: tft.TFTransformOutput, batch_size: int,
-             shuffle_seed: int | None = None, max_batches: int | None = None) -> tf.data.Dataset:
+def _dataset(
+    file_patterns: Sequence[str],
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    max_batches: int | None = None,
+) -> tf.data.Dataset:
     """Endless (features, label) batches of transformed examples.
 
     The records are read and parsed once, here, into one tensor per feature (a year of trips is a
@@ -157,10 +169,12 @@ def build_model(categorical_sizes: Mapping[str, int]) -> keras.Model:
     deep = keras.layers.concatenate(list(dense_inputs.values()))
     for units in HIDDEN_UNITS:
         deep = keras.layers.Dense(units, activation="relu")(deep)
-    wide = keras.layers.concatenate([
-        keras.layers.CategoryEncoding(num_tokens=size, output_mode="one_hot")(categorical_inputs[key])
-        for key, size in categorical_sizes.items()
-    ])
+    wide = keras.layers.concatenate(
+        [
+            keras.layers.CategoryEncoding(num_tokens=size, output_mode="one_hot")(categorical_inputs[key])
+            for key, size in categorical_sizes.items()
+        ]
+    )
     output = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_KEY)(keras.layers.concatenate([deep, wide]))
 
     model = keras.Model(inputs={**dense_inputs, **categorical_inputs}, outputs=output)
@@ -193,8 +207,11 @@ def _signatures(model: keras.Model, tf_transform_output: tft.TFTransformOutput) 
         classes = tf.tile(tf.constant([CLASS_LABELS]), [tf.shape(inputs)[0], 1])
         return {CLASSES_KEY: classes, SCORES_KEY: tf.concat([1 - probability, probability], axis=1)}
 
-    return {serving_contract.SERVING_SIGNATURE: serve, serving_contract.CLASSIFICATION_SIGNATURE: classify,
-            serving_contract.TRANSFORM_SIGNATURE: transform_features}
+    return {
+        serving_contract.SERVING_SIGNATURE: serve,
+        serving_contract.CLASSIFICATION_SIGNATURE: classify,
+        serving_contract.TRANSFORM_SIGNATURE: transform_features,
+    }
 
 
 class ScalarLogger(keras.callbacks.Callback):
@@ -224,7 +241,7 @@ class ScalarLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         for name, value in (logs or {}).items():
-            run, metric = ("validation", name[len("val_"):]) if name.startswith("val_") else ("train", name)
+            run, metric = ("validation", name[len("val_") :]) if name.startswith("val_") else ("train", name)
             self._write(run, f"epoch_{metric}", value, epoch)
         for writer in self._writers.values():
             writer.flush()
@@ -252,16 +269,24 @@ def run_fn(fn_args: FnArgs) -> keras.Model:
     config = tf_config()
     strategy = _strategy(config)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     chief = is_chief(config)
-    log.info("Training on %d worker(s)%s", worker_count(config),
-             " with MultiWorkerMirroredStrategy" if worker_count(config) > 1 else "")
+    log.info(
+        "Training on %d worker(s)%s",
+        worker_count(config),
+        " with MultiWorkerMirroredStrategy" if worker_count(config) > 1 else "",
+    )
     keras.utils.set_random_seed(fn_args.seed)
     # A rerun of a window (retry, reprocessed backfill) must give the same model and metrics.
     tf.config.experimental.enable_op_determinism()
 
     warmup_rows = _warmup_rows(fn_args.warmup_examples) if chief else []  # before training: fails fast
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph)
-    train = _dataset(fn_args.train_files, tf_transform_output, fn_args.batch_size, shuffle_seed=fn_args.seed,
-                     max_batches=fn_args.train_steps)
+    train = _dataset(
+        fn_args.train_files,
+        tf_transform_output,
+        fn_args.batch_size,
+        shuffle_seed=fn_args.seed,
+        max_batches=fn_args.train_steps,
+    )
     evaluation = _dataset(fn_args.eval_files, tf_transform_output, fn_args.batch_size, max_batches=fn_args.eval_steps)
     with strategy.scope():
         model = build_model(features.categorical_sizes(tf_transform_output.transformed_metadata.schema))
@@ -309,18 +334,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.eval_files = args.eval_files or [layout.transformed_glob(args.transform_output, "eval")]
     if not (args.transform_graph and args.train_files and args.eval_files):
         parser.error("give --transform_output, or all of --transform_graph, --train_files and --eval_files")
-    run_fn(FnArgs(
-        train_files=args.train_files,
-        eval_files=args.eval_files,
-        transform_graph=args.transform_graph,
-        serving_model_dir=args.serving_model_dir,
-        model_run_dir=args.log_dir,
-        train_steps=args.train_steps,
-        eval_steps=args.eval_steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        warmup_examples=args.warmup_examples,
-    ))
+    run_fn(
+        FnArgs(
+            train_files=args.train_files,
+            eval_files=args.eval_files,
+            transform_graph=args.transform_graph,
+            serving_model_dir=args.serving_model_dir,
+            model_run_dir=args.log_dir,
+            train_steps=args.train_steps,
+            eval_steps=args.eval_steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            warmup_examples=args.warmup_examples,
+        )
+    )
 
 
 if __name__ == "__main__":

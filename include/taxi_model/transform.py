@@ -9,23 +9,30 @@ applies the result to both splits. Writes the layout of `transform_layout`, atom
     <output>/transform_graph/                       TFT transform graph + raw and transformed schemas
     <output>/transformed/{train,eval}-*.tfrecord.gz  transformed tf.Examples (gzipped)
 """
+
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import taxi_model  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+# isort: split
 import apache_beam as beam  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402
-from taxi_model.beam_options import BATCH_SIZE, pipeline_options  # noqa: E402
 from tensorflow_transform.tf_metadata import metadata_io  # noqa: E402
 from tfx_bsl.coders import example_coder  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
-from taxi_model import features, fileio, variants  # noqa: E402
+from taxi_model import (  # noqa: E402
+    features,
+    fileio,
+    step_logging,  # noqa: E402
+    variants,
+)
 from taxi_model import transform_layout as layout  # noqa: E402
-from taxi_model import step_logging  # noqa: E402
+from taxi_model.beam_options import BATCH_SIZE, pipeline_options  # noqa: E402
 
 
 def _read_csv(pipeline: beam.Pipeline, label: str, file_pattern: str):
@@ -45,20 +52,24 @@ def _write_examples(transformed_dataset, split: str, output_dir: str):
     return (
         record_batches
         | f"Encode{label}" >> beam.FlatMapTuple(lambda batch, _: example_coder.RecordBatchToExamples(batch))
-        | f"Write{label}" >> beam.io.WriteToTFRecord(
+        | f"Write{label}"
+        >> beam.io.WriteToTFRecord(
             layout.transformed_prefix(output_dir, split), file_name_suffix=layout.TRANSFORMED_SUFFIX
         )
     )
 
 
-def run(train_pattern: str, eval_pattern: str, variant_name: str, output_dir: str,
-        beam_args: Sequence[str] = ()) -> None:
+def run(
+    train_pattern: str, eval_pattern: str, variant_name: str, output_dir: str, beam_args: Sequence[str] = ()
+) -> None:
     """Runs the transform pipeline; `output_dir` is replaced only if the whole pipeline succeeds."""
     preprocessing_fn = features.make_preprocessing_fn(variant_name)
     with fileio.atomic_output_dir(output_dir) as staging_dir:
         transform_graph_dir = layout.transform_graph_dir(staging_dir)
-        with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline, \
-                tft_beam.Context(temp_dir=f"{staging_dir}/tft_tmp", desired_batch_size=BATCH_SIZE):
+        with (
+            beam.Pipeline(options=pipeline_options(beam_args)) as pipeline,
+            tft_beam.Context(temp_dir=f"{staging_dir}/tft_tmp", desired_batch_size=BATCH_SIZE),
+        ):
             raw_train = _read_csv(pipeline, "Train", train_pattern)
             raw_eval = _read_csv(pipeline, "Eval", eval_pattern)
             transformed_train, transform_fn = raw_train | tft_beam.AnalyzeAndTransformDataset(

@@ -1,8 +1,9 @@
 """Where the transform writes inside its output dir; pure Python, shared by its writer and readers.
 
-    <output>/transform_graph/                       TFT transform graph + raw and transformed schemas
-    <output>/transformed/{train,eval}-*.tfrecord.gz  transformed tf.Examples (gzipped)
+<output>/transform_graph/                       TFT transform graph + raw and transformed schemas
+<output>/transformed/{train,eval}-*.tfrecord.gz  transformed tf.Examples (gzipped)
 """
+
 TRANSFORM_GRAPH_DIR = "transform_graph"
 TRANSFORMED_DIR = "transformed"
 TRANSFORMED_SUFFIX = ".tfrecord.gz"  # the .gz suffix makes Beam write GZIP

@@ -4,6 +4,7 @@ Pure Python (no TensorFlow): the Airflow DAG imports this at parse time to fan o
 transform/train/evaluate branch per variant. All variants share the label and the feature list;
 adding a variant is one more entry in `VARIANTS`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -29,6 +29,7 @@ Per step, the server forks a *watcher* that forks the step and relays its end:
 Forking is safe here because the parent only imports: no TensorFlow op, session or thread pool,
 no gRPC channel, no Beam pipeline exists before the fork (checked by `_assert_nothing_started`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,34 +42,86 @@ import stat
 import struct
 import sys
 import time
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 EXIT_MARKER = "\x00taxi-warm-exit"
 KILL_AFTER_SECONDS = 10  # a step that outlives its client's end by this long after SIGTERM gets SIGKILL
 PING = {"ping": True}
 # What the steps import: each one costs seconds, and none starts anything when imported.
-PRELOAD = ("tensorflow", "tf_keras", "apache_beam", "apache_beam.runners.portability.fn_api_runner",
-           "tensorflow_transform", "tensorflow_transform.beam", "tfx_bsl.public.tfxio",
-           "tensorflow_model_analysis", "numpy", "pandas", "pyarrow")
+PRELOAD = (
+    "tensorflow",
+    "tf_keras",
+    "apache_beam",
+    "apache_beam.runners.portability.fn_api_runner",
+    "tensorflow_transform",
+    "tensorflow_transform.beam",
+    "tfx_bsl.public.tfxio",
+    "tensorflow_model_analysis",
+    "numpy",
+    "pandas",
+    "pyarrow",
+)
 
 
 # What a runtime step may need of its task's environment (names, or prefixes ending in "_"): its
 # paths, locale and libraries' settings, the project's settings, Google's client settings. Not
 # Airflow's own (its connections, variables, secret keys, Fernet key), nor anything else.
 STEP_ENVIRONMENT = (
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "LC_", "TZ", "TMPDIR", "TEMP", "TMP",
-    "PYTHON", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "TF_", "TAXI_", "CUDA_", "NVIDIA_", "OPENBLAS_", "OMP_", "MKL_",
-    "KMP_", "XLA_", "GRPC_", "ABSL_", "BEAM_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
-    "CLOUDSDK_", "STORAGE_EMULATOR_HOST", "NO_GCE_CHECK", "GCSFS_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-    "http_proxy", "https_proxy", "no_proxy", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+    "LC_",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "PYTHON",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+    "TF_",
+    "TAXI_",
+    "CUDA_",
+    "NVIDIA_",
+    "OPENBLAS_",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "XLA_",
+    "GRPC_",
+    "ABSL_",
+    "BEAM_",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_PROJECT",
+    "CLOUDSDK_",
+    "STORAGE_EMULATOR_HOST",
+    "NO_GCE_CHECK",
+    "GCSFS_",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "CURL_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
 )
 
 
 def step_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The part of a task's environment that its runtime step gets (see STEP_ENVIRONMENT)."""
+
     def wanted(name: str) -> bool:
-        return any(name == k or (k.endswith("_") and name.startswith(k)) or (k == "PYTHON" and name.startswith(k))
-                   for k in STEP_ENVIRONMENT)
+        return any(
+            name == k or (k.endswith("_") and name.startswith(k)) or (k == "PYTHON" and name.startswith(k))
+            for k in STEP_ENVIRONMENT
+        )
 
     return {name: value for name, value in env.items() if wanted(name)}
 
@@ -134,12 +187,14 @@ def _folder_problem(folder: str) -> str | None:
 
 
 def _peer_uid(connection: socket.socket) -> int:
-    _pid, uid, _gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                                 struct.calcsize("3i")))
+    _pid, uid, _gid = struct.unpack(
+        "3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )
     return uid
 
 
 # --- client ----------------------------------------------------------------------------------------
+
 
 class Untrusted(Exception):
     """The socket is not this user's own warm runtime: nothing is sent to it."""
@@ -160,8 +215,9 @@ def _connect(socket_path: str) -> socket.socket | None:
     peer = _peer_uid(client)
     if peer != os.getuid():
         client.close()
-        raise Untrusted(f"the process listening on {socket_path} runs as uid {peer}, not as this user "
-                        f"(uid {os.getuid()})")
+        raise Untrusted(
+            f"the process listening on {socket_path} runs as uid {peer}, not as this user (uid {os.getuid()})"
+        )
     return client
 
 
@@ -177,10 +233,15 @@ def is_listening(socket_path: str) -> bool:
         return client.makefile("rb").readline().startswith(b"pong")
 
 
-def run_warm(argv: Sequence[str], env: dict[str, str], cwd: str, socket_path: str,
-             on_line: Callable[[str], None],
-             on_connect: Callable[[socket.socket], None] = lambda connection: None,
-             on_refused: Callable[[str], None] = lambda why: None) -> int | None:
+def run_warm(
+    argv: Sequence[str],
+    env: dict[str, str],
+    cwd: str,
+    socket_path: str,
+    on_line: Callable[[str], None],
+    on_connect: Callable[[socket.socket], None] = lambda connection: None,
+    on_refused: Callable[[str], None] = lambda why: None,
+) -> int | None:
     """Run `python <argv>` in a child of the warm runtime, each output line to `on_line`; its exit
     code, or None if no warm runtime of this user's listens on `socket_path` (nothing was run or
     sent; `on_refused` gets why, when a socket is there that is not this user's own). `on_connect`
@@ -202,11 +263,14 @@ def run_warm(argv: Sequence[str], env: dict[str, str], cwd: str, socket_path: st
                 on_line(output)
             if marker:
                 return int(code)
-    raise ConnectionError(f"the warm runtime at {socket_path} closed the connection before the step "
-                          "ended (was it stopped?); the step's output is above")
+    raise ConnectionError(
+        f"the warm runtime at {socket_path} closed the connection before the step "
+        "ended (was it stopped?); the step's output is above"
+    )
 
 
 # --- server ----------------------------------------------------------------------------------------
+
 
 def _run_step(request: dict) -> None:
     """In the step's process: become the step and run it; never returns."""
@@ -346,8 +410,11 @@ def serve(socket_path: str, preload: Sequence[str] = PRELOAD) -> None:
     finally:
         os.umask(umask)
     server.listen(16)
-    print(f"warm runtime: {len(preload)} modules preloaded in {time.monotonic() - started:.1f} s; "
-          f"listening on {socket_path} (pid {os.getpid()})", flush=True)
+    print(
+        f"warm runtime: {len(preload)} modules preloaded in {time.monotonic() - started:.1f} s; "
+        f"listening on {socket_path} (pid {os.getpid()})",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     parent = os.getppid()  # whoever started it (make run, make airflow, a test) owns it
     try:

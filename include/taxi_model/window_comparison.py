@@ -22,6 +22,7 @@ Writes atomically under --output:
                      min_slice_examples, slice table
     comparison.txt   the sentence and verdict, then the slice table
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -51,6 +52,7 @@ class ComparisonError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Pure functions
 # ---------------------------------------------------------------------------------------------
+
 
 def _check_labels(labels) -> np.ndarray:
     labels = np.asarray(labels)
@@ -110,8 +112,9 @@ class BootstrapResult:
     confidence: float
 
 
-def paired_bootstrap_difference(labels, scores_a, scores_b, resamples: int = 1000, seed: int = 0,
-                                confidence: float = 0.95) -> BootstrapResult:
+def paired_bootstrap_difference(
+    labels, scores_a, scores_b, resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> BootstrapResult:
     """AUC(a) - AUC(b) and its percentile bootstrap interval, resampling examples for both at once.
 
     Each resample draws len(labels) example indices with replacement (numpy's default_rng(seed),
@@ -138,13 +141,23 @@ def paired_bootstrap_difference(labels, scores_a, scores_b, resamples: int = 100
         if not math.isnan(a):  # nan: a single class was drawn
             differences.append(a - b)
     if not differences:
-        raise ComparisonError(f"all {resamples} bootstrap resamples drew a single class; "
-                              f"the eval set has too few examples of its minority class")
+        raise ComparisonError(
+            f"all {resamples} bootstrap resamples drew a single class; "
+            f"the eval set has too few examples of its minority class"
+        )
     tail = (1 - confidence) / 2
     low, high = np.quantile(np.array(differences), [tail, 1 - tail])
-    return BootstrapResult(difference=auc_a - auc_b, ci_low=float(low), ci_high=float(high), auc_a=auc_a,
-                           auc_b=auc_b, resamples=resamples, used=len(differences), seed=seed,
-                           confidence=confidence)
+    return BootstrapResult(
+        difference=auc_a - auc_b,
+        ci_low=float(low),
+        ci_high=float(high),
+        auc_a=auc_a,
+        auc_b=auc_b,
+        resamples=resamples,
+        used=len(differences),
+        seed=seed,
+        confidence=confidence,
+    )
 
 
 def verdict(result: BootstrapResult) -> str:
@@ -163,8 +176,10 @@ def sentence(result: BootstrapResult, examples: int) -> str:
     else:
         change = f"{abs(d):.3f} {'higher' if d > 0 else 'lower'}"
     level = f"{result.confidence * 100:g}%"
-    return (f"the recent-window model's AUC is {change} ({level} CI {result.ci_low:.3f} to {result.ci_high:.3f}) "
-            f"on {examples} trips of the newest window")
+    return (
+        f"the recent-window model's AUC is {change} ({level} CI {result.ci_low:.3f} to {result.ci_high:.3f}) "
+        f"on {examples} trips of the newest window"
+    )
 
 
 def _number(value) -> float | None:
@@ -194,8 +209,10 @@ def slice_rows(recent_metrics: Mapping, long_metrics: Mapping, min_examples: int
     tables = []
     for which, metrics in (("recent", recent_metrics), ("long", long_metrics)):
         if CANDIDATE not in metrics:
-            raise ComparisonError(f"the {which} evaluation's metrics.json has no {CANDIDATE!r} model "
-                                  f"(models: {sorted(metrics) or 'none'})")
+            raise ComparisonError(
+                f"the {which} evaluation's metrics.json has no {CANDIDATE!r} model "
+                f"(models: {sorted(metrics) or 'none'})"
+            )
         tables.append(metrics[CANDIDATE])
     recent, long = tables
     rows = []
@@ -208,18 +225,23 @@ def slice_rows(recent_metrics: Mapping, long_metrics: Mapping, min_examples: int
         known = [c for c in counts if c is not None]
         row = {"slice": name, "example_count": int(min(known)) if known else None}
         for metric in SLICE_METRICS:
-            r, l = _number(recent[name].get(metric)), _number(long[name].get(metric))
-            row[f"recent_{metric}"], row[f"long_{metric}"] = r, l
-            row[f"{metric}_difference"] = None if r is None or l is None else r - l
+            recent_value, long_value = _number(recent[name].get(metric)), _number(long[name].get(metric))
+            row[f"recent_{metric}"], row[f"long_{metric}"] = recent_value, long_value
+            row[f"{metric}_difference"] = None if None in (recent_value, long_value) else recent_value - long_value
         rows.append(row)
     return rows
 
 
-_COLUMNS = (("slice", "slice", "{}"), ("example_count", "examples", "{}"),
-            ("recent_auc", "auc recent", "{:.4f}"), ("long_auc", "auc long", "{:.4f}"),
-            ("auc_difference", "auc diff", "{:+.4f}"),
-            ("recent_binary_accuracy", "acc recent", "{:.4f}"), ("long_binary_accuracy", "acc long", "{:.4f}"),
-            ("binary_accuracy_difference", "acc diff", "{:+.4f}"))
+_COLUMNS = (
+    ("slice", "slice", "{}"),
+    ("example_count", "examples", "{}"),
+    ("recent_auc", "auc recent", "{:.4f}"),
+    ("long_auc", "auc long", "{:.4f}"),
+    ("auc_difference", "auc diff", "{:+.4f}"),
+    ("recent_binary_accuracy", "acc recent", "{:.4f}"),
+    ("long_binary_accuracy", "acc long", "{:.4f}"),
+    ("binary_accuracy_difference", "acc diff", "{:+.4f}"),
+)
 
 
 def format_table(rows: Sequence[Mapping]) -> str:
@@ -229,7 +251,9 @@ def format_table(rows: Sequence[Mapping]) -> str:
     widths = [max(len(line[i]) for line in [header] + cells) for i in range(len(header))]
 
     def line(values):
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+        return "  ".join(
+            v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=False))
+        ).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(c) for c in cells])
 
@@ -239,34 +263,48 @@ def comparison(result: BootstrapResult, examples: int, slices: list[dict], min_s
     return {
         "verdict": verdict(result),
         "sentence": sentence(result, examples),
-        "auc": {"recent": result.auc_a, "long": result.auc_b, "difference": result.difference,
-                "ci_low": result.ci_low, "ci_high": result.ci_high},
+        "auc": {
+            "recent": result.auc_a,
+            "long": result.auc_b,
+            "difference": result.difference,
+            "ci_low": result.ci_low,
+            "ci_high": result.ci_high,
+        },
         "examples": examples,
-        "bootstrap": {"resamples": result.resamples, "used": result.used, "seed": result.seed,
-                      "confidence": result.confidence},
+        "bootstrap": {
+            "resamples": result.resamples,
+            "used": result.used,
+            "seed": result.seed,
+            "confidence": result.confidence,
+        },
         "min_slice_examples": min_slice_examples,
         "slices": slices,
     }
 
 
 def comparison_text(report: Mapping) -> str:
-    return (f"{report['sentence']}\nverdict: {report['verdict']}\n\n"
-            f"per slice (TFMA's metrics; diff = recent - long; slices with fewer than "
-            f"{report['min_slice_examples']} examples left out):\n"
-            f"{format_table(report['slices'])}\n")
+    return (
+        f"{report['sentence']}\nverdict: {report['verdict']}\n\n"
+        f"per slice (TFMA's metrics; diff = recent - long; slices with fewer than "
+        f"{report['min_slice_examples']} examples left out):\n"
+        f"{format_table(report['slices'])}\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # I/O
 # ---------------------------------------------------------------------------------------------
 
+
 def probabilities(model_dir: str, serialized: Sequence[bytes]) -> np.ndarray:
     """P(big tipper) per example from the model's serving_default signature."""
     import tensorflow as tf
 
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    out = [serve(examples=tf.constant(serialized[start:start + BATCH]))["probabilities"].numpy().reshape(-1)
-           for start in range(0, len(serialized), BATCH)]
+    out = [
+        serve(examples=tf.constant(serialized[start : start + BATCH]))["probabilities"].numpy().reshape(-1)
+        for start in range(0, len(serialized), BATCH)
+    ]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -277,8 +315,10 @@ def labels_of(model_dir: str, serialized: Sequence[bytes]) -> np.ndarray:
     from taxi_model import features
 
     transform = tf.saved_model.load(model_dir).signatures["transform_features"]
-    out = [transform(examples=tf.constant(serialized[start:start + BATCH]))[features.LABEL_KEY].numpy().reshape(-1)
-           for start in range(0, len(serialized), BATCH)]
+    out = [
+        transform(examples=tf.constant(serialized[start : start + BATCH]))[features.LABEL_KEY].numpy().reshape(-1)
+        for start in range(0, len(serialized), BATCH)
+    ]
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 
@@ -292,12 +332,21 @@ def read_metrics(evaluation_dir: str, which: str) -> dict:
         return json.load(f)  # TFMA may write NaN: Python's json reads it
 
 
-def run(recent_model: str, long_model: str, eval_pattern: str, recent_evaluation: str, long_evaluation: str,
-        output: str, resamples: int = 1000, seed: int = 0, min_slice_examples: int = 20) -> dict:
+def run(
+    recent_model: str,
+    long_model: str,
+    eval_pattern: str,
+    recent_evaluation: str,
+    long_evaluation: str,
+    output: str,
+    resamples: int = 1000,
+    seed: int = 0,
+    min_slice_examples: int = 20,
+) -> dict:
     """Compares the two models, writes comparison.json and comparison.txt under `output`, returns the report."""
-    import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
     import tensorflow as tf
 
+    import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
     from taxi_model import features
     from taxi_model.columns import read_rows
     from taxi_model.fileio import atomic_output_dir
@@ -306,14 +355,16 @@ def run(recent_model: str, long_model: str, eval_pattern: str, recent_evaluation
     slices = slice_rows(*metrics, min_examples=min_slice_examples)
     rows = read_rows(eval_pattern)
     if len(rows) < MIN_EXAMPLES:
-        raise ComparisonError(f"{len(rows)} eval rows match {eval_pattern}; the comparison needs at least "
-                              f"{MIN_EXAMPLES}")
+        raise ComparisonError(
+            f"{len(rows)} eval rows match {eval_pattern}; the comparison needs at least {MIN_EXAMPLES}"
+        )
     serialized = [features.raw_example(row).SerializeToString() for row in rows]
     labels = labels_of(recent_model, serialized)
     positives = int(labels.sum())
     if positives in (0, len(labels)):
-        raise ComparisonError(f"all {len(labels)} eval trips have {features.LABEL_KEY}={labels[0]}: "
-                              f"AUC needs both classes")
+        raise ComparisonError(
+            f"all {len(labels)} eval trips have {features.LABEL_KEY}={labels[0]}: AUC needs both classes"
+        )
     recent_scores = probabilities(recent_model, serialized)
     long_scores = probabilities(long_model, serialized)
     result = paired_bootstrap_difference(labels, recent_scores, long_scores, resamples, seed)
@@ -342,8 +393,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--bootstrap must be at least 1")
     step_logging.configure()
     try:
-        report = run(args.recent_model, args.long_model, args.eval, args.recent_evaluation, args.long_evaluation,
-                     args.output, args.bootstrap, args.seed, args.min_slice_examples)
+        report = run(
+            args.recent_model,
+            args.long_model,
+            args.eval,
+            args.recent_evaluation,
+            args.long_evaluation,
+            args.output,
+            args.bootstrap,
+            args.seed,
+            args.min_slice_examples,
+        )
     except ComparisonError as error:  # a message, not a traceback; exit status 1
         raise SystemExit(f"window comparison: {error}") from None
     log.info("%s", report["sentence"])

@@ -14,6 +14,7 @@ too (more than NOISE_Z standard errors): a month of 100 trips differs from the 9
 chance far more than a year does. A Jensen-Shannon divergence needs MIN_VALUES_FOR_JS values on
 each side to mean anything; with fewer it is not judged, and a note says so.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,12 +66,14 @@ def js_divergence(current: dict, reference: dict, bins: int = DRIFT_BINS) -> flo
     def masses(quantiles):
         cdf = np.concatenate([[0.0], _cdf(quantiles, cuts), [1.0]])
         return np.diff(cdf)
+
     p, q = masses(current["quantiles"]), masses(reference["quantiles"])
     m = (p + q) / 2
 
     def kl(a):
         nonzero = a > 0
         return float(np.sum(a[nonzero] * np.log2(a[nonzero] / m[nonzero])))
+
     return max(0.0, (kl(p) + kl(q)) / 2)
 
 
@@ -97,7 +100,7 @@ class Findings:
         keys = {(a.column, a.comparator) for a in self.anomalies if a.comparator}
         return {key: value for key, value in self.measured.items() if key in keys}
 
-    def extend(self, other: "Findings") -> None:
+    def extend(self, other: Findings) -> None:
         self.anomalies += other.anomalies
         self.notes += other.notes
         self.measured.update(other.measured)
@@ -117,18 +120,35 @@ def check_schema(statistics: dict, schema: dict) -> list[Anomaly]:
             found.append(Anomaly(column, "missing", f"{column}: column missing (the schema requires it)"))
             continue
         if stats.get("text_values"):
-            found.append(Anomaly(column, "type", f"{column}: expected {feature['type']}, {stats['text_values']} "
-                                                 f"values are text (e.g. {stats['text_examples']})"))
+            found.append(
+                Anomaly(
+                    column,
+                    "type",
+                    f"{column}: expected {feature['type']}, {stats['text_values']} "
+                    f"values are text (e.g. {stats['text_examples']})",
+                )
+            )
         present = stats["count"] / n if n else 1.0
         minimum = feature["presence"]["min_fraction"]
         if n and present < minimum and (minimum - present) / math.sqrt(minimum * (1 - minimum) / n or 1e-12) > NOISE_Z:
-            found.append(Anomaly(column, "presence", f"{column}: {_pct(1 - present)} nulls, the schema allows at "
-                                                     f"most {_pct(1 - minimum)}"))
+            found.append(
+                Anomaly(
+                    column,
+                    "presence",
+                    f"{column}: {_pct(1 - present)} nulls, the schema allows at most {_pct(1 - minimum)}",
+                )
+            )
         domain = feature.get("float_domain")
         if domain and "min" in stats and (stats["min"] < domain["min"] or stats["max"] > domain["max"]):
             worst = stats["min"] if stats["min"] < domain["min"] else stats["max"]
-            found.append(Anomaly(column, "range", f"{column}: values outside the schema's range "
-                                                  f"[{domain['min']:g}, {domain['max']:g}], e.g. {worst:g}"))
+            found.append(
+                Anomaly(
+                    column,
+                    "range",
+                    f"{column}: values outside the schema's range "
+                    f"[{domain['min']:g}, {domain['max']:g}], e.g. {worst:g}",
+                )
+            )
         if "domain" in feature and stats["count"]:
             known = set(feature["domain"])
             unknown = {v: rows for v, rows in stats["frequencies"].items() if v not in known}
@@ -137,8 +157,14 @@ def check_schema(statistics: dict, schema: dict) -> list[Anomaly]:
             if mass > allowed + 1e-12:
                 shown = ", ".join(f"{v!r} {_pct(r / stats['count'])}" for v, r in list(unknown.items())[:3])
                 more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-                found.append(Anomaly(column, "domain", f"{column}: {_pct(mass)} of values outside the schema's domain "
-                                                       f"(at most {_pct(allowed)} may be): {shown}{more}"))
+                found.append(
+                    Anomaly(
+                        column,
+                        "domain",
+                        f"{column}: {_pct(mass)} of values outside the schema's domain "
+                        f"(at most {_pct(allowed)} may be): {shown}{more}",
+                    )
+                )
     return found
 
 
@@ -173,13 +199,27 @@ def compare(current: dict, reference: dict, schema: dict, comparator: str, again
             moves = share_moves(cur, ref)
             findings.measured[(column, comparator)] = moves[0][0] if moves else 0.0
             now, was = value_shares(cur), value_shares(ref)
-            beyond = [(d, v) for d, v in moves if d > limit and cur["count"] and ref["count"]
-                      and _z(now.get(v, 0.0), cur["count"], was.get(v, 0.0), ref["count"]) > NOISE_Z]
+            beyond = [
+                (d, v)
+                for d, v in moves
+                if d > limit
+                and cur["count"]
+                and ref["count"]
+                and _z(now.get(v, 0.0), cur["count"], was.get(v, 0.0), ref["count"]) > NOISE_Z
+            ]
             if beyond:
                 distance, value = beyond[0]
-                findings.anomalies.append(Anomaly(column, kind, (
-                    f"{column}: {kind} {against} (L-infinity distance {distance:.3f} > {limit}): {value!r} "
-                    f"{_pct(was.get(value, 0.0))} -> {_pct(now.get(value, 0.0))} of rows"), comparator))
+                findings.anomalies.append(
+                    Anomaly(
+                        column,
+                        kind,
+                        (
+                            f"{column}: {kind} {against} (L-infinity distance {distance:.3f} > {limit}): {value!r} "
+                            f"{_pct(was.get(value, 0.0))} -> {_pct(now.get(value, 0.0))} of rows"
+                        ),
+                        comparator,
+                    )
+                )
         elif limit is not None and cur.get("quantiles") and ref.get("quantiles"):
             if min(cur["count"], ref["count"]) < MIN_VALUES_FOR_JS:
                 too_few.append(f"{column} ({cur['count']} and {ref['count']})")
@@ -187,30 +227,59 @@ def compare(current: dict, reference: dict, schema: dict, comparator: str, again
                 divergence = js_divergence(cur, ref)
                 findings.measured[(column, comparator)] = divergence
                 if divergence > limit:
-                    findings.anomalies.append(Anomaly(column, kind, (
-                        f"{column}: {kind} {against} (Jensen-Shannon divergence {divergence:.3f} > {limit}; "
-                        f"median {ref['quantiles'][len(ref['quantiles']) // 2]:g} -> "
-                        f"{cur['quantiles'][len(cur['quantiles']) // 2]:g})"), comparator))
+                    findings.anomalies.append(
+                        Anomaly(
+                            column,
+                            kind,
+                            (
+                                f"{column}: {kind} {against} (Jensen-Shannon divergence {divergence:.3f} > {limit}; "
+                                f"median {ref['quantiles'][len(ref['quantiles']) // 2]:g} -> "
+                                f"{cur['quantiles'][len(cur['quantiles']) // 2]:g})"
+                            ),
+                            comparator,
+                        )
+                    )
         jump = feature.get("null_rate_jump")
         if jump is not None:
             was, now = ref["null_fraction"], cur["null_fraction"]
             findings.measured[(column, "null_rate_jump")] = now - was
             if now - was > jump and _z(now, n_cur, was, n_ref) > NOISE_Z:  # more nulls; fewer is no fault
-                findings.anomalies.append(Anomaly(column, "presence", (
-                    f"{column}: null share {_pct(was)} -> {_pct(now)} {against} (a change of at most "
-                    f"{jump} allowed)"), "null_rate_jump"))
+                findings.anomalies.append(
+                    Anomaly(
+                        column,
+                        "presence",
+                        (
+                            f"{column}: null share {_pct(was)} -> {_pct(now)} {against} (a change of at most "
+                            f"{jump} allowed)"
+                        ),
+                        "null_rate_jump",
+                    )
+                )
     if too_few:
-        findings.notes.append(f"numeric {kind} not judged {against}: fewer than {MIN_VALUES_FOR_JS} values on a side "
-                              f"for {', '.join(too_few)}")
+        findings.notes.append(
+            f"numeric {kind} not judged {against}: fewer than {MIN_VALUES_FOR_JS} values on a side "
+            f"for {', '.join(too_few)}"
+        )
     label, label_cur, label_ref = schema.get("label"), current.get("label"), reference.get("label")
     limit = threshold(label, comparator) if label else None
     if limit is not None and label_cur and label_ref:
-        findings.extend(_label_moves(label["name"], label_cur, n_cur, label_ref, n_ref, limit, kind, comparator, against))
+        findings.extend(
+            _label_moves(label["name"], label_cur, n_cur, label_ref, n_ref, limit, kind, comparator, against)
+        )
     return findings
 
 
-def _label_moves(name: str, current: dict, n_cur: int, reference: dict, n_ref: int, limit: float, kind: str,
-                 comparator: str, against: str) -> Findings:
+def _label_moves(
+    name: str,
+    current: dict,
+    n_cur: int,
+    reference: dict,
+    n_ref: int,
+    limit: float,
+    kind: str,
+    comparator: str,
+    against: str,
+) -> Findings:
     """The label's base rate against the reference's; and, for drift, each month of the set against
     the set's own rate (a label that changed meaning in part of a window: the base rate grows
     year on year, so a month is judged against its own window, not against the year before).
@@ -219,26 +288,53 @@ def _label_moves(name: str, current: dict, n_cur: int, reference: dict, n_ref: i
     was, now = reference["base_rate"], current["base_rate"]
     moves = [abs(now - was)]
     if abs(now - was) > limit and _z(now, n_cur, was, n_ref) > NOISE_Z:
-        findings.anomalies.append(Anomaly(name, kind, (
-            f"{name}: the label's base rate moved {_pct(was)} -> {_pct(now)} {against} "
-            f"(a change of at most {limit} allowed)"), comparator))
-    months = {month: (rows, positives / rows) for month, (rows, positives)
-              in sorted(current.get("by_month", {}).items()) if rows} if kind == "drift" else {}
+        findings.anomalies.append(
+            Anomaly(
+                name,
+                kind,
+                (
+                    f"{name}: the label's base rate moved {_pct(was)} -> {_pct(now)} {against} "
+                    f"(a change of at most {limit} allowed)"
+                ),
+                comparator,
+            )
+        )
+    months = (
+        {
+            month: (rows, positives / rows)
+            for month, (rows, positives) in sorted(current.get("by_month", {}).items())
+            if rows
+        }
+        if kind == "drift"
+        else {}
+    )
     if len(months) > 1:
         moves += [abs(rate - now) for _, rate in months.values()]
-        apart = {month: rate for month, (rows, rate) in months.items()
-                 if abs(rate - now) > limit and _z(rate, rows, now, n_cur) > NOISE_Z}
+        apart = {
+            month: rate
+            for month, (rows, rate) in months.items()
+            if abs(rate - now) > limit and _z(rate, rows, now, n_cur) > NOISE_Z
+        }
         if apart:
             shown = ", ".join(f"{month} {_pct(rate)}" for month, rate in apart.items())
-            findings.anomalies.append(Anomaly(name, kind, (
-                f"{name}: the label's base rate differs in part of the window: {shown}, against {_pct(now)} "
-                f"over the window (a difference of at most {limit} allowed)"), comparator))
+            findings.anomalies.append(
+                Anomaly(
+                    name,
+                    kind,
+                    (
+                        f"{name}: the label's base rate differs in part of the window: {shown}, against {_pct(now)} "
+                        f"over the window (a difference of at most {limit} allowed)"
+                    ),
+                    comparator,
+                )
+            )
     findings.measured[(name, comparator)] = max(moves)
     return findings
 
 
-def validate_statistics(statistics: dict, schema: dict, reference: dict | None = None,
-                        reference_name: str = "the previous window") -> Findings:
+def validate_statistics(
+    statistics: dict, schema: dict, reference: dict | None = None, reference_name: str = "the previous window"
+) -> Findings:
     """Every anomaly of a window (generate_statistics: its splits and all) against the schema, its
     drift against `reference` (a dataset_statistics) and the skew between its train and eval splits."""
     findings = Findings(anomalies=check_schema(statistics["all"], schema))
@@ -246,6 +342,7 @@ def validate_statistics(statistics: dict, schema: dict, reference: dict | None =
         findings.extend(compare(statistics["all"], reference, schema, "drift_comparator", f"against {reference_name}"))
     splits = statistics["splits"]
     if "train" in splits and "eval" in splits:
-        findings.extend(compare(splits["eval"], splits["train"], schema, "skew_comparator",
-                                "between the train and eval splits"))
+        findings.extend(
+            compare(splits["eval"], splits["train"], schema, "skew_comparator", "between the train and eval splits")
+        )
     return findings

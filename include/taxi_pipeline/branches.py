@@ -5,6 +5,7 @@ against the variant's served model. taxi_sliding_window has `recent` and `long`,
 window and both judged on every trip of the `newest` window. The platform builds the same stages
 (transform, train, evaluate) for any branch; the paths come from the run's layout in templates.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,7 +1,9 @@
 """Task callables shared by the platforms: thin wrappers from an Airflow context to plain functions."""
+
 from __future__ import annotations
 
 import logging
+
 log = logging.getLogger(__name__)
 
 
@@ -27,8 +29,12 @@ def validate_window_artifacts(**context) -> dict:
 
     layout, plan = run_layout(context), window_plan(context)
     try:
-        checked = validate_run(layout, plan, context["params"]["min_window_rows"],
-                               (context["params"].get("accept_data_changes") or "").strip())
+        checked = validate_run(
+            layout,
+            plan,
+            context["params"]["min_window_rows"],
+            (context["params"].get("accept_data_changes") or "").strip(),
+        )
     except RefusedSchemaChange as refused:
         raise AirflowFailException(str(refused)) from None
     reports, failures = {}, []
@@ -37,12 +43,17 @@ def validate_window_artifacts(**context) -> dict:
         for line in report.summary().splitlines():
             log.info("%s%s", f"[{name}] " if name else "", line)
         log.info("Full report: %s/summary.txt, Data Docs: %s/data_docs/index.html", out, out)
-        reports[name or "window"] = {"rows": report.rows, "notes": report.notes, "success": report.success,
-                                     "schema_version": report.schema_version}
+        reports[name or "window"] = {
+            "rows": report.rows,
+            "notes": report.notes,
+            "success": report.success,
+            "schema_version": report.schema_version,
+        }
         if not report.success:
-            failures.append(f"window {name + ' ' if name else ''}{report.window} failed validation with "
-                            f"{len(report.failures)} problems: " + "; ".join(report.failures)
-                            + f". Report: {out}/summary.txt")
+            failures.append(
+                f"window {name + ' ' if name else ''}{report.window} failed validation with "
+                f"{len(report.failures)} problems: " + "; ".join(report.failures) + f". Report: {out}/summary.txt"
+            )
     if failures:
         raise AirflowFailException(" | ".join(failures))
     return reports
@@ -61,8 +72,8 @@ judge the chosen ones only.
 def select_variants(**context) -> list[str]:
     """The first task of each variant the run trains (the `variants` Param); the others are skipped."""
     from airflow.sdk.exceptions import AirflowFailException
-    from taxi_model.variants import VARIANTS
 
+    from taxi_model.variants import VARIANTS
     from taxi_pipeline.branches import selected_variants
 
     try:
@@ -70,7 +81,9 @@ def select_variants(**context) -> list[str]:
     except ValueError as bad:
         raise AirflowFailException(str(bad)) from bad
     skipped = [v for v in VARIANTS if v not in selected]
-    log.info("Training %s%s", ", ".join(selected), f"; skipping {', '.join(skipped)} (the variants Param)" if skipped else "")
+    log.info(
+        "Training %s%s", ", ".join(selected), f"; skipping {', '.join(skipped)} (the variants Param)" if skipped else ""
+    )
     return [f"{v}.transform" for v in selected]
 
 
@@ -134,10 +147,14 @@ def record_window_verdict(**context) -> dict:
     layout, plan = run_layout(context), window_plan(context)
     comparison = files.read_json(f"{layout.window_comparison_dir}/comparison.json")
     row = {
-        "window": str(plan.windows["newest"]), "window_key": layout.window.key, "run_id": layout.run_id,
-        "recent_window": str(plan.windows["recent"]), "long_window": str(plan.windows["long"]),
-        "examples": comparison["examples"], "verdict": comparison["verdict"], **{
-            f"auc_{k}": v for k, v in comparison["auc"].items()},
+        "window": str(plan.windows["newest"]),
+        "window_key": layout.window.key,
+        "run_id": layout.run_id,
+        "recent_window": str(plan.windows["recent"]),
+        "long_window": str(plan.windows["long"]),
+        "examples": comparison["examples"],
+        "verdict": comparison["verdict"],
+        **{f"auc_{k}": v for k, v in comparison["auc"].items()},
     }
     path = write_history(layout.history_dir, row)
     log.info("%s", comparison["sentence"])

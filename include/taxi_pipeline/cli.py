@@ -1,9 +1,10 @@
 """The project's command line (what `make run` and `make airflow` call).
 
-    python -m taxi_pipeline.cli run [--date 2016-01-01] [--dag taxi_daily_retrain]
-    python -m taxi_pipeline.cli load-warehouse
-    python -m taxi_pipeline.cli airflow <airflow args...>
+python -m taxi_pipeline.cli run [--date 2016-01-01] [--dag taxi_daily_retrain]
+python -m taxi_pipeline.cli load-warehouse
+python -m taxi_pipeline.cli airflow <airflow args...>
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -42,8 +43,12 @@ def ensure_airflow_db(settings: Settings) -> None:
     marker = settings.airflow_home / ".migrated-with-pools"
     if marker.exists():
         return
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                   env={**os.environ, **airflow_env(settings)}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        env={**os.environ, **airflow_env(settings)},
+        stdout=subprocess.DEVNULL,
+    )
     ensure_pools(airflow_env(settings))
     marker.touch()
 
@@ -52,7 +57,7 @@ def run(args) -> int:
     """One run of the DAG in this process: a live view of its tasks on the terminal and every log
     line in a file (`--verbose`: the logs on the terminal, as they come), then the summary."""
     settings = get_settings()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_path = settings.home / "logs" / f"run_{args.dag}_{args.date}_{stamp}.log"
     with contextlib.ExitStack() as stack:
         if args.verbose:
@@ -74,14 +79,16 @@ def _run(args, settings: Settings, out: TextIO, log_path: Path | None) -> int:
     from taxi_pipeline.dag_defaults import run_in_process
     from taxi_pipeline.warm_runtime import warm_runtime
 
-    logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=UTC)
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     if args.dag not in bag.dags:
         say(f"No DAG {args.dag!r}; import errors: {bag.import_errors}")
         return 2
     dag = bag.dags[args.dag]
-    say(f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
-        f"(TAXI_HOME={settings.home})")
+    say(
+        f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
+        f"(TAXI_HOME={settings.home})"
+    )
     view = RunView(dag, logical_date, out) if log_path else contextlib.nullcontext()
     with warm_runtime(settings), view:  # the runtime steps skip their library imports (taxi_model.warm)
         dag_run = run_in_process(dag, logical_date=logical_date)
@@ -126,20 +133,53 @@ def serve_and_predict(settings: Settings, layout, out: TextIO = sys.stdout, rows
         return
     rest_port, grpc_port = free_port(), free_port()
     log_path = settings.home / "model_server.log"
-    say(f"\nStarting the local model server on {settings.serving_root} "
-        f"(REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port}; log {log_path})")
+    say(
+        f"\nStarting the local model server on {settings.serving_root} "
+        f"(REST 127.0.0.1:{rest_port}, gRPC 127.0.0.1:{grpc_port}; log {log_path})"
+    )
     with open(log_path, "w") as log_file:
         server = subprocess.Popen(
-            [settings.runtime_python, "-m", "taxi_model.serving.server", "--serving_root", settings.serving_root,
-             "--rest_port", str(rest_port), "--grpc_port", str(grpc_port)], stdout=log_file, stderr=subprocess.STDOUT)
+            [
+                settings.runtime_python,
+                "-m",
+                "taxi_model.serving.server",
+                "--serving_root",
+                settings.serving_root,
+                "--rest_port",
+                str(rest_port),
+                "--grpc_port",
+                str(grpc_port),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
         try:
             for protocol, port, wait in (("rest", rest_port, 120), ("grpc", grpc_port, 30)):
                 say(f"Predictions of {CHAMPION_MODEL}:{STABLE_LABEL} over {protocol.upper()} for {rows} eval rows:")
                 client = subprocess.run(
-                    [settings.runtime_python, "-m", "taxi_model.serving.client", "--csv", layout.split_glob("eval"),
-                     "--rows", str(rows), "--model", CHAMPION_MODEL, "--label", STABLE_LABEL,
-                     "--protocol", protocol, "--port", str(port), "--wait", str(wait)],
-                    stdout=out, stderr=subprocess.PIPE, text=True)
+                    [
+                        settings.runtime_python,
+                        "-m",
+                        "taxi_model.serving.client",
+                        "--csv",
+                        layout.split_glob("eval"),
+                        "--rows",
+                        str(rows),
+                        "--model",
+                        CHAMPION_MODEL,
+                        "--label",
+                        STABLE_LABEL,
+                        "--protocol",
+                        protocol,
+                        "--port",
+                        str(port),
+                        "--wait",
+                        str(wait),
+                    ],
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 if client.returncode != 0:  # TensorFlow's start-up chatter is on stderr: shown only on failure
                     raise RuntimeError(f"the model server did not answer over {protocol}:\n{client.stderr[-2000:]}")
         finally:
@@ -151,9 +191,13 @@ def print_summary(dag, dag_run, say=print, tasks: bool = True):
     task's state and time, unless the live view showed them)."""
     from taxi_pipeline.run_context import run_layout, window_plan
 
-    context = {"dag": dag, "run_id": dag_run.run_id, "data_interval_start": dag_run.data_interval_start,
-               "data_interval_end": dag_run.data_interval_end,
-               "params": {**{k: v.value for k, v in dag.params.items()}, **(dag_run.conf or {})}}
+    context = {
+        "dag": dag,
+        "run_id": dag_run.run_id,
+        "data_interval_start": dag_run.data_interval_start,
+        "data_interval_end": dag_run.data_interval_end,
+        "params": {**{k: v.value for k, v in dag.params.items()}, **(dag_run.conf or {})},
+    }
     layout = run_layout(context)
     say()
     say(f"Run {dag_run.run_id}: {dag_run.state}")
@@ -170,18 +214,22 @@ def print_summary(dag, dag_run, say=print, tasks: bool = True):
             verdict = json.loads(report.read_text())
             title = f"window {name} {plan.windows[name]}" if name else "rows per split"
             say(f"  {title}: {verdict['rows']}")
-            say(f"    validation: {'passed' if verdict['success'] else 'FAILED'} ({layout.validation_dir(name)}/summary.txt)")
+            say(
+                f"    validation: {'passed' if verdict['success'] else 'FAILED'} "
+                f"({layout.validation_dir(name)}/summary.txt)"
+            )
             for line in verdict["failures"]:
                 say(f"    - {line}")
-    for title, comparison in (("Variants", Path(layout.run_dir) / "comparison.txt"),
-                              ("Recent vs long window", Path(layout.window_comparison_dir) / "comparison.txt")):
+    for title, comparison in (
+        ("Variants", Path(layout.run_dir) / "comparison.txt"),
+        ("Recent vs long window", Path(layout.window_comparison_dir) / "comparison.txt"),
+    ):
         if comparison.exists():
             say(f"\n{title}:")
             say(comparison.read_text())
     if dag.dag_id != "taxi_daily_retrain":
         return layout
     from taxi_model.variants import VARIANTS
-
     from taxi_pipeline.serving_root import CHAMPION_MODEL, ServingRoot, model_name
 
     serving_root = ServingRoot(get_settings().serving_root)
@@ -216,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     ensure_airflow_db(settings)
     # Airflow's own subprocesses (standalone starts `airflow scheduler`, ...) find this venv's `airflow`.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    command, env = [sys.executable, "-m", "airflow", *args.airflow_args], {**os.environ, **airflow_env(settings), "PATH": path}
+    command, env = (
+        [sys.executable, "-m", "airflow", *args.airflow_args],
+        {**os.environ, **airflow_env(settings), "PATH": path},
+    )
     if args.airflow_args[:1] in (["standalone"], ["scheduler"]):  # the ones that run tasks: beside a warm runtime
         from taxi_pipeline.warm_runtime import warm_runtime
 
@@ -225,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         with warm_runtime(settings), open(log_path if standalone else os.devnull, "ab") as log:
             if standalone:  # its services' logs go to a file; the terminal gets the address and the login
                 print(f"Starting Airflow (scheduler, api-server, dag-processor); their logs: {log_path}", flush=True)
-            airflow = subprocess.Popen(command, env=env, **({"stdout": log, "stderr": subprocess.STDOUT}
-                                                            if standalone else {}))
+            airflow = subprocess.Popen(
+                command, env=env, **({"stdout": log, "stderr": subprocess.STDOUT} if standalone else {})
+            )
             if standalone:
                 announce_the_ui(settings, airflow)
             while True:

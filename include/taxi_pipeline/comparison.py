@@ -1,4 +1,5 @@
 """The comparison of a run's variants: rows, AUC, accuracy, blessed, why."""
+
 from __future__ import annotations
 
 from taxi_pipeline import files
@@ -12,12 +13,19 @@ def read_blessing(layout: RunLayout, variant: str) -> dict:
     blessing = files.read_json(f"{layout.evaluation_dir(variant)}/blessing.json")
     report = f"{layout.export_check_dir(variant)}/report.json"
     if not files.exists(report):
-        return {**blessing, "blessed": False,
-                "reasons": blessing["reasons"] + [f"the export was not checked (no {report})"]}
+        return {
+            **blessing,
+            "blessed": False,
+            "reasons": blessing["reasons"] + [f"the export was not checked (no {report})"],
+        }
     export = files.read_json(report)
     if not export["servable"]:
-        return {**blessing, "blessed": False, "export_check": export,
-                "reasons": blessing["reasons"] + [f"export: {reason}" for reason in export["reasons"]]}
+        return {
+            **blessing,
+            "blessed": False,
+            "export_check": export,
+            "reasons": blessing["reasons"] + [f"export: {reason}" for reason in export["reasons"]],
+        }
     return {**blessing, "export_check": export}
 
 
@@ -27,17 +35,19 @@ def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:
     for variant in variants:
         blessing = read_blessing(layout, variant)
         metrics = blessing["metrics"]
-        rows.append({
-            "variant": variant,
-            "train_rows": validation["rows"]["train"],
-            "eval_rows": int(metrics.get("example_count", validation["rows"]["eval"])),
-            "auc": metrics.get("auc"),
-            "accuracy": metrics.get("binary_accuracy"),
-            "majority_class_rate": metrics.get("majority_class_rate"),
-            "blessed": blessing["blessed"],
-            "why": "; ".join(blessing["reasons"]),
-            "baseline": blessing.get("baseline"),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "train_rows": validation["rows"]["train"],
+                "eval_rows": int(metrics.get("example_count", validation["rows"]["eval"])),
+                "auc": metrics.get("auc"),
+                "accuracy": metrics.get("binary_accuracy"),
+                "majority_class_rate": metrics.get("majority_class_rate"),
+                "blessed": blessing["blessed"],
+                "why": "; ".join(blessing["reasons"]),
+                "baseline": blessing.get("baseline"),
+            }
+        )
     return rows
 
 
@@ -45,6 +55,8 @@ def format_table(rows: list[dict]) -> str:
     header = f"{'variant':<10} {'train rows':>10} {'eval rows':>9} {'AUC':>6} {'accuracy':>8} {'blessed':>7}  why"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['variant']:<10} {r['train_rows']:>10} {r['eval_rows']:>9} {r['auc']:>6.3f} "
-                     f"{r['accuracy']:>8.3f} {'yes' if r['blessed'] else 'NO':>7}  {r['why']}")
+        lines.append(
+            f"{r['variant']:<10} {r['train_rows']:>10} {r['eval_rows']:>9} {r['auc']:>6.3f} "
+            f"{r['accuracy']:>8.3f} {'yes' if r['blessed'] else 'NO':>7}  {r['why']}"
+        )
     return "\n".join(lines)

@@ -1,13 +1,14 @@
 """What the project's DAGs share: task defaults (owner, retries with backoff, the failure alert),
 the deadline alert of a run that takes far too long, the Params of training and validation, and
 the macros their templates use."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 
 from airflow.sdk import DeadlineAlert, DeadlineReference, Param, SyncCallback
-from taxi_pipeline.notifiers import TaxiAlertNotifier
 
+from taxi_pipeline.notifiers import TaxiAlertNotifier
 from taxi_pipeline.run_context import taxi_run, taxi_version
 
 DEFAULT_ARGS = {
@@ -29,10 +30,17 @@ def run_deadline(dag_id: str, hours: float) -> DeadlineAlert:
     """Airflow 3's replacement of SLAs: alert when a run is still not done `hours` after it was
     queued (far beyond its normal duration, including the sensor's wait), through the same notifier."""
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=hours), name=f"{dag_id}_too_long",
-        callback=SyncCallback(TaxiAlertNotifier, kwargs={
-            "message": f"DEADLINE MISSED: a {dag_id} run is still not done {hours:g} hours after it was queued; "
-                       "look for a task stuck in running or up_for_retry, or a sensor still waiting for data"}))
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=hours),
+        name=f"{dag_id}_too_long",
+        callback=SyncCallback(
+            TaxiAlertNotifier,
+            kwargs={
+                "message": f"DEADLINE MISSED: a {dag_id} run is still not done {hours:g} hours after it was queued; "
+                "look for a task stuck in running or up_for_retry, or a sensor still waiting for data"
+            },
+        ),
+    )
 
 
 def run_in_process(dag, **kwargs):
@@ -51,24 +59,48 @@ def common_params(min_window_rows: int) -> dict[str, Param]:
     """Params of both DAGs. Airflow validates them against their schema when a run is triggered
     (the UI's form and the REST API refuse a bad value), before any task runs."""
     return {
-        "window_end": Param(None, type=["null", "string"], format="date", title="Window end",
-                            description="Manual runs: the day the run's windows end (midnight UTC, e.g. 2016-01-01), "
-                                        "in place of its data interval end. It names the artifacts and the served "
-                                        "version as that window's scheduled run would. Leave empty for the data "
-                                        "interval end."),
-        "min_window_rows": Param(min_window_rows, title="Min window rows", type="integer", minimum=1,
-                                 description="Fewest trips each window may have to pass validation."),
-        "accept_data_changes": Param("", type="string", title="Accept data changes",
-                                     description="Manual runs: why the window's data legitimately changed (e.g. 'a new "
-                                                 "payment type, Mobile, since March'). If the window then fails "
-                                                 "validation only on schema anomalies, the run writes the next schema "
-                                                 "version that takes those changes, and goes on. Empty: nothing is "
-                                                 "accepted."),
-        "train_steps": Param(300, title="Train steps", type="integer", minimum=1, description="Training steps per model."),
-        "eval_steps": Param(50, title="Eval steps", type="integer", minimum=1, description="Evaluation steps during training."),
-        "workers": Param(2, title="Workers", type="integer", minimum=1, maximum=16,
-                         description="Worker replicas of the TFJob that trains each model (gcp platform; "
-                                     "the local platform trains in one process)."),
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Window end",
+            description="Manual runs: the day the run's windows end (midnight UTC, e.g. 2016-01-01), "
+            "in place of its data interval end. It names the artifacts and the served "
+            "version as that window's scheduled run would. Leave empty for the data "
+            "interval end.",
+        ),
+        "min_window_rows": Param(
+            min_window_rows,
+            title="Min window rows",
+            type="integer",
+            minimum=1,
+            description="Fewest trips each window may have to pass validation.",
+        ),
+        "accept_data_changes": Param(
+            "",
+            type="string",
+            title="Accept data changes",
+            description="Manual runs: why the window's data legitimately changed (e.g. 'a new "
+            "payment type, Mobile, since March'). If the window then fails "
+            "validation only on schema anomalies, the run writes the next schema "
+            "version that takes those changes, and goes on. Empty: nothing is "
+            "accepted.",
+        ),
+        "train_steps": Param(
+            300, title="Train steps", type="integer", minimum=1, description="Training steps per model."
+        ),
+        "eval_steps": Param(
+            50, title="Eval steps", type="integer", minimum=1, description="Evaluation steps during training."
+        ),
+        "workers": Param(
+            2,
+            title="Workers",
+            type="integer",
+            minimum=1,
+            maximum=16,
+            description="Worker replicas of the TFJob that trains each model (gcp platform; "
+            "the local platform trains in one process).",
+        ),
     }
 
 

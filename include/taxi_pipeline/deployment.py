@@ -6,15 +6,23 @@ reads are the same text on both.
 A decision not to deploy is `NotDeployed` (its message says why); `skip_if_not_deployed()` turns it
 into Airflow's skip, the state on-call sees.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 from taxi_pipeline import files
-from taxi_pipeline.serving_root import (CHAMPION_MODEL, STABLE_LABEL, DeploymentRecord, PushResult, Rollback,
-                                        ServingRoot, version_for)
+from taxi_pipeline.serving_root import (
+    CHAMPION_MODEL,
+    STABLE_LABEL,
+    DeploymentRecord,
+    PushResult,
+    Rollback,
+    ServingRoot,
+    version_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +46,16 @@ def deployment_record(context, model: str, variant: str, blessing: dict) -> Depl
 
     layout = run_layout(context)
     return DeploymentRecord(
-        model=model, version=version_for(run_end(context)), variant=variant,
-        dag_id=layout.dag_id, run_id=layout.run_id, window=str(layout.window), source=layout.model_dir(variant),
-        metrics=blessing["metrics"], reasons=blessing["reasons"])
+        model=model,
+        version=version_for(run_end(context)),
+        variant=variant,
+        dag_id=layout.dag_id,
+        run_id=layout.run_id,
+        window=str(layout.window),
+        source=layout.model_dir(variant),
+        metrics=blessing["metrics"],
+        reasons=blessing["reasons"],
+    )
 
 
 def push_blessed_variant(root: ServingRoot, context, variant: str, served_model: str) -> PushResult:

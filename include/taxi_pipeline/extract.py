@@ -1,10 +1,11 @@
 """Extraction of a run's windows from the local warehouse into the run's artifact layout."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from taxi_pipeline.layout import SPLITS, RunLayout
 from taxi_pipeline.files import atomic_directory
+from taxi_pipeline.layout import SPLITS, RunLayout
 from taxi_pipeline.warehouse import export_split
 from taxi_pipeline.window import Window
 
@@ -19,5 +20,7 @@ def extract_windows(warehouse: Path, layout: RunLayout, windows: dict[str, Windo
             for split in SPLITS:
                 directory = staging / name / split if name else staging / split
                 directory.mkdir(parents=True)
-                rows[name or "window"][split] = export_split(warehouse, window, split, str(directory / "part-00000.csv"))
+                rows[name or "window"][split] = export_split(
+                    warehouse, window, split, str(directory / "part-00000.csv")
+                )
     return rows

@@ -12,6 +12,7 @@ the same code on both platforms. What an object store lacks is done here once:
 - `lock(uri)`: an exclusive lock beside the files it guards (fcntl locally; on GCS a lock object
   created only if absent, taxi_pipeline.gcs_lock).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -136,8 +138,11 @@ def subdirs(uri: str) -> list[str]:
     fs, p = _fs(uri)
     if not fs.isdir(p):
         return []
-    return sorted(entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(p, detail=True)
-                  if entry["type"] == "directory" and not entry["name"].rstrip("/").rsplit("/", 1)[-1].startswith("."))
+    return sorted(
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        for entry in fs.ls(p, detail=True)
+        if entry["type"] == "directory" and not entry["name"].rstrip("/").rsplit("/", 1)[-1].startswith(".")
+    )
 
 
 def list_files(uri: str) -> list[str]:
@@ -146,7 +151,7 @@ def list_files(uri: str) -> list[str]:
     if not fs.isdir(p):
         return []
     prefix = p.rstrip("/") + "/"
-    return sorted(name[len(prefix):] for name in fs.find(p) if name.startswith(prefix))
+    return sorted(name[len(prefix) :] for name in fs.find(p) if name.startswith(prefix))
 
 
 def glob(pattern: str) -> list[str]:

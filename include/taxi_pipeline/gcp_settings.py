@@ -13,6 +13,7 @@ setting: credentials come from the Airflow connections named here (`google_cloud
 BigQuery, GCS, Dataflow, GKE and Vertex AI, unless `TAXI_GCP_CONN_ID` names another), and the pods
 run as a Kubernetes service account bound to a Google service account (Workload Identity).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,24 +24,44 @@ from dataclasses import dataclass, fields
 DEFAULTS: dict[str, tuple[str | None, str]] = {
     "project": (None, "the Google Cloud project of everything below"),
     "region": ("us-central1", "region of Dataflow, Vertex AI and the GKE cluster"),
-    "bucket": ("{project}-taxi-mlops", "GCS bucket: artifacts/, serving/ (the TF-Serving model base paths), dataflow/ (temp, staging)"),
+    "bucket": (
+        "{project}-taxi-mlops",
+        "GCS bucket: artifacts/, serving/ (the TF-Serving model base paths), dataflow/ (temp, staging)",
+    ),
     "bq_location": ("US", "BigQuery location of the source table and the extract dataset"),
-    "source_table": ("{project}.chicago_taxi_trips.taxi_trips",
-                     "the trips table (the public table's schema), partitioned by HOUR on trip_start_timestamp"),
+    "source_table": (
+        "{project}.chicago_taxi_trips.taxi_trips",
+        "the trips table (the public table's schema), partitioned by HOUR on trip_start_timestamp",
+    ),
     "extract_dataset": ("taxi_mlops_windows", "BigQuery dataset of the per-window split tables"),
-    "gke_cluster": ("taxi-mlops", "GKE cluster of the TFJobs and of TF-Serving (Kubeflow's training operator installed)"),
+    "gke_cluster": (
+        "taxi-mlops",
+        "GKE cluster of the TFJobs and of TF-Serving (Kubeflow's training operator installed)",
+    ),
     "gke_location": ("{region}", "location of the GKE cluster (a region or a zone)"),
     "namespace": ("taxi-mlops", "Kubernetes namespace of the TFJobs, pods and TF-Serving"),
-    "runtime_image": ("{region}-docker.pkg.dev/{project}/taxi-mlops/taxi-mlops-runtime:latest",
-                      "the image of docker/runtime: TFJob pods, Dataflow's SDK container, the window comparison pod "
-                      "(pin it by digest in production: <name>@sha256:<digest>)"),
-    "serving_image": ("tensorflow/serving:2.19.0", "the TF-Serving image of the model server Deployment "
-                                                   "(pin it by digest in production: tensorflow/serving@sha256:...)"),
-    "vertex_serving_image": ("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest",
-                             "Vertex AI's prebuilt TensorFlow serving container of the uploaded models"),
-    "service_account": ("taxi-mlops@{project}.iam.gserviceaccount.com",
-                        "the Google service account of the Dataflow workers (and, via Workload Identity, of the pods)"),
-    "k8s_service_account": ("taxi-mlops", "the Kubernetes service account of the TFJob, comparison and TF-Serving pods"),
+    "runtime_image": (
+        "{region}-docker.pkg.dev/{project}/taxi-mlops/taxi-mlops-runtime:latest",
+        "the image of docker/runtime: TFJob pods, Dataflow's SDK container, the window comparison pod "
+        "(pin it by digest in production: <name>@sha256:<digest>)",
+    ),
+    "serving_image": (
+        "tensorflow/serving:2.19.0",
+        "the TF-Serving image of the model server Deployment "
+        "(pin it by digest in production: tensorflow/serving@sha256:...)",
+    ),
+    "vertex_serving_image": (
+        "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest",
+        "Vertex AI's prebuilt TensorFlow serving container of the uploaded models",
+    ),
+    "service_account": (
+        "taxi-mlops@{project}.iam.gserviceaccount.com",
+        "the Google service account of the Dataflow workers (and, via Workload Identity, of the pods)",
+    ),
+    "k8s_service_account": (
+        "taxi-mlops",
+        "the Kubernetes service account of the TFJob, comparison and TF-Serving pods",
+    ),
     "endpoint_id": ("1716", "the Vertex AI endpoint (numeric id) the champion is deployed to; created once"),
     "conn_id": ("google_cloud_default", "the Airflow connection to Google Cloud"),
 }
@@ -142,8 +163,10 @@ def get_gcp_settings() -> GcpSettings:
     values: dict[str, str] = {}
     project = _lookup("project")
     if not project:
-        raise ValueError("TAXI_PLATFORM=gcp needs the Google Cloud project: set TAXI_GCP_PROJECT "
-                         "(or the Airflow Variable taxi_gcp_project); see README, 'The gcp platform'")
+        raise ValueError(
+            "TAXI_PLATFORM=gcp needs the Google Cloud project: set TAXI_GCP_PROJECT "
+            "(or the Airflow Variable taxi_gcp_project); see README, 'The gcp platform'"
+        )
     values["project"] = project
     region = _lookup("region") or DEFAULTS["region"][0]
     values["region"] = region

@@ -7,6 +7,7 @@ timeout (a holder that died) is broken. Both kinds are re-entrant in a thread (`
 a push and the label move after it share one hold). Works against a local emulator when
 STORAGE_EMULATOR_HOST is set (the tests).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,9 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def _blob(uri: str):
 
     if not uri.startswith("gs://"):
         raise ValueError(f"not a gs:// path: {uri!r}")
-    bucket, _, name = uri[len("gs://"):].partition("/")
+    bucket, _, name = uri[len("gs://") :].partition("/")
     return GCSHook(gcp_conn_id=conn_id()).get_conn().bucket(bucket).blob(name)
 
 
@@ -56,8 +57,13 @@ def _describe(blob) -> str:
     return f"{info.get('holder', 'an unknown holder')} ({info.get('process', '?')}), since {since}"
 
 
-def lock(uri: str, holder: str = "", stale_after: float = LOCK_STALE_AFTER, wait: float | None = None,
-         poll: float = LOCK_POLL):
+def lock(
+    uri: str,
+    holder: str = "",
+    stale_after: float = LOCK_STALE_AFTER,
+    wait: float | None = None,
+    poll: float = LOCK_POLL,
+):
     """Hold the lock object `uri` (blocking until it is free). Re-entrant in a thread.
 
     Taken by creating the object with `if_generation_match=0` (only one creator succeeds; the
@@ -73,8 +79,9 @@ def _lock_object(uri: str, holder: str, stale_after: float, wait: float | None, 
     from google.api_core.exceptions import NotFound, PreconditionFailed
 
     blob = _blob(uri)
-    content = json.dumps({"holder": holder or "?", "process": _holder_name(),
-                          "acquired": datetime.now(timezone.utc).isoformat()})
+    content = json.dumps(
+        {"holder": holder or "?", "process": _holder_name(), "acquired": datetime.now(UTC).isoformat()}
+    )
     started = time.monotonic()
     waiting_for = None
     while True:
@@ -86,10 +93,15 @@ def _lock_object(uri: str, holder: str, stale_after: float, wait: float | None, 
         current = blob.bucket.get_blob(blob.name)
         if current is None:
             continue  # released meanwhile
-        age = (datetime.now(timezone.utc) - current.time_created).total_seconds() if current.time_created else 0
+        age = (datetime.now(UTC) - current.time_created).total_seconds() if current.time_created else 0
         if age > stale_after:
-            log.warning("Breaking the stale lock %s (%.0f s old, older than %.0f s): held by %s",
-                        uri, age, stale_after, _describe(current))
+            log.warning(
+                "Breaking the stale lock %s (%.0f s old, older than %.0f s): held by %s",
+                uri,
+                age,
+                stale_after,
+                _describe(current),
+            )
             with contextlib.suppress(NotFound, PreconditionFailed):
                 current.delete(if_generation_match=current.generation)
             continue
@@ -97,8 +109,10 @@ def _lock_object(uri: str, holder: str, stale_after: float, wait: float | None, 
             waiting_for = current.generation
             log.info("Waiting for the lock %s, held by %s", uri, _describe(current))
         if wait is not None and time.monotonic() - started >= wait:
-            raise LockTimeout(f"the lock {uri} is held by {_describe(current)}; gave up after {wait:.0f} s "
-                              f"(it is broken once older than {stale_after:.0f} s)")
+            raise LockTimeout(
+                f"the lock {uri} is held by {_describe(current)}; gave up after {wait:.0f} s "
+                f"(it is broken once older than {stale_after:.0f} s)"
+            )
         time.sleep(poll)
     generation = blob.generation
     try:
@@ -107,8 +121,11 @@ def _lock_object(uri: str, holder: str, stale_after: float, wait: float | None, 
         try:
             blob.delete(if_generation_match=generation)
         except (NotFound, PreconditionFailed):
-            log.warning("The lock %s was broken while held (older than %.0f s?): another writer may have "
-                        "interleaved", uri, stale_after)
+            log.warning(
+                "The lock %s was broken while held (older than %.0f s?): another writer may have interleaved",
+                uri,
+                stale_after,
+            )
 
 
 _held = threading.local()

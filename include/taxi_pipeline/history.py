@@ -1,4 +1,5 @@
 """The sliding-window DAG's history of verdicts: one row per window, idempotent per window."""
+
 from __future__ import annotations
 
 import csv

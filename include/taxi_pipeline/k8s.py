@@ -13,6 +13,7 @@ capabilities and the runtime's default seccomp profile; the only writable path i
 `check_tfjob()` reads a rendered manifest back into the SDK's TFJob model, for validating what we
 create (pod templates are validated as Pods with kubernetes-validate in the tests).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,12 @@ def k8s_name(*parts: str, max_length: int = 63) -> str:
 
 def security_context(uid: int) -> dict:
     return {
-        "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -50,8 +55,15 @@ def _tmp_volume() -> tuple[list[dict], list[dict]]:
     return [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}], [{"name": "tmp", "mountPath": "/tmp"}]
 
 
-def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_account: str,
-                     resources: dict, container_name: str = "tensorflow"):
+def runtime_pod_spec(
+    *,
+    image: str,
+    module: str,
+    arguments: list[str],
+    service_account: str,
+    resources: dict,
+    container_name: str = "tensorflow",
+):
     """A pod spec (kubernetes.client V1PodSpec) running `python -m <module> <arguments>` in the runtime image;
     its security contexts are `security_context(RUNTIME_UID)` and the pod's non-root, seccomp one."""
     from kubernetes.client import models as k8s
@@ -61,22 +73,36 @@ def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_a
         # no Kubernetes API token: the step talks to GCS (Workload Identity), never to the cluster
         automount_service_account_token=False,
         security_context=k8s.V1PodSecurityContext(
-            run_as_non_root=True, run_as_user=RUNTIME_UID, fs_group=RUNTIME_UID,
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
-        containers=[k8s.V1Container(
-            name=container_name, image=image, image_pull_policy="IfNotPresent",
-            command=["python", "-m", module], args=[str(a) for a in arguments],
-            # a failed step's last log lines become its termination message: the task's error names them
-            termination_message_policy="FallbackToLogsOnError",
-            env=[k8s.V1EnvVar(name="HOME", value="/tmp"), k8s.V1EnvVar(name="TF_USE_LEGACY_KERAS", value="1")],
-            resources=k8s.V1ResourceRequirements(requests=resources.get("requests"), limits=resources.get("limits")),
-            security_context=k8s.V1SecurityContext(
-                run_as_non_root=True, run_as_user=RUNTIME_UID, run_as_group=RUNTIME_UID,
-                allow_privilege_escalation=False, read_only_root_filesystem=True,
-                capabilities=k8s.V1Capabilities(drop=["ALL"]),
-                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
-            volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
-        )],
+            run_as_non_root=True,
+            run_as_user=RUNTIME_UID,
+            fs_group=RUNTIME_UID,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        containers=[
+            k8s.V1Container(
+                name=container_name,
+                image=image,
+                image_pull_policy="IfNotPresent",
+                command=["python", "-m", module],
+                args=[str(a) for a in arguments],
+                # a failed step's last log lines become its termination message: the task's error names them
+                termination_message_policy="FallbackToLogsOnError",
+                env=[k8s.V1EnvVar(name="HOME", value="/tmp"), k8s.V1EnvVar(name="TF_USE_LEGACY_KERAS", value="1")],
+                resources=k8s.V1ResourceRequirements(
+                    requests=resources.get("requests"), limits=resources.get("limits")
+                ),
+                security_context=k8s.V1SecurityContext(
+                    run_as_non_root=True,
+                    run_as_user=RUNTIME_UID,
+                    run_as_group=RUNTIME_UID,
+                    allow_privilege_escalation=False,
+                    read_only_root_filesystem=True,
+                    capabilities=k8s.V1Capabilities(drop=["ALL"]),
+                    seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+                ),
+                volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+            )
+        ],
         volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=TMP_SIZE_LIMIT))],
     )
 
@@ -84,8 +110,17 @@ def runtime_pod_spec(*, image: str, module: str, arguments: list[str], service_a
 TRAIN_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
 
 
-def tfjob(*, name: str, namespace: str, image: str, arguments: list[str], service_account: str,
-          workers: int | str, labels: dict[str, str], resources: dict = TRAIN_RESOURCES) -> dict:
+def tfjob(
+    *,
+    name: str,
+    namespace: str,
+    image: str,
+    arguments: list[str],
+    service_account: str,
+    workers: int | str,
+    labels: dict[str, str],
+    resources: dict = TRAIN_RESOURCES,
+) -> dict:
     """A TFJob with `workers` Worker replicas (an int, or a template such as "{{ params.workers }}",
     which the model keeps as it is: the caller makes it a bare number in the YAML), as a plain dict."""
     from kubeflow.training import ApiClient
@@ -93,23 +128,35 @@ def tfjob(*, name: str, namespace: str, image: str, arguments: list[str], servic
     from kubernetes.client import models as k8s
 
     job = kf.KubeflowOrgV1TFJob(
-        api_version="kubeflow.org/v1", kind="TFJob",
+        api_version="kubeflow.org/v1",
+        kind="TFJob",
         metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
         spec=kf.KubeflowOrgV1TFJobSpec(
-            run_policy=kf.KubeflowOrgV1RunPolicy(clean_pod_policy="Running", backoff_limit=2,
-                                                 active_deadline_seconds=6 * 3600),
+            run_policy=kf.KubeflowOrgV1RunPolicy(
+                clean_pod_policy="Running", backoff_limit=2, active_deadline_seconds=6 * 3600
+            ),
             tf_replica_specs={
                 "Worker": kf.KubeflowOrgV1ReplicaSpec(
                     # ExitCode: a replica killed by a signal (preempted, OOM-killed) is restarted; one that
                     # failed on its own fails the job at once and its pod is kept, so the task's error
                     # names the replica and its last line (OnFailure restarted it in place until the
                     # backoff limit, then the training operator deleted every pod before failing)
-                    replicas=workers, restart_policy="ExitCode",
+                    replicas=workers,
+                    restart_policy="ExitCode",
                     template=k8s.V1PodTemplateSpec(
                         metadata=k8s.V1ObjectMeta(labels=labels),
-                        spec=runtime_pod_spec(image=image, module="taxi_model.trainer", arguments=arguments,
-                                              service_account=service_account, resources=resources))),
-            }))
+                        spec=runtime_pod_spec(
+                            image=image,
+                            module="taxi_model.trainer",
+                            arguments=arguments,
+                            service_account=service_account,
+                            resources=resources,
+                        ),
+                    ),
+                ),
+            },
+        ),
+    )
     return ApiClient().sanitize_for_serialization(job)
 
 
@@ -155,8 +202,10 @@ def check_tfjob(manifest: dict):
     changed = _differences(manifest, api.sanitize_for_serialization(job))
     if changed:
         raise ValueError(f"fields the TFJob models drop or change: {'; '.join(changed)}")
-    for policy, allowed in (((job.spec.run_policy.clean_pod_policy,), CLEAN_POD_POLICIES),
-                            ([r.restart_policy for r in job.spec.tf_replica_specs.values()], RESTART_POLICIES)):
+    for policy, allowed in (
+        ((job.spec.run_policy.clean_pod_policy,), CLEAN_POD_POLICIES),
+        ([r.restart_policy for r in job.spec.tf_replica_specs.values()], RESTART_POLICIES),
+    ):
         for value in policy:
             if value is not None and value not in allowed:
                 raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
@@ -187,11 +236,20 @@ def _tfjob_api_client():
 
 def _differences(expected, actual, path: str = "") -> list[str]:
     if isinstance(expected, dict) and isinstance(actual, dict):
-        return [d for k in sorted(set(expected) | set(actual), key=str)
-                for d in _differences(expected.get(k, "<missing>"), actual.get(k, "<missing>"), f"{path}.{k}")]
+        return [
+            d
+            for k in sorted(set(expected) | set(actual), key=str)
+            for d in _differences(expected.get(k, "<missing>"), actual.get(k, "<missing>"), f"{path}.{k}")
+        ]
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in _differences(e, a, f"{path}[{i}]")]
-    return [] if expected == actual and type(expected) is type(actual) else [f"{path or '.'}: {expected!r} -> {actual!r}"]
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual, strict=False))
+            for d in _differences(e, a, f"{path}[{i}]")
+        ]
+    return (
+        [] if expected == actual and type(expected) is type(actual) else [f"{path or '.'}: {expected!r} -> {actual!r}"]
+    )
 
 
 SERVING_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
@@ -201,8 +259,16 @@ def serving_labels() -> dict[str, str]:
     return {"app.kubernetes.io/name": SERVING_NAME, "app.kubernetes.io/part-of": "taxi-mlops"}
 
 
-def tf_serving_deployment(*, namespace: str, image: str, models_config: str, service_account: str,
-                          ready_model: str, replicas: int = 2, resources: dict = SERVING_RESOURCES) -> dict:
+def tf_serving_deployment(
+    *,
+    namespace: str,
+    image: str,
+    models_config: str,
+    service_account: str,
+    ready_model: str,
+    replicas: int = 2,
+    resources: dict = SERVING_RESOURCES,
+) -> dict:
     """tensorflow/serving with the serving root's models.config (polled: new versions and labels
     are picked up without a restart); ready once `ready_model` answers its status endpoint."""
     volumes, mounts = _tmp_volume()
@@ -220,25 +286,45 @@ def tf_serving_deployment(*, namespace: str, image: str, models_config: str, ser
                 "spec": {
                     "serviceAccountName": service_account,
                     "automountServiceAccountToken": False,  # it reads GCS (Workload Identity), not the cluster
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": SERVING_UID, "fsGroup": SERVING_UID,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "tf-serving", "image": image, "imagePullPolicy": "IfNotPresent",
-                        "command": ["tensorflow_model_server"],
-                        "args": [f"--port={TF_SERVING_GRPC_PORT}", f"--rest_api_port={TF_SERVING_REST_PORT}",
-                                 f"--model_config_file={models_config}",
-                                 "--model_config_file_poll_wait_seconds=60",
-                                 "--allow_version_labels_for_unavailable_models=false"],
-                        "ports": [{"name": "grpc", "containerPort": TF_SERVING_GRPC_PORT},
-                                  {"name": "http", "containerPort": TF_SERVING_REST_PORT}],
-                        "readinessProbe": {"httpGet": {"path": f"/v1/models/{ready_model}", "port": "http"},
-                                           "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3},
-                        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "initialDelaySeconds": 30,
-                                          "periodSeconds": 20},
-                        "resources": resources,
-                        "securityContext": security_context(SERVING_UID),
-                        "volumeMounts": mounts,
-                    }],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": SERVING_UID,
+                        "fsGroup": SERVING_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "tf-serving",
+                            "image": image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["tensorflow_model_server"],
+                            "args": [
+                                f"--port={TF_SERVING_GRPC_PORT}",
+                                f"--rest_api_port={TF_SERVING_REST_PORT}",
+                                f"--model_config_file={models_config}",
+                                "--model_config_file_poll_wait_seconds=60",
+                                "--allow_version_labels_for_unavailable_models=false",
+                            ],
+                            "ports": [
+                                {"name": "grpc", "containerPort": TF_SERVING_GRPC_PORT},
+                                {"name": "http", "containerPort": TF_SERVING_REST_PORT},
+                            ],
+                            "readinessProbe": {
+                                "httpGet": {"path": f"/v1/models/{ready_model}", "port": "http"},
+                                "initialDelaySeconds": 10,
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "livenessProbe": {
+                                "tcpSocket": {"port": "grpc"},
+                                "initialDelaySeconds": 30,
+                                "periodSeconds": 20,
+                            },
+                            "resources": resources,
+                            "securityContext": security_context(SERVING_UID),
+                            "volumeMounts": mounts,
+                        }
+                    ],
                     "volumes": volumes,
                 },
             },
@@ -256,12 +342,18 @@ def tf_serving_network_policy(*, namespace: str) -> dict:
         "spec": {
             "podSelector": {"matchLabels": serving_labels()},
             "policyTypes": ["Ingress"],
-            "ingress": [{
-                "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "taxi-mlops"}}},
-                         {"namespaceSelector": {"matchLabels": {SERVING_CLIENT_LABEL: "true"}}}],
-                "ports": [{"protocol": "TCP", "port": TF_SERVING_GRPC_PORT},
-                          {"protocol": "TCP", "port": TF_SERVING_REST_PORT}],
-            }],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "taxi-mlops"}}},
+                        {"namespaceSelector": {"matchLabels": {SERVING_CLIENT_LABEL: "true"}}},
+                    ],
+                    "ports": [
+                        {"protocol": "TCP", "port": TF_SERVING_GRPC_PORT},
+                        {"protocol": "TCP", "port": TF_SERVING_REST_PORT},
+                    ],
+                }
+            ],
         },
     }
 
@@ -274,8 +366,9 @@ def tf_serving_service(*, namespace: str) -> dict:
         "spec": {
             "type": "ClusterIP",
             "selector": serving_labels(),
-            "ports": [{"name": "grpc", "port": TF_SERVING_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
-                      {"name": "http", "port": TF_SERVING_REST_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "grpc", "port": TF_SERVING_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "http", "port": TF_SERVING_REST_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
         },
     }
-

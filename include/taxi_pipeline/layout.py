@@ -20,6 +20,7 @@ Keyed by DAG, window and run, so a backfill and the daily run never write the sa
 retry of the same run rewrites its own paths in place. Paths are strings joined with "/" so that
 the same layout works under a local folder and under a `gs://` root.
 """
+
 from __future__ import annotations
 
 import re

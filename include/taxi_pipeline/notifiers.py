@@ -16,6 +16,7 @@ Without that connection it logs one clear line (`TAXI ALERT (no alert connection
 and nothing else, so a fresh install works and a failure is still visible in the log. A webhook
 that cannot be reached is logged too; an alert never fails the task or the callback itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,10 @@ def failure_message(context, message: str = "") -> str:
     if ti is not None:
         error = context.get("exception")
         first = str(error).strip().splitlines()[0][:500] if error else "no exception recorded"
-        parts.append(f"task {dag_id}.{ti.task_id} failed (run {run_id}, try {getattr(ti, 'try_number', '?')}): "
-                     f"{type(error).__name__ if error else 'failure'}: {first}")
+        parts.append(
+            f"task {dag_id}.{ti.task_id} failed (run {run_id}, try {getattr(ti, 'try_number', '?')}): "
+            f"{type(error).__name__ if error else 'failure'}: {first}"
+        )
         log_url = getattr(ti, "log_url", None)
         if log_url:
             parts.append(f"log: {log_url}")
@@ -93,8 +96,9 @@ class TaxiAlertNotifier(BaseNotifier):
             conn = Connection.get(self.conn_id or alert_conn_id())
         except AirflowNotFoundException:
             return None
-        url = webhook_url(conn.conn_type, conn.host, conn.schema, conn.port,
-                          (conn.extra_dejson or {}).get("endpoint", ""))
+        url = webhook_url(
+            conn.conn_type, conn.host, conn.schema, conn.port, (conn.extra_dejson or {}).get("endpoint", "")
+        )
         mask_secret(url)  # webhook URLs embed their secret
         path = urlsplit(url).path.strip("/")
         if path:
@@ -118,19 +122,24 @@ class TaxiAlertNotifier(BaseNotifier):
         try:
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
                 raise ValueError("the connection's webhook is not an http(s) URL")
-            request = urllib.request.Request(url, data=json.dumps({"text": text}).encode(), method="POST",
-                                             headers={"Content-Type": "application/json",
-                                                      **({"Authorization": f"Bearer {token}"} if token else {})})
+            request = urllib.request.Request(
+                url,
+                data=json.dumps({"text": text}).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+            )
             opener = urllib.request.build_opener(*([_NoRedirect()] if token else []))
             with opener.open(request, timeout=self.timeout) as response:
                 self.log.info("TAXI ALERT sent through connection %r (HTTP %s): %s", conn_id, response.status, text)
         except Exception as error:  # noqa: BLE001 - never the task's failure; never the URL in the log
-            self.log.error("TAXI ALERT could not be sent through connection %r (%s): %s", conn_id,
-                           _without(str(error), url), text)
+            self.log.error(
+                "TAXI ALERT could not be sent through connection %r (%s): %s", conn_id, _without(str(error), url), text
+            )
 
 
-def webhook_url(conn_type: str | None, host: str | None, schema: str | None, port: int | None,
-                endpoint: str = "") -> str:
+def webhook_url(
+    conn_type: str | None, host: str | None, schema: str | None, port: int | None, endpoint: str = ""
+) -> str:
     """The webhook URL of a connection: its `host` when that is a whole URL; else built from the
     parts, with `schema` the scheme (http/https) or, in a connection given as a URI
     (`https://host/path`, which Airflow splits into conn_type, host and schema), the path."""
@@ -159,5 +168,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect is an error: the request carries a bearer token, which must not follow it elsewhere."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        raise urllib.error.HTTPError(req.full_url, code, f"redirect refused ({msg}): the alert carries a token",
-                                     headers, fp)
+        raise urllib.error.HTTPError(
+            req.full_url, code, f"redirect refused ({msg}): the alert carries a token", headers, fp
+        )

@@ -1,4 +1,5 @@
 """Airflow pools of the project: bounded concurrency for the heavy steps and for deployment."""
+
 from __future__ import annotations
 
 import os
@@ -18,5 +19,9 @@ POOLS = {
 def ensure_pools(env: dict[str, str]) -> None:
     """Create or update the pools in the Airflow metadata DB that `env` points at."""
     for name, (slots, description) in POOLS.items():
-        subprocess.run([sys.executable, "-m", "airflow", "pools", "set", name, str(slots), description],
-                       check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "pools", "set", name, str(slots), description],
+            check=True,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+        )

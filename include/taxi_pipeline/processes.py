@@ -1,4 +1,5 @@
 """Child processes the local platform starts beside Airflow (model server, warm runtime)."""
+
 from __future__ import annotations
 
 import subprocess

@@ -3,9 +3,10 @@
 BigQuery runs the text as written. The local platform translates it with sqlglot plus one fix
 sqlglot does not make: BigQuery's DAYOFWEEK is 1 (Sunday) to 7, DuckDB's is 0 to 6.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from taxi_model.columns import RAW_COLUMN_NAMES
@@ -17,13 +18,13 @@ LOCAL_SOURCE_TABLE = "chicago_taxi_trips.taxi_trips"
 WINDOW_COLUMNS = RAW_COLUMN_NAMES
 
 
-@lru_cache(maxsize=None)
+@cache
 def bigquery_sql(name: str, source_table: str = BIGQUERY_SOURCE_TABLE) -> str:
     """The query `sql/{name}.sql` as BigQuery runs it."""
     return (SQL_DIR / f"{name}.sql").read_text().replace("{source_table}", source_table)
 
 
-@lru_cache(maxsize=None)
+@cache
 def duckdb_sql(name: str, source_table: str = LOCAL_SOURCE_TABLE) -> str:
     """The same query translated to DuckDB; parameters become `$window_start` etc."""
     import sqlglot

@@ -10,11 +10,12 @@ or the `window_end` Param of a manual run (a date; its midnight UTC), which repl
   the `recent_days` before it (`recent`) and one on everything from `history_start` to it (`long`).
   The newest data's drift is measured against `recent`.
 """
+
 from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from jinja2 import pass_context
 
@@ -32,7 +33,7 @@ class WindowPlan:
 
 
 def _utc_day(value) -> datetime:
-    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
 def _month_before(end: datetime) -> datetime:
@@ -59,11 +60,16 @@ def window_plan(context) -> WindowPlan:
         recent = Window.ending_at(newest.start, params["recent_days"])
         history_start = _utc_day(params["history_start"])
         if history_start >= newest.start:
-            raise ValueError(f"history_start {params['history_start']} is not before the judged window {newest}: "
-                             "the long-window model would have no data")
+            raise ValueError(
+                f"history_start {params['history_start']} is not before the judged window {newest}: "
+                "the long-window model would have no data"
+            )
         long = Window(history_start, newest.start)
-        return WindowPlan({"newest": newest, "recent": recent, "long": long},
-                          {"newest": "recent", "recent": None, "long": None}, key="newest")
+        return WindowPlan(
+            {"newest": newest, "recent": recent, "long": long},
+            {"newest": "recent", "recent": None, "long": None},
+            key="newest",
+        )
     window = Window.ending_at(end, params["window_days"])
     return WindowPlan({"": window, "reference": window.previous()}, {"": "reference"}, key="")
 

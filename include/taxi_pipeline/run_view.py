@@ -6,6 +6,7 @@ processes' output included). A thread reads the run's task instances from the me
 and draws them: a table with a spinner on a terminal, one line per finished task otherwise (CI,
 a pipe).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -25,8 +26,16 @@ from rich.table import Table
 from rich.text import Text
 
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
-STATE_STYLE = {"success": "green", "failed": "bold red", "upstream_failed": "red", "skipped": "dim",
-               "running": "cyan", "up_for_retry": "yellow", "deferred": "magenta", "queued": "cyan"}
+STATE_STYLE = {
+    "success": "green",
+    "failed": "bold red",
+    "upstream_failed": "red",
+    "skipped": "dim",
+    "running": "cyan",
+    "up_for_retry": "yellow",
+    "deferred": "magenta",
+    "queued": "cyan",
+}
 # dag.test() names each task it starts in its log (airflow.sdk.definitions.dag._run_task).
 TASK_START_MARK = "[DAG TEST] starting task_id={task_id} "
 
@@ -63,12 +72,20 @@ def task_rows(task_ids: Iterable[str], instances: Iterable[tuple], since: dateti
         states = [state for _, state, _, _ in found]
         starts = [start for _, _, start, _ in found if start]
         ends = [end for _, _, _, end in found if end]
-        state = next((s for s in ("failed", "upstream_failed", "up_for_retry", "running", "deferred", "queued")
-                      if s in states), states[0] if len(set(states)) == 1 else ("running" if starts else ""))
+        state = next(
+            (s for s in ("failed", "upstream_failed", "up_for_retry", "running", "deferred", "queued") if s in states),
+            states[0] if len(set(states)) == 1 else ("running" if starts else ""),
+        )
         finished = bool(found) and all(s in FINISHED for s in states)
-        rows.append(TaskRow(task_id, state, min(starts) if starts else None,
-                            max(ends) if finished and ends else None,
-                            mapped=sum(1 for index, *_ in found if index >= 0)))
+        rows.append(
+            TaskRow(
+                task_id,
+                state,
+                min(starts) if starts else None,
+                max(ends) if finished and ends else None,
+                mapped=sum(1 for index, *_ in found if index >= 0),
+            )
+        )
     return rows
 
 
@@ -86,8 +103,7 @@ def render(rows: list[TaskRow], now: datetime) -> Table:
     for row in rows:
         mark = Spinner("dots", style="cyan") if row.state == "running" else Text("")
         name = row.task_id + (f" [{row.mapped}]" if row.mapped else "")
-        table.add_row(mark, name, Text(row.state or "-", style=STATE_STYLE.get(row.state, "dim")),
-                      _duration(row, now))
+        table.add_row(mark, name, Text(row.state or "-", style=STATE_STYLE.get(row.state, "dim")), _duration(row, now))
     return table
 
 
@@ -104,12 +120,13 @@ class RunView:
         self._dag_id, self._logical_date = dag.dag_id, logical_date
         self._console = Console(file=terminal, highlight=False)
         self._interval = interval
-        self._since = datetime.now(timezone.utc)
+        self._since = datetime.now(UTC)
         self._stop = threading.Event()
         self._printed: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="run-view", daemon=True)
-        self._live = Live(console=self._console, refresh_per_second=8, transient=False) \
-            if self._console.is_terminal else None
+        self._live = (
+            Live(console=self._console, refresh_per_second=8, transient=False) if self._console.is_terminal else None
+        )
 
     def __enter__(self) -> RunView:
         if self._live:
@@ -131,20 +148,30 @@ class RunView:
         from sqlalchemy import select
 
         with create_session() as session:
-            run_id = session.scalar(select(DagRun.run_id).where(
-                DagRun.dag_id == self._dag_id, DagRun.logical_date == self._logical_date))
+            run_id = session.scalar(
+                select(DagRun.run_id).where(DagRun.dag_id == self._dag_id, DagRun.logical_date == self._logical_date)
+            )
             if run_id is None:
                 return []
-            return [tuple(row) for row in session.execute(select(
-                TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state, TaskInstance.start_date,
-                TaskInstance.end_date).where(TaskInstance.dag_id == self._dag_id, TaskInstance.run_id == run_id))]
+            return [
+                tuple(row)
+                for row in session.execute(
+                    select(
+                        TaskInstance.task_id,
+                        TaskInstance.map_index,
+                        TaskInstance.state,
+                        TaskInstance.start_date,
+                        TaskInstance.end_date,
+                    ).where(TaskInstance.dag_id == self._dag_id, TaskInstance.run_id == run_id)
+                )
+            ]
 
     def _draw(self) -> None:
         try:
             instances = self._instances()
         except Exception:  # noqa: BLE001  a busy database: the next tick draws
             return
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = task_rows(self._task_ids, instances, self._since)
         if self._live:
             self._live.update(Group(render(rows, now)))
@@ -191,6 +218,5 @@ def task_log_tail(log_path: Path, task_id: str, lines: int = 15) -> tuple[int, l
         return 0, []
     begin = starts[-1]
     others = [n for n, line in enumerate(text) if n > begin and "[DAG TEST] starting task_id=" in line]
-    section = text[begin:others[0] if others else len(text)]
+    section = text[begin : others[0] if others else len(text)]
     return begin + 1, section[-lines:]
-

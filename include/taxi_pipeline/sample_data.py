@@ -4,6 +4,7 @@ The `tfx` package does not install here, but its wheel ships two samples of the 
 (15,002 and 10,000 trips, 2013-2016). `pip download --no-deps` fetches the wheel; we unzip only the
 CSVs and verify their sha256 before anything loads them.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -27,10 +28,18 @@ class SampleFile:
 
 
 SAMPLE_FILES = (
-    SampleFile("taxi_simple.csv", "tfx/examples/chicago_taxi_pipeline/data/simple/data.csv",
-               "cdaf0b5931442ef47693f408f25a37af710aca23fccb90a78f00930e89548805", 15_002),
-    SampleFile("taxi_external.csv", "tfx/components/testdata/external/csv/data.csv",
-               "f547ba630a9ab57915977f3e79b8352fadad72eb562cdf0796983b759b1851fb", 10_000),
+    SampleFile(
+        "taxi_simple.csv",
+        "tfx/examples/chicago_taxi_pipeline/data/simple/data.csv",
+        "cdaf0b5931442ef47693f408f25a37af710aca23fccb90a78f00930e89548805",
+        15_002,
+    ),
+    SampleFile(
+        "taxi_external.csv",
+        "tfx/components/testdata/external/csv/data.csv",
+        "f547ba630a9ab57915977f3e79b8352fadad72eb562cdf0796983b759b1851fb",
+        10_000,
+    ),
 )
 
 
@@ -46,8 +55,10 @@ def _download_wheel(dest: Path) -> Path:
     wheel = dest / TFX_WHEEL_FILE
     if not wheel.exists():
         dest.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", TFX_WHEEL,
-                        "--dest", str(dest)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", TFX_WHEEL, "--dest", str(dest)],
+            check=True,
+        )
     return wheel
 
 
@@ -69,6 +80,7 @@ def ensure_sample_files(data_dir: Path) -> list[Path]:
     for f, p in zip(SAMPLE_FILES, paths, strict=True):
         actual = _sha256(p)
         if actual != f.sha256:
-            raise SampleDataError(f"{p}: sha256 {actual} does not match the recorded {f.sha256}; "
-                                  f"delete it to fetch it again")
+            raise SampleDataError(
+                f"{p}: sha256 {actual} does not match the recorded {f.sha256}; delete it to fetch it again"
+            )
     return paths

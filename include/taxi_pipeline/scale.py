@@ -20,6 +20,7 @@ copies of source trips, drawn uniformly with replacement, each with:
 Deterministic for a seed. Written atomically (a staging file renamed into place) in the
 warehouse's schema (taxi_pipeline.warehouse.TRIP_COLUMNS).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,9 +70,12 @@ def scale_trips(source, trips: int, seed: int = 0):
     copies["trip_start_timestamp"] = (start + shift).clip(low, high)
 
     money = 1 + rng.normal(0, NUMERIC_JITTER, extra)
-    factors = {"fare": money, "tips": money,
-               "trip_miles": 1 + rng.normal(0, NUMERIC_JITTER, extra),
-               "trip_seconds": 1 + rng.normal(0, NUMERIC_JITTER, extra)}
+    factors = {
+        "fare": money,
+        "tips": money,
+        "trip_miles": 1 + rng.normal(0, NUMERIC_JITTER, extra),
+        "trip_seconds": 1 + rng.normal(0, NUMERIC_JITTER, extra),
+    }
     for column, decimals in JITTERED.items():
         values = (copies[column].astype("float64") * np.clip(factors[column], 0.5, 1.5)).round(decimals)
         copies[column] = values.astype(source[column].dtype)  # NaN -> NULL of a nullable integer column

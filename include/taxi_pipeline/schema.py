@@ -28,14 +28,15 @@ Inference rules (the long tail included):
   saw), so a window may have up to 10% of its values outside the domain before it fails
   (TFDV's distribution_constraints.min_domain_mass); payment types, 1%.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from taxi_pipeline import files
 from taxi_model.columns import RAW_COLUMN_TYPES
+from taxi_pipeline import files
 from taxi_pipeline.trip_statistics import CATEGORICAL_COLUMNS, DISTRIBUTION_COLUMNS, LABEL
 
 PRESENCE_MARGIN = 0.10
@@ -44,10 +45,14 @@ MIN_DOMAIN_MASS = {"company": 0.90, "payment_type": 0.99}
 # split) thresholds, with the largest values observed on the sample's real windows beside them:
 # 365-day windows against the 365 days before them, 2015-2016, and their splits.
 # Categorical columns: L-infinity distance of value shares.
-LINF_DRIFT = {"payment_type": 0.15,  # observed 0.089
-              "company": 0.15}  # observed 0.084
-LINF_SKEW = {"payment_type": 0.15,  # observed 0.018
-             "company": 0.15}  # observed 0.074
+LINF_DRIFT = {
+    "payment_type": 0.15,  # observed 0.089
+    "company": 0.15,
+}  # observed 0.084
+LINF_SKEW = {
+    "payment_type": 0.15,  # observed 0.018
+    "company": 0.15,
+}  # observed 0.074
 # Numeric columns: Jensen-Shannon divergence (base 2) over the reference's deciles. Observed for
 # drift at most 0.042 for trip_miles and 0.012 (fare) for the other columns, for skew at most 0.011
 # (a trip hour shifted by a time zone's 6 hours measures 0.075); months of ~600 trips have too few
@@ -106,8 +111,7 @@ def infer_schema(statistics: list[dict], made: dict) -> dict:
         seen = [s["features"][column] for s in sets]
         rows = sum(s["count"] + s["nulls"] for s in seen)
         present = sum(s["count"] for s in seen) / rows if rows else 1.0
-        feature = {"type": seen[0]["type"],
-                   "presence": {"min_fraction": _min_fraction(present)}}
+        feature = {"type": seen[0]["type"], "presence": {"min_fraction": _min_fraction(present)}}
         if column in CATEGORICAL_COLUMNS:
             feature["domain"] = sorted({v for s in seen for v in s["frequencies"]})
             feature["distribution_constraints"] = {"min_domain_mass": MIN_DOMAIN_MASS[column]}
@@ -120,23 +124,32 @@ def infer_schema(statistics: list[dict], made: dict) -> dict:
                 low, high = _span(min(lows), max(s["max"] for s in seen if "max" in s))
                 feature["float_domain"] = {"min": low, "max": high}
             if column not in NOT_COMPARED:
-                feature["drift_comparator"] = {"jensen_shannon_divergence": {
-                    "threshold": JS_DRIFT.get(column, JS_DRIFT_DEFAULT)}}
+                feature["drift_comparator"] = {
+                    "jensen_shannon_divergence": {"threshold": JS_DRIFT.get(column, JS_DRIFT_DEFAULT)}
+                }
                 feature["skew_comparator"] = {"jensen_shannon_divergence": {"threshold": JS_SKEW}}
             feature["null_rate_jump"] = NULL_RATE_JUMP
         features[column] = feature
-    return {"made": made,
-            "label": {"name": LABEL,
-                      "drift_comparator": {"max_base_rate_change": LABEL_DRIFT},
-                      "skew_comparator": {"max_base_rate_change": LABEL_SKEW}},
-            "features": features}
+    return {
+        "made": made,
+        "label": {
+            "name": LABEL,
+            "drift_comparator": {"max_base_rate_change": LABEL_DRIFT},
+            "skew_comparator": {"max_base_rate_change": LABEL_SKEW},
+        },
+        "features": features,
+    }
 
 
 def render(schema: dict, dag_id: str, version: int) -> str:
     import yaml
 
     return HEADER.format(dag_id=dag_id, version=version) + yaml.safe_dump(
-        {"version": version, **{k: v for k, v in schema.items() if k != "version"}}, sort_keys=False, width=100, allow_unicode=True)
+        {"version": version, **{k: v for k, v in schema.items() if k != "version"}},
+        sort_keys=False,
+        width=100,
+        allow_unicode=True,
+    )
 
 
 def parse(text: str) -> dict:
@@ -148,8 +161,12 @@ def parse(text: str) -> dict:
         raise ValueError("not a taxi schema: it has no features mapping")
     problems = []
     for column, feature in schema["features"].items():
-        if not isinstance(feature, dict) or "type" not in feature \
-                or not isinstance(feature.get("presence"), dict) or "min_fraction" not in feature["presence"]:
+        if (
+            not isinstance(feature, dict)
+            or "type" not in feature
+            or not isinstance(feature.get("presence"), dict)
+            or "min_fraction" not in feature["presence"]
+        ):
             problems.append(f"{column} needs a type and presence.min_fraction")
         elif "domain" in feature and (column not in CATEGORICAL_COLUMNS or "distribution_constraints" not in feature):
             problems.append(f"{column}: a domain belongs to a categorical column, with distribution_constraints")
@@ -161,7 +178,7 @@ def parse(text: str) -> dict:
 
 
 def made(how: str, **details) -> dict:
-    return {"how": how, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **details}
+    return {"how": how, "at": datetime.now(UTC).isoformat(timespec="seconds"), **details}
 
 
 def _raise(threshold: float, observed: float) -> float:
@@ -207,8 +224,10 @@ def accept(schema: dict, statistics: dict, measured: dict, reason: str, run_id: 
             added = sorted(set(stats.get("frequencies", {})) - set(feature["domain"]))
             if added:
                 feature["domain"] = sorted(set(feature["domain"]) | set(added))
-                changes.append(f"{column}: {len(added)} values added to the domain ({', '.join(added[:5])}"
-                               f"{', ...' if len(added) > 5 else ''})")
+                changes.append(
+                    f"{column}: {len(added)} values added to the domain ({', '.join(added[:5])}"
+                    f"{', ...' if len(added) > 5 else ''})"
+                )
         if "float_domain" in feature and "min" in stats:
             domain = feature["float_domain"]
             if stats["min"] < domain["min"] or stats["max"] > domain["max"]:
@@ -252,8 +271,10 @@ class SchemaStore:
         text = files.read_text(self.path(versions[-1]))
         named = parse(text).get("version")
         if named != versions[-1]:
-            raise ValueError(f"{self.path(versions[-1])} says version: {named}; a version's file and its "
-                             f"version: line must agree (set version: {versions[-1]})")
+            raise ValueError(
+                f"{self.path(versions[-1])} says version: {named}; a version's file and its "
+                f"version: line must agree (set version: {versions[-1]})"
+            )
         return text
 
     def next_text(self, schema: dict) -> str:
@@ -266,7 +287,9 @@ class SchemaStore:
         version = parse(text)["version"]
         with files.lock(f"{self.directory}/.lock", holder="schema"):
             if files.exists(self.path(version)):
-                raise FileExistsError(f"schema version {version} was written meanwhile by another run "
-                                      f"({self.path(version)}): run again to validate against it")
+                raise FileExistsError(
+                    f"schema version {version} was written meanwhile by another run "
+                    f"({self.path(version)}): run again to validate against it"
+                )
             files.write_text(self.path(version), text)
         return version

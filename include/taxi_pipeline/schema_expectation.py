@@ -8,9 +8,10 @@ batch carries a `_split` column naming each row's split, for the train/eval skew
 
 Importing this module registers the expectation and its metric with GX.
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from great_expectations.core.metric_domain_types import MetricDomainTypes
 from great_expectations.execution_engine import PandasExecutionEngine
@@ -31,12 +32,16 @@ def window_findings(frame, schema: dict, reference: dict | None, reference_name:
     splits = {name: part.drop(columns=[SPLIT_COLUMN]) for name, part in frame.groupby(SPLIT_COLUMN, sort=True)}
     statistics = generate_statistics(splits or {"all": frame.drop(columns=[SPLIT_COLUMN], errors="ignore")})
     findings = validate_statistics(statistics, schema, reference, reference_name)
-    return {"statistics": statistics,
-            "anomalies": [{"column": a.column, "kind": a.kind, "line": a.line, "comparator": a.comparator}
-                          for a in findings.anomalies],
-            "notes": findings.notes,
-            "exceeded": [[column, comparator, value] for (column, comparator), value
-                         in sorted(findings.exceeded().items())]}
+    return {
+        "statistics": statistics,
+        "anomalies": [
+            {"column": a.column, "kind": a.kind, "line": a.line, "comparator": a.comparator} for a in findings.anomalies
+        ],
+        "notes": findings.notes,
+        "exceeded": [
+            [column, comparator, value] for (column, comparator), value in sorted(findings.exceeded().items())
+        ],
+    }
 
 
 class WindowSchemaFindings(TableMetricProvider):
@@ -45,10 +50,15 @@ class WindowSchemaFindings(TableMetricProvider):
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics, runtime_configuration):
-        frame, _, _ = execution_engine.get_compute_domain(domain_kwargs=metric_domain_kwargs,
-                                                          domain_type=MetricDomainTypes.TABLE)
-        return window_findings(frame, metric_value_kwargs["window_schema"], metric_value_kwargs["reference"],
-                               metric_value_kwargs["reference_name"])
+        frame, _, _ = execution_engine.get_compute_domain(
+            domain_kwargs=metric_domain_kwargs, domain_type=MetricDomainTypes.TABLE
+        )
+        return window_findings(
+            frame,
+            metric_value_kwargs["window_schema"],
+            metric_value_kwargs["reference"],
+            metric_value_kwargs["reference_name"],
+        )
 
 
 class ExpectWindowToMatchItsSchema(BatchExpectation):
@@ -57,12 +67,17 @@ class ExpectWindowToMatchItsSchema(BatchExpectation):
 
     schema_version: int
     window_schema: dict
-    reference: Optional[dict] = None
+    reference: dict | None = None
     reference_name: str = "the previous window"
 
-    library_metadata: ClassVar[dict] = {"maturity": "experimental", "tags": ["taxi-mlops"], "contributors": [],
-                                        "requirements": [], "has_full_test_suite": False,
-                                        "manually_reviewed_code": True}
+    library_metadata: ClassVar[dict] = {
+        "maturity": "experimental",
+        "tags": ["taxi-mlops"],
+        "contributors": [],
+        "requirements": [],
+        "has_full_test_suite": False,
+        "manually_reviewed_code": True,
+    }
     metric_dependencies = (METRIC,)
     success_keys = ("window_schema", "reference", "reference_name")
     args_keys = ("schema_version",)
@@ -72,14 +87,21 @@ class ExpectWindowToMatchItsSchema(BatchExpectation):
     def _prescriptive_renderer(cls, configuration=None, result=None, runtime_configuration=None, **kwargs):
         kw = configuration.kwargs if configuration else {}
         drift = " and must not have drifted from $reference_name" if kw.get("reference") else ""
-        return [RenderedStringTemplateContent(content_block_type="string_template", string_template={
-            "template": "Must match schema version $schema_version (types, presence, ranges, categorical domains)"
-                        + drift + "; its train and eval splits must not differ (skew).",
-            "params": {"schema_version": kw.get("schema_version"), "reference_name": kw.get("reference_name")},
-            "styling": (runtime_configuration or {}).get("styling")})]
+        return [
+            RenderedStringTemplateContent(
+                content_block_type="string_template",
+                string_template={
+                    "template": "Must match schema version $schema_version "
+                    "(types, presence, ranges, categorical domains)"
+                    + drift
+                    + "; its train and eval splits must not differ (skew).",
+                    "params": {"schema_version": kw.get("schema_version"), "reference_name": kw.get("reference_name")},
+                    "styling": (runtime_configuration or {}).get("styling"),
+                },
+            )
+        ]
 
-    def _validate(self, metrics: dict, runtime_configuration: Optional[dict] = None,
-                  execution_engine: Any = None) -> dict:
+    def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine: Any = None) -> dict:
         findings = metrics[METRIC]
         lines = [a["line"] for a in findings["anomalies"]]
         return {"success": not lines, "result": {"observed_value": lines or "no anomaly", "details": findings}}

@@ -22,14 +22,14 @@ Every change holds the root's lock, as well as Airflow's one-slot `taxi_deploy` 
 version served?" and the writes that follow cannot interleave with another push, from this Airflow,
 another one, or `airflow tasks test`.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from taxi_model.serving_layout import RETIRED, SAVED_MODEL, versions_in
-
 from taxi_pipeline import files
 
 CHAMPION_MODEL = "taxi"
@@ -85,9 +85,12 @@ class Rollback:
     def message(self) -> str:
         if not self.changed:
             return f"{self.model}: already served at version {self.to_version}; nothing to do"
-        return (f"{self.model}: rolled back from version {self.from_version} to {self.to_version}"
-                + (f"; retired {self.retired}" if self.retired else "") + (" (restored)" if self.restored else "")
-                + (f"; labels {self.labels}" if self.labels else ""))
+        return (
+            f"{self.model}: rolled back from version {self.from_version} to {self.to_version}"
+            + (f"; retired {self.retired}" if self.retired else "")
+            + (" (restored)" if self.restored else "")
+            + (f"; labels {self.labels}" if self.labels else "")
+        )
 
 
 class ServingRoot:
@@ -134,8 +137,7 @@ class ServingRoot:
     def lock(self, holder: str = "", **options):
         """Hold the root's lock (re-entrant in a thread: a push and its label move share one hold).
         `options` (GCS): the lock's stale_after, wait, poll."""
-        return files.lock(files.join(self.uri, LOCK_NAME), holder=holder or "a change of the serving root",
-                          **options)
+        return files.lock(files.join(self.uri, LOCK_NAME), holder=holder or "a change of the serving root", **options)
 
     # --- deployment ------------------------------------------------------------------------------
 
@@ -147,12 +149,19 @@ class ServingRoot:
         with self.lock(holder, **lock_options):
             newer = [v for v in self.versions(record.model) if v > record.version]
             if newer:
-                return PushResult(False, record.version, (
-                    f"{record.model}: not pushing version {record.version} (window {record.window}): version "
-                    f"{max(newer)} of a newer window is already served; an older window never replaces a newer model"))
+                return PushResult(
+                    False,
+                    record.version,
+                    (
+                        f"{record.model}: not pushing version {record.version} (window {record.window}): version "
+                        f"{max(newer)} of a newer window is already served; "
+                        "an older window never replaces a newer model"
+                    ),
+                )
             self._publish(record.source, files.join(base, str(record.version)))
-            files.write_text_if_changed(files.join(base, "records", f"{record.version}.json"),
-                                        files.json_text(asdict(record)))
+            files.write_text_if_changed(
+                files.join(base, "records", f"{record.version}.json"), files.json_text(asdict(record))
+            )
             self.write_models_config()  # TF-Serving loads only the versions its config names
         return PushResult(True, record.version, f"{record.model}: pushed version {record.version} from {record.source}")
 
@@ -215,8 +224,10 @@ class ServingRoot:
             current = self.current_version(model)
             older = [v for v in served if v < current]
             if not older:
-                raise RollbackError(f"{model}: no blessed version older than the one in service ({current}) to roll "
-                                    f"back to; served versions: {served}")
+                raise RollbackError(
+                    f"{model}: no blessed version older than the one in service ({current}) to roll "
+                    f"back to; served versions: {served}"
+                )
             return older[-1]
         if not str(target).isdigit():
             raise RollbackError(f"target version must be {PREVIOUS!r} or a version number, not {target!r}")
@@ -235,11 +246,15 @@ class ServingRoot:
         with self.lock(f"rollback of {model} to {target} ({run_id})"):  # no push or label move in between
             version = self.resolve_target(model, target)
             served = self.versions(model)
-            result = Rollback(model=model, from_version=self.current_version(model) if served else version,
-                              to_version=version)
+            result = Rollback(
+                model=model, from_version=self.current_version(model) if served else version, to_version=version
+            )
             if version not in served:
-                files.move_tree(self._retired_path(model, version), files.join(self.base_path(model), str(version)),
-                                last=(SAVED_MODEL,))
+                files.move_tree(
+                    self._retired_path(model, version),
+                    files.join(self.base_path(model), str(version)),
+                    last=(SAVED_MODEL,),
+                )
                 result.restored = True
             labels = self.labels(model)
             result.labels = {label: version for label, v in labels.items() if v != version}
@@ -248,8 +263,9 @@ class ServingRoot:
             # the target is labelled (so loaded) before the newer versions go: no moment without a model
             self.write_models_config()
             for newer in [v for v in self.versions(model) if v > version]:
-                files.move_tree(files.join(self.base_path(model), str(newer)), self._retired_path(model, newer),
-                                last=(SAVED_MODEL,))
+                files.move_tree(
+                    files.join(self.base_path(model), str(newer)), self._retired_path(model, newer), last=(SAVED_MODEL,)
+                )
                 result.retired.append(newer)
             self.write_models_config()
             result.changed = bool(result.retired or result.restored or result.labels)
@@ -259,10 +275,18 @@ class ServingRoot:
 
     def _record_rollback(self, result: Rollback, reason: str, run_id: str) -> None:
         records = [r for r in self.rollbacks(result.model) if r.get("run_id") != run_id]  # a retry records once
-        records.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from": result.from_version,
-                        "to": result.to_version, "label": ", ".join(sorted(result.labels)) or "newest",
-                        "retired": result.retired, "reason": reason.strip(), "run_id": run_id,
-                        "restored": result.restored})
+        records.append(
+            {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "from": result.from_version,
+                "to": result.to_version,
+                "label": ", ".join(sorted(result.labels)) or "newest",
+                "retired": result.retired,
+                "reason": reason.strip(),
+                "run_id": run_id,
+                "restored": result.restored,
+            }
+        )
         files.write_text(files.join(self.base_path(result.model), "rollbacks.json"), files.json_text(records))
 
 
@@ -270,7 +294,11 @@ def models_config_entry(model: str, base_path: str, versions: list[int], labels:
     """One model's entry of the ModelServerConfig."""
     labels = {k: v for k, v in labels.items() if v in versions}
     keep = sorted({versions[-1], *labels.values()})
-    lines = [f'    name: "{model}"', f'    base_path: "{base_path}"', '    model_platform: "tensorflow"',
-             "    model_version_policy { specific { " + " ".join(f"versions: {v}" for v in keep) + " } }"]
+    lines = [
+        f'    name: "{model}"',
+        f'    base_path: "{base_path}"',
+        '    model_platform: "tensorflow"',
+        "    model_version_policy { specific { " + " ".join(f"versions: {v}" for v in keep) + " } }",
+    ]
     lines += [f'    version_labels {{ key: "{k}" value: {v} }}' for k, v in sorted(labels.items())]
     return "  config {\n" + "\n".join(lines) + "\n  }"

@@ -6,6 +6,7 @@ TAXI_HOME       the one root under which the local platform keeps everything it 
 TAXI_RUNTIME_PYTHON  interpreter of the ML runtime (default: `.venv-runtime/bin/python`).
 The gcp platform's own settings (project, region, bucket, ...) are in taxi_pipeline.gcp_settings.
 """
+
 from __future__ import annotations
 
 import os

@@ -21,6 +21,7 @@ A statistics document is plain JSON, written beside the run's validation:
 Identifier columns (the trip key, census tracts) get counts and nulls only: their values are ids,
 so a distribution of them says nothing.
 """
+
 from __future__ import annotations
 
 from taxi_model.columns import BIG_TIPPER_TIP_SHARE, RAW_COLUMN_TYPES
@@ -57,9 +58,13 @@ def _numeric(values) -> dict:
     numbers = numbers[finite].to_numpy(dtype=float)
     stats = {"text_values": len(text), "text_examples": text.astype(str).unique()[:3].tolist()}
     if len(numbers):
-        stats.update(min=float(numbers.min()), max=float(numbers.max()), mean=float(numbers.mean()),
-                     std=float(numbers.std()),
-                     quantiles=np.quantile(numbers, np.linspace(0, 1, QUANTILE_POINTS)).tolist())
+        stats.update(
+            min=float(numbers.min()),
+            max=float(numbers.max()),
+            mean=float(numbers.mean()),
+            std=float(numbers.std()),
+            quantiles=np.quantile(numbers, np.linspace(0, 1, QUANTILE_POINTS)).tolist(),
+        )
     return stats
 
 
@@ -75,8 +80,11 @@ def _categorical(values) -> dict:
     # Most frequent first, ties by value: the same data always gives the same document.
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     named = dict((value, int(rows)) for value, rows in ordered[:MAX_NAMED_VALUES])
-    return {"unique": len(ordered), "frequencies": named,
-            "other_rows": int(sum(rows for _, rows in ordered[MAX_NAMED_VALUES:]))}
+    return {
+        "unique": len(ordered),
+        "frequencies": named,
+        "other_rows": int(sum(rows for _, rows in ordered[MAX_NAMED_VALUES:])),
+    }
 
 
 def _by_month(timestamps, labels) -> dict[str, list[int]]:
@@ -121,6 +129,7 @@ def generate_statistics(splits: dict) -> dict:
 
     present = [f for f in splits.values() if len(f.columns)]
     whole = pd.concat(present, join="inner", ignore_index=True) if present else pd.DataFrame()
-    return {"splits": {name: dataset_statistics(frame) for name, frame in splits.items()},
-            "all": dataset_statistics(whole)}
-
+    return {
+        "splits": {name: dataset_statistics(frame) for name, frame in splits.items()},
+        "all": dataset_statistics(whole),
+    }

@@ -18,6 +18,7 @@ The expectations are derived from what the sample really is (observed over 25,00
 - drift: the KL divergence of each key numeric feature against the previous window of the same
   length stays under a bar (observed year-on-year: fare and duration <= 0.013, miles <= 0.11).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,16 +38,26 @@ from taxi_pipeline.window import Window
 NUMERIC_COLUMNS = tuple(c for c in WINDOW_COLUMNS if c not in ("unique_key", "payment_type", "company"))
 NON_NEGATIVE = {"fare": 1000.0, "tips": None, "trip_miles": None, "trip_seconds": 86_400.0}
 CHICAGO_BOX = {
-    "pickup_latitude": (41.6, 42.1), "dropoff_latitude": (41.6, 42.1),
-    "pickup_longitude": (-88.0, -87.5), "dropoff_longitude": (-88.0, -87.5),
+    "pickup_latitude": (41.6, 42.1),
+    "dropoff_latitude": (41.6, 42.1),
+    "pickup_longitude": (-88.0, -87.5),
+    "dropoff_longitude": (-88.0, -87.5),
 }
 CALENDAR_RANGES = {"trip_start_hour": (0, 23), "trip_start_day": (1, 7), "trip_start_month": (1, 12)}
 # The largest share of nulls each column may have; unlisted columns may not be null at all.
 MAX_NULL_FRACTION = {
-    "company": 0.5, "dropoff_census_tract": 0.6, "pickup_census_tract": 1.0,
-    "dropoff_latitude": 0.15, "dropoff_longitude": 0.15, "dropoff_community_area": 0.15,
-    "pickup_community_area": 0.05, "trip_seconds": 0.01, "trip_miles": 0.01, "fare": 0.01,
-    "tips": 0.01, "payment_type": 0.01,
+    "company": 0.5,
+    "dropoff_census_tract": 0.6,
+    "pickup_census_tract": 1.0,
+    "dropoff_latitude": 0.15,
+    "dropoff_longitude": 0.15,
+    "dropoff_community_area": 0.15,
+    "pickup_community_area": 0.05,
+    "trip_seconds": 0.01,
+    "trip_miles": 0.01,
+    "fare": 0.01,
+    "tips": 0.01,
+    "payment_type": 0.01,
 }
 DRIFT_KL_MAX = {"fare": 0.1, "trip_seconds": 0.1, "trip_miles": 0.3}
 log = logging.getLogger(__name__)
@@ -71,8 +82,9 @@ class ValidationReport:
 
     def summary(self) -> str:
         verdict = "PASSED" if self.success else f"FAILED ({len(self.failures)} problems)"
-        lines = [f"Validation of window {self.window} against schema v{self.schema_version}: {verdict}; "
-                 f"rows {self.rows}"]
+        lines = [
+            f"Validation of window {self.window} against schema v{self.schema_version}: {verdict}; rows {self.rows}"
+        ]
         lines += [f"  - {f}" for f in self.failures] + [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -89,8 +101,9 @@ def drift_partition(reference, bins: int = DRIFT_BINS) -> dict | None:
     return {"bins": edges.tolist(), "weights": weights.tolist()}
 
 
-def build_expectations(window: Window, min_rows: int, reference=None,
-                       reference_name: str = "the reference window") -> tuple[list, list[str]]:
+def build_expectations(
+    window: Window, min_rows: int, reference=None, reference_name: str = "the reference window"
+) -> tuple[list, list[str]]:
     import great_expectations.expectations as gxe
 
     notes: list[str] = []
@@ -101,11 +114,21 @@ def build_expectations(window: Window, min_rows: int, reference=None,
     ]
     exps += [gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES) for c in NUMERIC_COLUMNS]
     exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=hi) for c, hi in NON_NEGATIVE.items()]
-    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi) for c, (lo, hi) in CHICAGO_BOX.items()]
-    exps += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi) for c, (lo, hi) in CALENDAR_RANGES.items()]
-    exps.append(gxe.ExpectColumnValuesToBeBetween(
-        column="trip_start_timestamp", min_value=window.start.timestamp(), max_value=window.end.timestamp(),
-        strict_max=True))
+    exps += [
+        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi) for c, (lo, hi) in CHICAGO_BOX.items()
+    ]
+    exps += [
+        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi)
+        for c, (lo, hi) in CALENDAR_RANGES.items()
+    ]
+    exps.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="trip_start_timestamp",
+            min_value=window.start.timestamp(),
+            max_value=window.end.timestamp(),
+            strict_max=True,
+        )
+    )
     for column in WINDOW_COLUMNS:
         max_null = MAX_NULL_FRACTION.get(column, 0.0)
         if max_null < 1.0:
@@ -120,9 +143,15 @@ def build_expectations(window: Window, min_rows: int, reference=None,
             if partition is None:
                 notes.append(f"{column}: too few reference values for a drift check")
                 continue
-            exps.append(gxe.ExpectColumnKLDivergenceToBeLessThan(
-                column=column, partition_object=partition, threshold=kl_max,
-                internal_weight_holdout=0.01, tail_weight_holdout=0.01))
+            exps.append(
+                gxe.ExpectColumnKLDivergenceToBeLessThan(
+                    column=column,
+                    partition_object=partition,
+                    threshold=kl_max,
+                    internal_weight_holdout=0.01,
+                    tail_weight_holdout=0.01,
+                )
+            )
     return exps, notes
 
 
@@ -150,20 +179,26 @@ def describe_failure(result) -> str:
     if kind == "expect_table_row_count_to_be_between":
         return f"too few trips: {res.get('observed_value')} rows, at least {kw['min_value']} required"
     if kind == "expect_column_values_to_be_unique":
-        return (f"{column}: {res.get('unexpected_count')} rows share their value with another row "
-                f"(e.g. {res.get('partial_unexpected_list', [])[:2]})")
+        return (
+            f"{column}: {res.get('unexpected_count')} rows share their value with another row "
+            f"(e.g. {res.get('partial_unexpected_list', [])[:2]})"
+        )
     if kind == "expect_column_values_to_be_between":
         lo, hi = kw.get("min_value"), kw.get("max_value")
         bounds = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
-        return (f"{column}: {res.get('unexpected_count')} values ({res.get('unexpected_percent', 0):.1f}%) outside "
-                f"{bounds}, e.g. {res.get('partial_unexpected_list', [])[:3]}")
+        return (
+            f"{column}: {res.get('unexpected_count')} values ({res.get('unexpected_percent', 0):.1f}%) outside "
+            f"{bounds}, e.g. {res.get('partial_unexpected_list', [])[:3]}"
+        )
     if kind == "expect_column_proportion_of_non_null_values_to_be_between":
         observed = res.get("observed_value")
         null_share = 1 - observed if isinstance(observed, (int, float)) else observed
         return f"{column}: {null_share:.1%} nulls, at most {1 - kw['min_value']:.0%} allowed"
     if kind == "expect_column_kl_divergence_to_be_less_than":
         observed = res.get("observed_value")
-        shown = "inf" if observed is None or (isinstance(observed, float) and math.isinf(observed)) else f"{observed:.3f}"
+        shown = (
+            "inf" if observed is None or (isinstance(observed, float) and math.isinf(observed)) else f"{observed:.3f}"
+        )
         return f"{column}: drifted from the previous window (KL divergence {shown} > {kw['threshold']})"
     return f"{column or 'table'}: {kind} failed ({res.get('observed_value')})"
 
@@ -182,11 +217,15 @@ def summarize_failures(failed: list, frame) -> list[str]:
     if frame.empty:  # column checks of an empty window say nothing more than its row count
         return [describe_failure(r) for r in failed if "column" not in r.expectation_config.kwargs]
     missing = set(WINDOW_COLUMNS) - set(frame.columns)
-    not_numeric = {r.expectation_config.kwargs["column"] for r in failed
-                   if r.expectation_config.type == "expect_column_values_to_be_in_type_list"} - missing
+    not_numeric = {
+        r.expectation_config.kwargs["column"]
+        for r in failed
+        if r.expectation_config.type == "expect_column_values_to_be_in_type_list"
+    } - missing
     lines = [f"{c}: not numeric, has text values such as {text_values(frame[c])}" for c in sorted(not_numeric)]
-    lines += [describe_failure(r) for r in failed
-              if r.expectation_config.kwargs.get("column") not in not_numeric | missing]
+    lines += [
+        describe_failure(r) for r in failed if r.expectation_config.kwargs.get("column") not in not_numeric | missing
+    ]
     return lines
 
 
@@ -214,8 +253,15 @@ def schema_anomalies(findings: list[dict], gx_columns: set[str]) -> list[str]:
     return [a["line"] for a in findings if not (a["kind"] in said and a["column"] in gx_columns)]
 
 
-def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, schema_text: str,
-                    reference_dir: str | None = None, reference_name: str = "the reference window") -> ValidationReport:
+def validate_window(
+    data_dir: str,
+    window: Window,
+    out_dir: str,
+    min_rows: int,
+    schema_text: str,
+    reference_dir: str | None = None,
+    reference_name: str = "the reference window",
+) -> ValidationReport:
     """Validate the extracted window under `data_dir` (its train/ and eval/ splits) against `schema`
     (the text of a version of taxi_pipeline.schema), measuring drift against the trips under `reference_dir`
     (a split folder) if given; write result.json, summary.txt, data_docs/, statistics.json,
@@ -233,47 +279,85 @@ def validate_window(data_dir: str, window: Window, out_dir: str, min_rows: int, 
     reference = read_split(reference_dir) if reference_dir else None
     reference_statistics = dataset_statistics(reference) if reference is not None and len(reference.columns) else None
     expectations, notes = build_expectations(window, min_rows, reference, reference_name)
-    expectations.append(ExpectWindowToMatchItsSchema(
-        schema_version=schema.get("version") or 0, window_schema=schema, reference=reference_statistics,
-        reference_name=reference_name))
+    expectations.append(
+        ExpectWindowToMatchItsSchema(
+            schema_version=schema.get("version") or 0,
+            window_schema=schema,
+            reference=reference_statistics,
+            reference_name=reference_name,
+        )
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.add_data_docs_site(site_name="window", site_config={
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out / "data_docs")},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
-    batch = (context.data_sources.add_pandas("window")
-             .add_dataframe_asset("trips")
-             .add_batch_definition_whole_dataframe("window"))
+    context.add_data_docs_site(
+        site_name="window",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out / "data_docs")},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    batch = (
+        context.data_sources.add_pandas("window")
+        .add_dataframe_asset("trips")
+        .add_batch_definition_whole_dataframe("window")
+    )
     suite = context.suites.add(gx.ExpectationSuite(name="taxi_window", expectations=expectations))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="taxi_window", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name="taxi_window", validation_definitions=[definition],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["window"])],
-        result_format={"result_format": "SUMMARY"}))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="taxi_window", data=batch, suite=suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="taxi_window",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["window"])],
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
     result = checkpoint.run(batch_parameters={"dataframe": batch_frame})
     (validation,) = result.run_results.values()
 
-    (schema_result,) = [r for r in validation.results
-                        if r.expectation_config.type == ExpectWindowToMatchItsSchema.expectation_type]
+    (schema_result,) = [
+        r for r in validation.results if r.expectation_config.type == ExpectWindowToMatchItsSchema.expectation_type
+    ]
     findings = (schema_result.result or {}).get("details") or {
-        "statistics": {}, "exceeded": [], "notes": [], "anomalies": [{
-            "column": "", "kind": "error", "comparator": "",
-            "line": f"the schema check could not run ({_raised_exception(schema_result.exception_info) or 'no result'})"}]}
+        "statistics": {},
+        "exceeded": [],
+        "notes": [],
+        "anomalies": [
+            {
+                "column": "",
+                "kind": "error",
+                "comparator": "",
+                "line": "the schema check could not run "
+                f"({_raised_exception(schema_result.exception_info) or 'no result'})",
+            }
+        ],
+    }
     failed = [r for r in validation.results if not r.success and r is not schema_result]
     failures = [f"the {split} split is empty" for split, n in rows.items() if n == 0 and len(frame)]
     failures += summarize_failures(failed, frame)
-    gx_columns = {r.expectation_config.kwargs.get("column") for r in failed} | (set(WINDOW_COLUMNS) - set(frame.columns))
+    gx_columns = {r.expectation_config.kwargs.get("column") for r in failed} | (
+        set(WINDOW_COLUMNS) - set(frame.columns)
+    )
     anomalies = schema_anomalies(findings["anomalies"], gx_columns) if len(frame) else []
-    report = ValidationReport(window=str(window), success=not (failed or failures or anomalies),
-                              rows=rows, failures=failures + anomalies, notes=notes + findings["notes"],
-                              schema_version=schema.get("version"), anomalies=anomalies, exceeded=findings["exceeded"])
+    report = ValidationReport(
+        window=str(window),
+        success=not (failed or failures or anomalies),
+        rows=rows,
+        failures=failures + anomalies,
+        notes=notes + findings["notes"],
+        schema_version=schema.get("version"),
+        anomalies=anomalies,
+        exceeded=findings["exceeded"],
+    )
     report_findings = {"exceeded": findings["exceeded"], "anomalies": findings["anomalies"]}
-    (out / "statistics.json").write_text(json.dumps(
-        {"window": findings["statistics"], "reference": reference_statistics}, indent=1, sort_keys=True) + "\n")
+    (out / "statistics.json").write_text(
+        json.dumps({"window": findings["statistics"], "reference": reference_statistics}, indent=1, sort_keys=True)
+        + "\n"
+    )
     (out / "anomalies.json").write_text(json.dumps(report_findings, indent=1) + "\n")
     (out / "schema.yaml").write_text(schema_text)
     (out / "result.json").write_text(json.dumps(validation.to_json_dict(), indent=1, default=str))
@@ -315,8 +399,11 @@ def keep_schema(layout, schema_text: str) -> None:
     if files.exists(path) and files.read_text(path) == schema_text:
         return
     if files.exists(path) and schema["made"].get("how") == "inferred":
-        log.warning("Schema version %s was stored by another run meanwhile; this run validated against the one "
-                    "it inferred (in its validation folder)", schema["version"])
+        log.warning(
+            "Schema version %s was stored by another run meanwhile; this run validated against the one "
+            "it inferred (in its validation folder)",
+            schema["version"],
+        )
         return
     store.write(schema_text)
 
@@ -327,8 +414,10 @@ def accept_changes(layout, schema_text: str, out_dir: str, report: ValidationRep
     than the one validated); returns its text, for the run to validate with and keep_schema."""
     if not report.anomalies or len(report.anomalies) != len(report.failures):
         fixed = [f for f in report.failures if f not in report.anomalies]
-        raise ValueError("accept_data_changes accepts changes of the data's schema only; these problems break "
-                         "the fixed expectations and no schema change can accept them: " + "; ".join(fixed))
+        raise ValueError(
+            "accept_data_changes accepts changes of the data's schema only; these problems break "
+            "the fixed expectations and no schema change can accept them: " + "; ".join(fixed)
+        )
     statistics = json.loads((Path(out_dir) / "statistics.json").read_text())["window"]["all"]
     exceeded = {(column, comparator): value for column, comparator, value in report.exceeded}
     store = SchemaStore(layout.schema_dir, layout.dag_id)
@@ -355,17 +444,26 @@ def validate_run(layout, plan, min_rows: int, accept_reason: str = "") -> dict[s
     for name, reference in plan.checks.items():
         schema_text = pinned_schema(layout, name) or unpinned or (unpinned := run_schema(layout, plan))
         with atomic_directory(layout.validation_dir(name)) as staging:
-            validate = partial(validate_window, layout.window_data_dir(name), plan.windows[name], str(staging),
-                               min_rows, reference_dir=layout.split_dir("train", reference) if reference else None,
-                               reference_name=f"the {reference} window {plan.windows[reference]}" if reference else "")
+            validate = partial(
+                validate_window,
+                layout.window_data_dir(name),
+                plan.windows[name],
+                str(staging),
+                min_rows,
+                reference_dir=layout.split_dir("train", reference) if reference else None,
+                reference_name=f"the {reference} window {plan.windows[reference]}" if reference else "",
+            )
             report = validate(schema_text=schema_text)
             if accept_reason and not report.success:
                 try:
                     schema_text = unpinned = accept_changes(layout, schema_text, str(staging), report, accept_reason)
                 except ValueError as refused:
                     raise RefusedSchemaChange(str(refused)) from None
-                log.info("Accepting the window's changes (%s) as schema version %s; validating again",
-                         accept_reason, parse(schema_text)["version"])
+                log.info(
+                    "Accepting the window's changes (%s) as schema version %s; validating again",
+                    accept_reason,
+                    parse(schema_text)["version"],
+                )
                 shutil.rmtree(staging)
                 staging.mkdir()
                 report = validate(schema_text=schema_text)

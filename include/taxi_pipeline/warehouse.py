@@ -5,12 +5,13 @@ becomes TIMESTAMPTZ (an instant, as in BigQuery) and the session runs in UTC. Th
 `unique_key`, so one is derived from the row's content: stable across loads, and an exact
 duplicate row across the two sample files (there is one) is loaded once.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from taxi_pipeline.queries import LOCAL_SOURCE_TABLE, duckdb_sql
@@ -37,10 +38,24 @@ TRIP_COLUMNS = {
 }
 # The sample CSV's columns, in file order (it also has the month/hour/day the query derives).
 SAMPLE_COLUMNS = (
-    "pickup_community_area", "fare", "trip_start_month", "trip_start_hour", "trip_start_day",
-    "trip_start_timestamp", "pickup_latitude", "pickup_longitude", "dropoff_latitude",
-    "dropoff_longitude", "trip_miles", "pickup_census_tract", "dropoff_census_tract",
-    "payment_type", "company", "trip_seconds", "dropoff_community_area", "tips",
+    "pickup_community_area",
+    "fare",
+    "trip_start_month",
+    "trip_start_hour",
+    "trip_start_day",
+    "trip_start_timestamp",
+    "pickup_latitude",
+    "pickup_longitude",
+    "dropoff_latitude",
+    "dropoff_longitude",
+    "trip_miles",
+    "pickup_census_tract",
+    "dropoff_census_tract",
+    "payment_type",
+    "company",
+    "trip_seconds",
+    "dropoff_community_area",
+    "tips",
 )
 KEY_SEPARATOR = "\x1f"
 
@@ -109,7 +124,7 @@ def latest_trip_start(warehouse: Path) -> datetime | None:
     """The watermark: the newest trip start the warehouse holds (None when it is empty)."""
     with connect(warehouse) as con:
         (latest,) = con.execute(duckdb_sql("watermark")).fetchone()
-    return latest.astimezone(timezone.utc) if latest is not None else None
+    return latest.astimezone(UTC) if latest is not None else None
 
 
 def window_params(window: Window, split: str) -> dict[str, str]:

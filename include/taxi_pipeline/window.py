@@ -1,15 +1,16 @@
 """The training window of a run: `[start, end)`, `days` long, ending at the run's data_interval_end."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def _utc(moment: datetime) -> datetime:
     """A plain UTC datetime (Airflow hands out pendulum DateTimes, whose arithmetic differs)."""
     if moment.tzinfo is None:
         raise ValueError(f"window bounds must be timezone-aware, got naive {moment!r}")
-    return datetime.fromtimestamp(moment.timestamp(), tz=timezone.utc)
+    return datetime.fromtimestamp(moment.timestamp(), tz=UTC)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Window:
             raise ValueError(f"empty window: start {self.start} is not before end {self.end}")
 
     @classmethod
-    def ending_at(cls, end: datetime, days: int) -> "Window":
+    def ending_at(cls, end: datetime, days: int) -> Window:
         if int(days) < 1:
             raise ValueError(f"window_days must be at least 1, got {days}")
         return cls(end - timedelta(days=int(days)), end)
@@ -33,7 +34,7 @@ class Window:
     def days(self) -> float:
         return (self.end - self.start) / timedelta(days=1)
 
-    def previous(self) -> "Window":
+    def previous(self) -> Window:
         """The window of the same length just before this one: the reference for drift checks."""
         return Window(self.start - (self.end - self.start), self.start)
 

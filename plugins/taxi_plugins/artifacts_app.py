@@ -12,11 +12,12 @@ even listed (listings read each entry with lstat; an entry that cannot be read i
 failing its listing). HTML is served with a sandboxing Content-Security-Policy, so an artifact's
 page cannot act as the Airflow UI, and every response says `X-Content-Type-Options: nosniff`.
 """
+
 from __future__ import annotations
 
 import html
 import mimetypes
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -72,8 +73,10 @@ def inside(root: Path, path: Path) -> bool:
 
 
 def page(title: str, body: str) -> HTMLResponse:
-    return HTMLResponse(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                        f"{STYLE}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    return HTMLResponse(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"{STYLE}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
 
 
 def _entries(root: Path, directory: Path):
@@ -108,21 +111,44 @@ def listing(root: Path, directory: Path) -> HTMLResponse:
     relative = "" if relative == "." else relative
     crumbs = ['<a href="/taxi/artifacts/">artifacts</a>']
     for i, part in enumerate(relative.split("/") if relative else []):
-        crumbs.append(f'<a href="/taxi/artifacts/{quote("/".join(relative.split("/")[:i + 1]))}/">{html.escape(part)}</a>')
+        crumbs.append(
+            f'<a href="/taxi/artifacts/{quote("/".join(relative.split("/")[: i + 1]))}/">{html.escape(part)}</a>'
+        )
     rows = []
     for entry, info, is_dir in sorted(_entries(root, directory), key=lambda e: (not e[2], e[0].name)):
         href = "/taxi/artifacts/" + quote(f"{relative}/{entry.name}".lstrip("/")) + ("/" if is_dir else "")
-        modified = datetime.fromtimestamp(info.st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M")
-        rows.append(f'<tr><td><a href="{href}">{html.escape(entry.name)}{"/" if is_dir else ""}</a></td>'
-                    f'<td class="r">{"" if is_dir else _size(info.st_size)}</td><td>{modified}</td></tr>')
-    reports = [name for name in ("reports/data.html", "reports/model.html", "history.html", "comparison.txt")
-               if (directory / name).exists()]
-    shortcut = ("<p>" + " · ".join(
-        f'<a href="/taxi/artifacts/{quote(f"{relative}/{name}".lstrip("/"))}">{html.escape(name)}</a>'
-        for name in reports) + "</p>") if reports else ""
-    return page(f"/{relative}" if relative else "artifacts",
-                "<p>" + " / ".join(crumbs) + "</p>" + shortcut
-                + "<table><tr><th>name</th><th>size</th><th>modified (UTC)</th></tr>" + "".join(rows) + "</table>")
+        modified = datetime.fromtimestamp(info.st_mtime, UTC).strftime("%Y-%m-%d %H:%M")
+        rows.append(
+            f'<tr><td><a href="{href}">{html.escape(entry.name)}{"/" if is_dir else ""}</a></td>'
+            f'<td class="r">{"" if is_dir else _size(info.st_size)}</td><td>{modified}</td></tr>'
+        )
+    reports = [
+        name
+        for name in ("reports/data.html", "reports/model.html", "history.html", "comparison.txt")
+        if (directory / name).exists()
+    ]
+    shortcut = (
+        (
+            "<p>"
+            + " · ".join(
+                f'<a href="/taxi/artifacts/{quote(f"{relative}/{name}".lstrip("/"))}">{html.escape(name)}</a>'
+                for name in reports
+            )
+            + "</p>"
+        )
+        if reports
+        else ""
+    )
+    return page(
+        f"/{relative}" if relative else "artifacts",
+        "<p>"
+        + " / ".join(crumbs)
+        + "</p>"
+        + shortcut
+        + "<table><tr><th>name</th><th>size</th><th>modified (UTC)</th></tr>"
+        + "".join(rows)
+        + "</table>",
+    )
 
 
 def serve_file(path: Path):
@@ -151,8 +177,14 @@ def model_status(serving_root: str, model: str) -> dict:
         text = files.read_text(config)
         block = text.split(f'name: "{model}"', 1)[1].split("config {", 1)[0] if f'name: "{model}"' in text else ""
         loaded = [int(v) for v in __import__("re").findall(r"versions: (\d+)", block)]
-    return {"model": model, "versions": versions, "labels": root.labels(model), "loaded": loaded,
-            "records": records, "rollbacks": root.rollbacks(model)}
+    return {
+        "model": model,
+        "versions": versions,
+        "labels": root.labels(model),
+        "loaded": loaded,
+        "records": records,
+        "rollbacks": root.rollbacks(model),
+    }
 
 
 def status_page(status: dict) -> HTMLResponse:
@@ -168,30 +200,46 @@ def status_page(status: dict) -> HTMLResponse:
         if version == newest:
             tags += '<span class="tag">newest</span>'
         auc = metrics.get("auc")
-        rows.append(f"<tr><td>{version}{tags}</td><td>{'yes' if version in status['loaded'] else 'no'}</td>"
-                    f"<td>{html.escape(str(record.get('variant', '')))}</td>"
-                    f"<td>{html.escape(str(record.get('window', '')))}</td>"
-                    f"<td class='r'>{'' if auc is None else f'{auc:.4f}'}</td>"
-                    f"<td>{html.escape(str(record.get('run_id', '')))}</td></tr>")
+        rows.append(
+            f"<tr><td>{version}{tags}</td><td>{'yes' if version in status['loaded'] else 'no'}</td>"
+            f"<td>{html.escape(str(record.get('variant', '')))}</td>"
+            f"<td>{html.escape(str(record.get('window', '')))}</td>"
+            f"<td class='r'>{'' if auc is None else f'{auc:.4f}'}</td>"
+            f"<td>{html.escape(str(record.get('run_id', '')))}</td></tr>"
+        )
     stable = status["labels"].get("stable")
-    head = (f"<p id='summary'>{len(status['versions'])} versions; newest <b>{newest}</b>"
-            + (f"; label <b>stable</b> &rarr; <b>{stable}</b>" if stable else "") + "</p>")
+    head = (
+        f"<p id='summary'>{len(status['versions'])} versions; newest <b>{newest}</b>"
+        + (f"; label <b>stable</b> &rarr; <b>{stable}</b>" if stable else "")
+        + "</p>"
+    )
     rollbacks = "".join(
         f"<li>{html.escape(r.get('at', ''))}: {html.escape(str(r.get('from')))} &rarr; {html.escape(str(r.get('to')))}"
-        f" ({html.escape(r.get('label', ''))}) by {html.escape(r.get('run_id', ''))}: {html.escape(r.get('reason', ''))}</li>"
-        for r in reversed(status["rollbacks"]))
-    return page(f"Served model {status['model']}", head
-                + "<table><tr><th>version</th><th>loaded</th><th>variant</th><th>window</th><th>AUC</th>"
-                  "<th>pushed by run</th></tr>" + "".join(rows) + "</table>"
-                + (f"<h2>Rollbacks</h2><ul>{rollbacks}</ul>" if rollbacks else "")
-                + "<p>Roll back with the DAG <a href='/dags/taxi_serving_rollback'>taxi_serving_rollback</a>.</p>"
-                + "<p><a href='/taxi/serving/'>all served models</a></p>")
+        f" ({html.escape(r.get('label', ''))}) by {html.escape(r.get('run_id', ''))}: "
+        f"{html.escape(r.get('reason', ''))}</li>"
+        for r in reversed(status["rollbacks"])
+    )
+    return page(
+        f"Served model {status['model']}",
+        head + "<table><tr><th>version</th><th>loaded</th><th>variant</th><th>window</th><th>AUC</th>"
+        "<th>pushed by run</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + (f"<h2>Rollbacks</h2><ul>{rollbacks}</ul>" if rollbacks else "")
+        + "<p>Roll back with the DAG <a href='/dags/taxi_serving_rollback'>taxi_serving_rollback</a>.</p>"
+        + "<p><a href='/taxi/serving/'>all served models</a></p>",
+    )
 
 
 def create_app(login: bool = True) -> FastAPI:
     """The app; `login=False` only for tests of its pages (the plugin's app always requires it)."""
-    app = FastAPI(title="taxi-mlops artifacts", dependencies=_require_login() if login else [], docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="taxi-mlops artifacts",
+        dependencies=_require_login() if login else [],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.middleware("http")
     async def no_sniffing(request, call_next):
@@ -203,19 +251,32 @@ def create_app(login: bool = True) -> FastAPI:
     def index():
         root = Path(_settings().artifact_root)
         items = []
-        dags = [p for p in root.iterdir() if not p.name.startswith(".") and inside(root, p) and p.is_dir()] if (
-            root.exists()) else []
+        dags = (
+            [p for p in root.iterdir() if not p.name.startswith(".") and inside(root, p) and p.is_dir()]
+            if (root.exists())
+            else []
+        )
         for dag in sorted(dags):
-            runs = sorted((r for r in dag.glob("window=*/run=*") if inside(root, r)),
-                          key=lambda p: p.stat().st_mtime, reverse=True)[:10]
+            runs = sorted(
+                (r for r in dag.glob("window=*/run=*") if inside(root, r)),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )[:10]
             links = "".join(
                 f"<li><a href='/taxi/artifacts/{quote(r.relative_to(root).as_posix())}/'>"
                 f"{html.escape(r.parent.name)} / {html.escape(r.name)}</a>"
-                + "".join(f" · <a href='/taxi/artifacts/{quote((r / 'reports' / k).relative_to(root).as_posix())}'>{k}</a>"
-                          for k in ("data.html", "model.html") if (r / "reports" / k).exists()) + "</li>" for r in runs)
+                + "".join(
+                    f" · <a href='/taxi/artifacts/{quote((r / 'reports' / k).relative_to(root).as_posix())}'>{k}</a>"
+                    for k in ("data.html", "model.html")
+                    if (r / "reports" / k).exists()
+                )
+                + "</li>"
+                for r in runs
+            )
             items.append(f"<h2>{html.escape(dag.name)}</h2><ul>{links or '<li>no run yet</li>'}</ul>")
-        return page("taxi-mlops artifacts", "".join(items)
-                    + "<h2>Serving</h2><p><a href='/taxi/serving/'>served models</a></p>")
+        return page(
+            "taxi-mlops artifacts", "".join(items) + "<h2>Serving</h2><p><a href='/taxi/serving/'>served models</a></p>"
+        )
 
     @app.get("/artifacts/{relative:path}")
     def artifact(relative: str = ""):
@@ -230,8 +291,10 @@ def create_app(login: bool = True) -> FastAPI:
         from taxi_pipeline.serving_root import ServingRoot
 
         root = ServingRoot(_settings().serving_root)
-        rows = "".join(f"<li><a href='/taxi/serving/{quote(m)}'>{html.escape(m)}</a> "
-                       f"({len(root.versions(m))} versions)</li>" for m in root.models())
+        rows = "".join(
+            f"<li><a href='/taxi/serving/{quote(m)}'>{html.escape(m)}</a> ({len(root.versions(m))} versions)</li>"
+            for m in root.models()
+        )
         return page("Served models", f"<ul>{rows or '<li>nothing served yet</li>'}</ul>")
 
     @app.get("/serving/{model}", response_class=HTMLResponse)

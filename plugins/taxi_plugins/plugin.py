@@ -1,4 +1,5 @@
 """The taxi-mlops Airflow plugin: operator extra links, and the artifacts app in the api-server."""
+
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
@@ -8,7 +9,8 @@ from taxi_pipeline.platforms.extra_links import ArtifactLink, HistoryLink, Serve
 
 class TaxiPlugin(AirflowPlugin):
     name = "taxi_mlops"
-    # The links are attached to the tasks by taxi_pipeline.platforms.extra_links.add_artifact_links; registered here too.
+    # The links are attached to the tasks by taxi_pipeline.platforms.extra_links.add_artifact_links;
+    # registered here too.
     operator_extra_links = [ArtifactLink("Artifact"), ServedModelLink(), HistoryLink()]
     external_views = [{"name": "Taxi artifacts", "href": "/taxi/", "destination": "nav", "category": "browse"}]
 

@@ -5,6 +5,7 @@ three months, checks every run succeeded and wrote its own window, then reproces
 and checks the artifacts are identical (the data splits, the metrics, blessings and window
 comparisons, by hash).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow_cli import airflow, free_port, log_tails as _tails
+
+from airflow_cli import airflow, free_port
+from airflow_cli import log_tails as _tails
 
 DAG_ID = "taxi_sliding_window"
 FROM_DATE, TO_DATE = "2014-04-01", "2014-06-01"  # three monthly runs
@@ -33,20 +36,29 @@ def airflow_services(airflow_db, sample_files, tmp_path_factory):
     home = tmp_path_factory.mktemp("backfill_home")
     load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
     port = free_port()
-    env = {**os.environ, "TAXI_HOME": str(home),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-           "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2"}
+    env = {
+        **os.environ,
+        "TAXI_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    }
     logs = tmp_path_factory.mktemp("airflow_services")
     procs = {}
     for name in ("api-server", "scheduler", "dag-processor"):
         # A process group each, so that stopping a service also stops its children (log server, workers).
-        procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=env, start_new_session=True,
-                                       stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", name],
+            env=env,
+            start_new_session=True,
+            stdout=open(logs / f"{name}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 180
         while DAG_ID not in airflow("dags", "list", "-o", "plain", env=env):
@@ -74,8 +86,22 @@ def backfill_runs(env) -> list[dict]:
 
 def backfill(env, logs, *extra: str, since: float) -> list[dict]:
     """Create a backfill and wait until its three runs have finished after `since` (a timestamp)."""
-    command = [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", FROM_DATE,
-               "--to-date", TO_DATE, "--max-active-runs", "2", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "airflow",
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        FROM_DATE,
+        "--to-date",
+        TO_DATE,
+        "--max-active-runs",
+        "2",
+        *extra,
+    ]
     deadline = time.monotonic() + 600
     # The scheduler closes a finished backfill on its next loop; until then a new one is refused. And
     # SQLite, the metadata DB here, may be locked by the scheduler for longer than the CLI waits.
@@ -86,8 +112,11 @@ def backfill(env, logs, *extra: str, since: float) -> list[dict]:
     deadline = time.monotonic() + 30 * 60
     while True:
         runs = backfill_runs(env)
-        finished = [r for r in runs if r["state"] in ("success", "failed") and r["end_date"]
-                    and _timestamp(r["end_date"]) > since]
+        finished = [
+            r
+            for r in runs
+            if r["state"] in ("success", "failed") and r["end_date"] and _timestamp(r["end_date"]) > since
+        ]
         if len(finished) == 3:
             return finished
         assert time.monotonic() < deadline, f"backfill did not finish: {runs}\n{_tails(logs)}"
@@ -108,8 +137,11 @@ def data_hashes(artifacts: Path) -> dict[str, str]:
 
 def result_hashes(artifacts: Path) -> dict[str, str]:
     """sha256 of every model's TFMA metrics and blessing and of every window comparison."""
-    wanted = [*artifacts.rglob("metrics.json"), *artifacts.rglob("blessing.json"),
-              *artifacts.rglob("window_comparison/comparison.json")]
+    wanted = [
+        *artifacts.rglob("metrics.json"),
+        *artifacts.rglob("blessing.json"),
+        *artifacts.rglob("window_comparison/comparison.json"),
+    ]
     return {p.relative_to(artifacts).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in wanted}
 
 
@@ -145,10 +177,14 @@ def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_arti
     # The same models, judged the same: TFT, training and TFMA reproduce their outputs even on a
     # machine as busy as a backfill makes it (fixed Beam batch sizes, deterministic TF ops, seeds).
     assert result_hashes(artifacts) == results_before
-    transform_logs = [p for p in Path(env["AIRFLOW_HOME"], "logs").rglob("attempt=*.log")
-                      if p.parent.name.endswith(".transform") and f"dag_id={DAG_ID}/run_id=backfill__" in p.as_posix()]
-    by_attempt = {n: [p.read_text(errors="replace") for p in transform_logs if p.name == f"attempt={n}.log"]
-                  for n in (1, 2)}
+    transform_logs = [
+        p
+        for p in Path(env["AIRFLOW_HOME"], "logs").rglob("attempt=*.log")
+        if p.parent.name.endswith(".transform") and f"dag_id={DAG_ID}/run_id=backfill__" in p.as_posix()
+    ]
+    by_attempt = {
+        n: [p.read_text(errors="replace") for p in transform_logs if p.name == f"attempt={n}.log"] for n in (1, 2)
+    }
     assert len(by_attempt[1]) == len(by_attempt[2]) == 3 * 2, transform_logs  # 3 runs x 2 branches
     assert all("No warm runtime at" in text for text in by_attempt[1])
     assert all("(in the warm runtime at" in text for text in by_attempt[2])

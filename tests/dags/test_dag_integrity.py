@@ -3,6 +3,7 @@
 One test case per DAG file (id: the file name, e.g. ``taxi_daily_retrain.py``) or per DAG (id: the DAG file's
 stem, which is its dag_id, e.g. ``taxi_daily_retrain``), so one broken DAG fails only its own cases and does not
 hide the others. The DAG files are known at collection time (a glob); the DagBag is parsed once per module."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,16 @@ import pytest
 
 DAG_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 DAGS = sorted(DAG_FOLDER.glob("*.py"))
-HEAVY = ("tensorflow", "tensorflow_transform", "tensorflow_model_analysis", "apache_beam", "pandas",
-         "great_expectations", "duckdb", "sqlglot")
+HEAVY = (
+    "tensorflow",
+    "tensorflow_transform",
+    "tensorflow_model_analysis",
+    "apache_beam",
+    "pandas",
+    "great_expectations",
+    "duckdb",
+    "sqlglot",
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +79,10 @@ def test_every_dag_has_tags_docs_and_retrying_tasks(dagbag, dag_file):
 
 @pytest.mark.parametrize("dag_file", DAGS, ids=lambda p: p.name)
 def test_parsing_a_dag_file_imports_no_heavy_library(dag_file):
-    probe = (f"import runpy, sys, json; runpy.run_path({str(dag_file)!r}); "
-             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    probe = (
+        f"import runpy, sys, json; runpy.run_path({str(dag_file)!r}); "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 

@@ -26,20 +26,21 @@ endpoint with all the traffic, so the rollback has a version to go back to. Its 
 placeholder: nothing in this test loads the served `taxi` model (the variants' evaluation baselines
 are `taxi_standard` / `taxi_coarse`, which start empty).
 """
+
 from __future__ import annotations
 
 import contextlib
 import faulthandler
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-LOGICAL_DATE = datetime(2016, 1, 1, tzinfo=timezone.utc)
+LOGICAL_DATE = datetime(2016, 1, 1, tzinfo=UTC)
 VERSION, PREVIOUS_VERSION = 201601010000, 201512010000
 CONF = {"window_days": 365, "train_steps": 300, "eval_steps": 50, "workers": 1}  # 300 steps: the blessing bar's
 SOURCE_TABLE = "taxi-test.chicago_taxi_trips.taxi_trips"  # the gcp settings' default for project taxi-test
@@ -59,21 +60,48 @@ def _seed_previous_champion(serving: str, vertex) -> str:
 
     with tempfile.TemporaryDirectory() as model:
         Path(model, "saved_model.pb").write_text("placeholder of an earlier window's SavedModel")
-        ServingRoot(serving).push_and_label(DeploymentRecord(
-            model="taxi", version=PREVIOUS_VERSION, variant="standard", dag_id="taxi_daily_retrain",
-            run_id="scheduled__2015-12-01T00:00:00+00:00", window="[2014-12-01, 2015-12-01)", source=model,
-            metrics={"auc": 0.9}, reasons=[]), "stable")
-    upload = ModelClient(vertex).upload_model({"parent": LOCATION, "model": {
-        "display_name": "taxi", "artifact_uri": f"{serving}/taxi/{PREVIOUS_VERSION}",
-        "container_spec": {"image_uri": "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"},
-        "version_aliases": [f"v{PREVIOUS_VERSION}"]}}).result()
+        ServingRoot(serving).push_and_label(
+            DeploymentRecord(
+                model="taxi",
+                version=PREVIOUS_VERSION,
+                variant="standard",
+                dag_id="taxi_daily_retrain",
+                run_id="scheduled__2015-12-01T00:00:00+00:00",
+                window="[2014-12-01, 2015-12-01)",
+                source=model,
+                metrics={"auc": 0.9},
+                reasons=[],
+            ),
+            "stable",
+        )
+    upload = (
+        ModelClient(vertex)
+        .upload_model(
+            {
+                "parent": LOCATION,
+                "model": {
+                    "display_name": "taxi",
+                    "artifact_uri": f"{serving}/taxi/{PREVIOUS_VERSION}",
+                    "container_spec": {"image_uri": "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"},
+                    "version_aliases": [f"v{PREVIOUS_VERSION}"],
+                },
+            }
+        )
+        .result()
+    )
     endpoints = EndpointClient(vertex)
     endpoints.create_endpoint({"parent": LOCATION, "endpoint_id": "1716", "endpoint": {"display_name": "taxi"}})
-    deployed = endpoints.deploy_model({
-        "endpoint": f"{LOCATION}/endpoints/1716", "traffic_split": {"0": 100},
-        "deployed_model": {"model": f"{upload.model}@{upload.model_version_id}", "display_name": "taxi",
-                           "dedicated_resources": {"machine_spec": {"machine_type": "n1-standard-2"},
-                                                   "min_replica_count": 1}}}).result()
+    deployed = endpoints.deploy_model(
+        {
+            "endpoint": f"{LOCATION}/endpoints/1716",
+            "traffic_split": {"0": 100},
+            "deployed_model": {
+                "model": f"{upload.model}@{upload.model_version_id}",
+                "display_name": "taxi",
+                "dedicated_resources": {"machine_spec": {"machine_type": "n1-standard-2"}, "min_replica_count": 1},
+            },
+        }
+    ).result()
     return deployed.deployed_model.id
 
 
@@ -83,6 +111,7 @@ def _failing_fast(dag, stack: contextlib.ExitStack):
     polled every 5 s instead of 30 (a cadence, not a behaviour). Set on the session's parsed DAG (a
     deep copy loses the extra links' state) and restored on exit."""
     from airflow.sdk import BaseSensorOperator
+
     from taxi_pipeline.operators.tfjob import TFJobTrainOperator
 
     for task in dag.tasks:
@@ -121,9 +150,13 @@ def offline_gcp(airflow_db, warehouse):
         emulator = stack.enter_context(running())
         emulator_host = os.environ["STORAGE_EMULATOR_HOST"]
         proxy = stack.enter_context(GcsTlsProxy(int(emulator_host.rsplit(":", 1)[1])))
-        runtime_env = {**proxy.env(), "STORAGE_EMULATOR_HOST": emulator_host,
-                       "PYTHONPATH": str(REPO / "tests" / "standins" / "runtime_site"),
-                       "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
+        runtime_env = {
+            **proxy.env(),
+            "STORAGE_EMULATOR_HOST": emulator_host,
+            "PYTHONPATH": str(REPO / "tests" / "standins" / "runtime_site"),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         stack.enter_context(mock.patch.dict(os.environ, TAXI_PLATFORM="gcp"))
         cluster = stack.enter_context(kubernetes_standin(extra_env=runtime_env))
         bigquery = stack.enter_context(bigquery_over_warehouse(warehouse, SOURCE_TABLE))
@@ -141,17 +174,35 @@ def offline_gcp(airflow_db, warehouse):
         endpoint_after_daily = _endpoint(vertex)
         calls_before_rollback = len(vertex.calls)
         started = time.monotonic()
-        rollback_run = run_in_process(rollback, logical_date=datetime(2016, 1, 2, tzinfo=timezone.utc), run_conf={
-            "model": "taxi", "target_version": "previous",
-            "reason": "offline test: the new champion is rolled back"})
+        rollback_run = run_in_process(
+            rollback,
+            logical_date=datetime(2016, 1, 2, tzinfo=UTC),
+            run_conf={
+                "model": "taxi",
+                "target_version": "previous",
+                "reason": "offline test: the new champion is rolled back",
+            },
+        )
         rollback_seconds = time.monotonic() - started
         print(f"daily run {daily_seconds:.0f} s, rollback {rollback_seconds:.0f} s")
-        yield {"daily_run": daily_run, "rollback_run": rollback_run, "served": served, "comparison": comparison,
-               "after_rollback": _serving_state(serving), "endpoint_after_daily": endpoint_after_daily,
-               "endpoint_after_rollback": _endpoint(vertex), "previous_deployed": previous_deployed,
-               "rollback_calls": [name for name, _ in vertex.calls[calls_before_rollback:]],
-               "cluster": cluster, "bigquery": bigquery, "vertex": vertex, "dataflow": dataflow,
-               "proxy": proxy, "emulator": emulator, "serving": serving}
+        yield {
+            "daily_run": daily_run,
+            "rollback_run": rollback_run,
+            "served": served,
+            "comparison": comparison,
+            "after_rollback": _serving_state(serving),
+            "endpoint_after_daily": endpoint_after_daily,
+            "endpoint_after_rollback": _endpoint(vertex),
+            "previous_deployed": previous_deployed,
+            "rollback_calls": [name for name, _ in vertex.calls[calls_before_rollback:]],
+            "cluster": cluster,
+            "bigquery": bigquery,
+            "vertex": vertex,
+            "dataflow": dataflow,
+            "proxy": proxy,
+            "emulator": emulator,
+            "serving": serving,
+        }
 
 
 def _serving_state(serving: str) -> dict:
@@ -166,8 +217,11 @@ def _serving_state(serving: str) -> dict:
         "record": root.record("taxi", VERSION),
         "rollbacks": root.rollbacks("taxi"),
         "models_config": files.read_text(f"{serving}/models.config"),
-        "saved_model_bytes": (len(files.read_bytes(f"{serving}/taxi/{VERSION}/saved_model.pb"))
-                              if files.exists(f"{serving}/taxi/{VERSION}/saved_model.pb") else 0),
+        "saved_model_bytes": (
+            len(files.read_bytes(f"{serving}/taxi/{VERSION}/saved_model.pb"))
+            if files.exists(f"{serving}/taxi/{VERSION}/saved_model.pb")
+            else 0
+        ),
     }
 
 
@@ -177,8 +231,9 @@ def _comparison(dag, dag_run) -> list[dict]:
     from taxi_pipeline.run_context import run_layout
 
     params = {**{k: v.value for k, v in dag.params.items()}, **CONF}
-    layout = run_layout({"dag": dag, "run_id": dag_run.run_id, "params": params,
-                         "data_interval_end": dag_run.data_interval_end})
+    layout = run_layout(
+        {"dag": dag, "run_id": dag_run.run_id, "params": params, "data_interval_end": dag_run.data_interval_end}
+    )
     assert layout.run_dir.startswith("gs://")
     return files.read_json(f"{layout.run_dir}/comparison.json")
 
@@ -187,8 +242,13 @@ def _endpoint(vertex) -> dict:
     """The endpoint's deployed models: deployed model id -> (model version alias, traffic %)."""
     endpoint = vertex.endpoints["1716"]
     aliases = {f"{i}@{v.version_id}": v.version_aliases[0] for i, m in vertex.models.items() for v in m["versions"]}
-    return {d.id: (aliases[f"{d.model.split('@')[0].rsplit('/', 1)[-1]}@{d.model_version_id}"],
-                   endpoint["traffic"].get(d.id, 0)) for d in endpoint["deployed"]}
+    return {
+        d.id: (
+            aliases[f"{d.model.split('@')[0].rsplit('/', 1)[-1]}@{d.model_version_id}"],
+            endpoint["traffic"].get(d.id, 0),
+        )
+        for d in endpoint["deployed"]
+    }
 
 
 @pytest.mark.slow
@@ -196,10 +256,21 @@ def test_every_task_of_the_gcp_daily_run_succeeds_on_the_stand_ins(offline_gcp):
     run = offline_gcp["daily_run"]
     states = _states(run)
     assert run.state == "success", states
-    assert states == {t: "success" for t in (
-        "wait_for_window", "extract_window", "validate_window", "select_variants", "wait_for_previous_deploys",
-        "compare_variants", "promote_champion", "data_report", "model_report",
-        *(f"{v}.{s}" for v in ("standard", "coarse") for s in VARIANT_STEPS))}
+    assert states == {
+        t: "success"
+        for t in (
+            "wait_for_window",
+            "extract_window",
+            "validate_window",
+            "select_variants",
+            "wait_for_previous_deploys",
+            "compare_variants",
+            "promote_champion",
+            "data_report",
+            "model_report",
+            *(f"{v}.{s}" for v in ("standard", "coarse") for s in VARIANT_STEPS),
+        )
+    }
 
     bigquery = offline_gcp["bigquery"]
     assert bigquery.partition_checks == [(SOURCE_TABLE, "2015123123")]
@@ -210,8 +281,10 @@ def test_every_task_of_the_gcp_daily_run_succeeds_on_the_stand_ins(offline_gcp):
 
     dataflow = offline_gcp["dataflow"]
     assert sorted(j["name"] for j in dataflow.jobs.values()) == sorted(
-        f"daily-retrain-20150101t0000-20160101t0000-{v}-{s}" for v in ("standard", "coarse")
-        for s in ("transform", "evaluate"))
+        f"daily-retrain-20150101t0000-20160101t0000-{v}-{s}"
+        for v in ("standard", "coarse")
+        for s in ("transform", "evaluate")
+    )
     assert {j["currentState"] for j in dataflow.jobs.values()} == {"JOB_STATE_DONE"}
     assert all("--runner=DataflowRunner" in c and "--project=taxi-test" in c for c in dataflow.commands)
 
@@ -235,8 +308,11 @@ def test_every_task_of_the_gcp_daily_run_succeeds_on_the_stand_ins(offline_gcp):
 @pytest.mark.slow
 def test_the_champion_is_served_at_stable_and_gets_all_the_vertex_traffic(offline_gcp):
     served = offline_gcp["served"]
-    assert served["versions"] == {"taxi": [PREVIOUS_VERSION, VERSION], "taxi_standard": [VERSION],
-                                  "taxi_coarse": [VERSION]}
+    assert served["versions"] == {
+        "taxi": [PREVIOUS_VERSION, VERSION],
+        "taxi_standard": [VERSION],
+        "taxi_coarse": [VERSION],
+    }
     assert served["labels"] == {"stable": VERSION}
     assert served["record"]["run_id"] == offline_gcp["daily_run"].run_id
     comparison = offline_gcp["comparison"]

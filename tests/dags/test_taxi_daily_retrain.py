@@ -1,9 +1,10 @@
 """Real runs of taxi_daily_retrain with dag.test() on the sample data."""
+
 from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from taxi_pipeline.serving_root import ServingRoot, version_for
 from taxi_pipeline.settings import get_settings
 from taxi_pipeline.warehouse import load_trips
 
-LOGICAL_DATE = datetime(2016, 1, 1, tzinfo=timezone.utc)
+LOGICAL_DATE = datetime(2016, 1, 1, tzinfo=UTC)
 
 
 def run_dag(logical_date=LOGICAL_DATE, conf=None):
@@ -23,8 +24,9 @@ def run_dag(logical_date=LOGICAL_DATE, conf=None):
     dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags["taxi_daily_retrain"]
     dag_run = run_in_process(dag, logical_date=logical_date, run_conf=conf)
     params = {**{k: v.value for k, v in dag.params.items()}, **(conf or {})}
-    layout = run_layout({"dag": dag, "run_id": dag_run.run_id, "params": params,
-                         "data_interval_end": dag_run.data_interval_end})
+    layout = run_layout(
+        {"dag": dag, "run_id": dag_run.run_id, "params": params, "data_interval_end": dag_run.data_interval_end}
+    )
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     return dag_run, layout, states
 
@@ -39,17 +41,33 @@ def task_context(dag_run, layout) -> dict:
     class Dag:
         dag_id = layout.dag_id
 
-    return {"dag": Dag(), "run_id": dag_run.run_id, "data_interval_end": dag_run.data_interval_end,
-            "params": {"window_days": 365}}
+    return {
+        "dag": Dag(),
+        "run_id": dag_run.run_id,
+        "data_interval_end": dag_run.data_interval_end,
+        "params": {"window_days": 365},
+    }
 
 
 @pytest.mark.slow
 def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
     dag_run, layout, states = daily_run
     assert dag_run.state == "success", states
-    assert set(states) == {"wait_for_window", "extract_window", "validate_window", "select_variants",
-                           "wait_for_previous_deploys", "compare_variants", "promote_champion", "data_report", "model_report"} | {
-        f"{v}.{step}" for v in ("standard", "coarse") for step in ("transform", "train", "evaluate", "check_export", "push")}
+    assert set(states) == {
+        "wait_for_window",
+        "extract_window",
+        "validate_window",
+        "select_variants",
+        "wait_for_previous_deploys",
+        "compare_variants",
+        "promote_champion",
+        "data_report",
+        "model_report",
+    } | {
+        f"{v}.{step}"
+        for v in ("standard", "coarse")
+        for step in ("transform", "train", "evaluate", "check_export", "push")
+    }
     assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
     eval_ = list(csv.DictReader(open(f"{layout.split_dir('eval')}/part-00000.csv")))
@@ -119,11 +137,14 @@ def test_a_manual_run_trains_the_chosen_variant_on_the_chosen_window(airflow_db,
     load_trips(get_settings().warehouse_path, sample_files)
 
     conf = {"window_end": "2015-07-01", "variants": ["coarse"]}
-    dag_run, layout, states = run_dag(logical_date=datetime(2016, 3, 1, tzinfo=timezone.utc), conf=conf)
+    dag_run, layout, states = run_dag(logical_date=datetime(2016, 3, 1, tzinfo=UTC), conf=conf)
     assert dag_run.state == "success", states
     assert {k: v for k, v in states.items() if k.startswith("standard.")} == {
-        f"standard.{step}": "skipped" for step in ("transform", "train", "evaluate", "check_export", "push")}
-    assert {states[f"coarse.{step}"] for step in ("transform", "train", "evaluate", "check_export", "push")} == {"success"}
+        f"standard.{step}": "skipped" for step in ("transform", "train", "evaluate", "check_export", "push")
+    }
+    assert {states[f"coarse.{step}"] for step in ("transform", "train", "evaluate", "check_export", "push")} == {
+        "success"
+    }
     assert states["compare_variants"] == states["promote_champion"] == "success"
     assert str(layout.window) == "[2014-07-01T00:00:00+00:00, 2015-07-01T00:00:00+00:00)"
     assert Path(layout.split_dir("train")).is_dir() and not Path(layout.variant_dir("standard")).exists()
@@ -146,7 +167,7 @@ def test_a_bad_window_fails_validation_and_stops_the_run(airflow_db, sample_file
         writer = csv.DictWriter(dst, reader.fieldnames)
         writer.writeheader()
         for row in reader:
-            if datetime.fromtimestamp(int(row["trip_start_timestamp"]), timezone.utc).year == 2015:
+            if datetime.fromtimestamp(int(row["trip_start_timestamp"]), UTC).year == 2015:
                 row["fare"] = f"-{row['fare']}"
             writer.writerow(row)
     monkeypatch.setenv("TAXI_HOME", str(tmp_path / "home"))
@@ -155,7 +176,10 @@ def test_a_bad_window_fails_validation_and_stops_the_run(airflow_db, sample_file
     dag_run, layout, states = run_dag()
     assert dag_run.state == "failed"
     assert {k: states[k] for k in ("wait_for_window", "extract_window", "validate_window")} == {
-        "wait_for_window": "success", "extract_window": "success", "validate_window": "failed"}
+        "wait_for_window": "success",
+        "extract_window": "success",
+        "validate_window": "failed",
+    }
     downstream = {k: v for k, v in states.items() if "." in k or k == "compare_variants"}
     assert downstream and set(downstream.values()) == {"upstream_failed"}  # nothing was trained
     summary = Path(layout.validation_dir(), "summary.txt").read_text()

@@ -1,8 +1,9 @@
 """The artifacts app (mounted in the api-server at /taxi) and the extra links that point at it."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -64,18 +65,29 @@ def test_a_link_that_leaves_the_root_is_neither_listed_nor_served_and_a_broken_o
 
 
 def test_every_response_says_nosniff_and_reports_cannot_leave_their_sandbox(client):
-    for path in ("/", "/artifacts/taxi_daily_retrain/window=w/run=r1/", "/serving/",
-                 "/artifacts/taxi_daily_retrain/window=w/run=r1/comparison.txt", "/artifacts/nothing"):
+    for path in (
+        "/",
+        "/artifacts/taxi_daily_retrain/window=w/run=r1/",
+        "/serving/",
+        "/artifacts/taxi_daily_retrain/window=w/run=r1/comparison.txt",
+        "/artifacts/nothing",
+    ):
         assert client.get(path).headers["x-content-type-options"] == "nosniff", path
     report = client.get("/artifacts/taxi_daily_retrain/window=w/run=r1/reports/model.html")
     assert report.headers["content-security-policy"] == "sandbox allow-scripts allow-popups"
 
 
-@pytest.mark.parametrize("path", [
-    "/artifacts/%2e%2e/warehouse/taxi.duckdb", "/artifacts/..%2fwarehouse/taxi.duckdb",
-    "/artifacts/taxi_daily_retrain/window=w/run=r1/.reports.staging-1/", "/artifacts/%2fetc/passwd",
-    "/serving/..%2fwarehouse", "/serving/models.config",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/artifacts/%2e%2e/warehouse/taxi.duckdb",
+        "/artifacts/..%2fwarehouse/taxi.duckdb",
+        "/artifacts/taxi_daily_retrain/window=w/run=r1/.reports.staging-1/",
+        "/artifacts/%2fetc/passwd",
+        "/serving/..%2fwarehouse",
+        "/serving/models.config",
+    ],
+)
 def test_nothing_outside_the_artifact_root_or_hidden_is_served(client, path):
     assert client.get(path).status_code == 404
 
@@ -95,25 +107,37 @@ def test_the_plugin_requires_the_airflow_login():
 
 
 def test_links_point_at_the_local_app_or_at_the_gcs_console(home):
-    assert LocalLinks().artifact(f"{home}/artifacts/d/window=w/run=r1/reports/model.html") == \
-        "/taxi/artifacts/d/window%3Dw/run%3Dr1/reports/model.html"
+    assert (
+        LocalLinks().artifact(f"{home}/artifacts/d/window=w/run=r1/reports/model.html")
+        == "/taxi/artifacts/d/window%3Dw/run%3Dr1/reports/model.html"
+    )
     assert LocalLinks().served_model("taxi") == "/taxi/serving/taxi"
-    assert GcpLinks().artifact("gs://bkt/artifacts/d/window=w/run=r1/reports/model.html") == \
-        "https://storage.cloud.google.com/bkt/artifacts/d/window%3Dw/run%3Dr1/reports/model.html"
-    assert GcpLinks().artifact("gs://bkt/artifacts/d/run=r1/variants/standard/logs") == \
-        "https://console.cloud.google.com/storage/browser/bkt/artifacts/d/run%3Dr1/variants/standard/logs"
+    assert (
+        GcpLinks().artifact("gs://bkt/artifacts/d/window=w/run=r1/reports/model.html")
+        == "https://storage.cloud.google.com/bkt/artifacts/d/window%3Dw/run%3Dr1/reports/model.html"
+    )
+    assert (
+        GcpLinks().artifact("gs://bkt/artifacts/d/run=r1/variants/standard/logs")
+        == "https://console.cloud.google.com/storage/browser/bkt/artifacts/d/run%3Dr1/variants/standard/logs"
+    )
 
 
 def test_every_task_with_an_artifact_has_its_links(dagbag_links):
     for dag_id, expected in {
-        "taxi_daily_retrain": {"validate_window": {"Validation report", "Data report"},
-                               "standard.train": {"Training logs", "Model"},
-                               "coarse.evaluate": {"TFMA output", "Model report"},
-                               "standard.push": {"Served model"}, "promote_champion": {"Served model"},
-                               "compare_variants": {"Variant comparison", "Model report"},
-                               "data_report": {"Data report"}, "model_report": {"Model report"}},
-        "taxi_sliding_window": {"compare_windows": {"Window comparison", "Model report"},
-                                "model_report": {"Model report", "Verdict history"}},
+        "taxi_daily_retrain": {
+            "validate_window": {"Validation report", "Data report"},
+            "standard.train": {"Training logs", "Model"},
+            "coarse.evaluate": {"TFMA output", "Model report"},
+            "standard.push": {"Served model"},
+            "promote_champion": {"Served model"},
+            "compare_variants": {"Variant comparison", "Model report"},
+            "data_report": {"Data report"},
+            "model_report": {"Model report"},
+        },
+        "taxi_sliding_window": {
+            "compare_windows": {"Window comparison", "Model report"},
+            "model_report": {"Model report", "Verdict history"},
+        },
         "taxi_serving_rollback": {"roll_back": {"Served model"}},
     }.items():
         tasks = dagbag_links[dag_id]
@@ -126,13 +150,20 @@ def test_a_link_is_computed_from_the_runs_layout(dagbag_links, home):
         def get_template_context(self):
             class Dag:
                 dag_id = "taxi_daily_retrain"
-            return {"params": {"window_days": 365}, "dag": Dag(), "run_id": "scheduled__2016-01-01",
-                    "data_interval_start": datetime(2015, 12, 31, tzinfo=timezone.utc),
-                    "data_interval_end": datetime(2016, 1, 1, tzinfo=timezone.utc)}
+
+            return {
+                "params": {"window_days": 365},
+                "dag": Dag(),
+                "run_id": "scheduled__2016-01-01",
+                "data_interval_start": datetime(2015, 12, 31, tzinfo=UTC),
+                "data_interval_end": datetime(2016, 1, 1, tzinfo=UTC),
+            }
 
     (logs, _) = dagbag_links["taxi_daily_retrain"]["standard.train"]
-    assert logs.get_link(None, ti_key=TI()) == ("/taxi/artifacts/taxi_daily_retrain/window%3D20150101T0000-"
-                                                "20160101T0000/run%3Dscheduled__2016-01-01/variants/standard/logs")
+    assert logs.get_link(None, ti_key=TI()) == (
+        "/taxi/artifacts/taxi_daily_retrain/window%3D20150101T0000-"
+        "20160101T0000/run%3Dscheduled__2016-01-01/variants/standard/logs"
+    )
 
 
 @pytest.fixture(scope="module")

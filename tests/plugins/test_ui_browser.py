@@ -8,6 +8,7 @@ state, the reports' headline numbers against the artifacts). The screenshots are
 test's artifacts in `.taxi/screenshots/` (ignored by git); with TAXI_UPDATE_SCREENSHOTS=1 they go
 to docs/screenshots/ instead, the ones the README shows.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,21 +23,33 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow_cli import airflow, free_port, log_tails as _tails
+
+from airflow_cli import airflow, free_port
+from airflow_cli import log_tails as _tails
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / ("docs" if os.environ.get("TAXI_UPDATE_SCREENSHOTS") == "1" else ".taxi") / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DAG_ID = "taxi_daily_retrain"
 DATE = "2016-01-01"
 # A small run: 120 days of trips (about 1,500), 150 training steps.
 CONF = {"window_days": 120, "train_steps": 150, "eval_steps": 5, "min_window_rows": 100}
 USER = "oncall"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make setup)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make setup)"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +65,22 @@ def airflow_ui(airflow_db, sample_files, tmp_path_factory):
     port = free_port()
     # An Airflow home (metadata DB) of its own: other tests' runs of the same DAG and day would
     # otherwise stand in the way of this backfill (a day that has a run is not backfilled again).
-    env = {**os.environ, "TAXI_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-           "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-           "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-           "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test asks for
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords)}
+    env = {
+        **os.environ,
+        "TAXI_HOME": str(home),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test asks for
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
     (home / "airflow").mkdir()
     airflow("db", "migrate", env=env)
     from taxi_pipeline.pools import ensure_pools
@@ -71,8 +89,13 @@ def airflow_ui(airflow_db, sample_files, tmp_path_factory):
     logs = tmp_path_factory.mktemp("ui_services")
     procs = {}
     for name in ("api-server", "scheduler", "dag-processor"):
-        procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=env, start_new_session=True,
-                                       stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", name],
+            env=env,
+            start_new_session=True,
+            stdout=open(logs / f"{name}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 180
         while not {DAG_ID, "taxi_serving_rollback"} <= set(airflow("dags", "list", "-o", "plain", env=env).split()):
@@ -112,8 +135,19 @@ def wait_for_run(dag_id: str, ui: dict, minutes: float, run_id: str | None = Non
 def daily_run(airflow_ui) -> dict:
     """One real run of taxi_daily_retrain for DATE, through the scheduler (a backfill of one day:
     a backfill run gets the day's data interval)."""
-    airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", DATE, "--to-date", DATE,
-            "--dag-run-conf", json.dumps(CONF), env=airflow_ui["env"])
+    airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        DATE,
+        "--to-date",
+        DATE,
+        "--dag-run-conf",
+        json.dumps(CONF),
+        env=airflow_ui["env"],
+    )
     run = wait_for_run(DAG_ID, airflow_ui, minutes=12)
     assert run["state"] == "success", f"{run}\n{_tails(airflow_ui['logs'])}"
     (run_dir,) = (airflow_ui["home"] / "artifacts" / DAG_ID).glob("window=*/run=*")
@@ -189,8 +223,7 @@ def test_a_tasks_log_and_its_links_to_the_validation_and_data_reports(page, airf
     shot(page, "task_links")
     report = open_link(page, run_url, "validate_window", "Data report")
     assert report.locator("[data-verdict]").first.inner_text() == "VALIDATION PASSED"
-    headline = {m.get_attribute("data-metric"): m.locator(".v").inner_text()
-                for m in report.locator(".metric").all()}
+    headline = {m.get_attribute("data-metric"): m.locator(".v").inner_text() for m in report.locator(".metric").all()}
     assert headline["train rows"] == f"{rows['train']:,}" and headline["eval rows"] == f"{rows['eval']:,}"
     assert report.locator("svg").count() >= 5  # missing values and the drift overlays, drawn
     report.screenshot(path=str(SCREENSHOTS / "data_report.png"), full_page=True)
@@ -199,8 +232,10 @@ def test_a_tasks_log_and_its_links_to_the_validation_and_data_reports(page, airf
 
 
 def test_the_model_report_and_the_served_model(page, airflow_ui, daily_run):
-    blessings = {v: json.loads((daily_run["dir"] / "variants" / v / "evaluation" / "blessing.json").read_text())
-                 for v in ("standard", "coarse")}
+    blessings = {
+        v: json.loads((daily_run["dir"] / "variants" / v / "evaluation" / "blessing.json").read_text())
+        for v in ("standard", "coarse")
+    }
     run_url = f"{airflow_ui['url']}/dags/{DAG_ID}/runs/{daily_run['run_id']}"
     report = open_link(page, run_url, "compare_variants", "Model report")
     for variant, blessing in blessings.items():
@@ -224,8 +259,16 @@ def test_a_rollback_run_is_idempotent_and_shows_the_served_model(page, airflow_u
         pytest.skip("nothing was served by the daily run")
     (version,) = versions  # the run's data interval end, YYYYMMDDHHMM
     conf = {"model": "taxi", "target_version": version, "reason": "browser test: pin the served version"}
-    airflow("dags", "trigger", "taxi_serving_rollback", "--run-id", "rollback_check", "--conf", json.dumps(conf),
-            env=airflow_ui["env"])
+    airflow(
+        "dags",
+        "trigger",
+        "taxi_serving_rollback",
+        "--run-id",
+        "rollback_check",
+        "--conf",
+        json.dumps(conf),
+        env=airflow_ui["env"],
+    )
     run = wait_for_run("taxi_serving_rollback", airflow_ui, minutes=3, run_id="rollback_check")
     assert run["state"] == "success"
     run_url = f"{airflow_ui['url']}/dags/taxi_serving_rollback/runs/rollback_check"
@@ -248,9 +291,12 @@ def test_the_trigger_form_offers_the_params_and_a_bad_value_is_refused(page, air
     page.keyboard.press("Escape")
 
     before = len(runs_of(DAG_ID, airflow_ui["env"]))
-    refused = subprocess.run([sys.executable, "-m", "airflow", "dags", "trigger", DAG_ID,
-                              "--conf", json.dumps({"window_end": "yesterday"})],
-                             env=airflow_ui["env"], capture_output=True, text=True)
+    refused = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "trigger", DAG_ID, "--conf", json.dumps({"window_end": "yesterday"})],
+        env=airflow_ui["env"],
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode != 0
     assert "'yesterday' is not a 'date'" in refused.stdout + refused.stderr
     assert len(runs_of(DAG_ID, airflow_ui["env"])) == before  # refused before a run existed

@@ -7,6 +7,7 @@
 - misclassifying: the real serving_default, but a classification signature whose scores are swapped
 - unloadable: a copy of the real model whose saved_model.pb is cut in half
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ def build(kind: str, source: str, dest: str) -> None:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
         def classify(self, inputs):
             probability = self.real.signatures["serving_default"](examples=inputs)["probabilities"]
-            return {"classes": tf.tile(tf.constant([[b"0", b"1"]]), [tf.shape(inputs)[0], 1]),
-                    "scores": tf.concat([probability, 1 - probability], axis=1)}
+            return {
+                "classes": tf.tile(tf.constant([[b"0", b"1"]]), [tf.shape(inputs)[0], 1]),
+                "scores": tf.concat([probability, 1 - probability], axis=1),
+            }
 
     module = Broken()
     signatures = {"serving_default": module.serve, "transform_features": real.signatures["transform_features"]}

@@ -3,11 +3,12 @@ notifier (one log line when no connection is configured), and both DAGs carry a 
 
 A real failed task in a real run calling it is in test_reliability_runs.py (the bad-window run).
 """
+
 from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -58,16 +59,22 @@ class FakeTI:  # what the notifier reads of a task instance: its id, try and log
 
 
 def failure_context(dag):
-    return {"dag": dag, "ti": FakeTI(), "run_id": "scheduled__2016-01-01T00:00:00+00:00",
-            "exception": ValueError("window [2015, 2016) failed validation with 1 problems: fare: 25 values"),
-            "params": {"window_days": 365}, "data_interval_end": datetime(2016, 1, 1, tzinfo=timezone.utc)}
+    return {
+        "dag": dag,
+        "ti": FakeTI(),
+        "run_id": "scheduled__2016-01-01T00:00:00+00:00",
+        "exception": ValueError("window [2015, 2016) failed validation with 1 problems: fare: 25 values"),
+        "params": {"window_days": 365},
+        "data_interval_end": datetime(2016, 1, 1, tzinfo=UTC),
+    }
 
 
 def test_every_task_of_both_dags_alerts_on_failure(dags):
     for dag in dags.values():
         for task in dag.tasks:
-            callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [
-                task.on_failure_callback]
+            callbacks = (
+                task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+            )
             assert any(isinstance(c, TaxiAlertNotifier) for c in callbacks), (dag.dag_id, task.task_id)
 
 
@@ -75,18 +82,18 @@ def test_without_a_connection_the_alert_is_one_clear_log_line(dags, capsys, monk
     monkeypatch.delenv("AIRFLOW_CONN_TAXI_ALERTS", raising=False)
     TaxiAlertNotifier()(failure_context(dags["taxi_daily_retrain"]))
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "TAXI ALERT" in line]
-    line = line[line.index("TAXI ALERT"):]
+    line = line[line.index("TAXI ALERT") :]
     assert line.startswith("TAXI ALERT (no alert connection 'taxi_alerts' configured, nobody notified): ")
     assert "task taxi_daily_retrain.validate_window failed (run scheduled__2016-01-01T00:00:00+00:00, try 1)" in line
     assert "ValueError: window [2015, 2016) failed validation" in line
     assert "artifacts: " in line and "/artifacts/taxi_daily_retrain/window=" in line  # where the report is
 
 
-def test_with_a_connection_the_alert_is_posted_and_the_secret_stays_out_of_the_log(dags, webhook, capsys,
-                                                                                   monkeypatch):
+def test_with_a_connection_the_alert_is_posted_and_the_secret_stays_out_of_the_log(dags, webhook, capsys, monkeypatch):
     url, received = webhook
-    monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", json.dumps(
-        {"conn_type": "http", "host": url, "password": "bearer-s3cr3t"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TAXI_ALERTS", json.dumps({"conn_type": "http", "host": url, "password": "bearer-s3cr3t"})
+    )
     TaxiAlertNotifier()(failure_context(dags["taxi_daily_retrain"]))
     (message,) = received
     assert message["path"] == f"/services/{SECRET}" and message["auth"] == "Bearer bearer-s3cr3t"
@@ -96,8 +103,9 @@ def test_with_a_connection_the_alert_is_posted_and_the_secret_stays_out_of_the_l
     assert SECRET not in logged and "bearer-s3cr3t" not in logged
 
 
-def test_a_webhook_given_as_a_uri_is_posted_to_and_its_secret_path_stays_out_of_the_log(dags, webhook, capsys,
-                                                                                         monkeypatch):
+def test_a_webhook_given_as_a_uri_is_posted_to_and_its_secret_path_stays_out_of_the_log(
+    dags, webhook, capsys, monkeypatch
+):
     url, received = webhook
     monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", url)  # the URI form: Airflow splits it into type, host, schema
     TaxiAlertNotifier()(failure_context(dags["taxi_daily_retrain"]))
@@ -107,10 +115,13 @@ def test_a_webhook_given_as_a_uri_is_posted_to_and_its_secret_path_stays_out_of_
     assert "TAXI ALERT sent through connection 'taxi_alerts' (HTTP 200)" in logged and SECRET not in logged
 
 
-@pytest.mark.parametrize("uri", [
-    json.dumps({"conn_type": "http", "host": f"ftp://hooks.example.com/services/{SECRET}"}),
-    f"file:///services/{SECRET}",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        json.dumps({"conn_type": "http", "host": f"ftp://hooks.example.com/services/{SECRET}"}),
+        f"file:///services/{SECRET}",
+    ],
+)
 def test_a_webhook_that_is_not_http_fails_its_alert_without_the_secret_in_the_log(dags, capsys, monkeypatch, uri):
     monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", uri)
     TaxiAlertNotifier(timeout=2)(failure_context(dags["taxi_daily_retrain"]))  # never raises
@@ -138,9 +149,16 @@ def test_an_alert_with_a_token_follows_no_redirect(dags, capsys, monkeypatch):
     server = HTTPServer(("127.0.0.1", 0), Redirecting)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("AIRFLOW_CONN_TAXI_ALERTS", json.dumps({
-            "conn_type": "http", "host": f"http://127.0.0.1:{server.server_port}/services/{SECRET}",
-            "password": "bearer-s3cr3t"}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_TAXI_ALERTS",
+            json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": f"http://127.0.0.1:{server.server_port}/services/{SECRET}",
+                    "password": "bearer-s3cr3t",
+                }
+            ),
+        )
         TaxiAlertNotifier(timeout=2)(failure_context(dags["taxi_daily_retrain"]))
     finally:
         server.shutdown()
@@ -159,8 +177,9 @@ def test_an_unreachable_webhook_is_logged_and_does_not_raise(dags, capsys, monke
 
 
 @pytest.mark.parametrize("dag_id, hours", [("taxi_daily_retrain", 8), ("taxi_sliding_window", 12)])
-def test_both_dags_have_a_deadline_alert_that_airflow_runs_through_the_notifier(dags, dag_id, hours, webhook,
-                                                                                 monkeypatch, tmp_path):
+def test_both_dags_have_a_deadline_alert_that_airflow_runs_through_the_notifier(
+    dags, dag_id, hours, webhook, monkeypatch, tmp_path
+):
     from airflow.sdk import DeadlineReference
     from airflow.sdk.execution_time.callback_supervisor import execute_callback
     from airflow.serialization.serialized_objects import DagSerialization
@@ -176,8 +195,13 @@ def test_both_dags_have_a_deadline_alert_that_airflow_runs_through_the_notifier(
     assert path == "taxi_pipeline.notifiers.TaxiAlertNotifier"
 
     # Run the callback the way Airflow's executor does when the deadline is missed.
-    ok, error = execute_callback(path, {**kwargs, "context": {"dag_run": None, "dag_id": dag_id, "run_id": "r1"}},
-                                 dag_rel_path=f"{dag_id}.py", bundle_path=str(DAGS), log=structlog.get_logger("deadline"))
+    ok, error = execute_callback(
+        path,
+        {**kwargs, "context": {"dag_run": None, "dag_id": dag_id, "run_id": "r1"}},
+        dag_rel_path=f"{dag_id}.py",
+        bundle_path=str(DAGS),
+        log=structlog.get_logger("deadline"),
+    )
     assert ok, error
     (message,) = received
     assert message["text"].startswith(f"DEADLINE MISSED: a {dag_id} run is still not done {hours} hours")

@@ -2,13 +2,14 @@
 `taxi_deploy` pool of one slot in Airflow, and the serving root's lock everywhere), an older window
 never replaces a newer version, and runs of different windows or run types never share a path.
 The same through two real concurrent runs is in test_reliability_runs.py."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,12 @@ def model(tmp_path) -> Path:
 
 
 def push(root: Path, source: Path, version: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", PUSH, str(root), str(source), str(version)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", PUSH, str(root), str(source), str(version)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_push_waits_while_another_deployment_holds_the_serving_root(model, tmp_path):
@@ -79,8 +84,10 @@ def test_concurrent_pushes_of_many_windows_leave_the_newest_served_labelled_and_
     # Each push saw the pushes before it whole: a version is served only if no newer one was when it
     # was pushed, so the served versions are exactly the ones pushed, in increasing order of time.
     base = Path(ServingRoot(str(root)).base_path("taxi"))
-    pushed = sorted((r["version"] for r in results if r["pushed"]),
-                    key=lambda v: (base / "records" / f"{v}.json").stat().st_mtime_ns)
+    pushed = sorted(
+        (r["version"] for r in results if r["pushed"]),
+        key=lambda v: (base / "records" / f"{v}.json").stat().st_mtime_ns,
+    )
     assert pushed == sorted(pushed) and sorted(pushed) == served
     # The config the server reads is the one the final state implies (no push wrote a stale one).
     assert (root / "models.config").read_text() == ServingRoot(str(root)).models_config()
@@ -98,12 +105,23 @@ def test_pushes_and_label_moves_run_in_the_deploy_pool_of_one_slot(airflow_db):
 
 
 def test_a_backfill_and_the_daily_run_never_share_a_path():
-    end = datetime(2016, 1, 1, tzinfo=timezone.utc)
-    runs = [RunLayout("/a", "taxi_daily_retrain", Window.ending_at(end, 365), run_id) for run_id in (
-        "scheduled__2016-01-01T00:00:00+00:00", "backfill__2016-01-01T00:00:00+00:00",
-        "manual__2016-01-01T00:00:00+00:00")]
-    runs.append(RunLayout("/a", "taxi_daily_retrain", Window.ending_at(datetime(2015, 12, 31, tzinfo=timezone.utc), 365),
-                          "backfill__2015-12-31T00:00:00+00:00"))
+    end = datetime(2016, 1, 1, tzinfo=UTC)
+    runs = [
+        RunLayout("/a", "taxi_daily_retrain", Window.ending_at(end, 365), run_id)
+        for run_id in (
+            "scheduled__2016-01-01T00:00:00+00:00",
+            "backfill__2016-01-01T00:00:00+00:00",
+            "manual__2016-01-01T00:00:00+00:00",
+        )
+    ]
+    runs.append(
+        RunLayout(
+            "/a",
+            "taxi_daily_retrain",
+            Window.ending_at(datetime(2015, 12, 31, tzinfo=UTC), 365),
+            "backfill__2015-12-31T00:00:00+00:00",
+        )
+    )
     dirs = [r.run_dir + "/" for r in runs]
     assert len(set(dirs)) == len(dirs)
     assert not any(a != b and b.startswith(a) for a in dirs for b in dirs)  # none inside another

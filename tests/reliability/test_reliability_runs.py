@@ -11,6 +11,7 @@ dag_runner.py), in a TAXI_HOME of this module's own:
 - bad data: a window with duplicated trips stops at validate_window, nothing downstream runs, the
   served model is unchanged, and the failure alert goes out through the connection's webhook.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -47,15 +48,24 @@ def run_after(logical_date: str) -> str:
 
 
 def layout_of(home: Path, logical_date: str) -> RunLayout:
-    end = datetime.fromisoformat(logical_date).replace(tzinfo=timezone.utc)
-    return RunLayout(str(home / "artifacts"), DAG_ID, Window.ending_at(end, 365),
-                     f"manual__{run_after(logical_date)}+00:00")
+    end = datetime.fromisoformat(logical_date).replace(tzinfo=UTC)
+    return RunLayout(
+        str(home / "artifacts"), DAG_ID, Window.ending_at(end, 365), f"manual__{run_after(logical_date)}+00:00"
+    )
 
 
-def start(env: dict, logical_date: str, mark_success: str | None = None, conf: dict | None = None,
-          log: Path | None = None) -> subprocess.Popen:
-    args = [sys.executable, str(HERE / "dag_runner.py"), DAG_ID, logical_date, run_after(logical_date),
-            "--conf", json.dumps(conf or {})] + (["--mark-success", mark_success] if mark_success else [])
+def start(
+    env: dict, logical_date: str, mark_success: str | None = None, conf: dict | None = None, log: Path | None = None
+) -> subprocess.Popen:
+    args = [
+        sys.executable,
+        str(HERE / "dag_runner.py"),
+        DAG_ID,
+        logical_date,
+        run_after(logical_date),
+        "--conf",
+        json.dumps(conf or {}),
+    ] + (["--mark-success", mark_success] if mark_success else [])
     out = open(log, "w") if log else subprocess.PIPE
     return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -65,7 +75,7 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 1800) -> dict:
     text = log.read_text()
     results = [line for line in text.splitlines() if line.startswith("RESULT ")]
     assert results, f"the run printed no result (exit {proc.returncode}):\n{text[-4000:]}"
-    return {**json.loads(results[-1][len("RESULT "):]), "log": text}
+    return {**json.loads(results[-1][len("RESULT ") :]), "log": text}
 
 
 def run(env: dict, logical_date: str, log: Path, **kwargs) -> dict:
@@ -90,8 +100,14 @@ def leftovers(root: Path) -> list[str]:
 # and Data Docs pages (with their times), the SavedModel's fingerprint.pb (a fresh id per save; the
 # graph and the variables are compared), TFMA's raw output (protos serialized in no fixed order; the
 # metrics and the verdict decoded from it, metrics.json and blessing.json, are compared).
-VOLATILE = ("/logs/", "events.out.tfevents", "data_docs/", "validation/result.json", "model/fingerprint.pb",
-            "evaluation/tfma/")
+VOLATILE = (
+    "/logs/",
+    "events.out.tfevents",
+    "data_docs/",
+    "validation/result.json",
+    "model/fingerprint.pb",
+    "evaluation/tfma/",
+)
 
 
 @pytest.fixture(scope="module")
@@ -159,12 +175,17 @@ def test_clearing_and_rerunning_tasks_gives_the_same_artifacts_and_no_second_cop
     run_dir, serving = Path(layout.run_dir), home / "serving"
     before, served_before = tree(run_dir, VOLATILE), tree(serving)
     # Everything the backfill ran but the extract and the transform (retried in the crash test below).
-    rerun = run(env, BACKFILL, tmp_path / "rerun.log",
-                mark_success=r"^(wait_for_window|extract_window|standard\.transform|coarse\..*|compare_variants"
-                             r"|promote_champion|data_report|model_report)$")
+    rerun = run(
+        env,
+        BACKFILL,
+        tmp_path / "rerun.log",
+        mark_success=r"^(wait_for_window|extract_window|standard\.transform|coarse\..*|compare_variants"
+        r"|promote_champion|data_report|model_report)$",
+    )
     assert rerun["state"] == "success", rerun["states"]
-    assert {k: v for k, v in rerun["states"].items() if v != "success"} in (
-        {}, {"standard.push": "skipped"}), rerun["states"]
+    assert {k: v for k, v in rerun["states"].items() if v != "success"} in ({}, {"standard.push": "skipped"}), rerun[
+        "states"
+    ]
     after = tree(run_dir, VOLATILE)
     assert sorted(after) == sorted(before)  # the same files: nothing duplicated, nothing lost
     changed = sorted(k for k in before if before[k] != after[k])
@@ -191,12 +212,16 @@ def kill_mid_write(env: dict, logical_date: str, task: str, staging_glob: Path, 
     return proc.returncode == -signal.SIGKILL and bool(list(staging_glob.parent.glob(staging_glob.name)))
 
 
-@pytest.mark.parametrize("task, output, staging", [
-    ("extract_window", "data", ".data.staging-*"),
-    ("standard.transform", "variants/standard/transform", "transform.tmp-*"),
-])
+@pytest.mark.parametrize(
+    "task, output, staging",
+    [
+        ("extract_window", "data", ".data.staging-*"),
+        ("standard.transform", "variants/standard/transform", "transform.tmp-*"),
+    ],
+)
 def test_a_task_killed_mid_write_leaves_its_previous_output_and_its_retry_succeeds(
-        home, env, concurrent_runs, tmp_path, task, output, staging):
+    home, env, concurrent_runs, tmp_path, task, output, staging
+):
     run_dir = Path(layout_of(home, DAILY).run_dir)
     target = run_dir / output
     before = tree(target)
@@ -224,11 +249,32 @@ def test_a_worse_model_and_a_broken_export_are_not_deployed_and_say_why(home, en
     worse than the one served and below the bar), `coarse` exported with constant outputs."""
     daily, next_day = layout_of(home, DAILY), layout_of(home, "2016-01-02")
     runtime = os.environ.get("TAXI_RUNTIME_PYTHON") or str(REPO / ".venv-runtime" / "bin" / "python")
-    subprocess.run([runtime, "-m", "taxi_model.trainer", "--transform_output", daily.transform_dir("standard"),
-                    "--serving_model_dir", next_day.model_dir("standard"), "--log_dir", str(tmp_path / "tb"),
-                    "--train_steps", "1", "--eval_steps", "1"], check=True, env=env, capture_output=True)
-    subprocess.run([runtime, str(HERE / "broken_model.py"), "constant", daily.model_dir("coarse"),
-                    next_day.model_dir("coarse")], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [
+            runtime,
+            "-m",
+            "taxi_model.trainer",
+            "--transform_output",
+            daily.transform_dir("standard"),
+            "--serving_model_dir",
+            next_day.model_dir("standard"),
+            "--log_dir",
+            str(tmp_path / "tb"),
+            "--train_steps",
+            "1",
+            "--eval_steps",
+            "1",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    subprocess.run(
+        [runtime, str(HERE / "broken_model.py"), "constant", daily.model_dir("coarse"), next_day.model_dir("coarse")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     serving = home / "serving"
     served_before = tree(serving)
 
@@ -281,19 +327,26 @@ def test_a_bad_window_stops_at_the_gate_leaves_the_served_model_and_alerts(home,
     (scratch / "warehouse").mkdir(parents=True)
     shutil.copy(home / "warehouse" / "taxi.duckdb", scratch / "warehouse" / "taxi.duckdb")
     with connect(scratch / "warehouse" / "taxi.duckdb", read_only=False) as con:
-        con.execute(f"INSERT INTO {LOCAL_SOURCE_TABLE} SELECT * FROM {LOCAL_SOURCE_TABLE} "
-                    "WHERE year(trip_start_timestamp) = 2015 AND hash(unique_key) % 20 = 0")
+        con.execute(
+            f"INSERT INTO {LOCAL_SOURCE_TABLE} SELECT * FROM {LOCAL_SOURCE_TABLE} "
+            "WHERE year(trip_start_timestamp) = 2015 AND hash(unique_key) % 20 = 0"
+        )
         from_july = "trip_start_timestamp >= TIMESTAMPTZ '2015-07-01 00:00:00+00'"
-        con.execute(f"UPDATE {LOCAL_SOURCE_TABLE} SET company = 'Taxi Affiliation Svcs' "
-                    f"WHERE company = 'Taxi Affiliation Services' AND {from_july}")
+        con.execute(
+            f"UPDATE {LOCAL_SOURCE_TABLE} SET company = 'Taxi Affiliation Svcs' "
+            f"WHERE company = 'Taxi Affiliation Services' AND {from_july}"
+        )
         con.execute(f"UPDATE {LOCAL_SOURCE_TABLE} SET tips = 0 WHERE {from_july}")
     shutil.copytree(home / "serving", scratch / "serving")
     schema = Path("artifacts", DAG_ID, "schema")  # learned by the runs before, from the data as it was
     shutil.copytree(home / schema, scratch / schema)
     served_before = tree(scratch / "serving")
     url, received = webhook
-    env = {**os.environ, "TAXI_HOME": str(scratch),
-           "AIRFLOW_CONN_TAXI_ALERTS": json.dumps({"conn_type": "http", "host": url})}
+    env = {
+        **os.environ,
+        "TAXI_HOME": str(scratch),
+        "AIRFLOW_CONN_TAXI_ALERTS": json.dumps({"conn_type": "http", "host": url}),
+    }
 
     result = run(env, DAILY, tmp_path / "bad_window.log")
     states = result["states"]

@@ -3,6 +3,7 @@ the model server listen on loopback by default, the model server refuses request
 limit, and the images run as a non-root user. (The gcp platform's Kubernetes manifests, non-root
 with a read-only root filesystem, are checked in tests/taxi_pipeline/test_platform_gcp.py; task
 logs mask the alert webhook's secret: test_reliability_alerts.py and test_reliability_runs.py.)"""
+
 from __future__ import annotations
 
 import http.client
@@ -27,7 +28,10 @@ CREDENTIALS = {
     "Slack webhook": re.compile(r"hooks\.slack\.com/services/T[0-9A-Z]{6,}/B[0-9A-Z]{6,}/[0-9A-Za-z]{20,}"),
 }
 # Outside the tests (whose fake secrets say so), no literal password or secret assigned in code or config.
-ASSIGNED = re.compile(r"""(?i)\b(password|passwd|secret_key|jwt_secret|fernet_key|api_key|token)\b[ \t]*[=:][ \t]*["']?[A-Za-z0-9+/_\-]{8,}""")
+ASSIGNED = re.compile(
+    r"""(?i)\b(password|passwd|secret_key|jwt_secret|fernet_key|api_key|token)\b"""
+    r"""[ \t]*[=:][ \t]*["']?[A-Za-z0-9+/_\-]{8,}"""
+)
 
 # Starts the model server and Airflow's api-server: outside `make check`.
 pytestmark = pytest.mark.slow
@@ -70,9 +74,23 @@ def model_server(tmp_path_factory):
     runtime = os.environ.get("TAXI_RUNTIME_PYTHON") or str(REPO / ".venv-runtime" / "bin" / "python")
     root = tmp_path_factory.mktemp("serving")
     log = tmp_path_factory.mktemp("server") / "server.log"
-    proc = subprocess.Popen([runtime, "-m", "taxi_model.serving.server", "--serving_root", str(root),
-                             "--rest_port", "0", "--grpc_port", "0", "--max_body_bytes", "4096"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            runtime,
+            "-m",
+            "taxi_model.serving.server",
+            "--serving_root",
+            str(root),
+            "--rest_port",
+            "0",
+            "--grpc_port",
+            "0",
+            "--max_body_bytes",
+            "4096",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 180
         while not (match := re.search(r"REST on ([\d.]+):(\d+), gRPC on ([\d.]+):(\d+)", log.read_text())):
@@ -93,8 +111,13 @@ def test_the_model_server_refuses_a_request_over_its_size_limit(model_server, bo
     connection = http.client.HTTPConnection("127.0.0.1", int(model_server.group(2)), timeout=30)
     try:
         if chunked:
-            connection.request("POST", "/v1/models/taxi:predict", body=iter([body[:2500], body[2500:]]),
-                               encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+            connection.request(
+                "POST",
+                "/v1/models/taxi:predict",
+                body=iter([body[:2500], body[2500:]]),
+                encode_chunked=True,
+                headers={"Transfer-Encoding": "chunked"},
+            )
         else:
             connection.request("POST", "/v1/models/taxi:predict", body=body)
         response = connection.getresponse()

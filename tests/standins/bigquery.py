@@ -12,15 +12,16 @@ their own code and submit the real job configurations; only BigQuery's side is a
   warehouse holds trips of that hour or later (the hour has landed).
 Jobs are kept by id (get_job finds an earlier try's job; a second insert of an id is a Conflict).
 """
+
 from __future__ import annotations
 
 import contextlib
 import csv
 import io
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 from unittest import mock
 
 
@@ -32,8 +33,10 @@ class Job:
         self.state, self.error_result, self.errors = "DONE", None, None
 
     def to_api_repr(self) -> dict:
-        return {"configuration": self.configuration,
-                "jobReference": {"jobId": self.job_id, "projectId": self.project, "location": self.location}}
+        return {
+            "configuration": self.configuration,
+            "jobReference": {"jobId": self.job_id, "projectId": self.project, "location": self.location},
+        }
 
     def result(self, timeout=None, retry=None):
         return self
@@ -102,7 +105,7 @@ class WarehouseBigQuery:
 
         self.partition_checks.append((table, partition_id))
         assert table == self.source_table, table
-        hour = datetime.strptime(partition_id, "%Y%m%d%H").replace(tzinfo=timezone.utc)
+        hour = datetime.strptime(partition_id, "%Y%m%d%H").replace(tzinfo=UTC)
         latest = latest_trip_start(self.warehouse)
         return latest is not None and latest >= hour
 
@@ -117,8 +120,10 @@ def bigquery_over_warehouse(warehouse: Path, source_table: str) -> Iterator[Ware
     def partition_exists(self, dataset_id, table_id, partition_id, project_id):
         return fake.table_partition_exists(f"{project_id}.{dataset_id}.{table_id}", partition_id)
 
-    with mock.patch.object(BigQueryHook, "insert_job", lambda self, **kw: fake.insert_job(**kw)), \
-            mock.patch.object(BigQueryHook, "get_job", lambda self, **kw: fake.get_job(**kw)), \
-            mock.patch.object(BigQueryHook, "get_client", lambda self, **kw: fake), \
-            mock.patch.object(BigQueryHook, "table_partition_exists", partition_exists):
+    with (
+        mock.patch.object(BigQueryHook, "insert_job", lambda self, **kw: fake.insert_job(**kw)),
+        mock.patch.object(BigQueryHook, "get_job", lambda self, **kw: fake.get_job(**kw)),
+        mock.patch.object(BigQueryHook, "get_client", lambda self, **kw: fake),
+        mock.patch.object(BigQueryHook, "table_partition_exists", partition_exists),
+    ):
         yield fake

@@ -18,14 +18,15 @@ output, DataflowHook.wait_for_done's polling); only Google's side is answered he
 The runtime processes inherit this process's environment (the Beam hook passes no env):
 `runtime_env` is set for the duration.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Iterator
 from unittest import mock
 
 
@@ -38,26 +39,35 @@ class _Request:
 
 
 class _Jobs:
-    def __init__(self, dataflow: "DataflowStandin"):
+    def __init__(self, dataflow: DataflowStandin):
         self.dataflow = dataflow
 
     def get(self, projectId, location, jobId, **_):
         return _Request(lambda: dict(self.dataflow.jobs[jobId]))
 
     def list(self, projectId, location, **_):
-        return _Request(lambda: {"jobs": [dict(j) for j in self.dataflow.jobs.values()
-                                          if j["projectId"] == projectId and j["location"] == location]})
+        return _Request(
+            lambda: {
+                "jobs": [
+                    dict(j)
+                    for j in self.dataflow.jobs.values()
+                    if j["projectId"] == projectId and j["location"] == location
+                ]
+            }
+        )
 
     def list_next(self, previous_request=None, previous_response=None):
         return None
 
     def update(self, projectId, location, jobId, body, **_):
         """A cancel (the operator's on_kill): the job's state becomes the requested one."""
+
         def answer():
             job = self.dataflow.jobs[jobId]
             job["currentState"] = body.get("requestedState", job["currentState"])
             self.dataflow.kill(jobId)
             return dict(job)
+
         return _Request(answer)
 
     def getMetrics(self, projectId, location, jobId, **_):
@@ -80,7 +90,7 @@ class _Messages:
 class _Api:
     """The discovery client's chain: projects().locations().jobs()."""
 
-    def __init__(self, dataflow: "DataflowStandin"):
+    def __init__(self, dataflow: DataflowStandin):
         self.dataflow = dataflow
 
     def projects(self):
@@ -113,18 +123,34 @@ class DataflowStandin:
                 proc.kill()
                 proc.wait(timeout=10)
 
-    def run(self, original, cmd, log, process_line_callback=None, working_directory=None,
-            is_dataflow_job_id_exist_callback=None):
+    def run(
+        self,
+        original,
+        cmd,
+        log,
+        process_line_callback=None,
+        working_directory=None,
+        is_dataflow_job_id_exist_callback=None,
+    ):
         if "--runner=DataflowRunner" not in cmd:
-            return original(cmd=cmd, log=log, process_line_callback=process_line_callback,
-                            working_directory=working_directory,
-                            is_dataflow_job_id_exist_callback=is_dataflow_job_id_exist_callback)
+            return original(
+                cmd=cmd,
+                log=log,
+                process_line_callback=process_line_callback,
+                working_directory=working_directory,
+                is_dataflow_job_id_exist_callback=is_dataflow_job_id_exist_callback,
+            )
         self.commands.append(list(cmd))
         options = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
         job_id = f"{options.get('region', 'standin')}-{uuid.uuid4().hex[:16]}"
-        self.jobs[job_id] = {"id": job_id, "name": options.get("job_name", ""), "projectId": options.get("project"),
-                             "location": options.get("region"), "type": "JOB_TYPE_BATCH",
-                             "currentState": "JOB_STATE_RUNNING"}
+        self.jobs[job_id] = {
+            "id": job_id,
+            "name": options.get("job_name", ""),
+            "projectId": options.get("project"),
+            "location": options.get("region"),
+            "type": "JOB_TYPE_BATCH",
+            "currentState": "JOB_STATE_RUNNING",
+        }
         if process_line_callback:
             process_line_callback(f"INFO:apache_beam.runners.dataflow: Created job with id: [{job_id}]")
         local = ["--runner=FnApiRunner" if a == "--runner=DataflowRunner" else a for a in cmd]
@@ -152,16 +178,20 @@ def dataflow_standin(runtime_env: dict[str, str] | None = None) -> Iterator[Data
     original = beam_hooks.run_beam_command
 
     def run(cmd, log, process_line_callback=None, working_directory=None, is_dataflow_job_id_exist_callback=None):
-        return standin.run(original, cmd, log, process_line_callback, working_directory,
-                           is_dataflow_job_id_exist_callback)
+        return standin.run(
+            original, cmd, log, process_line_callback, working_directory, is_dataflow_job_id_exist_callback
+        )
 
-    launcher = SimpleNamespace(**{k: getattr(subprocess, k) for k in ("PIPE", "STDOUT", "check_output")},
-                               Popen=standin.popen)
+    launcher = SimpleNamespace(
+        **{k: getattr(subprocess, k) for k in ("PIPE", "STDOUT", "check_output")}, Popen=standin.popen
+    )
     try:
-        with mock.patch.object(beam_hooks, "run_beam_command", run), \
-                mock.patch.object(beam_hooks, "subprocess", launcher), \
-                mock.patch.object(DataflowHook, "get_conn", lambda self: _Api(standin)), \
-                mock.patch.dict(os.environ, runtime_env or {}):
+        with (
+            mock.patch.object(beam_hooks, "run_beam_command", run),
+            mock.patch.object(beam_hooks, "subprocess", launcher),
+            mock.patch.object(DataflowHook, "get_conn", lambda self: _Api(standin)),
+            mock.patch.dict(os.environ, runtime_env or {}),
+        ):
             yield standin
     finally:
         standin.kill()

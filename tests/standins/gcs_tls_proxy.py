@@ -9,6 +9,7 @@ smooths three emulator gaps TF trips on: chunked request bodies (decoded), empty
 directory markers (sent as the equivalent multipart upload) and the bucket's `storageLayout`
 (answered here: a flat bucket). `GcsTlsProxy.env()` is what a runtime process needs.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -32,15 +33,34 @@ BOUNDARY = "tfgcsproxyboundary"
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for the GCS hosts (its own CA: CURL_CA_BUNDLE names it) and its key."""
     cert, key = directory / "gcs-cert.pem", directory / "gcs-key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    f"/CN={HOSTS[0]}", "-addext", "subjectAltName=" + ",".join(f"DNS:{h}" for h in HOSTS),
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={HOSTS[0]}",
+            "-addext",
+            "subjectAltName=" + ",".join(f"DNS:{h}" for h in HOSTS),
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, fmt, *args):
         self.server.requests.append(fmt % args)
@@ -96,15 +116,26 @@ class _Handler(BaseHTTPRequestHandler):
             # a directory marker ("dir/"): the emulator fails on an empty media upload
             name = parse_qs(urlsplit(path).query)["name"][0]
             path = path.replace("uploadType=media", "uploadType=multipart")
-            body = (f"--{BOUNDARY}\r\nContent-Type: application/json\r\n\r\n{json.dumps({'name': name})}\r\n"
-                    f"--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\n\r\n\r\n--{BOUNDARY}--\r\n").encode()
+            body = (
+                f"--{BOUNDARY}\r\nContent-Type: application/json\r\n\r\n{json.dumps({'name': name})}\r\n"
+                f"--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\n\r\n\r\n--{BOUNDARY}--\r\n"
+            ).encode()
             headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             headers["Content-Type"] = f"multipart/related; boundary={BOUNDARY}"
         if self.command == "GET" and path.split("?")[0].endswith("/storageLayout"):
             bucket = path.split("/b/", 1)[1].split("/", 1)[0]
-            self._answer(200, json.dumps({"kind": "storage#storageLayout", "bucket": bucket, "location": "US",
-                                          "locationType": "multi-region"}).encode(),
-                         [("Content-Type", "application/json")])
+            self._answer(
+                200,
+                json.dumps(
+                    {
+                        "kind": "storage#storageLayout",
+                        "bucket": bucket,
+                        "location": "US",
+                        "locationType": "multi-region",
+                    }
+                ).encode(),
+                [("Content-Type", "application/json")],
+            )
             return
         headers["Host"] = f"127.0.0.1:{emulator}"
         if body or self.command in ("POST", "PUT", "PATCH"):
@@ -149,8 +180,9 @@ class GcsTlsProxy:
         self._server.tls.load_cert_chain(self.cert, key)
         self._server.emulator_port, self._server.requests = emulator_port, []
         self.port = self._server.server_address[1]
-        self.thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                       name="gcs-tls-proxy", daemon=True)
+        self.thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="gcs-tls-proxy", daemon=True
+        )
 
     @property
     def requests(self) -> list[str]:
@@ -159,12 +191,17 @@ class GcsTlsProxy:
     def env(self) -> dict[str, str]:
         """The environment that sends TF's GCS requests here (and nothing else: loopback is direct)."""
         proxy = f"http://127.0.0.1:{self.port}"
-        return {"https_proxy": proxy, "HTTPS_PROXY": proxy, "no_proxy": "127.0.0.1,localhost",
-                "NO_PROXY": "127.0.0.1,localhost", "CURL_CA_BUNDLE": str(self.cert),
-                "GOOGLE_AUTH_TOKEN_FOR_TESTING": "unused",  # TF's GCS auth: no metadata server offline
-                "NO_GCE_CHECK": "true"}
+        return {
+            "https_proxy": proxy,
+            "HTTPS_PROXY": proxy,
+            "no_proxy": "127.0.0.1,localhost",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "CURL_CA_BUNDLE": str(self.cert),
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "unused",  # TF's GCS auth: no metadata server offline
+            "NO_GCE_CHECK": "true",
+        }
 
-    def __enter__(self) -> "GcsTlsProxy":
+    def __enter__(self) -> GcsTlsProxy:
         self.thread.start()
         return self
 

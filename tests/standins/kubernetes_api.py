@@ -34,6 +34,7 @@ their own code and the real kubernetes client's HTTP calls; only the cluster is 
 `KubernetesStandin` records what was asked: `created` (kind, namespace, name, body), `commands`
 (each container run: argv, env, cwd), `deleted`, `requests`. `stop()` kills every process left.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -53,16 +54,20 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "standin-bearer-token"
 TFJOB_PATH = "/apis/kubeflow.org/v1"
 APPS_PATH = "/apis/apps/v1"
-OBJECT_KINDS = {"Deployment": ("apps/v1", "deployments"), "Service": ("v1", "services"),
-                "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies")}
+OBJECT_KINDS = {
+    "Deployment": ("apps/v1", "deployments"),
+    "Service": ("v1", "services"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
+}
 NETWORKING_PATH = "/apis/networking.k8s.io/v1"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
@@ -83,12 +88,12 @@ def default_runtime_python() -> str:
 
 def _time(at: float | None = None) -> str:
     """metav1.Time: RFC 3339, seconds."""
-    return dt.datetime.fromtimestamp(time.time() if at is None else at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _log_time(at: float) -> str:
     """A log line's timestamp as the kubelet writes it (RFC 3339 with nanoseconds)."""
-    return dt.datetime.fromtimestamp(at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
 
 
 def _free_port() -> int:
@@ -100,16 +105,30 @@ def _free_port() -> int:
 class ApiError(Exception):
     """An API error, answered as a metav1.Status."""
 
-    REASONS = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
-               409: "AlreadyExists", 415: "UnsupportedMediaType", 422: "Invalid"}
+    REASONS = {
+        400: "BadRequest",
+        401: "Unauthorized",
+        404: "NotFound",
+        405: "MethodNotAllowed",
+        409: "AlreadyExists",
+        415: "UnsupportedMediaType",
+        422: "Invalid",
+    }
 
     def __init__(self, code: int, message: str, reason: str | None = None, details: dict | None = None):
         super().__init__(message)
         self.code, self.message, self.reason, self.details = code, message, reason or self.REASONS.get(code), details
 
     def status(self) -> dict:
-        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                  "message": self.message, "reason": self.reason, "code": self.code}
+        status = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details:
             status["details"] = self.details
         return status
@@ -126,6 +145,7 @@ def _not_found(resource: str, name: str) -> ApiError:
 
 # --- selectors ---------------------------------------------------------------------------------
 
+
 def _split_requirements(text: str) -> list[str]:
     parts, depth, current = [], 0, ""
     for char in text:
@@ -139,8 +159,10 @@ def _split_requirements(text: str) -> list[str]:
     return [p.strip() for p in parts + [current] if p.strip()]
 
 
-_REQUIREMENT = re.compile(r"^(?P<neg>!)?\s*(?P<key>[A-Za-z0-9_./-]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[A-Za-z0-9_.-]*)"
-                          r"|\s+(?P<set>in|notin)\s*\((?P<values>[^)]*)\))?$")
+_REQUIREMENT = re.compile(
+    r"^(?P<neg>!)?\s*(?P<key>[A-Za-z0-9_./-]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[A-Za-z0-9_.-]*)"
+    r"|\s+(?P<set>in|notin)\s*\((?P<values>[^)]*)\))?$"
+)
 
 
 def label_selector(text: str | None) -> Callable[[dict], bool]:
@@ -182,11 +204,13 @@ def field_selector(text: str | None) -> Callable[[dict], bool]:
             for part in path.split("."):
                 current = current.get(part) if isinstance(current, dict) else None
             return (str(current if current is not None else "") == value) == (op != "!=")
+
         tests.append(test)
     return lambda obj: all(t(obj) for t in tests)
 
 
 # --- patches -----------------------------------------------------------------------------------
+
 
 def _merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 merge patch (a strategic merge patch of maps and scalars is the same)."""
@@ -213,7 +237,7 @@ def _json_patch(target: dict, operations: list[dict]) -> dict:
         if op["op"] in ("add", "replace"):
             if isinstance(parent, list):
                 index = len(parent) if last == "-" else int(last)
-                parent[index:index + (op["op"] == "replace")] = [op["value"]]
+                parent[index : index + (op["op"] == "replace")] = [op["value"]]
             else:
                 parent[last] = op["value"]
         elif op["op"] == "remove":
@@ -228,44 +252,72 @@ def _json_patch(target: dict, operations: list[dict]) -> dict:
 
 # --- TLS ---------------------------------------------------------------------------------------
 
+
 def _certificates(directory: Path) -> tuple[bytes, Path, Path]:
     """A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert file, key file)."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    import ipaddress
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes stand-in CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     cert_file, key_file = directory / "apiserver.crt", directory / "apiserver.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return ca.public_bytes(serialization.Encoding.PEM), cert_file, key_file
 
 
 # --- the kubelet -------------------------------------------------------------------------------
+
 
 class _Run:
     """One run of a container: its process and the log lines it wrote (time, bytes)."""
@@ -288,10 +340,17 @@ class _Container:
 
     def status(self) -> dict:
         running = "running" in self.state
-        return {"name": self.name, "image": self.spec.get("image", ""),
-                "imageID": f"{self.spec.get('image', '')}@sha256:{'0' * 64}", "containerID": self.container_id,
-                "state": copy.deepcopy(self.state), "lastState": copy.deepcopy(self.last_state),
-                "ready": running, "started": running, "restartCount": self.restart_count}
+        return {
+            "name": self.name,
+            "image": self.spec.get("image", ""),
+            "imageID": f"{self.spec.get('image', '')}@sha256:{'0' * 64}",
+            "containerID": self.container_id,
+            "state": copy.deepcopy(self.state),
+            "lastState": copy.deepcopy(self.last_state),
+            "ready": running,
+            "started": running,
+            "restartCount": self.restart_count,
+        }
 
     def exit_code(self) -> int | None:
         return self.state.get("terminated", {}).get("exitCode")
@@ -300,7 +359,7 @@ class _Container:
 class _Pod:
     """A pod on the stand-in's node: its object and the kubelet's work on it."""
 
-    def __init__(self, api: "KubernetesStandin", obj: dict):
+    def __init__(self, api: KubernetesStandin, obj: dict):
         self.api, self.obj = api, obj
         self.namespace, self.name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         spec = obj["spec"]
@@ -336,20 +395,31 @@ class _Pod:
             value = "True" if true else "False"
             if old and old["status"] == value:
                 return old
-            return {"type": kind, "status": value, "lastProbeTime": None, "lastTransitionTime": now,
-                    **({"reason": reason} if reason and not true else {})}
+            return {
+                "type": kind,
+                "status": value,
+                "lastProbeTime": None,
+                "lastTransitionTime": now,
+                **({"reason": reason} if reason and not true else {}),
+            }
 
         not_ready = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
         phases = self.api.history.setdefault(("Pod", self.namespace, self.name), [])
         if not phases or phases[-1] != phase:
             phases.append(phase)
-        status.update({
-            "phase": phase,
-            "conditions": [condition("PodReadyToStartContainers", True), condition("Initialized", init_ok),
-                           condition("Ready", ready, not_ready), condition("ContainersReady", ready, not_ready),
-                           condition("PodScheduled", True)],
-            "containerStatuses": [c.status() for c in self.containers],
-        })
+        status.update(
+            {
+                "phase": phase,
+                "conditions": [
+                    condition("PodReadyToStartContainers", True),
+                    condition("Initialized", init_ok),
+                    condition("Ready", ready, not_ready),
+                    condition("ContainersReady", ready, not_ready),
+                    condition("PodScheduled", True),
+                ],
+                "containerStatuses": [c.status() for c in self.containers],
+            }
+        )
         if self.init_containers:
             status["initContainerStatuses"] = [c.status() for c in self.init_containers]
         self.api._touch(self.obj)
@@ -358,8 +428,12 @@ class _Pod:
     def _kubelet(self) -> None:
         api = self.api
         with api.lock:
-            api._event(self.obj, "Scheduled", f"Successfully assigned {self.namespace}/{self.name} to {api.node}",
-                       component="default-scheduler")
+            api._event(
+                self.obj,
+                "Scheduled",
+                f"Successfully assigned {self.namespace}/{self.name} to {api.node}",
+                component="default-scheduler",
+            )
         for container in self.init_containers:
             self._run_container(container)
             if container.exit_code() != 0:
@@ -392,16 +466,35 @@ class _Pod:
                 argv, env, cwd = self._command(container)
                 started = time.time()
                 try:  # under the lock: a deletion either comes before (no run) or signals this process
-                    run.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+                    run.proc = subprocess.Popen(
+                        argv,
+                        cwd=cwd,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 except OSError as error:
-                    exit_code, reason, message = 128, "StartError", (
-                        f"failed to create containerd task: failed to start container {container.name!r}: exec: "
-                        f'"{argv[0]}": {error.strerror}')
-                api.commands.append({"namespace": self.namespace, "pod": self.name, "container": container.name,
-                                     "argv": list(argv), "env": dict(env), "cwd": cwd,
-                                     "pid": run.proc.pid if run.proc else None})
+                    exit_code, reason, message = (
+                        128,
+                        "StartError",
+                        (
+                            f"failed to create containerd task: failed to start container {container.name!r}: exec: "
+                            f'"{argv[0]}": {error.strerror}'
+                        ),
+                    )
+                api.commands.append(
+                    {
+                        "namespace": self.namespace,
+                        "pod": self.name,
+                        "container": container.name,
+                        "argv": list(argv),
+                        "env": dict(env),
+                        "cwd": cwd,
+                        "pid": run.proc.pid if run.proc else None,
+                    }
+                )
             if run.proc is not None:
                 with api.lock:
                     container.state = {"running": {"startedAt": _time(started)}}
@@ -424,23 +517,42 @@ class _Pod:
                     tail = b"".join(line for _, line in run.lines[-TERMINATION_LOG_LINES:])[-TERMINATION_LOG_BYTES:]
                     message = tail.decode("utf-8", "replace")
             with api.lock:
-                terminated = {"exitCode": exit_code, "reason": reason, "startedAt": _time(started),
-                              "finishedAt": _time(), "containerID": container.container_id}
+                terminated = {
+                    "exitCode": exit_code,
+                    "reason": reason,
+                    "startedAt": _time(started),
+                    "finishedAt": _time(),
+                    "containerID": container.container_id,
+                }
                 if message:
                     terminated["message"] = message
                 restart_policy = self.obj["spec"].get("restartPolicy", "Always")
                 restart = not self.deleting and (
-                    restart_policy == "Always" and container in self.containers
-                    or restart_policy in ("OnFailure", "Always") and exit_code != 0)
+                    restart_policy == "Always"
+                    and container in self.containers
+                    or restart_policy in ("OnFailure", "Always")
+                    and exit_code != 0
+                )
                 if restart:
                     container.restart_count += 1
                     container.last_state = {"terminated": terminated}
                     uid = self.obj["metadata"]["uid"]
-                    container.state = {"waiting": {"reason": "CrashLoopBackOff", "message": (
-                        f"back-off {backoff:g}s restarting failed container={container.name} "
-                        f"pod={self.name}_{self.namespace}({uid})")}}
-                    api._event(self.obj, "BackOff", "Back-off restarting failed container",
-                               f"spec.containers{{{container.name}}}", kind="Warning")
+                    container.state = {
+                        "waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": (
+                                f"back-off {backoff:g}s restarting failed container={container.name} "
+                                f"pod={self.name}_{self.namespace}({uid})"
+                            ),
+                        }
+                    }
+                    api._event(
+                        self.obj,
+                        "BackOff",
+                        "Back-off restarting failed container",
+                        f"spec.containers{{{container.name}}}",
+                        kind="Warning",
+                    )
                 else:
                     container.state = {"terminated": terminated}
                     container.final = True
@@ -464,9 +576,13 @@ class _Pod:
                 mounts[mount["mountPath"].rstrip("/") or "/"] = str(path)
         work = self.dir / "work"
         work.mkdir(exist_ok=True)
-        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "HOSTNAME": self.name, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-               "KUBERNETES_SERVICE_PORT": str(api.port)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOSTNAME": self.name,
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(api.port),
+        }
         if "/tmp" in mounts:
             env["TMPDIR"] = mounts["/tmp"]
         env.update(api.extra_env)
@@ -489,10 +605,15 @@ class _Pod:
         m = re.match(r"metadata\.(labels|annotations)\['(.+)'\]$", path)
         if m:
             return (meta.get(m[1]) or {}).get(m[2], "")
-        values = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
-                  "spec.nodeName": self.api.node,
-                  "spec.serviceAccountName": self.obj["spec"].get("serviceAccountName", ""),
-                  "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
+        values = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": self.api.node,
+            "spec.serviceAccountName": self.obj["spec"].get("serviceAccountName", ""),
+            "status.podIP": "127.0.0.1",
+            "status.hostIP": "127.0.0.1",
+        }
         return values.get(path, "")
 
     def kill(self, grace: float) -> None:
@@ -521,16 +642,18 @@ def _signal(proc: subprocess.Popen, sig: int, even_if_ended: bool = False) -> No
 
 def _expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes' $(VAR) expansion ($$ is a literal $; an unknown variable is left as it is)."""
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
-                  lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), text)
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", lambda m: "$" if m[0] == "$$" else env.get(m[1], m[0]), text
+    )
 
 
 # --- the training operator ---------------------------------------------------------------------
 
+
 class _TFJob:
     """A TFJob and the training operator's reconcile loop for it."""
 
-    def __init__(self, api: "KubernetesStandin", obj: dict):
+    def __init__(self, api: KubernetesStandin, obj: dict):
         self.api, self.obj = api, obj
         self.namespace, self.name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         self.deleting = False
@@ -559,10 +682,14 @@ class _TFJob:
     def _pods(self, rtype: str | None = None) -> list[_Pod]:
         """The job's pods: its labels and its controller reference (not those of an earlier job of the name)."""
         uid = self.obj["metadata"]["uid"]
-        return [p for p in self.api.pods.values() if p.namespace == self.namespace
-                and (p.obj["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == self.name
-                and any(o.get("uid") == uid for o in p.obj["metadata"].get("ownerReferences") or [])
-                and (rtype is None or p.obj["metadata"]["labels"].get(REPLICA_TYPE_LABEL) == rtype.lower())]
+        return [
+            p
+            for p in self.api.pods.values()
+            if p.namespace == self.namespace
+            and (p.obj["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == self.name
+            and any(o.get("uid") == uid for o in p.obj["metadata"].get("ownerReferences") or [])
+            and (rtype is None or p.obj["metadata"]["labels"].get(REPLICA_TYPE_LABEL) == rtype.lower())
+        ]
 
     def _condition(self, kind: str, reason: str, message: str) -> None:
         """commonutil.UpdateJobConditions: Running and Restarting replace each other; Succeeded or
@@ -580,13 +707,23 @@ class _TFJob:
             if kind in ("Succeeded", "Failed") and c["type"] == "Running" and c["status"] == "True":
                 c = {**c, "status": "False", "lastUpdateTime": now, "lastTransitionTime": now}
             kept.append(c)
-        status["conditions"] = kept + [{"type": kind, "status": "True", "reason": reason, "message": message,
-                                        "lastUpdateTime": now, "lastTransitionTime": now}]
+        status["conditions"] = kept + [
+            {
+                "type": kind,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+            }
+        ]
         self.api.history.setdefault(("TFJob", self.namespace, self.name), []).append(kind)
 
     def _finished(self) -> bool:
-        return any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
-                   for c in self.obj.get("status", {}).get("conditions", []))
+        return any(
+            c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
+            for c in self.obj.get("status", {}).get("conditions", [])
+        )
 
     def _reconcile(self) -> None:
         api, spec = self.api, self.obj["spec"]
@@ -606,9 +743,13 @@ class _TFJob:
         backoff_limit = run_policy.get("backoffLimit")
         failure = None
         if backoff_limit is not None:
-            restarts = sum(c.restart_count for p in pods if p.obj["status"]["phase"] == "Running"
-                           for c in p.containers + p.init_containers
-                           if self.replicas()[_replica_type(p)].get("restartPolicy", "Never") != "Never")
+            restarts = sum(
+                c.restart_count
+                for p in pods
+                if p.obj["status"]["phase"] == "Running"
+                for c in p.containers + p.init_containers
+                if self.replicas()[_replica_type(p)].get("restartPolicy", "Never") != "Never"
+            )
             if restarts > 0 if backoff_limit == 0 else restarts >= backoff_limit:
                 failure = f"Job {self.name} has failed because it has reached the specified backoff limit"
         deadline = run_policy.get("activeDeadlineSeconds")
@@ -639,7 +780,8 @@ class _TFJob:
                 exit_code = next((c.exit_code() for c in pod.containers if c.name == "tensorflow"), None)
                 policy = replica.get("restartPolicy", "Never")
                 retryable = policy in ("OnFailure", "Always") or (
-                    policy == "ExitCode" and exit_code in RETRYABLE_EXIT_CODES)
+                    policy == "ExitCode" and exit_code in RETRYABLE_EXIT_CODES
+                )
                 if phase == "Failed" and not pod.deleting and retryable:
                     api._delete_pod(pod, None)
                     message = f"TFJob {self.name} is restarting because {rtype} replica(s) failed."
@@ -648,25 +790,30 @@ class _TFJob:
                 key = {"Running": "active", "Succeeded": "succeeded", "Failed": "failed"}.get(phase)
                 if key:
                     count[key] += 1
-        status["replicaStatuses"] = {rtype: {k: v for k, v in c.items() if v}
-                                     for rtype, c in counts.items()}
+        status["replicaStatuses"] = {rtype: {k: v for k, v in c.items() if v} for rtype, c in counts.items()}
         self._update_status(counts)
         self._touch(before)
 
     def _started(self) -> float:
         started = self.obj["status"]["startTime"]
-        return dt.datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+        return dt.datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
 
     def _update_status(self, counts: dict[str, dict[str, int]]) -> None:
         """The TFJob reconciler's UpdateJobStatus."""
         replicas, status = self.replicas(), self.obj["status"]
         has_chief = "Chief" in replicas or "Master" in replicas
         success_policy = self.obj["spec"].get("successPolicy") or ""
-        worker0 = next((p for p in self._pods("Worker")
-                        if p.obj["metadata"]["labels"].get(REPLICA_INDEX_LABEL) == "0"), None)
-        worker0_completed = "Worker" not in replicas or worker0 is not None and (
-            worker0.obj["status"]["phase"] == "Succeeded"
-            and next((c.exit_code() for c in worker0.containers if c.name == "tensorflow"), None) == 0)
+        worker0 = next(
+            (p for p in self._pods("Worker") if p.obj["metadata"]["labels"].get(REPLICA_INDEX_LABEL) == "0"), None
+        )
+        worker0_completed = (
+            "Worker" not in replicas
+            or worker0 is not None
+            and (
+                worker0.obj["status"]["phase"] == "Succeeded"
+                and next((c.exit_code() for c in worker0.containers if c.name == "tensorflow"), None) == 0
+            )
+        )
         running_message = f"TFJob {self.namespace}/{self.name} is running."
         done_message = f"TFJob {self.namespace}/{self.name} successfully completed."
         restarting = any(c["type"] == "Restarting" and c["status"] == "True" for c in status.get("conditions", []))
@@ -691,8 +838,10 @@ class _TFJob:
                 self._condition("Succeeded", "TFJobSucceeded", done_message)
                 self._event("TFJobSucceeded", done_message)
             if count["failed"] > 0 and not restarting:
-                message = (f"TFJob {self.namespace}/{self.name} has failed because {count['failed']} {rtype} "
-                           "replica(s) failed.")
+                message = (
+                    f"TFJob {self.namespace}/{self.name} has failed because {count['failed']} {rtype} "
+                    "replica(s) failed."
+                )
                 status.setdefault("completionTime", _time())
                 self._condition("Failed", "TFJobFailed", message)
                 self._event("TFJobFailed", message)
@@ -715,10 +864,16 @@ class _TFJob:
             return
         template = copy.deepcopy(replica.get("template") or {})
         meta = template.get("metadata") or {}
-        labels = {**(meta.get("labels") or {}), OPERATOR_NAME_LABEL: "tfjob-controller", JOB_NAME_LABEL: self.name,
-                  REPLICA_TYPE_LABEL: rt, REPLICA_INDEX_LABEL: str(index)}
-        if rtype in ("Chief", "Master") or (rtype == "Worker" and index == 0 and not (
-                "Chief" in self.replicas() or "Master" in self.replicas())):
+        labels = {
+            **(meta.get("labels") or {}),
+            OPERATOR_NAME_LABEL: "tfjob-controller",
+            JOB_NAME_LABEL: self.name,
+            REPLICA_TYPE_LABEL: rt,
+            REPLICA_INDEX_LABEL: str(index),
+        }
+        if rtype in ("Chief", "Master") or (
+            rtype == "Worker" and index == 0 and not ("Chief" in self.replicas() or "Master" in self.replicas())
+        ):
             labels[JOB_ROLE_LABEL] = "master"
         spec = template.get("spec") or {}
         policy = replica.get("restartPolicy", "Never")
@@ -730,10 +885,22 @@ class _TFJob:
                     container.setdefault("ports", []).append({"name": "tfjob-port", "containerPort": TF_DEFAULT_PORT})
                 if tf_config:
                     container.setdefault("env", []).append({"name": "TF_CONFIG", "value": tf_config})
-        meta = {**meta, "name": name, "namespace": self.namespace, "labels": labels,
-                "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "name": self.name,
-                                     "uid": self.obj["metadata"]["uid"], "controller": True,
-                                     "blockOwnerDeletion": True}]}
+        meta = {
+            **meta,
+            "name": name,
+            "namespace": self.namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "kubeflow.org/v1",
+                    "kind": "TFJob",
+                    "name": self.name,
+                    "uid": self.obj["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
         try:
             api._create_pod(self.namespace, {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
         except ApiError as error:
@@ -753,8 +920,9 @@ class _TFJob:
             port = TF_DEFAULT_PORT
             for c in (replica.get("template") or {}).get("spec", {}).get("containers", []):
                 if c.get("name") == "tensorflow":
-                    port = next((p["containerPort"] for p in c.get("ports") or [] if p.get("name") == "tfjob-port"),
-                                port)
+                    port = next(
+                        (p["containerPort"] for p in c.get("ports") or [] if p.get("name") == "tfjob-port"), port
+                    )
             addresses = []
             for i in range(int(replica.get("replicas", 1))):
                 if self.api.tf_config_hosts == "service":
@@ -773,9 +941,10 @@ def _replica_type(pod: _Pod) -> str:
 
 # --- the API server ----------------------------------------------------------------------------
 
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format, *args):  # the records are the standin's, not stderr's
         pass
@@ -829,17 +998,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    standin: "KubernetesStandin"
+    standin: KubernetesStandin
 
 
 class KubernetesStandin:
     """The stand-in cluster (see the module's docstring). A context manager: started on entry,
     stopped (every process killed, its files removed unless `keep_dirs`) on exit."""
 
-    def __init__(self, runtime_python: str | None = None, *, extra_env: dict[str, str] | None = None,
-                 token: str | None = TOKEN, tls: bool = True, namespaces: list[str] | None = None,
-                 restart_backoff: float = 0.2, max_grace: float = 2.0, controller_interval: float = 0.1,
-                 tf_config_hosts: str = "local", keep_dirs: bool = False):
+    def __init__(
+        self,
+        runtime_python: str | None = None,
+        *,
+        extra_env: dict[str, str] | None = None,
+        token: str | None = TOKEN,
+        tls: bool = True,
+        namespaces: list[str] | None = None,
+        restart_backoff: float = 0.2,
+        max_grace: float = 2.0,
+        controller_interval: float = 0.1,
+        tf_config_hosts: str = "local",
+        keep_dirs: bool = False,
+    ):
         self.runtime_python = runtime_python or default_runtime_python()
         self.interpreters = {"python": self.runtime_python, "python3": self.runtime_python}
         self.extra_env = dict(extra_env or {})
@@ -878,7 +1057,7 @@ class KubernetesStandin:
         """The CA as GKE gives it (clusters.get's masterAuth.clusterCaCertificate): base64 of the PEM."""
         return base64.b64encode(self.ca_pem).decode()
 
-    def start(self) -> "KubernetesStandin":
+    def start(self) -> KubernetesStandin:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.standin = self
         self.port = self._server.server_address[1]
@@ -887,8 +1066,9 @@ class KubernetesStandin:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert, key)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="k8s-standin",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="k8s-standin", daemon=True
+        ).start()
         atexit.register(self._kill_all)  # an interpreter that exits without stop() leaves no process either
         return self
 
@@ -912,7 +1092,7 @@ class KubernetesStandin:
         if not self.keep_dirs:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "KubernetesStandin":
+    def __enter__(self) -> KubernetesStandin:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -922,8 +1102,9 @@ class KubernetesStandin:
         """A kubernetes client ApiClient for the stand-in (CA and bearer token configured)."""
         from kubernetes import client
 
-        configuration = client.Configuration(host=self.url, api_key={"BearerToken": token or self.token or ""},
-                                             api_key_prefix={"BearerToken": "Bearer"})
+        configuration = client.Configuration(
+            host=self.url, api_key={"BearerToken": token or self.token or ""}, api_key_prefix={"BearerToken": "Bearer"}
+        )
         if self.tls:
             ca = self.root / "ca.crt"
             ca.write_bytes(self.ca_pem)
@@ -944,8 +1125,14 @@ class KubernetesStandin:
     def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
         """Every line a pod's container wrote, all its runs (also after the pod was deleted)."""
         with self.lock:
-            runs = [r for p in self._all_pods if (p.namespace, p.name) == (namespace, pod)
-                    for c in p.init_containers + p.containers if container in (None, c.name) for r in c.runs]
+            runs = [
+                r
+                for p in self._all_pods
+                if (p.namespace, p.name) == (namespace, pod)
+                for c in p.init_containers + p.containers
+                if container in (None, c.name)
+                for r in c.runs
+            ]
             return b"".join(line for r in runs for _, line in r.lines).decode("utf-8", "replace")
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 10) -> bool:
@@ -961,44 +1148,83 @@ class KubernetesStandin:
 
     def running_processes(self) -> list[int]:
         with self.lock:
-            return [r.proc.pid for p in self._all_pods for c in p.init_containers + p.containers
-                    for r in c.runs if r.proc and r.proc.poll() is None]
+            return [
+                r.proc.pid
+                for p in self._all_pods
+                for c in p.init_containers + p.containers
+                for r in c.runs
+                if r.proc and r.proc.poll() is None
+            ]
 
     # internals (the lock is held)
     def _touch(self, obj: dict) -> None:
         self._version += 1
         obj["metadata"]["resourceVersion"] = str(self._version)
 
-    def _event(self, obj: dict, reason: str, message: str, field: str | None = None, *, component: str = "kubelet",
-               kind: str = "Normal") -> None:
+    def _event(
+        self,
+        obj: dict,
+        reason: str,
+        message: str,
+        field: str | None = None,
+        *,
+        component: str = "kubelet",
+        kind: str = "Normal",
+    ) -> None:
         meta = obj["metadata"]
         self._version += 1
         now = _time()
-        self.events.append({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"],
-                         "uid": str(uuid.uuid4()), "resourceVersion": str(self._version), "creationTimestamp": now},
-            "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "Pod"),
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
-                               **({"fieldPath": field} if field else {})},
-            "reason": reason, "message": message, "type": kind, "count": 1,
-            "source": {"component": component, **({"host": self.node} if component == "kubelet" else {})},
-            "firstTimestamp": now, "lastTimestamp": now, "reportingComponent": component,
-            "reportingInstance": self.node if component == "kubelet" else "",
-        })
+        self.events.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                    "namespace": meta["namespace"],
+                    "uid": str(uuid.uuid4()),
+                    "resourceVersion": str(self._version),
+                    "creationTimestamp": now,
+                },
+                "involvedObject": {
+                    "apiVersion": obj.get("apiVersion", "v1"),
+                    "kind": obj.get("kind", "Pod"),
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                    **({"fieldPath": field} if field else {}),
+                },
+                "reason": reason,
+                "message": message,
+                "type": kind,
+                "count": 1,
+                "source": {"component": component, **({"host": self.node} if component == "kubelet" else {})},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "reportingComponent": component,
+                "reportingInstance": self.node if component == "kubelet" else "",
+            }
+        )
 
     def _check_namespace(self, namespace: str) -> None:
         if self.namespaces is not None and namespace not in self.namespaces:
-            raise ApiError(404, f'namespaces "{namespace}" not found',
-                           details={"name": namespace, "kind": "namespaces"})
+            raise ApiError(
+                404, f'namespaces "{namespace}" not found', details={"name": namespace, "kind": "namespaces"}
+            )
 
     def _new_meta(self, meta: dict, namespace: str) -> dict:
-        name = meta.get("name") or (meta.get("generateName", "") + uuid.uuid4().hex[:5] if meta.get("generateName")
-                                    else None)
+        name = meta.get("name") or (
+            meta.get("generateName", "") + uuid.uuid4().hex[:5] if meta.get("generateName") else None
+        )
         if not name:
             raise ApiError(422, "metadata.name: Required value: name or generateName is required")
-        return {**meta, "name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "creationTimestamp": _time(),
-                "resourceVersion": str(self._version)}
+        return {
+            **meta,
+            "name": name,
+            "namespace": namespace,
+            "uid": str(uuid.uuid4()),
+            "creationTimestamp": _time(),
+            "resourceVersion": str(self._version),
+        }
 
     def _create_pod(self, namespace: str, body: dict) -> dict:
         """The API server's pod creation: validation, defaults, then the kubelet starts it."""
@@ -1011,11 +1237,18 @@ class KubernetesStandin:
         meta = self._new_meta(meta, namespace)
         name = meta["name"]
         if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
-            raise ApiError(422, f'Pod "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC '
-                                "1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'")
-        for key, value in (meta.get("labels") or {}).items():
-            if not isinstance(value, str) or len(value) > 63 or value and not re.match(
-                    r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value):
+            raise ApiError(
+                422,
+                f'Pod "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC '
+                "1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+            )
+        for value in (meta.get("labels") or {}).values():
+            if (
+                not isinstance(value, str)
+                or len(value) > 63
+                or value
+                and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value)
+            ):
                 raise ApiError(422, f'Pod "{name}" is invalid: metadata.labels: Invalid value: "{value}"')
         if (namespace, name) in self.pods:
             raise ApiError(409, f'pods "{name}" already exists', details={"name": name, "kind": "pods"})
@@ -1030,12 +1263,18 @@ class KubernetesStandin:
             if not container.get("image"):
                 raise ApiError(422, f'Pod "{name}" is invalid: {where}.image: Required value')
             if not container.get("command"):
-                raise ApiError(422, f'Pod "{name}": the stand-in runs a container\'s command, and {where} '
-                                    f"({container['name']}) has none (the image's entrypoint is not known here)")
+                raise ApiError(
+                    422,
+                    f'Pod "{name}": the stand-in runs a container\'s command, and {where} '
+                    f"({container['name']}) has none (the image's entrypoint is not known here)",
+                )
             for var in container.get("env") or []:
                 if "valueFrom" in var and "fieldRef" not in var["valueFrom"]:
-                    raise ApiError(422, f'Pod "{name}": the stand-in resolves only fieldRef env sources, not '
-                                        f"{sorted(var['valueFrom'])} ({var['name']})")
+                    raise ApiError(
+                        422,
+                        f'Pod "{name}": the stand-in resolves only fieldRef env sources, not '
+                        f"{sorted(var['valueFrom'])} ({var['name']})",
+                    )
             container.setdefault("terminationMessagePath", "/dev/termination-log")
             container.setdefault("terminationMessagePolicy", "File")
             latest = container["image"].endswith(":latest") or ":" not in container["image"].rsplit("/", 1)[-1]
@@ -1046,9 +1285,19 @@ class KubernetesStandin:
         spec.setdefault("schedulerName", "default-scheduler")
         spec.setdefault("serviceAccountName", "default")
         spec["nodeName"] = self.node
-        obj = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
-               "status": {"phase": "Pending", "qosClass": "Burstable", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-                          "startTime": _time()}}
+        obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": spec,
+            "status": {
+                "phase": "Pending",
+                "qosClass": "Burstable",
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "startTime": _time(),
+            },
+        }
         pod = _Pod(self, obj)
         self.pods[(namespace, name)] = pod
         self._all_pods.append(pod)
@@ -1063,11 +1312,16 @@ class KubernetesStandin:
         if not pod.deleting:
             pod.obj["metadata"]["deletionTimestamp"] = _time()
             pod.obj["metadata"]["deletionGracePeriodSeconds"] = int(
-                grace if grace is not None else pod.obj["spec"]["terminationGracePeriodSeconds"])
+                grace if grace is not None else pod.obj["spec"]["terminationGracePeriodSeconds"]
+            )
             for container in pod.containers:
                 if "running" in container.state:
-                    self._event(pod.obj, "Killing", f"Stopping container {container.name}",
-                                f"spec.containers{{{container.name}}}")
+                    self._event(
+                        pod.obj,
+                        "Killing",
+                        f"Stopping container {container.name}",
+                        f"spec.containers{{{container.name}}}",
+                    )
             pod.kill(min(pod.obj["metadata"]["deletionGracePeriodSeconds"], self.max_grace))
             self._touch(pod.obj)
             if pod.finished:  # else the kubelet removes it when its processes have ended
@@ -1090,8 +1344,12 @@ class KubernetesStandin:
     def _list(self, kind: str, items: list[dict], query: dict) -> tuple[int, dict]:
         labels, fields = label_selector(query.get("labelSelector")), field_selector(query.get("fieldSelector"))
         selected = [copy.deepcopy(i) for i in items if labels(i["metadata"].get("labels")) and fields(i)]
-        return 200, {"apiVersion": "kubeflow.org/v1" if kind == "TFJobList" else "v1", "kind": kind,
-                     "metadata": {"resourceVersion": str(self._version)}, "items": selected}
+        return 200, {
+            "apiVersion": "kubeflow.org/v1" if kind == "TFJobList" else "v1",
+            "kind": kind,
+            "metadata": {"resourceVersion": str(self._version)},
+            "items": selected,
+        }
 
     # routing
     def dispatch(self, method: str, path: str, query: dict, body: Any, content_type: str):
@@ -1115,8 +1373,10 @@ class KubernetesStandin:
             (r"/api/v1/pods", {"GET": self._list_pods}),
             (ns, {"GET": self._get_namespace}),
             (ns + "/pods", {"GET": self._list_pods, "POST": self._post_pod}),
-            (ns + "/pods/(?P<name>[^/]+)", {"GET": self._get_pod, "PATCH": self._patch_pod,
-                                            "DELETE": self._delete_pod_request}),
+            (
+                ns + "/pods/(?P<name>[^/]+)",
+                {"GET": self._get_pod, "PATCH": self._patch_pod, "DELETE": self._delete_pod_request},
+            ),
             (ns + "/pods/(?P<name>[^/]+)/status", {"GET": self._get_pod}),
             (ns + "/pods/(?P<name>[^/]+)/log", {"GET": self._pod_log}),
             (ns + "/events", {"GET": self._list_events}),
@@ -1125,20 +1385,39 @@ class KubernetesStandin:
             (tf, {"GET": self._list_tfjobs, "POST": self._post_tfjob}),
             (tf + "/(?P<name>[^/]+)", {"GET": self._get_tfjob, "DELETE": self._delete_tfjob}),
             (tf + "/(?P<name>[^/]+)/status", {"GET": self._get_tfjob}),
-            (APPS_PATH + r"/namespaces/(?P<namespace>[^/]+)/deployments",
-             {"GET": self._list_objects("Deployment"), "POST": self._post_object("Deployment")}),
-            (APPS_PATH + r"/namespaces/(?P<namespace>[^/]+)/deployments/(?P<name>[^/]+)(?:/status)?",
-             {"GET": self._get_object("Deployment"), "PATCH": self._patch_object("Deployment"),
-              "DELETE": self._delete_object("Deployment")}),
-            (NETWORKING_PATH + r"/namespaces/(?P<namespace>[^/]+)/networkpolicies",
-             {"GET": self._list_objects("NetworkPolicy"), "POST": self._post_object("NetworkPolicy")}),
-            (NETWORKING_PATH + r"/namespaces/(?P<namespace>[^/]+)/networkpolicies/(?P<name>[^/]+)",
-             {"GET": self._get_object("NetworkPolicy"), "PATCH": self._patch_object("NetworkPolicy"),
-              "DELETE": self._delete_object("NetworkPolicy")}),
+            (
+                APPS_PATH + r"/namespaces/(?P<namespace>[^/]+)/deployments",
+                {"GET": self._list_objects("Deployment"), "POST": self._post_object("Deployment")},
+            ),
+            (
+                APPS_PATH + r"/namespaces/(?P<namespace>[^/]+)/deployments/(?P<name>[^/]+)(?:/status)?",
+                {
+                    "GET": self._get_object("Deployment"),
+                    "PATCH": self._patch_object("Deployment"),
+                    "DELETE": self._delete_object("Deployment"),
+                },
+            ),
+            (
+                NETWORKING_PATH + r"/namespaces/(?P<namespace>[^/]+)/networkpolicies",
+                {"GET": self._list_objects("NetworkPolicy"), "POST": self._post_object("NetworkPolicy")},
+            ),
+            (
+                NETWORKING_PATH + r"/namespaces/(?P<namespace>[^/]+)/networkpolicies/(?P<name>[^/]+)",
+                {
+                    "GET": self._get_object("NetworkPolicy"),
+                    "PATCH": self._patch_object("NetworkPolicy"),
+                    "DELETE": self._delete_object("NetworkPolicy"),
+                },
+            ),
             (ns + "/services", {"GET": self._list_objects("Service"), "POST": self._post_object("Service")}),
-            (ns + "/services/(?P<name>[^/]+)", {"GET": self._get_object("Service"),
-                                                "PATCH": self._patch_object("Service"),
-                                                "DELETE": self._delete_object("Service")}),
+            (
+                ns + "/services/(?P<name>[^/]+)",
+                {
+                    "GET": self._get_object("Service"),
+                    "PATCH": self._patch_object("Service"),
+                    "DELETE": self._delete_object("Service"),
+                },
+            ),
         ]
 
     def _version_info(self, **_):
@@ -1146,8 +1425,12 @@ class KubernetesStandin:
 
     def _get_namespace(self, namespace, **_):
         self._check_namespace(namespace)
-        return 200, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
-                     "status": {"phase": "Active"}}
+        return 200, {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace},
+            "status": {"phase": "Active"},
+        }
 
     def _list_pods(self, query, namespace=None, **_):
         with self.lock:
@@ -1170,12 +1453,18 @@ class KubernetesStandin:
             elif "merge-patch" in content_type:
                 patched = _merge_patch(pod.obj, body)
             else:
-                raise ApiError(415, f"the body of the request was in an unknown format - accepted media types "
-                                    f"include: application/json-patch+json, application/merge-patch+json, "
-                                    f"application/strategic-merge-patch+json (not {content_type})")
+                raise ApiError(
+                    415,
+                    f"the body of the request was in an unknown format - accepted media types "
+                    f"include: application/json-patch+json, application/merge-patch+json, "
+                    f"application/strategic-merge-patch+json (not {content_type})",
+                )
             if patched.get("spec") != pod.obj["spec"]:
-                raise ApiError(422, f'Pod "{name}" is invalid: spec: Forbidden: the stand-in takes metadata patches '
-                                    "only (pod updates may not change most fields)")
+                raise ApiError(
+                    422,
+                    f'Pod "{name}" is invalid: spec: Forbidden: the stand-in takes metadata patches '
+                    "only (pod updates may not change most fields)",
+                )
             for key in ("labels", "annotations"):
                 if patched["metadata"].get(key) is not None:
                     pod.obj["metadata"][key] = patched["metadata"][key]
@@ -1232,7 +1521,7 @@ class KubernetesStandin:
             for at, line in lines:
                 data = format_line(at, line)
                 if limit is not None:
-                    data = data[:max(limit - sent_bytes, 0)]
+                    data = data[: max(limit - sent_bytes, 0)]
                 sent_bytes += len(data)
                 yield data
             while follow and (limit is None or sent_bytes < limit):
@@ -1247,6 +1536,7 @@ class KubernetesStandin:
                     yield data
                 if finished and not new:
                     return
+
         return chunks
 
     def _list_events(self, query, namespace=None, **_):
@@ -1268,22 +1558,27 @@ class KubernetesStandin:
                 raise ApiError(400, f"not a kubeflow.org/v1 TFJob: {body.get('apiVersion')} {body.get('kind')}")
             meta = body.get("metadata") or {}
             if meta.get("namespace") not in (None, namespace):
-                raise ApiError(400, "the namespace of the provided object does not match the namespace sent on "
-                                    "the request")
+                raise ApiError(
+                    400, "the namespace of the provided object does not match the namespace sent on the request"
+                )
             name = meta.get("name", "")
             existing = self.tfjobs.get((namespace, name))
             if existing is not None:
                 being_deleted = "object is being deleted: " if existing.deleting else ""
-                raise ApiError(409, f'{being_deleted}tfjobs.kubeflow.org "{name}" already exists',
-                               details={"name": name, "group": "kubeflow.org", "kind": "tfjobs"})
+                raise ApiError(
+                    409,
+                    f'{being_deleted}tfjobs.kubeflow.org "{name}" already exists',
+                    details={"name": name, "group": "kubeflow.org", "kind": "tfjobs"},
+                )
             self._validate_tfjob(name, body)
             obj = copy.deepcopy(body)
             obj["metadata"] = self._new_meta(meta, namespace)
             obj["metadata"]["generation"] = 1
             job = _TFJob(self, obj)
             self.tfjobs[(namespace, obj["metadata"]["name"])] = job
-            self.created.append({"kind": "TFJob", "namespace": namespace, "name": obj["metadata"]["name"],
-                                 "body": copy.deepcopy(body)})
+            self.created.append(
+                {"kind": "TFJob", "namespace": namespace, "name": obj["metadata"]["name"], "body": copy.deepcopy(body)}
+            )
             response = copy.deepcopy(obj)
             message = f"TFJob {obj['metadata']['name']} is created."
             job._condition("Created", "TFJobCreated", message)  # the operator's onOwnerCreateFunc
@@ -1303,21 +1598,31 @@ class KubernetesStandin:
         for rtype, replica in replicas.items():
             where = f"spec.tfReplicaSpecs[{rtype}]"
             if rtype not in TF_REPLICA_TYPES:
-                raise ApiError(422, f"{invalid}: {where}: Unsupported value: {rtype!r}: supported values: "
-                                    + ", ".join(f'"{t}"' for t in TF_REPLICA_TYPES))
+                raise ApiError(
+                    422,
+                    f"{invalid}: {where}: Unsupported value: {rtype!r}: supported values: "
+                    + ", ".join(f'"{t}"' for t in TF_REPLICA_TYPES),
+                )
             count = replica.get("replicas", 1)
             if not isinstance(count, int) or isinstance(count, bool):
-                raise ApiError(422, f"{invalid}: {where}.replicas: Invalid value: \"{type(count).__name__}\": "
-                                    f"{where}.replicas in body must be of type integer: {count!r}")
+                raise ApiError(
+                    422,
+                    f'{invalid}: {where}.replicas: Invalid value: "{type(count).__name__}": '
+                    f"{where}.replicas in body must be of type integer: {count!r}",
+                )
             if replica.get("restartPolicy", "Never") not in ("Always", "OnFailure", "Never", "ExitCode"):
-                raise ApiError(422, f"{invalid}: {where}.restartPolicy: Unsupported value: "
-                                    f"{replica['restartPolicy']!r}")
+                raise ApiError(
+                    422, f"{invalid}: {where}.restartPolicy: Unsupported value: {replica['restartPolicy']!r}"
+                )
             containers = ((replica.get("template") or {}).get("spec") or {}).get("containers") or []
             if not containers:
                 raise ApiError(422, f"{invalid}: {where}.template.spec.containers: Required value")
             if not any(c.get("name") == "tensorflow" for c in containers):
-                raise ApiError(422, f"{invalid}: {where}.template.spec.containers: Required value: There is no "
-                                    "container named tensorflow")
+                raise ApiError(
+                    422,
+                    f"{invalid}: {where}.template.spec.containers: Required value: There is no "
+                    "container named tensorflow",
+                )
             for c in containers:
                 if not c.get("image"):
                     raise ApiError(422, f"{invalid}: {where}.template.spec.containers.image: Required value")
@@ -1376,11 +1681,17 @@ class KubernetesStandin:
             return
         replicas = obj.setdefault("spec", {}).setdefault("replicas", 1)
         generation = obj["metadata"].get("generation", 1)
-        obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                         "readyReplicas": replicas, "availableReplicas": replicas,
-                         "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                                        {"type": "Progressing", "status": "True",
-                                         "reason": "NewReplicaSetAvailable"}]}
+        obj["status"] = {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+            ],
+        }
 
     def _object_or_404(self, kind: str, namespace: str, name: str) -> dict:
         obj = self.objects.get((kind, namespace, name))
@@ -1396,6 +1707,7 @@ class KubernetesStandin:
                 code, payload = self._list(f"{kind}List", items, query)
                 payload["apiVersion"] = OBJECT_KINDS[kind][0]
                 return code, payload
+
         return handler
 
     def _post_object(self, kind: str):
@@ -1404,25 +1716,33 @@ class KubernetesStandin:
                 self._check_namespace(namespace)
                 body = body or {}
                 if (body.get("apiVersion"), body.get("kind")) != (OBJECT_KINDS[kind][0], kind):
-                    raise ApiError(400, f"not a {OBJECT_KINDS[kind][0]} {kind}: {body.get('apiVersion')} "
-                                        f"{body.get('kind')}")
+                    raise ApiError(
+                        400, f"not a {OBJECT_KINDS[kind][0]} {kind}: {body.get('apiVersion')} {body.get('kind')}"
+                    )
                 meta = body.get("metadata") or {}
                 if meta.get("namespace") not in (None, namespace):
-                    raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
-                                        "on the request")
+                    raise ApiError(
+                        400, "the namespace of the provided object does not match the namespace sent on the request"
+                    )
                 name = meta.get("name") or ""
                 if not DNS1123_LABEL.match(name):
                     raise ApiError(422, f'{kind} "{name}" is invalid: metadata.name: Invalid value: {name!r}')
                 if (kind, namespace, name) in self.objects:
-                    raise ApiError(409, f'{OBJECT_KINDS[kind][1]} "{name}" already exists',
-                                   details={"name": name, "kind": OBJECT_KINDS[kind][1]})
+                    raise ApiError(
+                        409,
+                        f'{OBJECT_KINDS[kind][1]} "{name}" already exists',
+                        details={"name": name, "kind": OBJECT_KINDS[kind][1]},
+                    )
                 if kind == "Deployment":
                     spec = body.get("spec") or {}
                     selector = (spec.get("selector") or {}).get("matchLabels") or {}
                     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
                     if not selector or any(labels.get(k) != v for k, v in selector.items()):
-                        raise ApiError(422, f'Deployment "{name}" is invalid: spec.template.metadata.labels: '
-                                            "`selector` does not match template `labels`")
+                        raise ApiError(
+                            422,
+                            f'Deployment "{name}" is invalid: spec.template.metadata.labels: '
+                            "`selector` does not match template `labels`",
+                        )
                 obj = copy.deepcopy(body)
                 obj["metadata"] = self._new_meta(meta, namespace)
                 obj["metadata"]["generation"] = 1
@@ -1432,12 +1752,14 @@ class KubernetesStandin:
                 self._touch(obj)
                 self.changed.notify_all()
                 return 201, copy.deepcopy(obj)
+
         return handler
 
     def _get_object(self, kind: str):
         def handler(namespace, name, **_):
             with self.lock:
                 return 200, copy.deepcopy(self._object_or_404(kind, namespace, name))
+
         return handler
 
     def _patch_object(self, kind: str):
@@ -1450,8 +1772,10 @@ class KubernetesStandin:
                     patched = _merge_patch(obj, body)
                 else:
                     raise ApiError(415, f"the body of the request was in an unknown format ({content_type})")
-                patched["metadata"] = {**obj["metadata"], **{k: v for k, v in patched["metadata"].items()
-                                                             if k in ("labels", "annotations")}}
+                patched["metadata"] = {
+                    **obj["metadata"],
+                    **{k: v for k, v in patched["metadata"].items() if k in ("labels", "annotations")},
+                }
                 if patched.get("spec") != obj.get("spec"):
                     patched["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
                 self._settle(kind, patched)
@@ -1459,6 +1783,7 @@ class KubernetesStandin:
                 self._touch(patched)
                 self.changed.notify_all()
                 return 200, copy.deepcopy(patched)
+
         return handler
 
     def _delete_object(self, kind: str):
@@ -1468,6 +1793,11 @@ class KubernetesStandin:
                 del self.objects[(kind, namespace, name)]
                 self.deleted.append((kind, namespace, name))
                 self.changed.notify_all()
-                return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
-                             "details": {"name": name, "kind": OBJECT_KINDS[kind][1], "uid": obj["metadata"]["uid"]}}
+                return 200, {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Success",
+                    "details": {"name": name, "kind": OBJECT_KINDS[kind][1], "uid": obj["metadata"]["uid"]},
+                }
+
         return handler

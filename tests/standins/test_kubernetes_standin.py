@@ -3,11 +3,12 @@
 with its command swapped for a tiny module) and TFJobTrainOperator (train's manifest from
 taxi_pipeline.k8s, its container's command swapped for a small script). The kubernetes client
 makes real HTTPS calls; each pod is a local process of the runtime venv's python."""
+
 from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,12 @@ for path in (TESTS / "plugins", TESTS / "standins"):  # gcp_dag.py, and this dir
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from gcp_dag import task_run  # noqa: E402
 from gke import kubernetes_standin  # noqa: E402
 from kubernetes_api import KubernetesStandin  # noqa: E402
 
-START, END = datetime(2024, 5, 1, tzinfo=timezone.utc), datetime(2024, 5, 2, tzinfo=timezone.utc)
+from gcp_dag import task_run  # noqa: E402
+
+START, END = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 5, 2, tzinfo=UTC)
 DAG = "taxi_daily_retrain"
 CLUSTER = "projects/taxi-test/locations/us-central1/clusters/taxi-mlops"  # the gcp settings' defaults
 PROBE = '''
@@ -199,7 +201,8 @@ def test_a_retry_waits_on_the_tfjob_of_an_earlier_try(cluster, probe_dir):
 
     task, context, namespace, name = _train(probe_dir)
     client.CustomObjectsApi(cluster.api_client()).create_namespaced_custom_object(
-        "kubeflow.org", "v1", namespace, "tfjobs", json.loads(task.yaml_conf))
+        "kubeflow.org", "v1", namespace, "tfjobs", json.loads(task.yaml_conf)
+    )
     with capture_logs() as logs:
         assert task.execute(context) == {"name": name, "namespace": namespace}
 
@@ -218,8 +221,12 @@ def test_the_api_answers_the_kubernetes_client_as_a_cluster_does():
     from process_state import alive
 
     def pod(name, command, restart="Never", labels=None):
-        return client.V1Pod(metadata=client.V1ObjectMeta(name=name, labels=labels), spec=client.V1PodSpec(
-            restart_policy=restart, containers=[client.V1Container(name="main", image="busybox:1", command=command)]))
+        return client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name, labels=labels),
+            spec=client.V1PodSpec(
+                restart_policy=restart, containers=[client.V1Container(name="main", image="busybox:1", command=command)]
+            ),
+        )
 
     with KubernetesStandin(restart_backoff=0.05) as api:
         v1 = client.CoreV1Api(api.api_client())
@@ -243,8 +250,12 @@ def test_the_api_answers_the_kubernetes_client_as_a_cluster_does():
         assert v1.read_namespaced_pod_log("counter", "ns", tail_lines=1, _preload_content=False).data == b"line 2\n"
 
         # OnFailure: restarted in place; the last run's failure is lastState, its log is `previous`
-        v1.create_namespaced_pod("ns", pod("flaky", ["python", "-c", "print('run'); raise SystemExit(1)"],
-                                           restart="OnFailure", labels={"app": "b"}))
+        v1.create_namespaced_pod(
+            "ns",
+            pod(
+                "flaky", ["python", "-c", "print('run'); raise SystemExit(1)"], restart="OnFailure", labels={"app": "b"}
+            ),
+        )
         assert api.wait_until(lambda: api.pods[("ns", "flaky")].containers[0].restart_count >= 2)
         status = v1.read_namespaced_pod("flaky", "ns").status
         assert status.phase == "Running" and status.container_statuses[0].last_state.terminated.exit_code == 1
@@ -280,8 +291,15 @@ def test_a_tfjob_with_a_chief_succeeds_when_its_chief_does():
 
     from taxi_pipeline.k8s import tfjob
 
-    job = tfjob(name="chief-job", namespace="ns", image="runtime:1", arguments=[], service_account="sa", workers=1,
-                labels={"app": "t"})
+    job = tfjob(
+        name="chief-job",
+        namespace="ns",
+        image="runtime:1",
+        arguments=[],
+        service_account="sa",
+        workers=1,
+        labels={"app": "t"},
+    )
     worker = job["spec"]["tfReplicaSpecs"]["Worker"]
     container = worker["template"]["spec"]["containers"][0]
     container["command"], container["args"] = ["python", "-c", "import time; time.sleep(30)"], []

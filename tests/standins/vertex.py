@@ -10,11 +10,12 @@ traffic, an undeployment removes a deployed model that has no traffic (one with 
 FailedPrecondition) and is recorded (`undeployed`: the deployed model ids, in order). Shared by
 tests/taxi_pipeline/operators/test_vertex_flow.py and tests/dags/test_gcp_offline_run.py.
 """
+
 from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator
+from collections.abc import Iterator
 from unittest import mock
 
 from google.api_core.exceptions import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ServiceUnavailable
@@ -64,8 +65,11 @@ class ModelClient:
         self.vertex.calls.append(("list_models", request))
         assert request.parent == LOCATION
         wanted = re.fullmatch(r'display_name="([^"]+)"', request.filter).group(1)
-        return [Model(name=f"{LOCATION}/models/{i}", display_name=m["display_name"])
-                for i, m in self.vertex.models.items() if m["display_name"] == wanted]
+        return [
+            Model(name=f"{LOCATION}/models/{i}", display_name=m["display_name"])
+            for i, m in self.vertex.models.items()
+            if m["display_name"] == wanted
+        ]
 
     def list_model_versions(self, request, **kwargs):
         request = model_service.ListModelVersionsRequest(request)
@@ -106,8 +110,12 @@ class EndpointClient:
 
     def _proto(self, endpoint_id: str) -> Endpoint:
         e = self.vertex.endpoints[endpoint_id]
-        return Endpoint(name=f"{LOCATION}/endpoints/{endpoint_id}", display_name=e["display_name"],
-                        deployed_models=e["deployed"], traffic_split=e["traffic"])
+        return Endpoint(
+            name=f"{LOCATION}/endpoints/{endpoint_id}",
+            display_name=e["display_name"],
+            deployed_models=e["deployed"],
+            traffic_split=e["traffic"],
+        )
 
     def get_endpoint(self, request, **kwargs):
         request = endpoint_service.GetEndpointRequest(request)
@@ -122,8 +130,11 @@ class EndpointClient:
         assert re.fullmatch(r"[1-9][0-9]{0,8}", request.endpoint_id), request.endpoint_id
         if request.endpoint_id in self.vertex.endpoints:
             raise AlreadyExists(f"Endpoint {request.endpoint_id} already exists")
-        self.vertex.endpoints[request.endpoint_id] = {"display_name": request.endpoint.display_name,
-                                                      "deployed": [], "traffic": {}}
+        self.vertex.endpoints[request.endpoint_id] = {
+            "display_name": request.endpoint.display_name,
+            "deployed": [],
+            "traffic": {},
+        }
         return Operation(self._proto(request.endpoint_id))
 
     def deploy_model(self, request, **kwargs):
@@ -185,8 +196,11 @@ def vertex_behind_hooks(vertex: FakeVertex | None = None) -> Iterator[FakeVertex
         def get(self, region=None):
             vertex.regions.append(region)
             return kind(vertex)
+
         return get
 
-    with mock.patch.object(ModelServiceHook, "get_model_service_client", client(ModelClient)), \
-            mock.patch.object(EndpointServiceHook, "get_endpoint_service_client", client(EndpointClient)):
+    with (
+        mock.patch.object(ModelServiceHook, "get_model_service_client", client(ModelClient)),
+        mock.patch.object(EndpointServiceHook, "get_endpoint_service_client", client(EndpointClient)),
+    ):
         yield vertex

@@ -3,6 +3,7 @@
 Run with the ML runtime: `PYTHONPATH=include .venv-runtime/bin/python -m pytest tests/taxi_model`.
 The expensive fixtures are session-scoped so that the transform and the training run once.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,10 +43,22 @@ def transform_dir(window_dir, tmp_path_factory) -> Path:
     """The window transformed with the standard variant, launched as Airflow does: `python -m` the module."""
     output = tmp_path_factory.mktemp("variant") / "transform"
     subprocess.run(
-        [sys.executable, "-m", "taxi_model.transform",
-         "--train", str(window_dir / "train" / "part-*.csv"), "--eval", str(window_dir / "eval" / "part-*.csv"),
-         "--variant", "standard", "--output", str(output), "--runner=FnApiRunner"],
-        check=True, env=runtime_env(),
+        [
+            sys.executable,
+            "-m",
+            "taxi_model.transform",
+            "--train",
+            str(window_dir / "train" / "part-*.csv"),
+            "--eval",
+            str(window_dir / "eval" / "part-*.csv"),
+            "--variant",
+            "standard",
+            "--output",
+            str(output),
+            "--runner=FnApiRunner",
+        ],
+        check=True,
+        env=runtime_env(),
     )
     return output
 
@@ -58,17 +71,19 @@ def trained_model(transform_dir, window_dir, tmp_path_factory) -> dict[str, Path
     from taxi_model import transform_layout as layout
 
     root = tmp_path_factory.mktemp("trained")
-    trainer.run_fn(trainer.FnArgs(
-        train_files=[layout.transformed_glob(str(transform_dir), "train")],
-        eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-        transform_graph=layout.transform_graph_dir(str(transform_dir)),
-        serving_model_dir=str(root / "model"),
-        model_run_dir=str(root / "logs"),
-        train_steps=150,
-        eval_steps=3,
-        batch_size=128,
-        warmup_examples=str(window_dir / "eval" / "part-*.csv"),
-    ))
+    trainer.run_fn(
+        trainer.FnArgs(
+            train_files=[layout.transformed_glob(str(transform_dir), "train")],
+            eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
+            transform_graph=layout.transform_graph_dir(str(transform_dir)),
+            serving_model_dir=str(root / "model"),
+            model_run_dir=str(root / "logs"),
+            train_steps=150,
+            eval_steps=3,
+            batch_size=128,
+            warmup_examples=str(window_dir / "eval" / "part-*.csv"),
+        )
+    )
     return {"model": root / "model", "logs": root / "logs"}
 
 
@@ -79,10 +94,16 @@ def one_step_model(transform_dir, tmp_path_factory) -> Path:
     from taxi_model import transform_layout as layout
 
     root = tmp_path_factory.mktemp("one_step")
-    trainer.run_fn(trainer.FnArgs(
-        train_files=[layout.transformed_glob(str(transform_dir), "train")],
-        eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-        transform_graph=layout.transform_graph_dir(str(transform_dir)),
-        serving_model_dir=str(root / "model"), model_run_dir=str(root / "logs"),
-        train_steps=1, eval_steps=1, batch_size=32))
+    trainer.run_fn(
+        trainer.FnArgs(
+            train_files=[layout.transformed_glob(str(transform_dir), "train")],
+            eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
+            transform_graph=layout.transform_graph_dir(str(transform_dir)),
+            serving_model_dir=str(root / "model"),
+            model_run_dir=str(root / "logs"),
+            train_steps=1,
+            eval_steps=1,
+            batch_size=32,
+        )
+    )
     return root / "model"

@@ -1,9 +1,10 @@
 """Test data and helpers for the taxi_model tests: a synthetic window of trips in the window-CSV format."""
+
 from __future__ import annotations
 
 import csv
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,21 @@ COLUMNS = RAW_COLUMN_NAMES
 PAYMENT_TYPES = ("Credit Card", "Cash", "No Charge", "Unknown", "Dispute", "Mobile")
 PAYMENT_SHARES = (0.42, 0.52, 0.03, 0.015, 0.005, 0.01)
 COMPANIES = (
-    "", "Taxi Affiliation Services", "Dispatch Taxi Affiliation", "Flash Cab", "Yellow Cab",
-    "Blue Ribbon Taxi Association Inc.", "Choice Taxi Association", "Northwest Management LLC",
-    "Chicago Carriage Cab Corp", "KOAM Taxi Association", "Top Cab Affiliation", "Medallion Leasin",
-    "Star North Management LLC", "Chicago Medallion Management", "City Service",
+    "",
+    "Taxi Affiliation Services",
+    "Dispatch Taxi Affiliation",
+    "Flash Cab",
+    "Yellow Cab",
+    "Blue Ribbon Taxi Association Inc.",
+    "Choice Taxi Association",
+    "Northwest Management LLC",
+    "Chicago Carriage Cab Corp",
+    "KOAM Taxi Association",
+    "Top Cab Affiliation",
+    "Medallion Leasin",
+    "Star North Management LLC",
+    "Chicago Medallion Management",
+    "City Service",
 )
 COMPANY_SHARES = np.array([30, 18, 10, 8, 6, 5, 4, 4, 3, 3, 3, 2, 2, 1, 1], dtype=float)
 
@@ -32,7 +44,7 @@ def synthetic_trips(n: int, seed: int) -> list[dict[str, str]]:
     the trips are big tippers, nearly all of them paying by credit card.
     """
     rng = np.random.default_rng(seed)
-    start = datetime(2015, 1, 1, tzinfo=timezone.utc).timestamp()
+    start = datetime(2015, 1, 1, tzinfo=UTC).timestamp()
     timestamps = (start + rng.integers(0, 365 * 86400, n)) // 900 * 900  # 15-minute rounding, as in the data
     seconds = np.clip(rng.lognormal(6.4, 0.7, n), 60, 7200).round(-1)
     miles = np.clip(seconds / 3600 * rng.normal(12, 4, n), 0, 40).round(1)
@@ -46,7 +58,9 @@ def synthetic_trips(n: int, seed: int) -> list[dict[str, str]]:
     dropoff_areas = rng.integers(1, 78, n)
 
     def area_coordinates(areas):  # a rough point per community area, plus jitter
-        return 41.65 + (areas % 12) * 0.03 + rng.normal(0, 0.005, n), -87.9 + (areas // 12) * 0.05 + rng.normal(0, 0.005, n)
+        return 41.65 + (areas % 12) * 0.03 + rng.normal(0, 0.005, n), -87.9 + (areas // 12) * 0.05 + rng.normal(
+            0, 0.005, n
+        )
 
     pickup_lat, pickup_lon = area_coordinates(pickup_areas)
     dropoff_lat, dropoff_lon = area_coordinates(dropoff_areas)
@@ -59,29 +73,31 @@ def synthetic_trips(n: int, seed: int) -> list[dict[str, str]]:
 
     rows = []
     for i in range(n):
-        moment = datetime.fromtimestamp(int(timestamps[i]), tz=timezone.utc)
+        moment = datetime.fromtimestamp(int(timestamps[i]), tz=UTC)
         tract_missing = rng.random() < 0.6
-        rows.append({
-            "unique_key": f"{rng.integers(0, 2**63):016x}{i:08x}",
-            "pickup_community_area": text(pickup_areas[i], pickup_missing[i], "{:.1f}"),
-            "fare": text(fares[i], fare_missing[i]),
-            "trip_start_month": str(moment.month),
-            "trip_start_hour": str(moment.hour),
-            "trip_start_day": str(moment.isoweekday() % 7 + 1),  # 1 = Sunday, as BigQuery's DAYOFWEEK
-            "trip_start_timestamp": str(int(timestamps[i])),
-            "pickup_latitude": text(round(pickup_lat[i], 9), pickup_missing[i]),
-            "pickup_longitude": text(round(pickup_lon[i], 9), pickup_missing[i]),
-            "dropoff_latitude": text(round(dropoff_lat[i], 9), dropoff_missing[i]),
-            "dropoff_longitude": text(round(dropoff_lon[i], 9), dropoff_missing[i]),
-            "trip_miles": str(miles[i]),
-            "pickup_census_tract": text(17031000000 + pickup_areas[i] * 100, tract_missing),
-            "dropoff_census_tract": text(17031000000 + dropoff_areas[i] * 100, tract_missing or dropoff_missing[i]),
-            "payment_type": payments[i],
-            "company": companies[i],
-            "trip_seconds": text(seconds[i], False, "{:.1f}"),
-            "dropoff_community_area": text(dropoff_areas[i], dropoff_missing[i], "{:.1f}"),
-            "tips": str(tips[i]),
-        })
+        rows.append(
+            {
+                "unique_key": f"{rng.integers(0, 2**63):016x}{i:08x}",
+                "pickup_community_area": text(pickup_areas[i], pickup_missing[i], "{:.1f}"),
+                "fare": text(fares[i], fare_missing[i]),
+                "trip_start_month": str(moment.month),
+                "trip_start_hour": str(moment.hour),
+                "trip_start_day": str(moment.isoweekday() % 7 + 1),  # 1 = Sunday, as BigQuery's DAYOFWEEK
+                "trip_start_timestamp": str(int(timestamps[i])),
+                "pickup_latitude": text(round(pickup_lat[i], 9), pickup_missing[i]),
+                "pickup_longitude": text(round(pickup_lon[i], 9), pickup_missing[i]),
+                "dropoff_latitude": text(round(dropoff_lat[i], 9), dropoff_missing[i]),
+                "dropoff_longitude": text(round(dropoff_lon[i], 9), dropoff_missing[i]),
+                "trip_miles": str(miles[i]),
+                "pickup_census_tract": text(17031000000 + pickup_areas[i] * 100, tract_missing),
+                "dropoff_census_tract": text(17031000000 + dropoff_areas[i] * 100, tract_missing or dropoff_missing[i]),
+                "payment_type": payments[i],
+                "company": companies[i],
+                "trip_seconds": text(seconds[i], False, "{:.1f}"),
+                "dropoff_community_area": text(dropoff_areas[i], dropoff_missing[i], "{:.1f}"),
+                "tips": str(tips[i]),
+            }
+        )
     return rows
 
 

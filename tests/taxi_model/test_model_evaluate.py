@@ -1,4 +1,5 @@
 """TFMA evaluation and the blessing rule, on models trained from the synthetic window."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tensorflow_model_analysis.proto import config_pb2
 
 from taxi_model.blessing import BlessingPolicy
 from taxi_model.evaluate import eval_config, run, serving_version
-from tensorflow_model_analysis.proto import config_pb2
 
 
 def test_thresholds_gate_only_the_overall_slice_and_compare_only_with_a_baseline():
@@ -28,7 +29,11 @@ def test_thresholds_gate_only_the_overall_slice_and_compare_only_with_a_baseline
     assert change.absolute.value == -0.02 and change.direction == config_pb2.MetricDirection.HIGHER_IS_BETTER
     assert [s.is_baseline for s in against.model_specs] == [False, True]
     assert [list(s.feature_keys) for s in alone.slicing_specs] == [
-        [], ["trip_start_hour"], ["company"], ["trip_start_day", "trip_start_month"]]
+        [],
+        ["trip_start_hour"],
+        ["company"],
+        ["trip_start_day", "trip_start_month"],
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +57,12 @@ def test_the_baseline_is_older_than_the_runs_own_version(serving_root):
 
 
 def test_a_good_candidate_with_nothing_in_service_is_blessed(trained_model, window_dir, tmp_path):
-    verdict = run(str(trained_model["model"]), str(window_dir / "eval" / "part-*.csv"), str(tmp_path / "eval"),
-                  policy=BlessingPolicy(auc_floor=0.6))
+    verdict = run(
+        str(trained_model["model"]),
+        str(window_dir / "eval" / "part-*.csv"),
+        str(tmp_path / "eval"),
+        policy=BlessingPolicy(auc_floor=0.6),
+    )
     assert verdict.blessed, verdict.reasons
     assert "no model in service to compare with" in verdict.reasons
     assert verdict.metrics["example_count"] == 300
@@ -67,14 +76,23 @@ def test_a_good_candidate_with_nothing_in_service_is_blessed(trained_model, wind
     assert sum(b["examples"] for b in plots["calibration"]) == 300 and len(plots["calibration"]) == 10
     matrix = plots["confusion_matrix"]
     assert matrix["threshold"] == pytest.approx(0.5, abs=1e-3)
-    assert matrix["true_positives"] + matrix["false_positives"] + matrix["true_negatives"] + matrix["false_negatives"] == 300
+    assert (
+        matrix["true_positives"] + matrix["false_positives"] + matrix["true_negatives"] + matrix["false_negatives"]
+        == 300
+    )
     assert (matrix["true_positives"] + matrix["true_negatives"]) / 300 == pytest.approx(
-        verdict.metrics["binary_accuracy"], abs=1e-6)
+        verdict.metrics["binary_accuracy"], abs=1e-6
+    )
 
 
 def test_a_candidate_worse_than_the_served_model_is_not_blessed(one_step_model, serving_root, window_dir, tmp_path):
-    verdict = run(str(one_step_model), str(window_dir / "eval" / "part-*.csv"), str(tmp_path / "eval"),
-                  baseline_model=serving_version(str(serving_root)), policy=BlessingPolicy(auc_floor=0.0))
+    verdict = run(
+        str(one_step_model),
+        str(window_dir / "eval" / "part-*.csv"),
+        str(tmp_path / "eval"),
+        baseline_model=serving_version(str(serving_root)),
+        policy=BlessingPolicy(auc_floor=0.0),
+    )
     table = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     candidate_auc, served_auc = table["candidate"]["overall"]["auc"], table["baseline"]["overall"]["auc"]
     assert served_auc - candidate_auc > 0.01  # the premise: the one-step model is worse
@@ -84,7 +102,11 @@ def test_a_candidate_worse_than_the_served_model_is_not_blessed(one_step_model, 
 
 
 def test_a_candidate_below_the_absolute_floor_is_not_blessed(trained_model, window_dir, tmp_path):
-    verdict = run(str(trained_model["model"]), str(window_dir / "eval" / "part-*.csv"), str(tmp_path / "eval"),
-                  policy=BlessingPolicy(auc_floor=0.9999))
+    verdict = run(
+        str(trained_model["model"]),
+        str(window_dir / "eval" / "part-*.csv"),
+        str(tmp_path / "eval"),
+        policy=BlessingPolicy(auc_floor=0.9999),
+    )
     assert not verdict.blessed
     assert any(r.startswith("auc ") and "below the bar 0.9999" in r for r in verdict.reasons), verdict.reasons

@@ -1,4 +1,5 @@
 """The export check: a real trained model is servable; broken exports of it are not, each with its reason."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 from taxi_model import export_check
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
@@ -30,12 +33,15 @@ def test_a_trained_model_is_servable_and_the_report_is_written(trained_model, ev
     assert not list(tmp_path.glob("check.tmp-*"))
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("constant", "constant outputs: predictions spread 0.00e+00"),
-    ("nan", "predictions are NaN or infinite"),
-    ("unloadable", "the export does not load or answer through serving_default: OSError"),
-    ("misclassifying", "the classification signature disagrees with serving_default: its scores [300, 2] differ"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("constant", "constant outputs: predictions spread 0.00e+00"),
+        ("nan", "predictions are NaN or infinite"),
+        ("unloadable", "the export does not load or answer through serving_default: OSError"),
+        ("misclassifying", "the classification signature disagrees with serving_default: its scores [300, 2] differ"),
+    ],
+)
 def test_a_broken_export_is_not_servable_and_says_why(kind, reason, trained_model, eval_glob, tmp_path):
     broken_model.build(kind, str(trained_model["model"]), str(tmp_path / kind))
     result = export_check.run(str(tmp_path / kind), eval_glob, str(tmp_path / "check"))

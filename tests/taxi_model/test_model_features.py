@@ -1,17 +1,17 @@
 """The feature contract and the variants."""
+
 import math
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
-from model_test_data import COLUMNS, runtime_env, synthetic_trips
-from taxi_model import features, variants
-
 import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
 import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402
+from model_test_data import COLUMNS, runtime_env, synthetic_trips
+
+from taxi_model import features, variants
 
 
 def test_raw_columns_are_the_window_csv_columns_in_order():
@@ -27,7 +27,9 @@ def test_label_is_a_tip_above_a_fifth_of_the_fare_and_zero_without_fare():
 
 def test_variants_are_declared_once_by_name():
     assert {name: v.name for name, v in variants.VARIANTS.items()} == {"standard": "standard", "coarse": "coarse"}
-    assert variants.variant("standard") == variants.Variant("standard", bucket_count=10, vocab_size=1000, oov_buckets=10)
+    assert variants.variant("standard") == variants.Variant(
+        "standard", bucket_count=10, vocab_size=1000, oov_buckets=10
+    )
     assert variants.variant("coarse") == variants.Variant("coarse", bucket_count=2, vocab_size=10, oov_buckets=1)
     assert variants.DEFAULT_VARIANT in variants.VARIANTS
 
@@ -43,7 +45,8 @@ def test_variants_and_layout_import_without_tensorflow():
     """The Airflow DAG imports these at parse time, where TensorFlow is not installed."""
     code = (
         "import sys, taxi_model.variants, taxi_model.transform_layout\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'apache_beam'))\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'apache_beam'))\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=runtime_env())

@@ -1,4 +1,5 @@
 """The trainer: the exported SavedModel, train/serve skew, and multi-worker training."""
+
 import json
 import socket
 import subprocess
@@ -7,18 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from model_test_data import read_csv, runtime_env
-from taxi_model import features, trainer
-from taxi_model import serving_contract as contract
-from taxi_model import transform_layout as layout
-
 import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
+from model_test_data import read_csv, runtime_env
 from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2  # noqa: E402
 from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting as fingerprinting_pywrap  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
+
+from taxi_model import features, trainer
+from taxi_model import serving_contract as contract
+from taxi_model import transform_layout as layout
 
 
 def _serialized_examples(rows) -> tf.Tensor:
@@ -47,8 +47,9 @@ def test_saved_model_signatures_take_serialized_examples(trained_model):
         assert (spec.shape.as_list(), spec.dtype) == ([None], tf.string)
     (output,) = signatures["serving_default"].structured_outputs.items()
     assert (output[0], output[1].shape.as_list(), output[1].dtype) == (trainer.OUTPUT_KEY, [None, 1], tf.float32)
-    classification = {key: (spec.shape.as_list(), spec.dtype)
-                      for key, spec in signatures["classification"].structured_outputs.items()}
+    classification = {
+        key: (spec.shape.as_list(), spec.dtype) for key, spec in signatures["classification"].structured_outputs.items()
+    }
     assert classification == {"classes": ([None, 2], tf.string), "scores": ([None, 2], tf.float32)}
     assert {features.LABEL_KEY, *features.MODEL_INPUT_KEYS} <= set(signatures["transform_features"].structured_outputs)
 
@@ -65,13 +66,20 @@ def test_the_classification_signature_is_tf_servings_classify_of_serving_default
     model_dir = trained_model["model"]
     signature_defs = _signature_defs(model_dir)
     assert {name: s.method_name for name, s in signature_defs.items() if not name.startswith("__")} == {
-        "serving_default": "tensorflow/serving/predict", "transform_features": "tensorflow/serving/predict",
-        "classification": "tensorflow/serving/classify"}
+        "serving_default": "tensorflow/serving/predict",
+        "transform_features": "tensorflow/serving/predict",
+        "classification": "tensorflow/serving/classify",
+    }
     assert list(signature_defs["classification"].inputs) == ["inputs"]
     assert sorted(signature_defs["classification"].outputs) == ["classes", "scores"]
     # The fingerprint still matches the rewritten saved_model.pb (all but its uuid, new every time).
-    written, fresh = (fingerprint_pb2.FingerprintDef.FromString(data) for data in (
-        (model_dir / "fingerprint.pb").read_bytes(), fingerprinting_pywrap.CreateFingerprintDef(str(model_dir))))
+    written, fresh = (
+        fingerprint_pb2.FingerprintDef.FromString(data)
+        for data in (
+            (model_dir / "fingerprint.pb").read_bytes(),
+            fingerprinting_pywrap.CreateFingerprintDef(str(model_dir)),
+        )
+    )
     fresh.uuid = written.uuid
     assert written == fresh
 
@@ -80,16 +88,18 @@ def test_the_classification_signature_is_tf_servings_classify_of_serving_default
     probabilities = signatures["serving_default"](examples=examples)[trainer.OUTPUT_KEY].numpy()[:, 0]
     classified = signatures["classification"](inputs=examples)
     assert (classified["classes"].numpy() == [[b"0", b"1"]]).all() and classified["classes"].shape == (len(examples), 2)
-    np.testing.assert_allclose(classified["scores"].numpy(), np.stack([1 - probabilities, probabilities], axis=1),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        classified["scores"].numpy(), np.stack([1 - probabilities, probabilities], axis=1), atol=1e-6
+    )
 
 
 def test_the_export_holds_tf_servings_warmup_requests_of_real_eval_rows(trained_model, window_dir):
     """assets.extra/tf_serving_warmup_requests: PredictionLog records (TF-Serving's format) of the
     first eval rows, which the SavedModel answers."""
     path = trained_model["model"] / "assets.extra" / "tf_serving_warmup_requests"
-    logs = [prediction_log_pb2.PredictionLog.FromString(record.numpy())
-            for record in tf.data.TFRecordDataset(str(path))]
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy()) for record in tf.data.TFRecordDataset(str(path))
+    ]
     assert 0 < len(logs) <= 1000
     assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 3 + ["classify_log"]
     rows = read_csv(window_dir / "eval")
@@ -148,13 +158,16 @@ def test_training_writes_tensorboard_scalars(trained_model):
     assert {"epoch_loss", "epoch_auc"} <= tags("validation")
 
 
-@pytest.mark.parametrize("config, chief", [
-    ({}, True),
-    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
-    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
-    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}}, True),
-    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}, False),
-])
+@pytest.mark.parametrize(
+    "config, chief",
+    [
+        ({}, True),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}}, True),
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}, False),
+    ],
+)
 def test_chief_is_the_chief_task_or_else_worker_zero(config, chief):
     assert trainer.is_chief(config) is chief
 
@@ -171,8 +184,12 @@ def test_cli_takes_the_transform_output_or_its_three_parts(monkeypatch):
     trainer.main(["--transform_output", "out/transform", *common])
     trainer.main(["--transform_graph", "g", "--train_files", "a*", "b*", "--eval_files", "e*", *common])
     assert [(c.transform_graph, c.train_files, c.eval_files, c.train_steps) for c in calls] == [
-        ("out/transform/transform_graph", ["out/transform/transformed/train-*.tfrecord.gz"],
-         ["out/transform/transformed/eval-*.tfrecord.gz"], 7),
+        (
+            "out/transform/transform_graph",
+            ["out/transform/transformed/train-*.tfrecord.gz"],
+            ["out/transform/transformed/eval-*.tfrecord.gz"],
+            7,
+        ),
         ("g", ["a*", "b*"], ["e*"], 7),
     ]
     with pytest.raises(SystemExit):
@@ -195,11 +212,21 @@ def test_two_workers_train_together_and_the_chief_exports(transform_dir, window_
     scratch = tmp_path / "scratch"  # the workers' TMPDIR: the non-chief's throwaway export goes here
     scratch.mkdir()
     command = [
-        sys.executable, "-m", "taxi_model.trainer",
-        "--transform_output", str(transform_dir),
-        "--serving_model_dir", str(tmp_path / "model"),
-        "--log_dir", str(tmp_path / "logs"),
-        "--train_steps", "40", "--eval_steps", "2", "--batch_size", "64",
+        sys.executable,
+        "-m",
+        "taxi_model.trainer",
+        "--transform_output",
+        str(transform_dir),
+        "--serving_model_dir",
+        str(tmp_path / "model"),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--train_steps",
+        "40",
+        "--eval_steps",
+        "2",
+        "--batch_size",
+        "64",
     ]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = []
@@ -227,22 +254,27 @@ def _record_batches(transform_dir, split: str, batch_size: int, count: int, shuf
     batched as records, then parsed; the model inputs and the label of `count` batches."""
     output = tft.TFTransformOutput(layout.transform_graph_dir(str(transform_dir)))
     spec = output.transformed_feature_spec()
-    records = tf.data.TFRecordDataset(tf.io.gfile.glob(layout.transformed_glob(str(transform_dir), split)),
-                                      compression_type="GZIP")
+    records = tf.data.TFRecordDataset(
+        tf.io.gfile.glob(layout.transformed_glob(str(transform_dir), split)), compression_type="GZIP"
+    )
     if shuffle_seed is not None:
         records = records.shuffle(trainer.SHUFFLE_BUFFER, seed=shuffle_seed)
     batches = []
     for serialized in records.repeat().batch(batch_size).take(count):
         parsed = tf.io.parse_example(serialized, spec)
-        batches.append(({key: parsed[key].numpy() for key in features.MODEL_INPUT_KEYS},
-                        parsed[features.LABEL_KEY].numpy().astype(np.float32).reshape(-1, 1)))
+        batches.append(
+            (
+                {key: parsed[key].numpy() for key in features.MODEL_INPUT_KEYS},
+                parsed[features.LABEL_KEY].numpy().astype(np.float32).reshape(-1, 1),
+            )
+        )
     return batches
 
 
 def _assert_same_batches(dataset, expected: list) -> None:
     got = list(dataset.take(len(expected)))
     assert len(got) == len(expected)
-    for (inputs, label), (want_inputs, want_label) in zip(got, expected):
+    for (inputs, label), (want_inputs, want_label) in zip(got, expected, strict=True):
         assert set(inputs) == set(want_inputs)
         for key, value in want_inputs.items():
             assert inputs[key].dtype.as_numpy_dtype == value.dtype and inputs[key].shape == value.shape, key
@@ -273,16 +305,25 @@ def test_a_rerun_trains_a_bit_identical_model(transform_dir, window_dir, tmp_pat
     same warmup requests byte for byte."""
     weights = []
     for run in ("first", "second"):
-        model = trainer.run_fn(trainer.FnArgs(
-            train_files=[layout.transformed_glob(str(transform_dir), "train")],
-            eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-            transform_graph=layout.transform_graph_dir(str(transform_dir)),
-            serving_model_dir=str(tmp_path / run / "model"), model_run_dir=str(tmp_path / run / "logs"),
-            train_steps=30, eval_steps=2, batch_size=64, warmup_examples=str(window_dir / "eval" / "*.csv")))
+        model = trainer.run_fn(
+            trainer.FnArgs(
+                train_files=[layout.transformed_glob(str(transform_dir), "train")],
+                eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
+                transform_graph=layout.transform_graph_dir(str(transform_dir)),
+                serving_model_dir=str(tmp_path / run / "model"),
+                model_run_dir=str(tmp_path / run / "logs"),
+                train_steps=30,
+                eval_steps=2,
+                batch_size=64,
+                warmup_examples=str(window_dir / "eval" / "*.csv"),
+            )
+        )
         weights.append([w.numpy() for w in model.weights])
-    warmup = [(tmp_path / run / "model" / "assets.extra" / "tf_serving_warmup_requests").read_bytes()
-              for run in ("first", "second")]
+    warmup = [
+        (tmp_path / run / "model" / "assets.extra" / "tf_serving_warmup_requests").read_bytes()
+        for run in ("first", "second")
+    ]
     assert warmup[0] == warmup[1]
     assert len(weights[0]) == len(weights[1])
-    for first, second in zip(*weights):
+    for first, second in zip(*weights, strict=True):
         assert first.tobytes() == second.tobytes()

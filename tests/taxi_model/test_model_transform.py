@@ -1,14 +1,14 @@
 """The transform pipeline and its atomic output."""
+
 import shutil
 
 import pytest
-
-from model_test_data import COLUMNS, EVAL_ROWS, TRAIN_ROWS
-from taxi_model import features, fileio, transform
-from taxi_model import transform_layout as layout
-
 import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
 import tensorflow_transform as tft  # noqa: E402
+from model_test_data import COLUMNS, EVAL_ROWS, TRAIN_ROWS
+
+from taxi_model import features, fileio, transform
+from taxi_model import transform_layout as layout
 
 
 def _records(pattern: str) -> list[bytes]:
@@ -31,7 +31,9 @@ def test_transform_writes_graph_with_raw_schema_and_both_splits(transform_dir):
     tf_transform_output = tft.TFTransformOutput(layout.transform_graph_dir(str(transform_dir)))
     assert tf_transform_output.raw_feature_spec() == features.RAW_FEATURE_SPEC
     assert set(tf_transform_output.transformed_feature_spec()) == {
-        features.EXAMPLE_KEY, features.LABEL_KEY, *features.MODEL_INPUT_KEYS
+        features.EXAMPLE_KEY,
+        features.LABEL_KEY,
+        *features.MODEL_INPUT_KEYS,
     }
     assert len(_records(layout.transformed_glob(str(transform_dir), "train"))) == TRAIN_ROWS
     assert len(_records(layout.transformed_glob(str(transform_dir), "eval"))) == EVAL_ROWS
@@ -49,8 +51,13 @@ def test_rerun_replaces_the_output_with_the_same_result(window_dir, transform_di
     # the rerun must not depend on it (the pipelines pin taxi_model.beam_options.BATCH_SIZE).
     monkeypatch.setattr(batch_util, "_BATCH_SIZE_CAP", 7)
 
-    transform.run(str(window_dir / "train" / "part-*.csv"), str(window_dir / "eval" / "part-*.csv"),
-                  "standard", str(output), ["--runner=FnApiRunner"])
+    transform.run(
+        str(window_dir / "train" / "part-*.csv"),
+        str(window_dir / "eval" / "part-*.csv"),
+        "standard",
+        str(output),
+        ["--runner=FnApiRunner"],
+    )
 
     assert not (output / "stale-file").exists()
     for split in ("train", "eval"):
@@ -66,8 +73,9 @@ def test_failed_pipeline_leaves_no_output(window_dir, tmp_path):
     output = tmp_path / "transform"
 
     with pytest.raises(Exception, match="columns"):
-        transform.run(str(window_dir / "train" / "part-*.csv"), str(bad_eval), "standard", str(output),
-                      ["--runner=FnApiRunner"])
+        transform.run(
+            str(window_dir / "train" / "part-*.csv"), str(bad_eval), "standard", str(output), ["--runner=FnApiRunner"]
+        )
 
     assert not output.exists()
     assert _leftovers(output) == []

@@ -1,4 +1,5 @@
 """Recent window vs all history (taxi_model.window_comparison): AUC, paired bootstrap, slice table, a real run."""
+
 from __future__ import annotations
 
 import csv
@@ -11,14 +12,20 @@ import numpy as np
 import pytest
 
 from taxi_model import window_comparison as wc
-from taxi_model.window_comparison import (BootstrapResult, ComparisonError, auc, format_table,
-                                          paired_bootstrap_difference, slice_rows)
+from taxi_model.window_comparison import (
+    BootstrapResult,
+    ComparisonError,
+    auc,
+    format_table,
+    paired_bootstrap_difference,
+    slice_rows,
+)
 
 
 def brute_force_auc(labels, scores) -> float:
     """Over all (positive, negative) pairs: 1 if the positive scores higher, 0.5 if tied."""
-    positives = [s for y, s in zip(labels, scores) if y == 1]
-    negatives = [s for y, s in zip(labels, scores) if y == 0]
+    positives = [s for y, s in zip(labels, scores, strict=True) if y == 1]
+    negatives = [s for y, s in zip(labels, scores, strict=True) if y == 0]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(positives, negatives))
     return wins / (len(positives) * len(negatives))
 
@@ -29,6 +36,7 @@ def noisy_scores(labels, noise: float, rng) -> np.ndarray:
 
 
 # --- AUC ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(6))
 def test_auc_matches_the_pairwise_count_including_ties(seed):
@@ -73,6 +81,7 @@ def test_a_resample_weighted_by_counts_is_the_auc_of_the_repeated_examples():
 
 # --- paired bootstrap ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def two_models():
     rng = np.random.default_rng(0)
@@ -104,8 +113,9 @@ def test_a_clearly_better_model_has_an_interval_above_zero(two_models):
 def test_close_models_have_an_interval_around_zero():
     rng = np.random.default_rng(1)
     labels = (rng.random(300) < 0.3).astype(int)
-    result = paired_bootstrap_difference(labels, noisy_scores(labels, 1.0, rng), noisy_scores(labels, 1.0, rng),
-                                         resamples=300, seed=0)
+    result = paired_bootstrap_difference(
+        labels, noisy_scores(labels, 1.0, rng), noisy_scores(labels, 1.0, rng), resamples=300, seed=0
+    )
     assert result.ci_low <= result.difference <= result.ci_high
     assert result.ci_low < 0 < result.ci_high and wc.verdict(result) == wc.NO_DIFFERENCE
 
@@ -126,11 +136,22 @@ def test_resamples_with_a_single_class_are_skipped():
 
 # --- sentence, slices, table ---------------------------------------------------------------------
 
+
 def test_the_sentence():
-    result = BootstrapResult(difference=0.0312, ci_low=0.0118, ci_high=0.0504, auc_a=0.9, auc_b=0.87,
-                             resamples=1000, used=1000, seed=0, confidence=0.95)
-    assert wc.sentence(result, 412) == ("the recent-window model's AUC is 0.031 higher (95% CI 0.012 to 0.050) "
-                                        "on 412 trips of the newest window")
+    result = BootstrapResult(
+        difference=0.0312,
+        ci_low=0.0118,
+        ci_high=0.0504,
+        auc_a=0.9,
+        auc_b=0.87,
+        resamples=1000,
+        used=1000,
+        seed=0,
+        confidence=0.95,
+    )
+    assert wc.sentence(result, 412) == (
+        "the recent-window model's AUC is 0.031 higher (95% CI 0.012 to 0.050) on 412 trips of the newest window"
+    )
     lower = BootstrapResult(-0.02, -0.035, -0.004, 0.85, 0.87, 1000, 1000, 0, 0.95)
     assert "AUC is 0.020 lower (95% CI -0.035 to -0.004)" in wc.sentence(lower, 50)
     same = BootstrapResult(0.0, 0.0, 0.0, 0.9, 0.9, 10, 10, 0, 0.95)
@@ -139,47 +160,65 @@ def test_the_sentence():
 
 def metrics(slices: dict[str, tuple[float, float, float]]) -> dict:
     """A metrics.json as taxi_model.evaluate writes it, from {slice: (example_count, auc, binary_accuracy)}."""
-    return {"candidate": {name: {"example_count": n, "auc": a, "binary_accuracy": acc, "precision": 0.5}
-                          for name, (n, a, acc) in slices.items()}}
+    return {
+        "candidate": {
+            name: {"example_count": n, "auc": a, "binary_accuracy": acc, "precision": 0.5}
+            for name, (n, a, acc) in slices.items()
+        }
+    }
 
 
-RECENT_METRICS = metrics({
-    "trip_start_hour=10": (40.0, 0.91, 0.88),
-    "trip_start_hour=3": (25.0, 0.80, 0.84),
-    "company=Flash Cab": (30.0, 0.90, 0.85),
-    "trip_start_day=1 x trip_start_month=5": (22.0, 0.70, 0.80),
-    "trip_start_hour=4": (5.0, 0.99, 0.99),  # too few examples
-    "company=Yellow Cab": (60.0, 0.85, 0.82),  # not in the long evaluation
-    "overall": (300.0, 0.93, 0.87),
-    "company=City Service": (20.0, float("nan"), 0.9),  # TFMA's AUC of a single-class slice
-})
-LONG_METRICS = metrics({
-    "overall": (300.0, 0.90, 0.85),
-    "trip_start_hour=3": (25.0, 0.82, 0.80),
-    "trip_start_hour=10": (40.0, 0.85, 0.86),
-    "trip_start_hour=4": (5.0, 0.5, 0.5),
-    "company=Flash Cab": (30.0, 0.88, 0.87),
-    "trip_start_day=1 x trip_start_month=5": (22.0, 0.72, 0.80),
-    "company=City Service": (20.0, 0.7, 0.8),
-})
+RECENT_METRICS = metrics(
+    {
+        "trip_start_hour=10": (40.0, 0.91, 0.88),
+        "trip_start_hour=3": (25.0, 0.80, 0.84),
+        "company=Flash Cab": (30.0, 0.90, 0.85),
+        "trip_start_day=1 x trip_start_month=5": (22.0, 0.70, 0.80),
+        "trip_start_hour=4": (5.0, 0.99, 0.99),  # too few examples
+        "company=Yellow Cab": (60.0, 0.85, 0.82),  # not in the long evaluation
+        "overall": (300.0, 0.93, 0.87),
+        "company=City Service": (20.0, float("nan"), 0.9),  # TFMA's AUC of a single-class slice
+    }
+)
+LONG_METRICS = metrics(
+    {
+        "overall": (300.0, 0.90, 0.85),
+        "trip_start_hour=3": (25.0, 0.82, 0.80),
+        "trip_start_hour=10": (40.0, 0.85, 0.86),
+        "trip_start_hour=4": (5.0, 0.5, 0.5),
+        "company=Flash Cab": (30.0, 0.88, 0.87),
+        "trip_start_day=1 x trip_start_month=5": (22.0, 0.72, 0.80),
+        "company=City Service": (20.0, 0.7, 0.8),
+    }
+)
 
 
 def test_the_slice_table_pairs_the_slices_of_both_evaluations():
     rows = slice_rows(RECENT_METRICS, LONG_METRICS, min_examples=20)
     assert [r["slice"] for r in rows] == [
-        "overall", "company=City Service", "company=Flash Cab",
-        "trip_start_day=1 x trip_start_month=5", "trip_start_hour=3", "trip_start_hour=10"]
+        "overall",
+        "company=City Service",
+        "company=Flash Cab",
+        "trip_start_day=1 x trip_start_month=5",
+        "trip_start_hour=3",
+        "trip_start_hour=10",
+    ]
     overall = rows[0]
     assert overall["example_count"] == 300 and isinstance(overall["example_count"], int)
     assert (overall["recent_auc"], overall["long_auc"]) == (0.93, 0.90)
     assert overall["auc_difference"] == pytest.approx(0.03)
     assert overall["binary_accuracy_difference"] == pytest.approx(0.02)
     hour3 = rows[4]
-    assert hour3["auc_difference"] == pytest.approx(-0.02) and hour3["binary_accuracy_difference"] == pytest.approx(0.04)
+    assert hour3["auc_difference"] == pytest.approx(-0.02) and hour3["binary_accuracy_difference"] == pytest.approx(
+        0.04
+    )
     city = rows[1]
     assert city["recent_auc"] is None and city["auc_difference"] is None and city["long_auc"] == 0.7
     assert [r["slice"] for r in slice_rows(RECENT_METRICS, LONG_METRICS, min_examples=30)] == [
-        "overall", "company=Flash Cab", "trip_start_hour=10"]
+        "overall",
+        "company=Flash Cab",
+        "trip_start_hour=10",
+    ]
     # overall stays even below the bar
     assert [r["slice"] for r in slice_rows(RECENT_METRICS, LONG_METRICS, min_examples=1000)] == ["overall"]
     json.dumps(rows, allow_nan=False)  # NaN became None: strict JSON
@@ -193,8 +232,22 @@ def test_the_slice_table_needs_the_candidate_model():
 def test_the_table_is_aligned():
     text = format_table(slice_rows(RECENT_METRICS, LONG_METRICS, min_examples=20))
     lines = text.splitlines()
-    assert lines[0].split() == ["slice", "examples", "auc", "recent", "auc", "long", "auc", "diff",
-                                "acc", "recent", "acc", "long", "acc", "diff"]
+    assert lines[0].split() == [
+        "slice",
+        "examples",
+        "auc",
+        "recent",
+        "auc",
+        "long",
+        "auc",
+        "diff",
+        "acc",
+        "recent",
+        "acc",
+        "long",
+        "acc",
+        "diff",
+    ]
     assert len({len(line) for line in lines}) == 1  # numbers right-aligned to the same column ends
     assert lines[2].startswith("overall ") and "+0.0300" in lines[2]
     assert "trip_start_day=1 x trip_start_month=5" in text and "-0.0200" in text
@@ -204,6 +257,7 @@ def test_the_table_is_aligned():
 
 # --- a real run ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def evaluations(trained_model, one_step_model, window_dir, tmp_path_factory) -> dict[str, Path]:
     """Both models evaluated by TFMA on the eval split, as the DAG does before the comparison."""
@@ -212,19 +266,32 @@ def evaluations(trained_model, one_step_model, window_dir, tmp_path_factory) -> 
 
     root = tmp_path_factory.mktemp("evaluations")
     for name, model in (("recent", trained_model["model"]), ("long", one_step_model)):
-        evaluate.run(str(model), str(window_dir / "eval" / "part-*.csv"), str(root / name),
-                     policy=BlessingPolicy(auc_floor=0.0))
+        evaluate.run(
+            str(model), str(window_dir / "eval" / "part-*.csv"), str(root / name), policy=BlessingPolicy(auc_floor=0.0)
+        )
     return {"recent": root / "recent", "long": root / "long"}
 
 
 def cli_args(trained_model, one_step_model, eval_glob, evaluations, output) -> list[str]:
-    return ["--recent_model", str(trained_model["model"]), "--long_model", str(one_step_model),
-            "--eval", str(eval_glob), "--recent_evaluation", str(evaluations["recent"]),
-            "--long_evaluation", str(evaluations["long"]), "--output", str(output)]
+    return [
+        "--recent_model",
+        str(trained_model["model"]),
+        "--long_model",
+        str(one_step_model),
+        "--eval",
+        str(eval_glob),
+        "--recent_evaluation",
+        str(evaluations["recent"]),
+        "--long_evaluation",
+        str(evaluations["long"]),
+        "--output",
+        str(output),
+    ]
 
 
-def test_the_recent_model_beats_the_one_step_model(trained_model, one_step_model, window_dir, evaluations,
-                                                   tmp_path, capsys):
+def test_the_recent_model_beats_the_one_step_model(
+    trained_model, one_step_model, window_dir, evaluations, tmp_path, capsys
+):
     output = tmp_path / "comparison"
     args = cli_args(trained_model, one_step_model, window_dir / "eval" / "part-*.csv", evaluations, output)
     wc.main(args + ["--bootstrap", "500", "--seed", "1", "--min_slice_examples", "15"])
@@ -236,8 +303,9 @@ def test_the_recent_model_beats_the_one_step_model(trained_model, one_step_model
     a = report["auc"]
     assert a["difference"] == pytest.approx(a["recent"] - a["long"]) and 0 < a["ci_low"] <= a["ci_high"]
     assert report["sentence"].startswith("the recent-window model's AUC is ")
-    assert report["sentence"].endswith("higher " f"(95% CI {a['ci_low']:.3f} to {a['ci_high']:.3f}) "
-                                       "on 300 trips of the newest window")
+    assert report["sentence"].endswith(
+        f"higher (95% CI {a['ci_low']:.3f} to {a['ci_high']:.3f}) on 300 trips of the newest window"
+    )
     slices = report["slices"]
     assert slices[0]["slice"] == "overall" and slices[0]["example_count"] == 300
     assert abs(slices[0]["recent_auc"] - a["recent"]) < 0.01  # TFMA's thresholded AUC vs the exact one
@@ -258,15 +326,18 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_an_eval_set_the_comparison_cannot_use_is_a_clear_error(trained_model, one_step_model, window_dir,
-                                                                evaluations, tmp_path):
+def test_an_eval_set_the_comparison_cannot_use_is_a_clear_error(
+    trained_model, one_step_model, window_dir, evaluations, tmp_path
+):
     with (window_dir / "eval" / "part-00000.csv").open() as f:
         rows = list(csv.DictReader(f))
     no_tips = write_rows(tmp_path / "no_tips" / "part-0.csv", [{**r, "tips": "0"} for r in rows[:50]])
     too_few = write_rows(tmp_path / "few" / "part-0.csv", rows[:3])
-    cases = [(no_tips, "all 50 eval trips have big_tipper=0: AUC needs both classes"),
-             (too_few, "3 eval rows match"),
-             (tmp_path / "nothing" / "*.csv", "0 eval rows match")]
+    cases = [
+        (no_tips, "all 50 eval trips have big_tipper=0: AUC needs both classes"),
+        (too_few, "3 eval rows match"),
+        (tmp_path / "nothing" / "*.csv", "0 eval rows match"),
+    ]
     for eval_glob, message in cases:
         with pytest.raises(SystemExit, match=message):
             wc.main(cli_args(trained_model, one_step_model, eval_glob, evaluations, tmp_path / "out"))

@@ -1,6 +1,7 @@
 """The warm runtime: a step forked from it behaves as the same step in a fresh interpreter (argv,
 environment, working directory, output, exit code, and the very same trained model), dies with its
 client, and steps run side by side."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from model_test_data import runtime_env
+
 from process_state import alive
 from taxi_model.warm import is_listening, run_warm
 
@@ -42,8 +43,12 @@ STEP = textwrap.dedent("""
 
 
 def start_server(socket_path: str, log: Path) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "taxi_model.warm", "--socket", socket_path],
-                              env=runtime_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "taxi_model.warm", "--socket", socket_path],
+        env=runtime_env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while not is_listening(socket_path):
         assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
@@ -108,16 +113,24 @@ def test_a_step_and_what_it_started_die_when_its_client_goes_away(warm, tmp_path
     """A killed task's process closes its end: with its output read (EOF) or not (ECONNRESET)."""
     pids_file = tmp_path / "pids"
     request = {"argv": [warm["step"], "0", "--sleep", str(pids_file)], "env": runtime_env(), "cwd": "/tmp"}
-    client = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import json, socket, sys, time
         client = socket.socket(socket.AF_UNIX)
-        client.connect({warm['socket']!r})
+        client.connect({warm["socket"]!r})
         client.sendall(json.dumps({request!r}).encode() + b"\\n")
         if {client_reads!r}:
             for line in client.makefile("rb"):
                 print(line)
         time.sleep(600)
-    """)], env=runtime_env(), stdout=subprocess.DEVNULL)
+    """),
+        ],
+        env=runtime_env(),
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not pids_file.exists() or not pids_file.read_text():
         assert time.monotonic() < deadline and client.poll() is None
@@ -147,8 +160,13 @@ def test_steps_run_side_by_side(warm):
 
 
 def test_a_second_server_refuses_a_live_socket_and_replaces_a_stale_one(warm, tmp_path):
-    refused = subprocess.run([sys.executable, "-m", "taxi_model.warm", "--socket", warm["socket"]],
-                             env=runtime_env(), capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "taxi_model.warm", "--socket", warm["socket"]],
+        env=runtime_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0 and "already listens" in refused.stderr
     folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))
     stale = str(folder / "s.sock")
@@ -162,18 +180,36 @@ def test_a_second_server_refuses_a_live_socket_and_replaces_a_stale_one(warm, tm
         shutil.rmtree(folder)
 
 
-def test_the_trainer_in_the_warm_runtime_exports_the_same_model_as_in_a_fresh_interpreter(warm, transform_dir, tmp_path):
+def test_the_trainer_in_the_warm_runtime_exports_the_same_model_as_in_a_fresh_interpreter(
+    warm, transform_dir, tmp_path
+):
     """TensorFlow forked after its import trains as it does fresh: every byte of the weights."""
+
     def command(name):
-        return ["-m", "taxi_model.trainer", "--transform_output", str(transform_dir),
-                "--serving_model_dir", str(tmp_path / name / "model"), "--log_dir", str(tmp_path / name / "logs"),
-                "--train_steps", "30", "--eval_steps", "2", "--batch_size", "64"]
+        return [
+            "-m",
+            "taxi_model.trainer",
+            "--transform_output",
+            str(transform_dir),
+            "--serving_model_dir",
+            str(tmp_path / name / "model"),
+            "--log_dir",
+            str(tmp_path / name / "logs"),
+            "--train_steps",
+            "30",
+            "--eval_steps",
+            "2",
+            "--batch_size",
+            "64",
+        ]
 
     code, lines = run(warm, command("warm"))
     assert code == 0, "\n".join(lines[-30:])
     subprocess.run([sys.executable, *command("fresh")], env=runtime_env(), check=True, capture_output=True)
-    weights = [(tmp_path / name / "model" / "variables" / "variables.data-00000-of-00001").read_bytes()
-               for name in ("warm", "fresh")]
+    weights = [
+        (tmp_path / name / "model" / "variables" / "variables.data-00000-of-00001").read_bytes()
+        for name in ("warm", "fresh")
+    ]
     assert weights[0] == weights[1]
 
 
@@ -194,11 +230,20 @@ def test_a_warm_runtime_whose_owner_dies_stops_and_removes_its_socket(tmp_path):
     behind to serve later runs with what it imported then."""
     folder = Path(tempfile.mkdtemp(prefix="warm-", dir="/tmp"))
     socket_path = str(folder / "s.sock")
-    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import subprocess, sys, time
         subprocess.Popen([sys.executable, "-m", "taxi_model.warm", "--socket", {socket_path!r}])
         time.sleep(600)
-    """)], env=runtime_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """),
+        ],
+        env=runtime_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not is_listening(socket_path):
@@ -249,8 +294,9 @@ def test_a_socket_that_is_not_this_users_own_is_never_sent_a_step(tmp_path, monk
     try:
         monkeypatch.setattr(warm.os, "getuid", lambda: os.geteuid() + 4242)  # we are someone else
         refusals = []
-        code = warm.run_warm(["-m", "anything"], {"AIRFLOW_CONN_X": "secret"}, "/tmp", path, print,
-                             on_refused=refusals.append)
+        code = warm.run_warm(
+            ["-m", "anything"], {"AIRFLOW_CONN_X": "secret"}, "/tmp", path, print, on_refused=refusals.append
+        )
         assert code is None and not warm.is_listening(path)
         (why,) = refusals
         assert f"{folder} belongs to uid {os.geteuid()}, not to this user" in why
@@ -287,9 +333,21 @@ def test_the_default_socket_is_in_a_private_folder_of_the_user(tmp_path, monkeyp
 def test_a_step_gets_only_the_environment_it_needs():
     from taxi_model.warm import step_environment
 
-    env = {"PATH": "/bin", "HOME": "/h", "PYTHONPATH": "/p", "TF_USE_LEGACY_KERAS": "1", "TAXI_HOME": "/t",
-           "LC_ALL": "C", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:1",
-           "AIRFLOW__CORE__FERNET_KEY": "k", "AIRFLOW_CONN_TAXI_ALERTS": "https://hooks/secret",
-           "AIRFLOW__API_AUTH__JWT_SECRET": "s", "AWS_SECRET_ACCESS_KEY": "a", "TAXIWAY": "x"}
-    assert step_environment(env) == {k: env[k] for k in (
-        "PATH", "HOME", "PYTHONPATH", "TF_USE_LEGACY_KERAS", "TAXI_HOME", "LC_ALL", "STORAGE_EMULATOR_HOST")}
+    env = {
+        "PATH": "/bin",
+        "HOME": "/h",
+        "PYTHONPATH": "/p",
+        "TF_USE_LEGACY_KERAS": "1",
+        "TAXI_HOME": "/t",
+        "LC_ALL": "C",
+        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:1",
+        "AIRFLOW__CORE__FERNET_KEY": "k",
+        "AIRFLOW_CONN_TAXI_ALERTS": "https://hooks/secret",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "s",
+        "AWS_SECRET_ACCESS_KEY": "a",
+        "TAXIWAY": "x",
+    }
+    assert step_environment(env) == {
+        k: env[k]
+        for k in ("PATH", "HOME", "PYTHONPATH", "TF_USE_LEGACY_KERAS", "TAXI_HOME", "LC_ALL", "STORAGE_EMULATOR_HOST")
+    }

@@ -1,8 +1,9 @@
 """The schema learned from the sample's first year, against every real window after it: none is
 anomalous (statistics and anomalies only; the fixed expectations are tested in test_validation)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,13 +15,16 @@ from taxi_pipeline.schema import infer_schema, made
 from taxi_pipeline.trip_statistics import dataset_statistics, generate_statistics
 from taxi_pipeline.window import Window
 
-UTC = timezone.utc
+UTC = UTC
 FIRST_YEAR = Window(datetime(2013, 1, 1, tzinfo=UTC), datetime(2014, 1, 1, tzinfo=UTC))
 # The daily DAG's 365-day windows, a quarter apart, and the sliding-window DAG's months, 2014-2016.
 DAILY = [Window.ending_at(datetime(y, m, 1, tzinfo=UTC), 365) for y in (2014, 2015, 2016) for m in (1, 4, 7, 10)]
 DAILY.append(Window.ending_at(datetime(2017, 1, 1, tzinfo=UTC), 365))
-MONTHLY = [Window(datetime(y, m, 1, tzinfo=UTC), datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=UTC))
-           for y in (2014, 2015, 2016) for m in range(1, 13)]
+MONTHLY = [
+    Window(datetime(y, m, 1, tzinfo=UTC), datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=UTC))
+    for y in (2014, 2015, 2016)
+    for m in range(1, 13)
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,7 @@ def window_statistics(warehouse, tmp_path_factory):
             extract_windows(warehouse, layout, {"": window})
             cache[window] = generate_statistics({s: read_split(layout.split_dir(s)) for s in SPLITS})
         return cache[window]
+
     return statistics
 
 
@@ -80,8 +85,13 @@ def test_one_set_of_trips_is_compared_with_another_the_same_way(window_statistic
 
     stats = window_statistics(DAILY[4])
     served = pd.DataFrame({"payment_type": ["Mobile"] * 600 + ["Cash"] * 400})
-    findings = compare(dataset_statistics(served), stats["splits"]["train"], first_year_schema, "skew_comparator",
-                       "against the training window")
+    findings = compare(
+        dataset_statistics(served),
+        stats["splits"]["train"],
+        first_year_schema,
+        "skew_comparator",
+        "against the training window",
+    )
     (line,) = [a.line for a in findings.anomalies if a.column == "payment_type"]
     assert line.startswith("payment_type: skew against the training window (L-infinity distance")
     assert "'Mobile' 0.0% -> 60.0% of rows" in line
@@ -114,8 +124,11 @@ def test_the_l_infinity_distance_is_the_largest_move_of_a_values_share():
     before = dataset_statistics(pd.DataFrame({"company": ["A"] * 50 + ["B"] * 50}))["features"]["company"]
     after = dataset_statistics(pd.DataFrame({"company": ["A"] * 20 + ["B"] * 50 + ["C"] * 30}))["features"]["company"]
     assert share_moves(after, before)[0] == (pytest.approx(0.3), "A")
-    assert dict((v, d) for d, v in share_moves(after, before)) == {"A": pytest.approx(0.3), "C": pytest.approx(0.3),
-                                                                   "B": 0.0}
+    assert dict((v, d) for d, v in share_moves(after, before)) == {
+        "A": pytest.approx(0.3),
+        "C": pytest.approx(0.3),
+        "B": 0.0,
+    }
 
 
 def test_infinite_numbers_are_counted_as_invalid_not_measured():
@@ -133,8 +146,13 @@ def test_a_column_the_served_trips_lack_and_more_nulls_are_skew(window_statistic
 
     training = window_statistics(DAILY[4])["splits"]["train"]
     served = pd.DataFrame({"fare": [7.25] * 2000, "company": [None] * 2000})
-    lines = [a.line for a in compare(dataset_statistics(served), training, first_year_schema, "skew_comparator",
-                                     "against the training window").anomalies]
+    lines = [
+        a.line
+        for a in compare(
+            dataset_statistics(served), training, first_year_schema, "skew_comparator", "against the training window"
+        ).anomalies
+    ]
     assert "payment_type: column missing against the training window" in lines
-    assert any(line.startswith("company: null share") and "-> 100.0% against the training window" in line
-               for line in lines), lines
+    assert any(
+        line.startswith("company: null share") and "-> 100.0% against the training window" in line for line in lines
+    ), lines

@@ -1,9 +1,10 @@
 """validate_window as the DAGs run it: the schema inferred by the first run, a window that fails on
 a change of the data, and the manual run that accepts it (the accept_data_changes Param)."""
+
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
@@ -22,9 +23,13 @@ class _Dag:
 
 
 def context(run_id: str, **params) -> dict:
-    return {"params": {"window_days": 365, "min_window_rows": 500, **params}, "dag": _Dag(), "run_id": run_id,
-            "data_interval_start": datetime(2015, 12, 31, tzinfo=timezone.utc),
-            "data_interval_end": datetime(2016, 1, 1, tzinfo=timezone.utc)}
+    return {
+        "params": {"window_days": 365, "min_window_rows": 500, **params},
+        "dag": _Dag(),
+        "run_id": run_id,
+        "data_interval_start": datetime(2015, 12, 31, tzinfo=UTC),
+        "data_interval_end": datetime(2016, 1, 1, tzinfo=UTC),
+    }
 
 
 def extract(warehouse, ctx, new_payment_type: bool = False):

@@ -4,12 +4,13 @@ port, with GCS's preconditions: tests/gcs_emulator.py). The file API is Airflow'
 (gcsfs) on a connection with anonymous credentials; STORAGE_EMULATOR_HOST points gcsfs and
 google-cloud-storage at the emulator. The order of writes is read from the objects' generations
 (the emulator's are nanosecond clocks, like GCS's microsecond ones)."""
+
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,13 +31,18 @@ def store(emulator):
 
 
 def _generations(store, prefix: str) -> dict[str, int]:
-    return {b.name[len(prefix):]: int(b.generation) for b in store.list_blobs(BUCKET, prefix=prefix)}
+    return {b.name[len(prefix) :]: int(b.generation) for b in store.list_blobs(BUCKET, prefix=prefix)}
 
 
 def _saved_model(path: Path, marker: str) -> Path:
     """A SavedModel's file layout (the bytes are not TensorFlow's: this is about where they go)."""
-    for name in ("saved_model.pb", "fingerprint.pb", "variables/variables.index",
-                 "variables/variables.data-00000-of-00001", "assets/vocab_company.txt"):
+    for name in (
+        "saved_model.pb",
+        "fingerprint.pb",
+        "variables/variables.index",
+        "variables/variables.data-00000-of-00001",
+        "assets/vocab_company.txt",
+    ):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(f"{marker}:{name}")
     return path
@@ -52,10 +58,16 @@ def test_the_client_is_the_providers_hook_on_the_emulator(store):
 
 
 def test_listing_names_children_and_globs(store):
-    for name in ("serving/taxi/202601010000/saved_model.pb", "serving/taxi/labels.json",
-                 "serving/taxi_wide/202601010000/saved_model.pb", "serving/models.config",
-                 "serving-other/x", "data/train/part-000000000000.csv", "data/train/part-000000000001.csv",
-                 "data/eval/part-000000000000.csv"):
+    for name in (
+        "serving/taxi/202601010000/saved_model.pb",
+        "serving/taxi/labels.json",
+        "serving/taxi_wide/202601010000/saved_model.pb",
+        "serving/models.config",
+        "serving-other/x",
+        "data/train/part-000000000000.csv",
+        "data/train/part-000000000001.csv",
+        "data/eval/part-000000000000.csv",
+    ):
         files.write_text(f"{ROOT}/{name}", name)
     # the "subdirectories" (the listing's prefixes, known once its pages are read) and the objects
     assert files.children(f"{ROOT}/serving") == ["models.config", "taxi", "taxi_wide"]
@@ -63,9 +75,13 @@ def test_listing_names_children_and_globs(store):
     assert files.children(f"{ROOT}/nothing") == []
     assert files.list_files(f"{ROOT}/serving/taxi") == ["202601010000/saved_model.pb", "labels.json"]
     assert files.glob(f"{ROOT}/data/train/part-*.csv") == [
-        f"{ROOT}/data/train/part-000000000000.csv", f"{ROOT}/data/train/part-000000000001.csv"]
+        f"{ROOT}/data/train/part-000000000000.csv",
+        f"{ROOT}/data/train/part-000000000001.csv",
+    ]
     assert files.glob(f"{ROOT}/data/*/part-*.csv") == [
-        f"{ROOT}/data/eval/part-000000000000.csv", *files.glob(f"{ROOT}/data/train/part-*.csv")]
+        f"{ROOT}/data/eval/part-000000000000.csv",
+        *files.glob(f"{ROOT}/data/train/part-*.csv"),
+    ]
 
 
 def test_upload_tree_drops_an_earlier_trys_objects_and_writes_last_names_last(store, tmp_path):
@@ -94,9 +110,17 @@ def split_prefix(uri: str) -> str:
 
 
 def _record(source: str, version: int, model: str = "taxi_standard"):
-    return DeploymentRecord(model=model, version=version, variant="standard", dag_id="taxi_daily_retrain",
-                            run_id=f"scheduled__{version}", window=f"w{version}", source=source,
-                            metrics={"auc": 0.8}, reasons=[])
+    return DeploymentRecord(
+        model=model,
+        version=version,
+        variant="standard",
+        dag_id="taxi_daily_retrain",
+        run_id=f"scheduled__{version}",
+        window=f"w{version}",
+        source=source,
+        metrics={"auc": 0.8},
+        reasons=[],
+    )
 
 
 @pytest.fixture
@@ -183,10 +207,15 @@ def test_a_gcp_task_publishes_its_output_folder_whole_and_only_when_it_succeeds(
     from taxi_pipeline.run_context import run_layout
 
     monkeypatch.setenv("TAXI_PLATFORM", "gcp")
-    end = datetime(2016, 1, 1, tzinfo=timezone.utc)
-    context = {"dag": SimpleNamespace(dag_id="taxi_daily_retrain"), "run_id": "scheduled__2016-01-01T00:00:00+00:00",
-               "data_interval_start": datetime(2015, 12, 31, tzinfo=timezone.utc), "data_interval_end": end,
-               "logical_date": datetime(2015, 12, 31, tzinfo=timezone.utc), "params": {"window_days": 365}}
+    end = datetime(2016, 1, 1, tzinfo=UTC)
+    context = {
+        "dag": SimpleNamespace(dag_id="taxi_daily_retrain"),
+        "run_id": "scheduled__2016-01-01T00:00:00+00:00",
+        "data_interval_start": datetime(2015, 12, 31, tzinfo=UTC),
+        "data_interval_end": end,
+        "logical_date": datetime(2015, 12, 31, tzinfo=UTC),
+        "params": {"window_days": 365},
+    }
     layout = run_layout(context)
     assert layout.run_dir.startswith(f"{ROOT}/artifacts/taxi_daily_retrain/window=")
     files.write_text(f"{layout.run_dir}/data/train/part-0.csv", "a,b\n1,2\n")
@@ -242,8 +271,10 @@ def test_two_concurrent_pushes_serialize_on_the_serving_roots_lock(store, export
         start.wait()
         results[model] = ServingRoot(serving).push(_record(source, version, model=model), poll=0.05)
 
-    threads = [threading.Thread(target=push, args=("taxi_standard", 201601010000, exported["new"])),
-               threading.Thread(target=push, args=("taxi_coarse", 201601010000, exported["old"]))]
+    threads = [
+        threading.Thread(target=push, args=("taxi_standard", 201601010000, exported["new"])),
+        threading.Thread(target=push, args=("taxi_coarse", 201601010000, exported["old"])),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -279,8 +310,10 @@ def test_a_held_lock_names_its_holder_and_a_stale_one_is_broken(store, exported,
     assert files.list_files(serving) == []  # the push that gave up wrote nothing
 
     # a holder that died left its lock behind: a push breaks it once older than the stale timeout
-    files.write_text(f"{serving}/.deploy.lock", json.dumps({"holder": "push of taxi_standard version 1 (dead)",
-                                                              "process": "pid 1 on gone"}))
+    files.write_text(
+        f"{serving}/.deploy.lock",
+        json.dumps({"holder": "push of taxi_standard version 1 (dead)", "process": "pid 1 on gone"}),
+    )
     with caplog.at_level("WARNING", logger="taxi_pipeline.gcs_lock"):
         assert ServingRoot(serving).push(record, stale_after=0.5, poll=0.1).pushed
     assert "Breaking the stale lock" in caplog.text and "push of taxi_standard version 1 (dead)" in caplog.text
@@ -318,7 +351,11 @@ def test_a_retried_push_rewrites_no_identical_object(store, exported, tmp_path, 
     prefix = "taxi_standard/201601010000/"
     for name in ("fingerprint.pb", "variables/variables.index", "assets/vocab_company.txt"):
         assert after[prefix + name] == before[prefix + name]
-    assert after[prefix + "saved_model.pb"] > after[prefix + "variables/variables.data-00000-of-00001"] > before[prefix + "saved_model.pb"]
+    assert (
+        after[prefix + "saved_model.pb"]
+        > after[prefix + "variables/variables.data-00000-of-00001"]
+        > before[prefix + "saved_model.pb"]
+    )
     assert files.read_text(f"{version}/saved_model.pb") == "rerun graph"
     assert json.loads(files.read_text(f"{serving}/taxi_standard/records/201601010000.json"))["source"] == source
     assert after["models.config"] == before["models.config"]  # the same versions: the same config, left alone

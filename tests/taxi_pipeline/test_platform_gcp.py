@@ -3,6 +3,7 @@ have the local platform's shape, and every task renders for a window into object
 (the TFJob read back by the Kubeflow training SDK's models, and its pods, Deployment, Service and the
 runtime pods with kubernetes-validate; Dataflow's PipelineOptions; the window SQL is the local
 platform's text)."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,19 @@ pytestmark = pytest.mark.slow
 
 def _run(platform: str, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXI_GCP_", "GOOGLE_", "AIRFLOW_CONN_"))}
-    env.update(TAXI_PLATFORM=platform, TAXI_GCP_PROJECT="taxi-test",
-               # no network: any attempt to reach Google fails fast instead of passing by luck
-               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="",
-               AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="0")  # a loaded machine parses slowly; not what is tested here
+    env.update(
+        TAXI_PLATFORM=platform,
+        TAXI_GCP_PROJECT="taxi-test",
+        # no network: any attempt to reach Google fails fast instead of passing by luck
+        HTTPS_PROXY="http://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+        NO_PROXY="",
+        AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="0",
+    )  # a loaded machine parses slowly; not what is tested here
     out = subprocess.run([sys.executable, str(RENDER), *args], env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    line = next(text for text in out.stdout.splitlines() if text.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +89,12 @@ def _validate_k8s(obj):
 
 
 def _train_manifests(gcp) -> list[dict]:
-    return [entry["tfjob"] for dag in gcp["dags"].values()
-            for task_id, entry in dag.get("rendered", {}).items() if task_id.endswith(".train")]
+    return [
+        entry["tfjob"]
+        for dag in gcp["dags"].values()
+        for task_id, entry in dag.get("rendered", {}).items()
+        if task_id.endswith(".train")
+    ]
 
 
 def _sdk_round_trip(manifest: dict):
@@ -115,9 +125,14 @@ def test_the_tfjob_reads_back_into_the_sdk_models_and_its_pods_validate_as_pods(
         template = worker["template"]
         assert template["spec"]["automountServiceAccountToken"] is False  # no API token in a training pod
         assert template["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
-        _validate_k8s({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"],
-                                                                      **template["metadata"]},
-                       "spec": template["spec"]})
+        _validate_k8s(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": job["metadata"]["name"], **template["metadata"]},
+                "spec": template["spec"],
+            }
+        )
         container = template["spec"]["containers"][0]
         assert container["securityContext"] == security_context(RUNTIME_UID)  # non-root, read-only root
         assert not any(e["name"] == "TF_CONFIG" for e in container["env"])  # the training operator sets it
@@ -127,15 +142,16 @@ def test_the_tfjob_reads_back_into_the_sdk_models_and_its_pods_validate_as_pods(
 
 def test_the_worker_count_renders_from_the_workers_param_as_an_integer(gcp):
     import yaml
-    from taxi_pipeline.operators.tfjob import TFJobTrainOperator
 
     from taxi_pipeline.k8s import WORKERS_TEMPLATE, tfjob_yaml
+    from taxi_pipeline.operators.tfjob import TFJobTrainOperator
 
     window = _train_manifests(gcp)[0]
     templated = json.loads(json.dumps(window))
     templated["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = WORKERS_TEMPLATE
-    op = TFJobTrainOperator(task_id="train", yaml_conf=tfjob_yaml(templated), location="us-central1",
-                            cluster_name="c", project_id="p")
+    op = TFJobTrainOperator(
+        task_id="train", yaml_conf=tfjob_yaml(templated), location="us-central1", cluster_name="c", project_id="p"
+    )
     op.render_template_fields({"params": {"workers": 3}})
     job = yaml.safe_load(op.yaml_conf)
     model = _sdk_round_trip(job)
@@ -155,13 +171,16 @@ def test_a_bad_tfjob_is_refused():
             check_tfjob(job)
 
     refused(lambda job, worker: worker.update(restartPolicy="Sometimes"), "'Sometimes' is not one of Always")
-    refused(lambda job, worker: job["spec"]["runPolicy"].update(cleanPodPolicy="Sometimes"),
-            "'Sometimes' is not one of All")
+    refused(
+        lambda job, worker: job["spec"]["runPolicy"].update(cleanPodPolicy="Sometimes"), "'Sometimes' is not one of All"
+    )
     refused(lambda job, worker: job["spec"].update(tfReplicaSpecs={"Workers": worker}), "not a TFJob replica type")
     refused(lambda job, worker: worker.update(replicas="{{ params.workers }}"), "invalid literal for int")
     refused(lambda job, worker: worker.update(replicas="3"), r"replicas: '3' -> 3")
-    refused(lambda job, worker: worker["template"]["spec"]["containers"][0].update(imagePullPolicyy="Always"),
-            r"imagePullPolicyy: 'Always' -> '<missing>'")  # a field the models do not know
+    refused(
+        lambda job, worker: worker["template"]["spec"]["containers"][0].update(imagePullPolicyy="Always"),
+        r"imagePullPolicyy: 'Always' -> '<missing>'",
+    )  # a field the models do not know
     refused(lambda job, worker: job["spec"].pop("runPolicy"), "`run_policy`, must not be `None`")
     refused(lambda job, worker: worker["template"]["spec"]["containers"][0].pop("name"), "`name`, must not be `None`")
 
@@ -204,8 +223,13 @@ def test_runtime_pods_have_one_name_per_run(gcp):
     assert pod["metadata"]["name"] == run_pod_name("taxi_sliding_window", "compare_windows", run_id)
     assert pod["metadata"]["name"].startswith("taxi-sliding-window-compare-windows-")
     assert rendered["compare_windows"]["random_name_suffix"] is False
-    assert run_pod_name("taxi_sliding_window", "compare_windows", "manual__2015-02-01T00:00:00+00:00") != pod["metadata"]["name"]
-    names = [e["pod"]["metadata"]["name"] for d in gcp["dags"].values() for e in d.get("rendered", {}).values() if "pod" in e]
+    assert (
+        run_pod_name("taxi_sliding_window", "compare_windows", "manual__2015-02-01T00:00:00+00:00")
+        != pod["metadata"]["name"]
+    )
+    names = [
+        e["pod"]["metadata"]["name"] for d in gcp["dags"].values() for e in d.get("rendered", {}).values() if "pod" in e
+    ]
     assert len(set(names)) == len(names)  # check_export of each variant and DAG, compare_windows: all distinct
 
 
@@ -218,13 +242,17 @@ def test_dataflow_pipeline_options_are_complete_and_valid_for_the_dataflow_runne
     monkeypatch.setattr(GoogleCloudOptions, "_warn_if_soft_delete_policy_enabled", lambda self, arg: None)
     names = set()
     for dag in gcp["dags"].values():
-        for task_id, entry in dag.get("rendered", {}).items():
+        for entry in dag.get("rendered", {}).values():
             if entry["operator"] != "BeamRunPythonPipelineOperator":
                 continue
             assert entry["runner"] == "DataflowRunner" and entry["dataflow"]["append_job_name"] is False
-            options = {**entry["pipeline_options"], "project": entry["dataflow"]["project_id"],
-                       "region": entry["dataflow"]["location"], "job_name": entry["job_name"],
-                       "service_account_email": entry["dataflow"]["service_account"]}
+            options = {
+                **entry["pipeline_options"],
+                "project": entry["dataflow"]["project_id"],
+                "region": entry["dataflow"]["location"],
+                "job_name": entry["job_name"],
+                "service_account_email": entry["dataflow"]["service_account"],
+            }
             args = [f"--{k}={v}" for k, v in options.items() if not isinstance(v, (list, dict))]
             args += [f"--experiments={e}" for e in options["experiments"]]
             pipeline_options = PipelineOptions(args)
@@ -242,13 +270,17 @@ def test_extract_runs_the_window_sql_the_local_platform_translates(gcp):
 
     extract = gcp["dags"]["taxi_daily_retrain"]["rendered"]["extract_window"]
     jobs = extract["jobs"]
-    assert {(j["window"], j["split"]) for j in jobs} == {(w, s) for w in ("window", "reference") for s in ("train", "eval")}
+    assert {(j["window"], j["split"]) for j in jobs} == {
+        (w, s) for w in ("window", "reference") for s in ("train", "eval")
+    }
     source = "`taxi-test.chicago_taxi_trips.taxi_trips`"
     for job in jobs:
         query = job["query"]["configuration"]["query"]
         assert query["query"] == bigquery_sql("window", source)
         assert query["writeDisposition"] == "WRITE_TRUNCATE"
-        assert job["export"]["destination_cloud_storage_uris"][0].endswith(f"/data/{'reference/' if job['window'] == 'reference' else ''}{job['split']}/part-*.csv")
+        assert job["export"]["destination_cloud_storage_uris"][0].endswith(
+            f"/data/{'reference/' if job['window'] == 'reference' else ''}{job['split']}/part-*.csv"
+        )
     # the same text, but for the table, is what the local platform translates for DuckDB
     local_text = query["query"].replace(source, LOCAL_SOURCE_TABLE)
     assert local_text == bigquery_sql("window", LOCAL_SOURCE_TABLE)
@@ -264,8 +296,13 @@ def test_an_image_pinned_by_digest_goes_into_the_manifests_as_it_is():
     from taxi_pipeline.k8s import tf_serving_deployment, tfjob
 
     pinned = "tensorflow/serving@sha256:" + "0123456789abcdef" * 4
-    deployment = tf_serving_deployment(namespace="ns", image=pinned, models_config="gs://b/serving/models.config",
-                                       service_account="sa", ready_model="taxi")
+    deployment = tf_serving_deployment(
+        namespace="ns",
+        image=pinned,
+        models_config="gs://b/serving/models.config",
+        service_account="sa",
+        ready_model="taxi",
+    )
     _validate_k8s(deployment)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
     runtime = "us-docker.pkg.dev/p/taxi/runtime@sha256:" + "f" * 64

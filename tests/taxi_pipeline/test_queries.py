@@ -1,9 +1,10 @@
 """The window SQL on DuckDB against an independent computation on the sample CSVs."""
+
 from __future__ import annotations
 
 import csv
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,9 +13,9 @@ from taxi_pipeline.warehouse import SAMPLE_COLUMNS, connect, export_split, uniqu
 from taxi_pipeline.window import Window
 
 WINDOWS = [
-    Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365),
-    Window.ending_at(datetime(2014, 3, 15, tzinfo=timezone.utc), 30),
-    Window(datetime(2016, 12, 1, tzinfo=timezone.utc), datetime(2017, 1, 1, tzinfo=timezone.utc)),
+    Window.ending_at(datetime(2016, 1, 1, tzinfo=UTC), 365),
+    Window.ending_at(datetime(2014, 3, 15, tzinfo=UTC), 30),
+    Window(datetime(2016, 12, 1, tzinfo=UTC), datetime(2017, 1, 1, tzinfo=UTC)),
 ]
 
 
@@ -35,22 +36,28 @@ def expected_split(rows: dict[str, dict], window: Window, split: str) -> set[str
     def bucket(key: str) -> str:
         return "eval" if int(hashlib.md5(key.encode()).hexdigest()[:8], 16) % 3 == 0 else "train"
 
-    return {k for k, r in rows.items()
-            if r["pickup_latitude"] and start <= int(r["trip_start_timestamp"]) < end and bucket(k) == split}
+    return {
+        k
+        for k, r in rows.items()
+        if r["pickup_latitude"] and start <= int(r["trip_start_timestamp"]) < end and bucket(k) == split
+    }
 
 
 def query(warehouse, window: Window, split: str) -> list[dict]:
     with connect(warehouse) as con:
         cur = con.execute(duckdb_sql("window"), window_params(window, split))
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def test_warehouse_holds_every_distinct_sample_trip(warehouse, sample_rows):
     with connect(warehouse) as con:
         (count,) = con.execute("SELECT count(*) FROM chicago_taxi_trips.taxi_trips").fetchone()
-        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                 "WHERE table_name = 'taxi_trips'").fetchall())
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'taxi_trips'"
+            ).fetchall()
+        )
     assert count == len(sample_rows) == 25_001  # 25,002 rows, one exact duplicate across the files
     assert types["trip_start_timestamp"] == "TIMESTAMP WITH TIME ZONE"
     assert types["fare"] == "DOUBLE" and types["trip_seconds"] == "BIGINT" and types["company"] == "VARCHAR"
@@ -76,8 +83,11 @@ def test_derived_columns_equal_the_samples_own(warehouse, sample_rows):
     for r in rows:
         source = sample_rows[r["unique_key"]]
         assert (r["trip_start_month"], r["trip_start_hour"], r["trip_start_day"], r["trip_start_timestamp"]) == (
-            int(source["trip_start_month"]), int(source["trip_start_hour"]), int(source["trip_start_day"]),
-            int(source["trip_start_timestamp"]))
+            int(source["trip_start_month"]),
+            int(source["trip_start_hour"]),
+            int(source["trip_start_day"]),
+            int(source["trip_start_timestamp"]),
+        )
 
 
 def test_duckdb_text_is_translated_from_the_bigquery_text():

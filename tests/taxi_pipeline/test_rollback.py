@@ -1,5 +1,6 @@
 """Rolling a served model back: retire newer versions, move labels, record why; idempotent. The same
 code on both platforms' serving roots: a local folder and `gs://` (the GCS emulator)."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,11 @@ def root(request, tmp_path) -> ServingRoot:
         source = tmp_path / "models" / str(version)
         (source / "variables").mkdir(parents=True)
         (source / "saved_model.pb").write_bytes(b"model %d" % version)
-        root.push(DeploymentRecord("taxi", version, "standard", "taxi_daily_retrain", f"run{version}", "w",
-                                   str(source), {"auc": 0.93}, []))
+        root.push(
+            DeploymentRecord(
+                "taxi", version, "standard", "taxi_daily_retrain", f"run{version}", "w", str(source), {"auc": 0.93}, []
+            )
+        )
     root.set_label("taxi", "stable", VERSIONS[-1])
     return root
 
@@ -56,11 +60,14 @@ def test_a_rerun_changes_nothing_and_a_named_version_can_move_forward_again(root
     assert files.read_bytes(f"{root.uri}/taxi/{VERSIONS[1]}/saved_model.pb") == b"model %d" % VERSIONS[1]
 
 
-@pytest.mark.parametrize("model, target, reason, message", [
-    ("taxi", "201401010000", "no such version", "has no version 201401010000"),
-    ("taxi_unknown", "previous", "no such model", "is not a served model"),
-    ("taxi", "previous", "  ", "needs a reason"),
-])
+@pytest.mark.parametrize(
+    "model, target, reason, message",
+    [
+        ("taxi", "201401010000", "no such version", "has no version 201401010000"),
+        ("taxi_unknown", "previous", "no such model", "is not a served model"),
+        ("taxi", "previous", "  ", "needs a reason"),
+    ],
+)
 def test_a_bad_request_changes_nothing(root, model, target, reason, message):
     before = root.models_config()
     with pytest.raises(RollbackError, match=message):
@@ -78,8 +85,9 @@ def test_a_rollback_waits_for_a_deployment_in_progress(root):
     import threading
 
     done = threading.Event()
-    rollback = threading.Thread(target=lambda: (root.roll_back("taxi", "previous", "bad model in prod", "m"),
-                                                done.set()))
+    rollback = threading.Thread(
+        target=lambda: (root.roll_back("taxi", "previous", "bad model in prod", "m"), done.set())
+    )
     with root.lock():  # a push holding the serving root
         rollback.start()
         assert not done.wait(1.5)  # the rollback does not interleave with it

@@ -1,8 +1,9 @@
 """A run's windows follow from its Params."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pendulum
 import pytest
@@ -13,21 +14,30 @@ from taxi_pipeline.window import Window
 
 
 def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def test_the_daily_plan_trains_on_window_days_and_measures_drift_against_the_previous_window():
-    plan = window_plan({"params": {"window_days": 365}, "data_interval_start": pendulum.datetime(2015, 12, 31),
-                        "data_interval_end": pendulum.datetime(2016, 1, 1)})
+    plan = window_plan(
+        {
+            "params": {"window_days": 365},
+            "data_interval_start": pendulum.datetime(2015, 12, 31),
+            "data_interval_end": pendulum.datetime(2016, 1, 1),
+        }
+    )
     window = Window(utc(2015, 1, 1), utc(2016, 1, 1))
     assert plan.windows == {"": window, "reference": window.previous()}
     assert plan.checks == {"": "reference"} and plan.key == ""
 
 
 def test_the_sliding_plan_judges_the_run_interval_with_a_recent_and_a_long_model():
-    plan = window_plan({"params": {"recent_days": 90, "history_start": "2013-01-01"},
-                        "data_interval_start": pendulum.datetime(2015, 1, 1),
-                        "data_interval_end": pendulum.datetime(2015, 2, 1)})
+    plan = window_plan(
+        {
+            "params": {"recent_days": 90, "history_start": "2013-01-01"},
+            "data_interval_start": pendulum.datetime(2015, 1, 1),
+            "data_interval_end": pendulum.datetime(2015, 2, 1),
+        }
+    )
     assert plan.windows == {
         "newest": Window(utc(2015, 1, 1), utc(2015, 2, 1)),
         "recent": Window(utc(2014, 10, 3), utc(2015, 1, 1)),
@@ -46,8 +56,9 @@ def test_the_history_has_one_row_per_window_and_a_rerun_replaces_its_row(tmp_pat
 
 def test_the_evaluation_baseline_is_bounded_by_the_runs_own_served_version():
     """The evaluate task renders --baseline_before from the run's data interval (taxi_version())."""
-    from taxi_pipeline.dag_defaults import MACROS
     from jinja2 import Environment
+
+    from taxi_pipeline.dag_defaults import MACROS
 
     template = Environment().from_string("{{ taxi_version() }}")
     rendered = template.render(**MACROS, params={"window_days": 365}, data_interval_end=pendulum.datetime(2016, 1, 1))
@@ -60,31 +71,44 @@ def test_a_manual_window_end_replaces_the_data_interval_end_everywhere():
 
     from taxi_pipeline.dag_defaults import MACROS
 
-    context = {"params": {"window_days": 365, "window_end": "2015-07-01"},
-               "data_interval_start": pendulum.datetime(2026, 11, 21), "data_interval_end": pendulum.datetime(2026, 11, 22)}
+    context = {
+        "params": {"window_days": 365, "window_end": "2015-07-01"},
+        "data_interval_start": pendulum.datetime(2026, 11, 21),
+        "data_interval_end": pendulum.datetime(2026, 11, 22),
+    }
     plan = window_plan(context)
     assert plan.windows[""] == Window(utc(2014, 7, 1), utc(2015, 7, 1))
     assert plan.windows["reference"] == Window(utc(2013, 7, 1), utc(2014, 7, 1))
     assert run_end(context) == utc(2015, 7, 1)
     rendered = Environment().from_string("{{ taxi_version() }}").render(**MACROS, **context)
     assert rendered == "201507010000"
-    assert window_plan({**context, "params": {"window_days": 365, "window_end": None}}).windows[""].end == utc(2026, 11, 22)
+    assert window_plan({**context, "params": {"window_days": 365, "window_end": None}}).windows[""].end == utc(
+        2026, 11, 22
+    )
 
 
 def test_a_manual_sliding_run_judges_the_calendar_month_before_its_window_end():
-    base = {"params": {"recent_days": 90, "history_start": "2013-01-01"},
-            "data_interval_start": pendulum.datetime(2026, 10, 1), "data_interval_end": pendulum.datetime(2026, 11, 1)}
-    for window_end, newest in (("2015-02-01", Window(utc(2015, 1, 1), utc(2015, 2, 1))),
-                               ("2015-01-01", Window(utc(2014, 12, 1), utc(2015, 1, 1))),
-                               ("2015-03-31", Window(utc(2015, 2, 28), utc(2015, 3, 31)))):
+    base = {
+        "params": {"recent_days": 90, "history_start": "2013-01-01"},
+        "data_interval_start": pendulum.datetime(2026, 10, 1),
+        "data_interval_end": pendulum.datetime(2026, 11, 1),
+    }
+    for window_end, newest in (
+        ("2015-02-01", Window(utc(2015, 1, 1), utc(2015, 2, 1))),
+        ("2015-01-01", Window(utc(2014, 12, 1), utc(2015, 1, 1))),
+        ("2015-03-31", Window(utc(2015, 2, 28), utc(2015, 3, 31))),
+    ):
         plan = window_plan({**base, "params": {**base["params"], "window_end": window_end}})
         assert plan.windows["newest"] == newest
         assert plan.windows["long"] == Window(utc(2013, 1, 1), newest.start)
 
 
 def test_a_history_start_after_the_judged_month_is_refused_with_the_reason():
-    context = {"params": {"recent_days": 90, "history_start": "2015-06-01", "window_end": "2015-02-01"},
-               "data_interval_start": None, "data_interval_end": None}
+    context = {
+        "params": {"recent_days": 90, "history_start": "2015-06-01", "window_end": "2015-02-01"},
+        "data_interval_start": None,
+        "data_interval_end": None,
+    }
     with pytest.raises(ValueError, match="history_start 2015-06-01 is not before the judged window"):
         window_plan(context)
 

@@ -1,14 +1,15 @@
 """The live view of `make run`: which rows it draws, where the logs go, what a failure shows."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from taxi_pipeline.run_view import TaskRow, finished_line, task_log_tail, task_rows
 
-START = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
@@ -16,8 +17,11 @@ def at(seconds: float) -> datetime:
 
 
 def test_rows_follow_the_dags_order_and_show_untouched_tasks_as_not_started():
-    rows = task_rows(["extract", "validate", "train"],
-                     [("validate", -1, "running", at(5), None), ("extract", -1, "success", at(1), at(4))], START)
+    rows = task_rows(
+        ["extract", "validate", "train"],
+        [("validate", -1, "running", at(5), None), ("extract", -1, "success", at(1), at(4))],
+        START,
+    )
     assert [(r.task_id, r.state) for r in rows] == [("extract", "success"), ("validate", "running"), ("train", "")]
     assert rows[0].seconds(at(100)) == 3.0
     assert rows[1].seconds(at(7)) == 2.0  # running: up to now
@@ -43,7 +47,8 @@ def test_a_mapped_task_runs_until_its_last_instance_ends():
 
 def test_the_failed_tasks_log_tail_is_its_own_latest_attempt(tmp_path):
     log = tmp_path / "run.log"
-    log.write_text(textwrap.dedent("""\
+    log.write_text(
+        textwrap.dedent("""\
         [DAG TEST] starting task_id=train map_index=-1
         first attempt
         [DAG TEST] starting task_id=train map_index=-1
@@ -51,7 +56,8 @@ def test_the_failed_tasks_log_tail_is_its_own_latest_attempt(tmp_path):
         ValueError: the window is empty
         [DAG TEST] starting task_id=report map_index=-1
         report lines
-        """))
+        """)
+    )
     line, tail = task_log_tail(log, "train", lines=2)
     assert line == 3
     assert tail == ["epoch 1", "ValueError: the window is empty"]

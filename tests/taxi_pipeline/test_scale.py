@@ -1,7 +1,8 @@
 """The data scaler: N trips with the sample's distributions, fresh unique keys, read by the window SQL."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -29,15 +30,18 @@ def big_tipper_rate(frame) -> float:
 def test_the_scaled_table_has_n_trips_with_unique_keys_and_keeps_every_source_trip(source, scaled):
     assert len(scaled) == TRIPS
     assert scaled["unique_key"].is_unique
-    kept = scaled.iloc[:len(source)].reset_index(drop=True)
+    kept = scaled.iloc[: len(source)].reset_index(drop=True)
     assert kept.equals(source)
 
 
 def test_the_copies_are_jittered_not_duplicated(source, scaled):
-    copies = scaled.iloc[len(source):]
+    copies = scaled.iloc[len(source) :]
     # a copy keeps its categories; its numbers and start time move a little
     categories = ["company", "payment_type", "pickup_community_area", "pickup_latitude", "dropoff_longitude"]
-    combos = lambda frame: set(frame[categories].astype(str).itertuples(index=False, name=None))
+
+    def combos(frame):
+        return set(frame[categories].astype(str).itertuples(index=False, name=None))
+
     assert combos(copies) <= combos(source)
     assert copies["fare"].nunique() > source["fare"].nunique()
     low, high = source["trip_start_timestamp"].min(), source["trip_start_timestamp"].max()
@@ -55,9 +59,15 @@ def test_the_distributions_are_kept(source, scaled):
         expected = source[column].value_counts(normalize=True, dropna=False)
         actual = scaled[column].value_counts(normalize=True, dropna=False)
         assert (actual.reindex(expected.index).fillna(0) - expected).abs().max() < 0.01, column
-    hours = lambda frame: frame["trip_start_timestamp"].dt.hour.value_counts(normalize=True).sort_index()
+
+    def hours(frame):
+        return frame["trip_start_timestamp"].dt.hour.value_counts(normalize=True).sort_index()
+
     assert (hours(scaled) - hours(source)).abs().max() < 0.01
-    years = lambda frame: frame["trip_start_timestamp"].dt.year.value_counts(normalize=True).sort_index()
+
+    def years(frame):
+        return frame["trip_start_timestamp"].dt.year.value_counts(normalize=True).sort_index()
+
     assert (years(scaled) - years(source)).abs().max() < 0.01
     shift = JITTER_MINUTES * 60
     assert scaled["trip_start_timestamp"].max() == source["trip_start_timestamp"].max(), f"clipped within {shift} s"
@@ -79,7 +89,7 @@ def test_a_scaled_warehouse_serves_the_window_sql(warehouse, tmp_path):
     out = tmp_path / "warehouse" / "taxi.duckdb"
     assert scale_warehouse(warehouse, out, 40_000, seed=3) == 40_000
     assert latest_trip_start(out) == latest_trip_start(warehouse)
-    window = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
+    window = Window.ending_at(datetime(2016, 1, 1, tzinfo=UTC), 365)
     rows = {split: export_split(out, window, split, str(tmp_path / f"{split}.csv")) for split in ("train", "eval")}
     with connect(warehouse) as con:
         (source_rows,) = con.execute(

@@ -1,7 +1,8 @@
 """The schema's versions: inferred once, read and edited by people, pinned by a run's first attempt."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -9,13 +10,12 @@ import pytest
 from taxi_pipeline.extract import extract_windows
 from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.run_context import WindowPlan
-from taxi_pipeline.schema import SchemaStore, parse
-from taxi_pipeline.schema import infer_schema, made
+from taxi_pipeline.schema import SchemaStore, infer_schema, made, parse
 from taxi_pipeline.trip_statistics import dataset_statistics
 from taxi_pipeline.validation import keep_schema, pinned_schema, run_schema
 from taxi_pipeline.window import Window
 
-WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
+WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=UTC), 365)
 PLAN = WindowPlan({"": WINDOW, "reference": WINDOW.previous()}, {"": "reference"}, key="")
 
 
@@ -42,7 +42,9 @@ def test_the_first_run_infers_version_1_a_file_a_person_can_read(layout):
     assert payment["distribution_constraints"] == {"min_domain_mass": 0.99}
     assert payment["drift_comparator"] == {"infinity_norm": {"threshold": 0.15}}
     fare = schema["features"]["fare"]
-    assert fare["float_domain"]["min"] == 0 and fare["drift_comparator"] == {"jensen_shannon_divergence": {"threshold": 0.05}}
+    assert fare["float_domain"]["min"] == 0 and fare["drift_comparator"] == {
+        "jensen_shannon_divergence": {"threshold": 0.05}
+    }
     assert "float_domain" not in schema["features"]["trip_start_timestamp"]  # a calendar position has no range
     assert schema["label"]["drift_comparator"] == {"max_base_rate_change": 0.1}
 

@@ -1,8 +1,10 @@
-"""The serving root (taxi_pipeline.serving_root) on a local folder: versions, atomic idempotent pushes, the old-window guard, labels."""
+"""The serving root (taxi_pipeline.serving_root) on a local folder: versions, atomic idempotent pushes,
+the old-window guard, labels."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,20 @@ def saved_model(root: Path, marker: str) -> Path:
 
 
 def record(source: Path, end: datetime, model: str = "taxi_standard") -> DeploymentRecord:
-    return DeploymentRecord(model=model, version=version_for(end), variant="standard", dag_id="taxi_daily_retrain",
-                            run_id=f"scheduled__{end.isoformat()}", window=f"[..., {end.isoformat()})",
-                            source=str(source), metrics={"auc": 0.93}, reasons=["auc 0.93 >= floor 0.88"])
+    return DeploymentRecord(
+        model=model,
+        version=version_for(end),
+        variant="standard",
+        dag_id="taxi_daily_retrain",
+        run_id=f"scheduled__{end.isoformat()}",
+        window=f"[..., {end.isoformat()})",
+        source=str(source),
+        metrics={"auc": 0.93},
+        reasons=["auc 0.93 >= floor 0.88"],
+    )
 
 
-JAN, FEB = datetime(2016, 1, 1, tzinfo=timezone.utc), datetime(2016, 2, 1, tzinfo=timezone.utc)
+JAN, FEB = datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 2, 1, tzinfo=UTC)
 
 
 def test_the_version_is_the_data_interval_end():
@@ -37,7 +47,10 @@ def test_a_push_is_complete_recorded_and_idempotent(tmp_path):
     assert first.pushed and first.version == 201601010000
     base = root / "taxi_standard"
     assert (base / "201601010000" / "saved_model.pb").read_text() == "first"
-    assert json.loads((base / "records" / "201601010000.json").read_text())["run_id"] == "scheduled__2016-01-01T00:00:00+00:00"
+    assert (
+        json.loads((base / "records" / "201601010000.json").read_text())["run_id"]
+        == "scheduled__2016-01-01T00:00:00+00:00"
+    )
 
     again = ServingRoot(str(root)).push(record(saved_model(tmp_path / "m2", "retry"), JAN))  # a retry of the window
     assert again.pushed
@@ -72,7 +85,11 @@ def test_labels_and_the_tf_serving_model_config(tmp_path):
 
 def test_push_and_label_labels_only_a_pushed_version(tmp_path):
     root = tmp_path / "serving"
-    feb = ServingRoot(str(root)).push_and_label(record(saved_model(tmp_path / "feb", "feb"), FEB, model="taxi"), "stable")
-    jan = ServingRoot(str(root)).push_and_label(record(saved_model(tmp_path / "jan", "jan"), JAN, model="taxi"), "stable")
+    feb = ServingRoot(str(root)).push_and_label(
+        record(saved_model(tmp_path / "feb", "feb"), FEB, model="taxi"), "stable"
+    )
+    jan = ServingRoot(str(root)).push_and_label(
+        record(saved_model(tmp_path / "jan", "jan"), JAN, model="taxi"), "stable"
+    )
     assert feb.pushed and not jan.pushed
     assert ServingRoot(str(root)).labels("taxi") == {"stable": 201602010000}  # the refused older window moved nothing

@@ -1,8 +1,7 @@
 """The install's private files: TAXI_HOME and its Airflow home private to the user, the metadata DB
 created 0600, and one Fernet key per install that every Airflow process the project starts uses."""
-from __future__ import annotations
 
-import pytest
+from __future__ import annotations
 
 import os
 import stat
@@ -10,6 +9,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from taxi_pipeline.settings import FERNET_KEY_FILE, airflow_env, fernet_key, get_settings, private_home
 
@@ -23,18 +24,23 @@ def test_the_airflow_home_its_db_and_password_file_are_private_and_airflow_uses_
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__CORE__FERNET_KEY"}
     env["TAXI_HOME"] = str(home)
-    script = ("import os, subprocess, sys\n"
-              "from taxi_pipeline.settings import airflow_env, get_settings, private_home\n"
-              "settings = get_settings(); private_home(settings); env = {**os.environ, **airflow_env(settings)}\n"
-              "subprocess.run([sys.executable, '-m', 'airflow', 'db', 'migrate'], env=env, check=True,\n"
-              "               stdout=subprocess.DEVNULL)\n"
-              "os.environ.update(env)  # the api-server's auth manager generates the admin's password file\n"
-              "from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager\n"
-              "SimpleAuthManager().init()\n"
-              "print(subprocess.run([sys.executable, '-m', 'airflow', 'config', 'get-value', 'core', 'fernet_key'],\n"
-              "                     env=env, check=True, capture_output=True, text=True).stdout.strip())\n")
-    used = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
-                          text=True).stdout.strip().splitlines()[-1]
+    script = (
+        "import os, subprocess, sys\n"
+        "from taxi_pipeline.settings import airflow_env, get_settings, private_home\n"
+        "settings = get_settings(); private_home(settings); env = {**os.environ, **airflow_env(settings)}\n"
+        "subprocess.run([sys.executable, '-m', 'airflow', 'db', 'migrate'], env=env, check=True,\n"
+        "               stdout=subprocess.DEVNULL)\n"
+        "os.environ.update(env)  # the api-server's auth manager generates the admin's password file\n"
+        "from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager\n"
+        "SimpleAuthManager().init()\n"
+        "print(subprocess.run([sys.executable, '-m', 'airflow', 'config', 'get-value', 'core', 'fernet_key'],\n"
+        "                     env=env, check=True, capture_output=True, text=True).stdout.strip())\n"
+    )
+    used = (
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     key_file = home / "airflow" / FERNET_KEY_FILE
     assert used == key_file.read_text().strip()  # what Airflow encrypts connections and variables with
     from cryptography.fernet import Fernet
@@ -76,5 +82,6 @@ def test_an_install_made_before_its_files_were_private_is_made_private(tmp_path,
     finally:
         os.umask(umask)
     assert (_mode(home), _mode(home / "airflow")) == (0o700, 0o700)
-    assert {_mode(home / "airflow" / name) for name in ("airflow.db", "simple_auth_manager_passwords.json.generated")} \
-        == {0o600}
+    assert {
+        _mode(home / "airflow" / name) for name in ("airflow.db", "simple_auth_manager_passwords.json.generated")
+    } == {0o600}

@@ -1,20 +1,21 @@
 """Validation of real and deliberately broken windows."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.extract import extract_windows
 from taxi_pipeline.files import read_split
+from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.validation import validate_window
 from taxi_pipeline.window import Window
 
-WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 365)
+WINDOW = Window.ending_at(datetime(2016, 1, 1, tzinfo=UTC), 365)
 MIN_ROWS = 500
 
 
@@ -43,8 +44,14 @@ def _schema(schema_2015):
 
 
 def validate(data_dir: Path, tmp_path: Path):
-    return validate_window(str(data_dir), WINDOW, str(tmp_path / "validation"), MIN_ROWS, SCHEMA,
-                           reference_dir=str(data_dir / "reference" / "train"))
+    return validate_window(
+        str(data_dir),
+        WINDOW,
+        str(tmp_path / "validation"),
+        MIN_ROWS,
+        SCHEMA,
+        reference_dir=str(data_dir / "reference" / "train"),
+    )
 
 
 def test_the_real_window_passes_and_writes_its_report(real_window, tmp_path):
@@ -93,7 +100,8 @@ def test_an_empty_window_fails_on_its_row_count(real_window, tmp_path):
     for split in ("train", "eval"):
         (tmp_path / "empty" / split).mkdir(parents=True)
         pd.DataFrame(columns=read_split(str(real_window / "eval")).columns).to_csv(
-            tmp_path / "empty" / split / "part-00000.csv", index=False)
+            tmp_path / "empty" / split / "part-00000.csv", index=False
+        )
     report = validate_window(str(tmp_path / "empty"), WINDOW, str(tmp_path / "v2"), MIN_ROWS, SCHEMA)
     assert report.failures == [f"too few trips: 0 rows, at least {MIN_ROWS} required"]
     assert report.rows == {"train": 0, "eval": 0}
@@ -137,11 +145,14 @@ def test_skew_between_the_train_and_eval_splits_is_caught(real_window, tmp_path)
 
     report = validate(broken_copy(real_window, tmp_path, cards), tmp_path)
     assert not report.success
-    assert any(f.startswith("payment_type: skew between the train and eval splits (L-infinity distance")
-               for f in report.failures), report.summary()
+    assert any(
+        f.startswith("payment_type: skew between the train and eval splits (L-infinity distance")
+        for f in report.failures
+    ), report.summary()
     anomalies = json.loads((tmp_path / "validation" / "anomalies.json").read_text())
     assert ["payment_type", "skew_comparator"] == anomalies["exceeded"][-1][:2] or any(
-        e[:2] == ["payment_type", "skew_comparator"] for e in anomalies["exceeded"])
+        e[:2] == ["payment_type", "skew_comparator"] for e in anomalies["exceeded"]
+    )
     assert (tmp_path / "validation" / "schema.yaml").read_text() == SCHEMA
 
 
@@ -165,8 +176,9 @@ def test_a_legitimate_change_is_accepted_as_the_next_schema_version(warehouse, t
 
     schema = run_schema(layout, plan)
     out = tmp_path / "validation"
-    report = validate_window(layout.data_dir, WINDOW, str(out), MIN_ROWS, schema,
-                             reference_dir=layout.split_dir("train", "reference"))
+    report = validate_window(
+        layout.data_dir, WINDOW, str(out), MIN_ROWS, schema, reference_dir=layout.split_dir("train", "reference")
+    )
     assert not report.success and report.anomalies == report.failures
     assert any("'Mobile'" in line for line in report.anomalies), report.summary()
 
@@ -178,8 +190,14 @@ def test_a_legitimate_change_is_accepted_as_the_next_schema_version(warehouse, t
     assert new["version"] == 2 and "Mobile" in new["features"]["payment_type"]["domain"]
     assert new["made"]["reason"] == "payment by phone since 2015" and new["made"]["run"] == "manual__accept"
     assert any(c.startswith("payment_type: 1 values added to the domain (Mobile)") for c in new["made"]["changes"])
-    again = validate_window(layout.data_dir, WINDOW, str(tmp_path / "again"), MIN_ROWS, accepted,
-                            reference_dir=layout.split_dir("train", "reference"))
+    again = validate_window(
+        layout.data_dir,
+        WINDOW,
+        str(tmp_path / "again"),
+        MIN_ROWS,
+        accepted,
+        reference_dir=layout.split_dir("train", "reference"),
+    )
     assert again.success, again.summary()
     assert again.schema_version == 2
 

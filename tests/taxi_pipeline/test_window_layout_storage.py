@@ -1,21 +1,21 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pendulum
 import pytest
 
-from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.files import atomic_directory
+from taxi_pipeline.layout import RunLayout
 from taxi_pipeline.window import Window
 
 
 def test_window_ends_at_the_interval_end_and_has_a_previous_window():
     end = pendulum.datetime(2016, 1, 1, tz="UTC")
     window = Window.ending_at(end, 365)
-    assert window.start == datetime(2015, 1, 1, tzinfo=timezone.utc)
-    assert window.previous() == Window(datetime(2014, 1, 1, tzinfo=timezone.utc), window.start)
+    assert window.start == datetime(2015, 1, 1, tzinfo=UTC)
+    assert window.previous() == Window(datetime(2014, 1, 1, tzinfo=UTC), window.start)
     assert window.key == "20150101T0000-20160101T0000"
     with pytest.raises(ValueError, match="at least 1"):
         Window.ending_at(end, 0)
@@ -24,10 +24,12 @@ def test_window_ends_at_the_interval_end_and_has_a_previous_window():
 
 
 def test_layout_is_keyed_by_dag_window_and_run():
-    window = Window.ending_at(datetime(2016, 1, 1, tzinfo=timezone.utc), 30)
+    window = Window.ending_at(datetime(2016, 1, 1, tzinfo=UTC), 30)
     layout = RunLayout("gs://bucket/artifacts/", "taxi_daily_retrain", window, "scheduled__2015-12-31T00:00:00+00:00")
-    assert layout.run_dir == ("gs://bucket/artifacts/taxi_daily_retrain/window=20151202T0000-20160101T0000/"
-                              "run=scheduled__2015-12-31T00_00_00_00_00")
+    assert layout.run_dir == (
+        "gs://bucket/artifacts/taxi_daily_retrain/window=20151202T0000-20160101T0000/"
+        "run=scheduled__2015-12-31T00_00_00_00_00"
+    )
     assert layout.split_glob("train") == layout.run_dir + "/data/train/part-*.csv"
     assert layout.model_dir("coarse") == layout.run_dir + "/variants/coarse/model"
     with pytest.raises(ValueError):

@@ -8,20 +8,26 @@ with its default `--enable_signature_method_name_check=false`, the signature's m
 checked: any signature (a TF2 SavedModel's are all predict signatures) whose input and output names
 fit is run. Errors are INVALID_ARGUMENT with TF-Serving's messages.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from google.protobuf import text_format
 from grpc import StatusCode
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (
-    classification_pb2, inference_pb2, input_pb2, regression_pb2)
+from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, regression_pb2
 
 from taxi_model.serving.errors import ServingError, invalid_argument
 from taxi_model.serving.inference import (
-    CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, ModelVersion, dtype_of, shape_text)
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    ModelVersion,
+    dtype_of,
+    shape_text,
+)
 
 INPUTS = "inputs"  # signature_constants: CLASSIFY_INPUTS and REGRESS_INPUTS
 CLASSES, SCORES = "classes", "scores"
@@ -61,8 +67,10 @@ def classification_outputs(signature_def) -> list[str]:
         raise invalid_argument(f"No classification inputs found in SignatureDef: {_debug_string(signature_def)}")
     outputs = [key for key in (CLASSES, SCORES) if key in signature_def.outputs]
     if not outputs:
-        raise invalid_argument(f'Expected classification signature outputs to contain at least one of "{CLASSES}" '
-                               f'or "{SCORES}". Signature was: {_debug_string(signature_def)}')
+        raise invalid_argument(
+            f'Expected classification signature outputs to contain at least one of "{CLASSES}" '
+            f'or "{SCORES}". Signature was: {_debug_string(signature_def)}'
+        )
     return outputs
 
 
@@ -92,8 +100,9 @@ def _check_matrix(name: str, array: np.ndarray, dtype_name: str, num_examples: i
         raise invalid_argument(f"Expected {name} output batch size of {num_examples}. Got: {array.shape[0]}")
 
 
-def classification_result(outputs: Mapping[str, np.ndarray], num_examples: int
-                          ) -> classification_pb2.ClassificationResult:
+def classification_result(
+    outputs: Mapping[str, np.ndarray], num_examples: int
+) -> classification_pb2.ClassificationResult:
     """PostProcessClassificationResult: one Classifications per example, one Class per column."""
     classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
     if classes is not None:
@@ -101,8 +110,9 @@ def classification_result(outputs: Mapping[str, np.ndarray], num_examples: int
     if scores is not None:
         _check_matrix(SCORES, scores, "DT_FLOAT", num_examples)
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise invalid_argument(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. "
-                               f"{scores.shape[1]}")
+        raise invalid_argument(
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
     num_classes = (classes if classes is not None else scores).shape[1]
     result = classification_pb2.ClassificationResult()
     for i in range(num_examples):
@@ -122,11 +132,14 @@ def regression_result(outputs: Mapping[str, np.ndarray], num_examples: int) -> r
     """PostProcessRegressionResult: one value per example, from a [batch] or [batch, 1] float output."""
     values = outputs[OUTPUTS]
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-        raise invalid_argument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-                               f"{shape_text(values.shape)}")
+        raise invalid_argument(
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{shape_text(values.shape)}"
+        )
     if values.shape[0] != num_examples:
-        raise invalid_argument(f"Input batch size did not match output batch size: {num_examples} vs. "
-                               f"{values.shape[0]}")
+        raise invalid_argument(
+            f"Input batch size did not match output batch size: {num_examples} vs. {values.shape[0]}"
+        )
     if _dtype_name(values) != "DT_FLOAT":
         raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_name(values)}")
     result = regression_pb2.RegressionResult()
@@ -141,15 +154,21 @@ _KINDS = {  # method name: (the outputs it runs, its result from them)
 }
 
 
-def _run(model: ModelVersion, signature_name: str, outputs: list[str], examples: np.ndarray,
-         max_batch_size: int | None) -> dict[str, np.ndarray]:
+def _run(
+    model: ModelVersion, signature_name: str, outputs: list[str], examples: np.ndarray, max_batch_size: int | None
+) -> dict[str, np.ndarray]:
     if signature_name not in model.signatures:  # a SignatureDef the loader does not serve (an init op)
         raise invalid_argument(f"No signature was found with the name: {signature_name}")
     return model.predict(signature_name, {INPUTS: examples}, outputs, max_batch_size)[1]
 
 
-def run(model: ModelVersion, method_name: str, signature_name: str, examples: input_pb2.Input,
-        max_batch_size: int | None = None):
+def run(
+    model: ModelVersion,
+    method_name: str,
+    signature_name: str,
+    examples: input_pb2.Input,
+    max_batch_size: int | None = None,
+):
     """Classify (CLASSIFY_METHOD) or Regress (REGRESS_METHOD) with a signature (the default if
     empty): its ClassificationResult or RegressionResult."""
     name = signature_name or DEFAULT_SIGNATURE
@@ -181,14 +200,15 @@ def _check_tasks(request: inference_pb2.MultiInferenceRequest, model: ModelVersi
     return checked
 
 
-def multi_inference(model: ModelVersion, request: inference_pb2.MultiInferenceRequest,
-                    max_batch_size: int | None = None) -> list[inference_pb2.InferenceResult]:
+def multi_inference(
+    model: ModelVersion, request: inference_pb2.MultiInferenceRequest, max_batch_size: int | None = None
+) -> list[inference_pb2.InferenceResult]:
     """The results of a MultiInference's tasks on one version of their model, in the tasks' order
     (model_spec not filled in). Each signature runs once on the same serialized examples."""
     checked = _check_tasks(request, model)
     serialized = serialized_examples(request.input)
     results = []
-    for task, (name, outputs) in zip(request.tasks, checked):
+    for task, (name, outputs) in zip(request.tasks, checked, strict=True):
         result = inference_pb2.InferenceResult()
         field = "classification_result" if task.method_name == CLASSIFY_METHOD else "regression_result"
         values = _run(model, name, outputs, serialized, max_batch_size)

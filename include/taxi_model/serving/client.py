@@ -11,6 +11,7 @@ From Python: `predict_rows(rows, ...)` and `wait_until_available(model, timeout,
 client and `wait_until_available(protocol="rest")` use the standard library only (no TensorFlow),
 so the Airflow environment can import them; building tf.Examples and gRPC need the ML runtime.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import http.client
 import json
 import math
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from taxi_model.columns import read_rows
 
@@ -89,11 +90,18 @@ class RestClient:
         document = {"instances": instances, **({"signature_name": signature_name} if signature_name else {})}
         return json.dumps(document).encode()
 
-    def predict(self, serialized_examples: Sequence[bytes], model: str = DEFAULT_MODEL, version: int | None = None,
-                label: str | None = None, body: bytes | None = None) -> Prediction:
+    def predict(
+        self,
+        serialized_examples: Sequence[bytes],
+        model: str = DEFAULT_MODEL,
+        version: int | None = None,
+        label: str | None = None,
+        body: bytes | None = None,
+    ) -> Prediction:
         """`body` (from `predict_body`) saves encoding the same examples again."""
-        answer = self._json("POST", _model_path(model, version, label) + ":predict",
-                            body or self.predict_body(serialized_examples))
+        answer = self._json(
+            "POST", _model_path(model, version, label) + ":predict", body or self.predict_body(serialized_examples)
+        )
         return Prediction([row[0] for row in answer["predictions"]], None)
 
     def close(self) -> None:
@@ -136,11 +144,18 @@ class GrpcClient:
         request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec, model, version, label)
         response = self._call(self._models.GetModelStatus, request)
-        return [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state))
-                for s in response.model_version_status]
+        return [
+            (s.version, get_model_status_pb2.ModelVersionStatus.State.Name(s.state))
+            for s in response.model_version_status
+        ]
 
-    def predict_request(self, serialized_examples: Sequence[bytes], model: str = DEFAULT_MODEL,
-                        version: int | None = None, label: str | None = None):
+    def predict_request(
+        self,
+        serialized_examples: Sequence[bytes],
+        model: str = DEFAULT_MODEL,
+        version: int | None = None,
+        label: str | None = None,
+    ):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
@@ -148,16 +163,24 @@ class GrpcClient:
         self._spec(request.model_spec, model, version, label)
         request.model_spec.signature_name = "serving_default"
         request.inputs[INPUT_KEY].CopyFrom(
-            tf.make_tensor_proto(list(serialized_examples), shape=[len(serialized_examples)]))
+            tf.make_tensor_proto(list(serialized_examples), shape=[len(serialized_examples)])
+        )
         return request
 
-    def predict(self, serialized_examples: Sequence[bytes], model: str = DEFAULT_MODEL, version: int | None = None,
-                label: str | None = None, request=None) -> Prediction:
+    def predict(
+        self,
+        serialized_examples: Sequence[bytes],
+        model: str = DEFAULT_MODEL,
+        version: int | None = None,
+        label: str | None = None,
+        request=None,
+    ) -> Prediction:
         """`request` (from `predict_request`) saves building the same request again."""
         import tensorflow as tf
 
-        response = self._call(self._prediction.Predict,
-                              request or self.predict_request(serialized_examples, model, version, label))
+        response = self._call(
+            self._prediction.Predict, request or self.predict_request(serialized_examples, model, version, label)
+        )
         probabilities = tf.make_ndarray(response.outputs[OUTPUT_KEY]).reshape(-1).tolist()
         return Prediction(probabilities, response.model_spec.version.value)
 
@@ -165,15 +188,23 @@ class GrpcClient:
         self._channel.close()
 
 
-def connect(protocol: str = "rest", host: str = "127.0.0.1", port: int | None = None,
-            timeout: float = 30.0) -> RestClient | GrpcClient:
+def connect(
+    protocol: str = "rest", host: str = "127.0.0.1", port: int | None = None, timeout: float = 30.0
+) -> RestClient | GrpcClient:
     client_class = {"rest": RestClient, "grpc": GrpcClient}[protocol]
     return client_class(host, port or DEFAULT_PORTS[protocol], timeout)
 
 
-def wait_until_available(model: str = DEFAULT_MODEL, timeout: float = 60.0, *, protocol: str = "rest",
-                         host: str = "127.0.0.1", port: int | None = None, version: int | None = None,
-                         label: str | None = None) -> int:
+def wait_until_available(
+    model: str = DEFAULT_MODEL,
+    timeout: float = 60.0,
+    *,
+    protocol: str = "rest",
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    version: int | None = None,
+    label: str | None = None,
+) -> int:
     """Waits until `model` (its `version`, or `label`'s) is AVAILABLE; returns that version.
 
     Raises TimeoutError with the last answer (or connection error) when it is not within `timeout`.
@@ -193,8 +224,9 @@ def wait_until_available(model: str = DEFAULT_MODEL, timeout: float = 60.0, *, p
             client.close()
         if time.monotonic() >= deadline:
             address = f"{host}:{port or DEFAULT_PORTS[protocol]} ({protocol})"
-            raise TimeoutError(f"model {model!r} is not AVAILABLE at {address} after {timeout:g} s; "
-                               f"last answer: {last}")
+            raise TimeoutError(
+                f"model {model!r} is not AVAILABLE at {address} after {timeout:g} s; last answer: {last}"
+            )
         time.sleep(0.25)
 
 
@@ -204,9 +236,17 @@ def serialized_examples(rows: Sequence[Mapping[str, str]]) -> list[bytes]:
     return [features.raw_example(row).SerializeToString() for row in rows]
 
 
-def predict_rows(rows: Sequence[Mapping[str, str]], model: str = DEFAULT_MODEL, *, version: int | None = None,
-                 label: str | None = None, protocol: str = "rest", host: str = "127.0.0.1",
-                 port: int | None = None, timeout: float = 30.0) -> Prediction:
+def predict_rows(
+    rows: Sequence[Mapping[str, str]],
+    model: str = DEFAULT_MODEL,
+    *,
+    version: int | None = None,
+    label: str | None = None,
+    protocol: str = "rest",
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = 30.0,
+) -> Prediction:
     """The chance of a big tip of each raw window-CSV row, from the server."""
     client = connect(protocol, host, port, timeout)
     try:
@@ -228,9 +268,10 @@ def big_tippers(rows: Sequence[Mapping[str, str]]) -> list[int]:
 
 def format_lines(rows: Sequence[Mapping[str, str]], prediction: Prediction) -> list[str]:
     lines = [f"{'unique_key':<40} {'fare':>8} {'tips':>7} {'big_tipper':>10} {'p(big tip)':>10}"]
-    for row, actual, probability in zip(rows, big_tippers(rows), prediction.probabilities):
-        lines.append(f"{row['unique_key']:<40} {row['fare'] or '-':>8} {row['tips'] or '-':>7} {actual:>10} "
-                     f"{probability:>10.3f}")
+    for row, actual, probability in zip(rows, big_tippers(rows), prediction.probabilities, strict=True):
+        lines.append(
+            f"{row['unique_key']:<40} {row['fare'] or '-':>8} {row['tips'] or '-':>7} {actual:>10} {probability:>10.3f}"
+        )
     return lines
 
 
@@ -245,8 +286,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--protocol", choices=sorted(DEFAULT_PORTS), default="rest")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, help="default: 8501 for rest, 8500 for grpc")
-    parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                        help="first wait up to SECONDS for the model to be AVAILABLE")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the model to be AVAILABLE",
+    )
     args = parser.parse_args(argv)
 
     import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)

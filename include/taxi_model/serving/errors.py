@@ -1,4 +1,5 @@
 """The one error type of the server: a gRPC status code and a message, as TF-Serving reports them."""
+
 from __future__ import annotations
 
 import grpc

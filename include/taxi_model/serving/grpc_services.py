@@ -4,6 +4,7 @@ Predict, Classify, Regress, MultiInference, GetModelMetadata and GetModelStatus 
 (Predict's outputs in the typed fields, float_val, ..., as TF-Serving's: Tensor::AsProtoField);
 HandleReloadConfigRequest is UNIMPLEMENTED (the base servicer's answer).
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,8 +16,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
-    regression_pb2)
+    classification_pb2,
+    get_model_metadata_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 from taxi_model.serving.errors import ServingError, invalid_argument
 from taxi_model.serving.inference import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, shape_text
@@ -28,13 +34,22 @@ log = logging.getLogger("taxi_model.serving")
 
 # Tensor::AsProtoField's typed field per dtype (tensorflow/core/framework/tensor.cc, ProtoHelper).
 _PROTO_FIELDS = {
-    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val",
-    types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val", types_pb2.DT_UINT64: "uint64_val",
-    types_pb2.DT_BOOL: "bool_val", types_pb2.DT_STRING: "string_val",
-    types_pb2.DT_HALF: "half_val", types_pb2.DT_BFLOAT16: "half_val",  # their bits, as int32
-    types_pb2.DT_COMPLEX64: "scomplex_val", types_pb2.DT_COMPLEX128: "dcomplex_val",  # real, imag, ...
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_STRING: "string_val",
+    types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_BFLOAT16: "half_val",  # their bits, as int32
+    types_pb2.DT_COMPLEX64: "scomplex_val",
+    types_pb2.DT_COMPLEX128: "dcomplex_val",  # real, imag, ...
 }
 
 
@@ -46,8 +61,12 @@ def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
     field = _PROTO_FIELDS.get(dtype.as_datatype_enum)
     if field is None:  # no typed field for it (e.g. qint8): TensorFlow's own encoding
         return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum, tensor_shape=tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]))
+    proto = tensor_pb2.TensorProto(
+        dtype=dtype.as_datatype_enum,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]
+        ),
+    )
     flat = array.reshape(-1)
     if field == "half_val":
         values = flat.view(np.uint16).tolist()
@@ -92,6 +111,7 @@ def check_input_tensor(key: str, proto: tensor_pb2.TensorProto, max_batch_size: 
 
 def _rpc(method):
     """ServingError -> its status code; anything else -> INTERNAL, logged. The server keeps serving."""
+
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
@@ -101,6 +121,7 @@ def _rpc(method):
         except Exception as e:
             log.exception("%s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+
     return wrapper
 
 
@@ -117,8 +138,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
         except (TypeError, ValueError) as e:
             raise invalid_argument(f"bad input tensor: {e}") from None
-        signature, outputs = self._service.predict(model, request.model_spec.signature_name, inputs,
-                                                   request.output_filter)
+        signature, outputs = self._service.predict(
+            model, request.model_spec.signature_name, inputs, request.output_filter
+        )
         response = predict_pb2.PredictResponse(model_spec=model_spec(model, signature.name))
         for key, array in outputs.items():
             response.outputs[key].CopyFrom(as_proto_field(array))
@@ -170,10 +192,14 @@ class ModelStatusService(model_service_pb2_grpc.ModelServiceServicer):
 
 class GrpcServer:
     def __init__(self, host: str, port: int, service: ModelService, max_message_bytes: int, workers: int = 8):
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                                   options=[("grpc.max_receive_message_length", max_message_bytes),
-                                            ("grpc.max_send_message_length", max_message_bytes),
-                                            ("grpc.so_reuseport", 0)])  # a taken port fails, not shared
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )  # a taken port fails, not shared
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusService(service), self._server)
         try:

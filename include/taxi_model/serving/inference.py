@@ -5,14 +5,17 @@ Both front ends (REST and gRPC) turn a request into numpy arrays keyed by input 
 TF-Serving-style messages live here once. Shapes are left to the model, as TF-Serving leaves them
 to Session::Run: whatever shape its ops accept is run, and what they refuse is a 400 with TF's message.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow: the SavedModels hold tf_keras layers)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -46,8 +49,9 @@ class Signature:
         return self.function(**tensors)
 
 
-def _flat_caller(function, input_names: Iterable[str]
-                 ) -> Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]] | None:
+def _flat_caller(
+    function, input_names: Iterable[str]
+) -> Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]] | None:
     """A call of a loaded signature that skips its structured-argument handling: the inputs, in the
     function's flat order, and its captured inputs (variables and tables) go straight to the traced
     graph. So an input of any shape the graph's ops accept is run, as TF-Serving's Session::Run runs
@@ -126,12 +130,20 @@ def _load_signatures(path: str, meta_graph: meta_graph_pb2.MetaGraphDef) -> tupl
             session, session_signatures = tf1_session.load(path, [SERVE_TAG])
         except Exception:
             raise error from None
-        log.info("%s: not loadable by tf.saved_model.load (%s), loaded in a TF1 Session", path,
-                 str(error).splitlines()[0])
-        return session, {key: Signature(name=key, method_name=meta_graph.signature_def[key].method_name,
-                                        inputs=signature.inputs, outputs=signature.outputs, function=signature.call,
-                                        flat_call=signature.call)
-                         for key, signature in session_signatures.items()}
+        log.info(
+            "%s: not loadable by tf.saved_model.load (%s), loaded in a TF1 Session", path, str(error).splitlines()[0]
+        )
+        return session, {
+            key: Signature(
+                name=key,
+                method_name=meta_graph.signature_def[key].method_name,
+                inputs=signature.inputs,
+                outputs=signature.outputs,
+                function=signature.call,
+                flat_call=signature.call,
+            )
+            for key, signature in session_signatures.items()
+        }
     return saved_model, {
         key: Signature(
             name=key,
@@ -148,8 +160,15 @@ def _load_signatures(path: str, meta_graph: meta_graph_pb2.MetaGraphDef) -> tupl
 class ModelVersion:
     """One SavedModel version, loaded: its signatures and its SignatureDefs (for metadata)."""
 
-    def __init__(self, name: str, version: int, path: str, saved_model, signatures: Mapping[str, Signature],
-                 signature_def_map: get_model_metadata_pb2.SignatureDefMap):
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: str,
+        saved_model,
+        signatures: Mapping[str, Signature],
+        signature_def_map: get_model_metadata_pb2.SignatureDefMap,
+    ):
         self.name = name
         self.version = version
         self.path = path
@@ -158,7 +177,7 @@ class ModelVersion:
         self.signature_def_map = signature_def_map
 
     @classmethod
-    def load(cls, name: str, version: int, path: str) -> "ModelVersion":
+    def load(cls, name: str, version: int, path: str) -> ModelVersion:
         meta_graph = _serving_meta_graph(path)
         saved_model, signatures = _load_signatures(path, meta_graph)
         signature_def_map = get_model_metadata_pb2.SignatureDefMap()
@@ -179,13 +198,17 @@ class ModelVersion:
             inputs = {}
             for key, spec in signature.inputs.items():
                 shape = [1 if d is None else d for d in spec.shape] if spec.shape.rank is not None else [1]
-                inputs[key] = np.full(shape, b"", dtype=object) if spec.dtype == tf.string else np.zeros(
-                    shape, spec.dtype.as_numpy_dtype)
+                inputs[key] = (
+                    np.full(shape, b"", dtype=object)
+                    if spec.dtype == tf.string
+                    else np.zeros(shape, spec.dtype.as_numpy_dtype)
+                )
             try:
                 self.predict(signature.name, inputs)
             except ServingError as e:  # a signature that default values cannot satisfy: not fatal
-                log.info("%s version %d: no warm-up of signature %s: %s", self.name, self.version, signature.name,
-                         e.message)
+                log.info(
+                    "%s version %d: no warm-up of signature %s: %s", self.name, self.version, signature.name, e.message
+                )
 
     def signature(self, name: str) -> Signature:
         name = name or DEFAULT_SIGNATURE
@@ -193,8 +216,13 @@ class ModelVersion:
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
         return self.signatures[name]
 
-    def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Iterable[str] = (),
-                max_batch_size: int | None = None) -> tuple[Signature, dict[str, np.ndarray]]:
+    def predict(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Iterable[str] = (),
+        max_batch_size: int | None = None,
+    ) -> tuple[Signature, dict[str, np.ndarray]]:
         """Runs the signature; returns it (with its resolved name) and the outputs as numpy arrays."""
         signature = self.signature(signature_name)
         expected, given = set(signature.inputs), set(inputs)
@@ -202,22 +230,27 @@ class ModelVersion:
             raise invalid_argument(
                 f"input size does not match signature: {len(given)}!={len(expected)} len({_brace(given)}) != "
                 f"len({_brace(expected)}). Sent extra: {_brace(given - expected)}. "
-                f"Missing but required: {_brace(expected - given)}.")
+                f"Missing but required: {_brace(expected - given)}."
+            )
         tensors = {}
         for key, array in inputs.items():
             spec = signature.inputs[key]
             if dtype_of(array) != spec.dtype:
-                raise invalid_argument(f"Expects arg[{key}] to be {spec.dtype.name} but {dtype_of(array).name} "
-                                       f"is provided")
+                raise invalid_argument(
+                    f"Expects arg[{key}] to be {spec.dtype.name} but {dtype_of(array).name} is provided"
+                )
             if max_batch_size is not None and array.ndim and array.shape[0] > max_batch_size:
-                raise invalid_argument(f"Task size {array.shape[0]} is larger than maximum input batch size "
-                                       f"{max_batch_size}")
+                raise invalid_argument(
+                    f"Task size {array.shape[0]} is larger than maximum input batch size {max_batch_size}"
+                )
             tensors[key] = tf.constant(array, dtype=spec.dtype)
         wanted = list(output_filter) or list(signature.outputs)
         unknown = [key for key in wanted if key not in signature.outputs]
         if unknown:
-            raise invalid_argument(f"output tensor alias not found in signature: {unknown[0]} Outputs expected to "
-                                   f"be in the set {_brace(signature.outputs)}.")
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {unknown[0]} Outputs expected to "
+                f"be in the set {_brace(signature.outputs)}."
+            )
         try:
             outputs = signature.call(tensors)
         except tf.errors.OpError as e:

@@ -19,6 +19,7 @@ is replaced by another (a retried push of the same version) is reloaded from it;
 missing (between the two renames of a replacement) the loaded copy keeps serving, for up to
 VANISHED_POLLS polls.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,7 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -109,7 +110,7 @@ def wanted_versions(on_disk: set[int], config: ModelConfig) -> set[int]:
         return set(on_disk)
     if config.specific:
         return on_disk & config.specific
-    return set(sorted(on_disk)[-config.latest:])
+    return set(sorted(on_disk)[-config.latest :])
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -174,7 +175,8 @@ class ModelRepository:
         with self._poll_lock:
             configs = self._read_config()
             bases = {
-                entry.name: entry.path for entry in self._root_entries()
+                entry.name: entry.path
+                for entry in self._root_entries()
                 if not entry.name.startswith(".") and entry.is_dir()
             }
             bases.update({name: config.base_path for name, config in configs.items()})
@@ -255,9 +257,11 @@ class ModelRepository:
             key, path = (name, version), paths[version]
             identity = _identity(path)
             reload = version in self._served.get(name, {})
-            if (identity is None  # vanished since the listing
-                    or (reload and identity[0] == self._inodes.get(key))
-                    or (key in self._failed and self._failed[key] == identity)):
+            if (
+                identity is None  # vanished since the listing
+                or (reload and identity[0] == self._inodes.get(key))
+                or (key in self._failed and self._failed[key] == identity)
+            ):
                 continue
             if not reload:
                 self._set_state(name, version, VersionState("LOADING"))
@@ -267,17 +271,25 @@ class ModelRepository:
             except Exception as e:  # a broken or vanished version must not stop the others
                 self._failed[key] = identity
                 if not reload:
-                    self._set_state(name, version, VersionState("END", status_code_of(e).name,
-                                                                f"{type(e).__name__}: {e}"))
-                log.error("failed to %s %s version %d from %s: %s", "reload" if reload else "load", name, version,
-                          path, e)
+                    self._set_state(
+                        name, version, VersionState("END", status_code_of(e).name, f"{type(e).__name__}: {e}")
+                    )
+                log.error(
+                    "failed to %s %s version %d from %s: %s", "reload" if reload else "load", name, version, path, e
+                )
                 continue
             self._failed.pop(key, None)
             self._inodes[key] = identity[0]
             self._served = {**self._served, name: {**self._served.get(name, {}), version: loaded}}
             self._set_state(name, version, VersionState("AVAILABLE"))
-            log.info("%s %s version %d from %s (%.1f s)", "reloaded" if reload else "loaded", name, version, path,
-                     time.monotonic() - started)
+            log.info(
+                "%s %s version %d from %s (%.1f s)",
+                "reloaded" if reload else "loaded",
+                name,
+                version,
+                path,
+                time.monotonic() - started,
+            )
 
     def _unload(self, name: str, keep: set[int]) -> None:
         served = self._served.get(name, {})
@@ -316,8 +328,9 @@ class ModelRepository:
             raise not_found(f"Servable not found for request: Specific({name}, {version})")
         return served[version]
 
-    def version_states(self, name: str, version: int | None = None,
-                       label: str | None = None) -> list[tuple[int, VersionState]]:
+    def version_states(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[tuple[int, VersionState]]:
         """GetModelStatus: the state of every version the server has seen of `name`, or of one."""
         if label:
             version = self._label_version(name, label)

@@ -8,6 +8,7 @@
 HTTP/1.1 with keep-alive on the standard library's threading server (a thread per connection).
 Errors answer `{"error": "..."}` with TF-Serving's HTTP status for the error's code.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, NoReturn
+from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 from google.protobuf import json_format
@@ -30,8 +32,7 @@ from taxi_model.serving.service import ModelService
 
 _SPEC = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
 _PREDICTION_PATH = re.compile(_SPEC + r":(?P<method>classify|regress|predict)", re.IGNORECASE)
-_STATUS_PATH = re.compile(r"/v1/models(?:" + _SPEC[len("/v1/models"):] + r")?(?P<metadata>/metadata)?",
-                          re.IGNORECASE)
+_STATUS_PATH = re.compile(r"/v1/models(?:" + _SPEC[len("/v1/models") :] + r")?(?P<metadata>/metadata)?", re.IGNORECASE)
 _DRAIN_CHUNK = 1 << 20
 _LINE_LIMIT = 1 << 16
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
@@ -42,8 +43,11 @@ log = logging.getLogger("taxi_model.serving")
 
 
 def _too_large(limit: int) -> ServingError:
-    return ServingError(StatusCode.RESOURCE_EXHAUSTED,
-                        f"request body larger than the limit of {limit} bytes (--max_body_bytes)", http_status=413)
+    return ServingError(
+        StatusCode.RESOURCE_EXHAUSTED,
+        f"request body larger than the limit of {limit} bytes (--max_body_bytes)",
+        http_status=413,
+    )
 
 
 def _version(digits: str) -> int:
@@ -55,15 +59,16 @@ def _version(digits: str) -> int:
 
 
 def _proto_json(message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     disable_nagle_algorithm = True  # small responses leave at once, not after a delayed ACK
     server_version = "taxi-model-server"
-    server: "RestServer"
+    server: RestServer
 
     def setup(self) -> None:
         self.timeout = self.server.idle_seconds  # an idle keep-alive connection ends its thread
@@ -123,8 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
         limit = self.server.max_body_bytes
         if "Transfer-Encoding" in self.headers:
             if self.headers.get("Transfer-Encoding", "").strip(" \t").lower() != "chunked":
-                self._framing_error(invalid_argument(
-                    f"unsupported Transfer-Encoding: {self.headers.get('Transfer-Encoding')}"))
+                self._framing_error(
+                    invalid_argument(f"unsupported Transfer-Encoding: {self.headers.get('Transfer-Encoding')}")
+                )
             return self._read_chunks(limit)
         values = {value.strip(" \t") for value in self.headers.get_all("Content-Length") or ()}
         if not values:
@@ -215,8 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
         name = unquote(match["name"]) if match["name"] else ""
         if not name:
             raise invalid_argument("Missing model name in request.")
-        return {"name": name, "version": _version(match["version"]) if match["version"] else None,
-                "label": unquote(match["label"]) if match["label"] else None}
+        return {
+            "name": name,
+            "version": _version(match["version"]) if match["version"] else None,
+            "label": unquote(match["label"]) if match["label"] else None,
+        }
 
     def _get(self, path: str, body: bytes) -> dict:
         match = _STATUS_PATH.fullmatch(path)
@@ -226,8 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
         service = self.server.service
         if match["metadata"]:
             model_spec, signature_def_map = service.metadata(**spec)
-            return {"model_spec": _proto_json(model_spec),
-                    "metadata": {"signature_def": _proto_json(signature_def_map)}}
+            return {
+                "model_spec": _proto_json(model_spec),
+                "metadata": {"signature_def": _proto_json(signature_def_map)},
+            }
         return _proto_json(service.status(**spec))
 
     def _post(self, path: str, body: bytes) -> dict | bytes:

@@ -8,11 +8,13 @@ A feature's value is one value or a list of them, all of one kind: integers (and
 1/0) go to an int64_list, other numbers to a float_list, strings and {"b64": "..."} to a
 bytes_list. The context, when there is one, is merged into every example.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
@@ -60,8 +62,7 @@ def _feature(name: str, content: Any) -> feature_pb2.Feature:
         kind, converted = _kind_and_value(name, value)
         current = feature.WhichOneof("kind")
         if current not in (None, kind):
-            raise invalid_argument(f"Unexpected element type in feature: {name} expecting type: "
-                                   f"{_KIND_NAMES[current]}")
+            raise invalid_argument(f"Unexpected element type in feature: {name} expecting type: {_KIND_NAMES[current]}")
         getattr(feature, kind).value.append(converted)
     return feature
 
@@ -82,12 +83,15 @@ def request_input(document: Mapping) -> input_pb2.Input:
     if CONTEXT in document:
         request.example_list_with_context.context.CopyFrom(example_from_json(document[CONTEXT]))
     if EXAMPLES not in document:
-        raise invalid_argument(f"JSON Value: {rest_json.short_json(document)} When method is classify, key "
-                               f"'{EXAMPLES}' is expected and was not found")
+        raise invalid_argument(
+            f"JSON Value: {rest_json.short_json(document)} When method is classify, key "
+            f"'{EXAMPLES}' is expected and was not found"
+        )
     examples = document[EXAMPLES]
     if not isinstance(examples, list):
-        raise invalid_argument(f"JSON Value: {rest_json.short_json(document)} Expecting '{EXAMPLES}' value to be "
-                               f"an list/array")
+        raise invalid_argument(
+            f"JSON Value: {rest_json.short_json(document)} Expecting '{EXAMPLES}' value to be an list/array"
+        )
     if not examples:
         raise invalid_argument(f"JSON Value: {rest_json.short_json(document)} '{EXAMPLES}' value is an empty array")
     target = request.example_list_with_context if CONTEXT in document else request.example_list
@@ -107,7 +111,7 @@ def classification_json(result: classification_pb2.ClassificationResult) -> dict
     rows = []
     for classifications in result.classifications:
         scores = _float32_values([c.score for c in classifications.classes])
-        rows.append([[c.label, score] for c, score in zip(classifications.classes, scores)])
+        rows.append([[c.label, score] for c, score in zip(classifications.classes, scores, strict=False)])
     return {RESULTS: rows}
 
 

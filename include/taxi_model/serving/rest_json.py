@@ -9,12 +9,14 @@ Binary strings are {"b64": "..."}; string outputs whose name ends in `_bytes` co
 With one output the response holds its values directly, with several an object per row (row
 format) or per output (columnar).
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import orjson
@@ -83,8 +85,9 @@ def parse_body(body: bytes, exact: bool = False) -> dict:
 def signature_name(document: Mapping) -> str:
     name = document.get("signature_name", "")
     if not isinstance(name, str):
-        raise invalid_argument(f"JSON Value: {short_json(name)} not formatted correctly. 'signature_name' key must be "
-                               f"a string value.")
+        raise invalid_argument(
+            f"JSON Value: {short_json(name)} not formatted correctly. 'signature_name' key must be a string value."
+        )
     return name
 
 
@@ -110,22 +113,26 @@ def _leaf(value: Any, dtype: tf.DType):
             return value
     else:
         raise invalid_argument(f"Conversion of JSON Value: {short_json(value)} to type: {dtype.name} is not supported")
-    raise invalid_argument(f"JSON Value: {short_json(value)} Type: {json_type(value)} is not of expected type: "
-                           f"{dtype.name}")
+    raise invalid_argument(
+        f"JSON Value: {short_json(value)} Type: {json_type(value)} is not of expected type: {dtype.name}"
+    )
 
 
 def _collect(value: Any, level: int, shape: list[int], dtype: tf.DType, leaves: list) -> None:
     if not isinstance(value, list):
         if level != len(shape):
-            raise invalid_argument(f"JSON Value: {short_json(value)} found at incorrect level: {level + 1} in the JSON "
-                                   f"DOM. Expected at level: {len(shape)}")
+            raise invalid_argument(
+                f"JSON Value: {short_json(value)} found at incorrect level: {level + 1} in the JSON "
+                f"DOM. Expected at level: {len(shape)}"
+            )
         leaves.append(_leaf(value, dtype))
         return
     if level >= len(shape):
         raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {len(shape)}")
     if len(value) != shape[level]:
-        raise invalid_argument(f"Encountered list at unexpected size: {len(value)} at level: {level} expected "
-                               f"size: {shape[level]}")
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} expected size: {shape[level]}"
+        )
     for item in value:
         _collect(item, level + 1, shape, dtype, leaves)
 
@@ -163,8 +170,10 @@ def to_array(value: Any, dtype: tf.DType) -> np.ndarray:
     while isinstance(first, list):
         shape.append(len(first))
         if len(shape) > MAX_RANK:
-            raise invalid_argument(f"Encountered list at unexpected level: {MAX_RANK} (lists nested deeper than "
-                                   f"{MAX_RANK} levels are not read)")
+            raise invalid_argument(
+                f"Encountered list at unexpected level: {MAX_RANK} (lists nested deeper than "
+                f"{MAX_RANK} levels are not read)"
+            )
         first = first[0] if first else None
     leaves: list = []
     _collect(value, 0, shape, dtype, leaves)
@@ -187,8 +196,10 @@ def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str,
             return {name: to_array(column, specs[name].dtype)}
     if not _is_named_row(instances[0]):
         if len(names) > 1:
-            raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
-                                   "tensors required as per tensorinfo_map")
+            raise invalid_argument(
+                "instances is a plain list, but expecting list of objects as multiple input "
+                "tensors required as per tensorinfo_map"
+            )
         for i, row in enumerate(instances):
             if _is_named_row(row):
                 raise invalid_argument(f"Expecting value/list but got object at item {i} of input list")
@@ -199,12 +210,16 @@ def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str,
             raise invalid_argument(f"Expecting object but got list at item {i} of input list")
         for key, value in row.items():
             if key not in columns:
-                raise invalid_argument(f"Failed to process element: {i} key: {key} of 'instances' list. Error: "
-                                       f"JSON object: does not have named input: {key}")
+                raise invalid_argument(
+                    f"Failed to process element: {i} key: {key} of 'instances' list. Error: "
+                    f"JSON object: does not have named input: {key}"
+                )
             columns[key].append(value)
         if len(row) != len(names):
-            raise invalid_argument(f"Failed to process element: {i} of 'instances' list. JSON object: "
-                                   f"{short_json(row)} keys must be equal to: {','.join(names)}")
+            raise invalid_argument(
+                f"Failed to process element: {i} of 'instances' list. JSON object: "
+                f"{short_json(row)} keys must be equal to: {','.join(names)}"
+            )
     return {name: to_array(column, specs[name].dtype) for name, column in columns.items()}
 
 
@@ -212,8 +227,10 @@ def _columnar_inputs(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[st
     names = sorted(specs)
     if not _is_named_row(inputs):
         if len(names) > 1:
-            raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input tensors "
-                                   "required as per tensorinfo_map")
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                "required as per tensorinfo_map"
+            )
         return {names[0]: to_array(inputs, specs[names[0]].dtype)}
     for name in names:
         if name not in inputs:
@@ -275,11 +292,11 @@ def _row_batch_size(outputs: Mapping[str, np.ndarray]) -> int:
     batch_size = None
     for name, array in outputs.items():
         if not array.ndim:
-            raise invalid_argument(f"Tensor name: {name} has no shape information (a scalar: use the columnar "
-                                   f"format)")
+            raise invalid_argument(f"Tensor name: {name} has no shape information (a scalar: use the columnar format)")
         if batch_size is not None and array.shape[0] != batch_size:
-            raise invalid_argument(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: "
-                                   f"{batch_size}")
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch_size}"
+            )
         batch_size = array.shape[0]
     return batch_size
 
@@ -300,8 +317,22 @@ def response_body(outputs: Mapping[str, np.ndarray], request_format: str) -> dic
     return {"predictions": [{name: rows[i] for name, rows in values.items()} for i in range(batch_size)]}
 
 
-_NUMPY_AS_JSON = {np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                        np.uint16, np.uint32, np.uint64, np.bool_)}
+_NUMPY_AS_JSON = {
+    np.dtype(t)
+    for t in (
+        np.float32,
+        np.float64,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.bool_,
+    )
+}
 
 
 def response_bytes(outputs: Mapping[str, np.ndarray], request_format: str) -> bytes:
@@ -309,8 +340,12 @@ def response_bytes(outputs: Mapping[str, np.ndarray], request_format: str) -> by
     written by orjson straight from its array, without Python lists in between."""
     if len(outputs) == 1:
         ((name, array),) = outputs.items()
-        if (array.dtype in _NUMPY_AS_JSON and array.ndim and array.flags.c_contiguous
-                and (array.dtype.kind != "f" or np.isfinite(array).all())):
+        if (
+            array.dtype in _NUMPY_AS_JSON
+            and array.ndim
+            and array.flags.c_contiguous
+            and (array.dtype.kind != "f" or np.isfinite(array).all())
+        ):
             key = b'{"outputs":' if request_format == COLUMNAR else b'{"predictions":'
             return key + orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY) + b"}"
     return dumps(response_body(outputs, request_format))

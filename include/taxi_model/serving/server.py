@@ -9,6 +9,7 @@ the serving root once, at the start (TF-Serving's 0). A models.config that does 
 the start (exit status 1, the parse error in the message). Logs one line per load and unload, and
 stops cleanly on SIGTERM or SIGINT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from taxi_model.serving.grpc_services import GrpcServer
 from taxi_model.serving.repository import ConfigError, ModelRepository
@@ -58,7 +59,7 @@ class ModelServer:
     def grpc_port(self) -> int:
         return self._grpc.port if self._grpc else self._grpc_port
 
-    def start(self) -> "ModelServer":
+    def start(self) -> ModelServer:
         """Takes both ports (failing fast when one is taken), loads the serving root, then answers:
         a client never sees the server without its models (TF-Serving's readiness).
 
@@ -80,8 +81,14 @@ class ModelServer:
         except BaseException:
             self.stop()
             raise
-        log.info("serving %s: REST on %s:%d, gRPC on %s:%d", self.repository.serving_root, options.host,
-                 self.rest_port, options.host, self.grpc_port)
+        log.info(
+            "serving %s: REST on %s:%d, gRPC on %s:%d",
+            self.repository.serving_root,
+            options.host,
+            self.rest_port,
+            options.host,
+            self.grpc_port,
+        )
         return self
 
     def stop(self) -> None:
@@ -92,7 +99,7 @@ class ModelServer:
         self.repository.stop()
         log.info("stopped")
 
-    def __enter__(self) -> "ModelServer":
+    def __enter__(self) -> ModelServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -103,8 +110,9 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to host:port, not listening: the port is ours and connections to it are refused.
 
     SO_REUSEADDR as the REST server's (a restart is not blocked by the last run's TIME_WAIT)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
     reservation = socket.socket(family, kind, proto)
     try:
         reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,12 +130,16 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--rest_port", type=int, default=defaults.rest_port)
     parser.add_argument("--grpc_port", type=int, default=defaults.grpc_port)
-    parser.add_argument("--poll_seconds", type=float, default=defaults.poll_seconds,
-                        help="how often the serving root and models.config are read; 0: once, at the start")
-    parser.add_argument("--max_batch_size", type=int, default=defaults.max_batch_size,
-                        help="most rows in one request")
-    parser.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes,
-                        help="largest REST body and gRPC message")
+    parser.add_argument(
+        "--poll_seconds",
+        type=float,
+        default=defaults.poll_seconds,
+        help="how often the serving root and models.config are read; 0: once, at the start",
+    )
+    parser.add_argument("--max_batch_size", type=int, default=defaults.max_batch_size, help="most rows in one request")
+    parser.add_argument(
+        "--max_body_bytes", type=int, default=defaults.max_body_bytes, help="largest REST body and gRPC message"
+    )
     return ServerOptions(**vars(parser.parse_args(argv)))
 
 

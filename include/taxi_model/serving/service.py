@@ -1,8 +1,9 @@
 """What both front ends do, on TF-Serving's protos: find a version, report status and metadata,
 run Predict, Classify, Regress and MultiInference under the server's limits."""
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from grpc import StatusCode
@@ -22,28 +23,37 @@ class ModelService:
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ModelVersion:
         return self.repository.resolve(name, version, label)
 
-    def status(self, name: str, version: int | None = None,
-               label: str | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+    def status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         response = get_model_status_pb2.GetModelStatusResponse()
         for number, state in self.repository.version_states(name, version, label):
             status = response.model_version_status.add(
-                version=number, state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state))
+                version=number, state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
+            )
             status.status.SetInParent()  # printed even when OK, as TF-Serving does
             status.status.error_code = StatusCode[state.error_code].value[0]
             status.status.error_message = state.error_message
         return response
 
-    def metadata(self, name: str, version: int | None = None, label: str | None = None
-                 ) -> tuple[model_pb2.ModelSpec, get_model_metadata_pb2.SignatureDefMap]:
+    def metadata(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> tuple[model_pb2.ModelSpec, get_model_metadata_pb2.SignatureDefMap]:
         model = self.resolve(name, version, label)
         return model_spec(model), model.signature_def_map
 
-    def predict(self, model: ModelVersion, signature_name: str, inputs: Mapping[str, np.ndarray],
-                output_filter: Iterable[str] = ()) -> tuple[Signature, dict[str, np.ndarray]]:
+    def predict(
+        self,
+        model: ModelVersion,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Iterable[str] = (),
+    ) -> tuple[Signature, dict[str, np.ndarray]]:
         return model.predict(signature_name, inputs, output_filter, self.max_batch_size)
 
-    def classify_or_regress(self, model: ModelVersion, method_name: str, signature_name: str,
-                            examples: input_pb2.Input):
+    def classify_or_regress(
+        self, model: ModelVersion, method_name: str, signature_name: str, examples: input_pb2.Input
+    ):
         """A Classify (CLASSIFY_METHOD) or Regress (REGRESS_METHOD) result on a request's examples."""
         return classify_regress.run(model, method_name, signature_name, examples, self.max_batch_size)
 
@@ -51,7 +61,9 @@ class ModelService:
         """On the version the first task names, as TF-Serving's RunMultiInferenceWithServerCore."""
         model = self.resolve(**spec_args(request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()))
         response = inference_pb2.MultiInferenceResponse()
-        for task, result in zip(request.tasks, classify_regress.multi_inference(model, request, self.max_batch_size)):
+        for task, result in zip(
+            request.tasks, classify_regress.multi_inference(model, request, self.max_batch_size), strict=True
+        ):
             result.model_spec.CopyFrom(model_spec(model, task.model_spec.signature_name or DEFAULT_SIGNATURE))
             response.results.append(result)
         return response
@@ -61,8 +73,11 @@ def spec_args(spec: model_pb2.ModelSpec) -> dict:
     """name, version and label of a request's ModelSpec."""
     if not spec.name:
         raise invalid_argument("Missing ModelSpec")
-    return {"name": spec.name, "version": spec.version.value if spec.HasField("version") else None,
-            "label": spec.version_label or None}
+    return {
+        "name": spec.name,
+        "version": spec.version.value if spec.HasField("version") else None,
+        "label": spec.version_label or None,
+    }
 
 
 def model_spec(model: ModelVersion, signature_name: str = "") -> model_pb2.ModelSpec:

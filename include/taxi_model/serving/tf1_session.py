@@ -7,10 +7,11 @@ loader never rebuilds anything: it imports the MetaGraph into a Session and feed
 signature's tensors by name. This does the same (`tf.compat.v1` loader, a Session callable per
 signature, no Python-side shape check of the feeds), so such models are served as there.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
@@ -35,17 +36,21 @@ def _spec(tensor: tf.Tensor, name: str) -> tf.TensorSpec:
 def _signature(session: tf.compat.v1.Session, signature_def) -> SessionSignature:
     graph = session.graph
     input_keys, output_keys = list(signature_def.inputs), list(signature_def.outputs)
-    callable_ = session._make_callable_from_options(config_pb2.CallableOptions(  # Session::MakeCallable
-        feed=[signature_def.inputs[key].name for key in input_keys],
-        fetch=[signature_def.outputs[key].name for key in output_keys]))
+    callable_ = session._make_callable_from_options(
+        config_pb2.CallableOptions(  # Session::MakeCallable
+            feed=[signature_def.inputs[key].name for key in input_keys],
+            fetch=[signature_def.outputs[key].name for key in output_keys],
+        )
+    )
 
     def call(tensors: Mapping[str, tf.Tensor]) -> Mapping[str, object]:
-        return dict(zip(output_keys, callable_(*(tensors[key] for key in input_keys))))
+        return dict(zip(output_keys, callable_(*(tensors[key] for key in input_keys)), strict=True))
 
     return SessionSignature(
         inputs={key: _spec(graph.get_tensor_by_name(signature_def.inputs[key].name), key) for key in input_keys},
         outputs={key: _spec(graph.get_tensor_by_name(signature_def.outputs[key].name), key) for key in output_keys},
-        call=call)
+        call=call,
+    )
 
 
 def load(path: str, tags: list[str]) -> tuple[tf.compat.v1.Session, dict[str, SessionSignature]]:
@@ -54,8 +59,11 @@ def load(path: str, tags: list[str]) -> tuple[tf.compat.v1.Session, dict[str, Se
     session = tf.compat.v1.Session(graph=tf.Graph())
     try:
         meta_graph = tf.compat.v1.saved_model.load(session, tags, path)
-        signatures = {key: _signature(session, signature_def) for key, signature_def in meta_graph.signature_def.items()
-                      if key != INIT_OP_SIGNATURE and signature_def.outputs}
+        signatures = {
+            key: _signature(session, signature_def)
+            for key, signature_def in meta_graph.signature_def.items()
+            if key != INIT_OP_SIGNATURE and signature_def.outputs
+        }
     except BaseException:
         session.close()
         raise

@@ -27,10 +27,11 @@ task's own context, so their XComs and extra links are the task's.
   without the stored previous champion (no task_state_store) nothing is. One log line per
   undeployed model: its deployed model id, model version and why.
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from airflow.providers.google.cloud.links.vertex_ai import VertexAIEndpointLink, VertexAIModelLink
 from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
@@ -79,8 +80,16 @@ class WindowExtractOperator(BaseOperator):
     template_fields: Sequence[str] = ("project_id", "location", "dataset", "source_table", "gcp_conn_id")
     ui_color = "#e3f2fd"
 
-    def __init__(self, *, project_id: str, location: str, dataset: str, source_table: str,
-                 gcp_conn_id: str = "google_cloud_default", **kwargs):
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        location: str,
+        dataset: str,
+        source_table: str,
+        gcp_conn_id: str = "google_cloud_default",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.project_id, self.location, self.dataset = project_id, location, dataset
         self.source_table, self.gcp_conn_id = source_table, gcp_conn_id
@@ -99,29 +108,47 @@ class WindowExtractOperator(BaseOperator):
             for split in SPLITS:
                 table = f"{layout.dag_id}__{layout.window.key}__{name or 'window'}_{split}".replace("-", "_").lower()
                 parameters = [
-                    {"name": "window_start", "parameterType": {"type": "STRING"},
-                     "parameterValue": {"value": window.start.isoformat()}},
-                    {"name": "window_end", "parameterType": {"type": "STRING"},
-                     "parameterValue": {"value": window.end.isoformat()}},
+                    {
+                        "name": "window_start",
+                        "parameterType": {"type": "STRING"},
+                        "parameterValue": {"value": window.start.isoformat()},
+                    },
+                    {
+                        "name": "window_end",
+                        "parameterType": {"type": "STRING"},
+                        "parameterValue": {"value": window.end.isoformat()},
+                    },
                     {"name": "split", "parameterType": {"type": "STRING"}, "parameterValue": {"value": split}},
                 ]
-                jobs.append({
-                    "window": name or "window", "split": split,
-                    "query": {
-                        "job_id": f"{prefix}_{table}_query",
-                        "configuration": {"query": {
-                            "query": sql, "useLegacySql": False, "parameterMode": "NAMED",
-                            "queryParameters": parameters,
-                            "destinationTable": {"projectId": self.project_id, "datasetId": self.dataset, "tableId": table},
-                            "writeDisposition": "WRITE_TRUNCATE", "createDisposition": "CREATE_IF_NEEDED",
-                        }},
-                    },
-                    "export": {
-                        "job_id": f"{prefix}_{table}_export",
-                        "source_project_dataset_table": f"{self.project_id}.{self.dataset}.{table}",
-                        "destination_cloud_storage_uris": [f"{layout.split_dir(split, name)}/part-*.csv"],
-                    },
-                })
+                jobs.append(
+                    {
+                        "window": name or "window",
+                        "split": split,
+                        "query": {
+                            "job_id": f"{prefix}_{table}_query",
+                            "configuration": {
+                                "query": {
+                                    "query": sql,
+                                    "useLegacySql": False,
+                                    "parameterMode": "NAMED",
+                                    "queryParameters": parameters,
+                                    "destinationTable": {
+                                        "projectId": self.project_id,
+                                        "datasetId": self.dataset,
+                                        "tableId": table,
+                                    },
+                                    "writeDisposition": "WRITE_TRUNCATE",
+                                    "createDisposition": "CREATE_IF_NEEDED",
+                                }
+                            },
+                        },
+                        "export": {
+                            "job_id": f"{prefix}_{table}_export",
+                            "source_project_dataset_table": f"{self.project_id}.{self.dataset}.{table}",
+                            "destination_cloud_storage_uris": [f"{layout.split_dir(split, name)}/part-*.csv"],
+                        },
+                    }
+                )
         return jobs
 
     def execute(self, context) -> dict:
@@ -134,16 +161,26 @@ class WindowExtractOperator(BaseOperator):
         # the labels BigQueryInsertJobOperator gives its jobs, on the exports too
         labels = {"airflow-dag": self.dag_id.lower(), "airflow-task": self.task_id.lower().replace(".", "-")}
         for job in self.jobs(context):
-            common = {"project_id": self.project_id, "location": self.location, "gcp_conn_id": self.gcp_conn_id,
-                      "force_rerun": False}
+            common = {
+                "project_id": self.project_id,
+                "location": self.location,
+                "gcp_conn_id": self.gcp_conn_id,
+                "force_rerun": False,
+            }
             table = job["export"]["source_project_dataset_table"]
             part_files = job["export"]["destination_cloud_storage_uris"][0]
             # durable=False: the provider's durable mode keeps one job id per task in task_state_store,
             # and this task runs eight jobs; the deterministic ids do the reattaching instead
             query = _ReattachingQuery(task_id=self.task_id, durable=False, **job["query"], **common)
-            export = _ReattachingExport(task_id=self.task_id, export_format="CSV", print_header=True,
-                                        before_new_job=lambda p=part_files: files.delete_tree(p.rsplit("/", 1)[0]),
-                                        labels=labels, **job["export"], **common)
+            export = _ReattachingExport(
+                task_id=self.task_id,
+                export_format="CSV",
+                print_header=True,
+                before_new_job=lambda p=part_files: files.delete_tree(p.rsplit("/", 1)[0]),
+                labels=labels,
+                **job["export"],
+                **common,
+            )
             query.parent_dag_id = export.parent_dag_id = self.dag_id
             try:
                 query.execute(context)
@@ -151,7 +188,8 @@ class WindowExtractOperator(BaseOperator):
             except (AirflowException, GoogleAPICallError) as error:
                 raise AirflowException(
                     f"extract_window: the {job['window']} window's {job['split']} split failed in BigQuery "
-                    f"(query into {table}, then export to {part_files}): {error}") from error
+                    f"(query into {table}, then export to {part_files}): {error}"
+                ) from error
             count = query.hook.get_client(project_id=self.project_id, location=self.location).get_table(table).num_rows
             rows.setdefault(job["window"], {})[job["split"]] = count
             self.log.info("Window %s, %s split: %s rows -> %s", job["window"], job["split"], count, part_files)
@@ -188,8 +226,13 @@ class _EarlierJobs:
                 self.log.info("BigQuery job %s of an earlier try is done: reused", candidate)
                 return job
             attempt += 1
-            self.log.info("BigQuery job %s of an earlier try failed (%s): running it again as %s_r%s",
-                          candidate, job.error_result, job_id, attempt)
+            self.log.info(
+                "BigQuery job %s of an earlier try failed (%s): running it again as %s_r%s",
+                candidate,
+                job.error_result,
+                job_id,
+                attempt,
+            )
             candidate = f"{job_id}_r{attempt}"
 
 
@@ -205,8 +248,11 @@ class _ReattachingExport(_EarlierJobs, BigQueryToGCSOperator):
 
     def _submit_job(self, hook, job_id, configuration):
         return self._earlier_or_new(
-            hook, job_id, lambda i: super(_ReattachingExport, self)._submit_job(hook, i, configuration),
-            self.before_new_job)
+            hook,
+            job_id,
+            lambda i: super(_ReattachingExport, self)._submit_job(hook, i, configuration),
+            self.before_new_job,
+        )
 
 
 def vertex_model(display_name: str, artifact_uri: str, image: str, version: int, description: str) -> dict:
@@ -229,8 +275,9 @@ class _VertexUpload(UploadModelOperator):
         from airflow.providers.google.cloud.hooks.vertex_ai.model_service import ModelServiceHook
 
         hook = ModelServiceHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
-        models = list(hook.list_models(project_id=self.project_id, region=self.region,
-                                       filter=f'display_name="{display_name}"'))
+        models = list(
+            hook.list_models(project_id=self.project_id, region=self.region, filter=f'display_name="{display_name}"')
+        )
         if not models:
             return None, None
         parent = models[0].name.rsplit("/", 1)[-1]  # the model's id: the hook makes its resource name
@@ -247,8 +294,9 @@ class _VertexUpload(UploadModelOperator):
             context["ti"].xcom_push(key="model_id", value=parent)  # as the upload does
             VertexAIModelLink.persist(context=context, model_id=parent)
             return done
-        self.model = vertex_model(display_name, artifact_uri, self.model["container_spec"]["image_uri"], version,
-                                  description)
+        self.model = vertex_model(
+            display_name, artifact_uri, self.model["container_spec"]["image_uri"], version, description
+        )
         self.parent_model = parent
         response = super().execute(context)
         return f"{response['model']}@{response.get('model_version_id', '')}".rstrip("@")
@@ -271,29 +319,58 @@ class VertexPushOperator(_VertexUpload):
             result = deployment.push_blessed_variant(root, context, self.variant, self.served_model)
         artifact_uri = f"{root.base_path(self.served_model)}/{result.version}"
         layout = run_layout(context)
-        return self.upload(context, self.served_model, artifact_uri, result.version,
-                           f"{self.variant} of window {layout.window} (run {layout.run_id})")
+        return self.upload(
+            context,
+            self.served_model,
+            artifact_uri,
+            result.version,
+            f"{self.variant} of window {layout.window} (run {layout.run_id})",
+        )
 
 
 class ChampionDeployOperator(_VertexUpload):
-    template_fields: Sequence[str] = tuple({*UploadModelOperator.template_fields, "serving_root", "deployment",
-                                            "service", "network_policy", "endpoint_id", "deployed_model",
-                                            "traffic_split", "gke"})
-    template_fields_renderers = {"deployment": "json", "service": "json", "network_policy": "json",
-                                 "deployed_model": "json"}
+    template_fields: Sequence[str] = tuple(
+        {
+            *UploadModelOperator.template_fields,
+            "serving_root",
+            "deployment",
+            "service",
+            "network_policy",
+            "endpoint_id",
+            "deployed_model",
+            "traffic_split",
+            "gke",
+        }
+    )
+    template_fields_renderers = {
+        "deployment": "json",
+        "service": "json",
+        "network_policy": "json",
+        "deployed_model": "json",
+    }
     operator_extra_links = (VertexAIModelLink(), VertexAIEndpointLink())
 
-    def __init__(self, *, serving_root: str, deployment: dict, service: dict, gke: dict, endpoint_id: str,
-                 deployed_model: dict, traffic_split: dict, network_policy: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        serving_root: str,
+        deployment: dict,
+        service: dict,
+        gke: dict,
+        endpoint_id: str,
+        deployed_model: dict,
+        traffic_split: dict,
+        network_policy: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.serving_root, self.deployment, self.service, self.gke = serving_root, deployment, service, gke
         self.network_policy = network_policy
         self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
 
     def execute(self, context):
-        from taxi_pipeline.operators.tf_serving import TFServingDeployOperator
-
         from taxi_pipeline import deployment
+        from taxi_pipeline.operators.tf_serving import TFServingDeployOperator
         from taxi_pipeline.run_context import run_layout
         from taxi_pipeline.serving_root import CHAMPION_MODEL, ServingRoot
 
@@ -302,22 +379,40 @@ class ChampionDeployOperator(_VertexUpload):
             champion, result = deployment.promote_champion(root, context)
         window = run_layout(context).window
 
-        TFServingDeployOperator(task_id=self.task_id, deployment=self.deployment, service=self.service,
-                                network_policy=self.network_policy, **self.gke).execute(context)
+        TFServingDeployOperator(
+            task_id=self.task_id,
+            deployment=self.deployment,
+            service=self.service,
+            network_policy=self.network_policy,
+            **self.gke,
+        ).execute(context)
 
-        model = self.upload(context, CHAMPION_MODEL, f"{root.base_path(CHAMPION_MODEL)}/{result.version}",
-                            result.version, f"champion {champion['variant']} of window {window}")
+        model = self.upload(
+            context,
+            CHAMPION_MODEL,
+            f"{root.base_path(CHAMPION_MODEL)}/{result.version}",
+            result.version,
+            f"champion {champion['variant']} of window {window}",
+        )
         champion_id = self.deploy(context, model)
         self.undeploy_others(context, champion_id)
-        return {"variant": champion["variant"], "version": result.version, "auc": champion["auc"],
-                "vertex_model": model}
+        return {
+            "variant": champion["variant"],
+            "version": result.version,
+            "auc": champion["auc"],
+            "vertex_model": model,
+        }
 
     #: task_state_store key: the deployed model that had the traffic before this task's deployment
     PREVIOUS_KEY = "vertex_previous_champion"
 
     def _vertex(self) -> dict:
-        return {"project_id": self.project_id, "region": self.region, "gcp_conn_id": self.gcp_conn_id,
-                "impersonation_chain": self.impersonation_chain}
+        return {
+            "project_id": self.project_id,
+            "region": self.region,
+            "gcp_conn_id": self.gcp_conn_id,
+            "impersonation_chain": self.impersonation_chain,
+        }
 
     def _endpoint_hook(self):
         from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
@@ -354,8 +449,12 @@ class ChampionDeployOperator(_VertexUpload):
             endpoint = None
         if endpoint is None:
             try:
-                CreateEndpointOperator(task_id=self.task_id, endpoint={"display_name": CHAMPION_MODEL},
-                                       endpoint_id=self.endpoint_id, **vertex).execute(context)
+                CreateEndpointOperator(
+                    task_id=self.task_id,
+                    endpoint={"display_name": CHAMPION_MODEL},
+                    endpoint_id=self.endpoint_id,
+                    **vertex,
+                ).execute(context)
             except AlreadyExists:  # created meanwhile by another run
                 endpoint = hook.get_endpoint(project_id=self.project_id, region=self.region, endpoint=self.endpoint_id)
         if endpoint is not None:
@@ -364,37 +463,63 @@ class ChampionDeployOperator(_VertexUpload):
             VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
 
         model_name, _, version_id = model.partition("@")
-        deployed = [d for d in (endpoint.deployed_models if endpoint is not None else [])
-                    if d.model == model or (d.model.split("@")[0] == model_name and d.model_version_id == version_id)]
+        deployed = [
+            d
+            for d in (endpoint.deployed_models if endpoint is not None else [])
+            if d.model == model or (d.model.split("@")[0] == model_name and d.model_version_id == version_id)
+        ]
         serving_all = [d for d in deployed if endpoint.traffic_split.get(d.id, 0) == 100]
         if serving_all:
-            self.log.info("%s is already deployed to endpoint %s with all the traffic (deployed model %s)",
-                          model, self.endpoint_id, serving_all[0].id)
+            self.log.info(
+                "%s is already deployed to endpoint %s with all the traffic (deployed model %s)",
+                model,
+                self.endpoint_id,
+                serving_all[0].id,
+            )
             context["ti"].xcom_push(key="deployed_model_id", value=serving_all[0].id)
             champion_id = serving_all[0].id
         else:
             traffic = dict(endpoint.traffic_split) if endpoint is not None else {}
-            serving = [d for d in (endpoint.deployed_models if endpoint is not None else []) if traffic.get(d.id, 0) > 0]
+            serving = [
+                d for d in (endpoint.deployed_models if endpoint is not None else []) if traffic.get(d.id, 0) > 0
+            ]
             previous = max(serving, key=lambda d: (traffic[d.id], d.id), default=None)
             store = context.get("task_state_store")
             if store is not None:  # before the deployment: a retry after it can no longer tell
-                store.set(self.PREVIOUS_KEY, {
-                    "deployed_model_id": previous.id if previous else None,
-                    "model_version": self._version(previous) if previous else None})
-            self.log.info("Previous champion on endpoint %s: %s", self.endpoint_id,
-                          f"deployed model {previous.id} ({self._version(previous)}, {traffic[previous.id]}% of the traffic)"
-                          if previous else "none (no deployed model has traffic)")
+                store.set(
+                    self.PREVIOUS_KEY,
+                    {
+                        "deployed_model_id": previous.id if previous else None,
+                        "model_version": self._version(previous) if previous else None,
+                    },
+                )
+            self.log.info(
+                "Previous champion on endpoint %s: %s",
+                self.endpoint_id,
+                f"deployed model {previous.id} ({self._version(previous)}, {traffic[previous.id]}% of the traffic)"
+                if previous
+                else "none (no deployed model has traffic)",
+            )
             if deployed:  # deployed at less than all the traffic (a rollback's target): a traffic switch
                 champion_id = deployed[0].id
-                UpdateEndpointOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
-                                       endpoint={"traffic_split": {champion_id: 100}},
-                                       update_mask={"paths": ["traffic_split"]}, **vertex).execute(context)
-                self.log.info("Endpoint %s: all the traffic to deployed model %s (%s)", self.endpoint_id, champion_id,
-                              model)
+                UpdateEndpointOperator(
+                    task_id=self.task_id,
+                    endpoint_id=self.endpoint_id,
+                    endpoint={"traffic_split": {champion_id: 100}},
+                    update_mask={"paths": ["traffic_split"]},
+                    **vertex,
+                ).execute(context)
+                self.log.info(
+                    "Endpoint %s: all the traffic to deployed model %s (%s)", self.endpoint_id, champion_id, model
+                )
             else:
-                response = DeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id,
-                                               deployed_model={**self.deployed_model, "model": model},
-                                               traffic_split=self.traffic_split, **vertex).execute(context)
+                response = DeployModelOperator(
+                    task_id=self.task_id,
+                    endpoint_id=self.endpoint_id,
+                    deployed_model={**self.deployed_model, "model": model},
+                    traffic_split=self.traffic_split,
+                    **vertex,
+                ).execute(context)
                 champion_id = response["deployed_model"]["id"]
         # (DeployModelOperator files its deployed model's id under the model link: the link is the model's)
         VertexAIModelLink.persist(context=context, model_id=model_name.rsplit("/", 1)[-1])
@@ -409,41 +534,63 @@ class ChampionDeployOperator(_VertexUpload):
 
         store = context.get("task_state_store")
         stored = store.get(self.PREVIOUS_KEY) if store is not None else None
-        endpoint = self._endpoint_hook().get_endpoint(project_id=self.project_id, region=self.region,
-                                                      endpoint=self.endpoint_id)
+        endpoint = self._endpoint_hook().get_endpoint(
+            project_id=self.project_id, region=self.region, endpoint=self.endpoint_id
+        )
         traffic = dict(endpoint.traffic_split)
         others = [d for d in endpoint.deployed_models if d.id != champion_id]
         if stored is None:
             if others:
                 self.log.warning(
                     "The previous champion of endpoint %s is not known (no task_state_store entry %r): nothing "
-                    "undeployed; left deployed: %s", self.endpoint_id, self.PREVIOUS_KEY,
-                    ", ".join(f"{d.id} ({self._version(d)})" for d in others))
+                    "undeployed; left deployed: %s",
+                    self.endpoint_id,
+                    self.PREVIOUS_KEY,
+                    ", ".join(f"{d.id} ({self._version(d)})" for d in others),
+                )
             return
         previous_id = stored["deployed_model_id"]
         undeployed = 0
         for d in others:
             if d.id == previous_id:
-                self.log.info("Kept deployed model %s (%s) at %s%% of the traffic: the previous champion (rollback: "
-                              "a traffic switch)", d.id, self._version(d), traffic.get(d.id, 0))
+                self.log.info(
+                    "Kept deployed model %s (%s) at %s%% of the traffic: the previous champion (rollback: "
+                    "a traffic switch)",
+                    d.id,
+                    self._version(d),
+                    traffic.get(d.id, 0),
+                )
                 continue
             if traffic.get(d.id, 0) > 0:
-                self.log.warning("Kept deployed model %s (%s): it has %s%% of the traffic", d.id, self._version(d),
-                                 traffic[d.id])
+                self.log.warning(
+                    "Kept deployed model %s (%s): it has %s%% of the traffic", d.id, self._version(d), traffic[d.id]
+                )
                 continue
-            why = (f"0% traffic, neither the champion ({champion_id}) nor the previous champion "
-                   f"({previous_id or 'none: no deployed model had traffic before the deployment'})")
+            why = (
+                f"0% traffic, neither the champion ({champion_id}) nor the previous champion "
+                f"({previous_id or 'none: no deployed model had traffic before the deployment'})"
+            )
             try:
-                UndeployModelOperator(task_id=self.task_id, endpoint_id=self.endpoint_id, deployed_model_id=d.id,
-                                      **self._vertex()).execute(context)
+                UndeployModelOperator(
+                    task_id=self.task_id, endpoint_id=self.endpoint_id, deployed_model_id=d.id, **self._vertex()
+                ).execute(context)
             except NotFound:  # undeployed meanwhile (an operation of an earlier try)
                 self.log.info("Deployed model %s (%s) was already undeployed", d.id, self._version(d))
                 continue
             undeployed += 1
-            self.log.info("Undeployed deployed model %s (model version %s) from endpoint %s: %s",
-                          d.id, self._version(d), self.endpoint_id, why)
-        self.log.info("Endpoint %s: %s deployed model(s) undeployed, %s kept", self.endpoint_id, undeployed,
-                      len(endpoint.deployed_models) - undeployed)
+            self.log.info(
+                "Undeployed deployed model %s (model version %s) from endpoint %s: %s",
+                d.id,
+                self._version(d),
+                self.endpoint_id,
+                why,
+            )
+        self.log.info(
+            "Endpoint %s: %s deployed model(s) undeployed, %s kept",
+            self.endpoint_id,
+            undeployed,
+            len(endpoint.deployed_models) - undeployed,
+        )
 
 
 class ServingRollbackOperator(ChampionDeployOperator):
@@ -471,6 +618,7 @@ class ServingRollbackOperator(ChampionDeployOperator):
                 raise AirflowFailException(
                     f"The serving root serves {CHAMPION_MODEL} version {result.to_version} again, but Vertex AI has no "
                     f"version v{result.to_version} of the model {CHAMPION_MODEL}: the endpoint {self.endpoint_id} was "
-                    "left as it was")
+                    "left as it was"
+                )
             outcome["vertex_deployed_model"] = self.deploy(context, model)
         return outcome

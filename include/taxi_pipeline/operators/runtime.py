@@ -1,7 +1,8 @@
 """Operators of taxi-mlops."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
@@ -19,8 +20,9 @@ class RuntimeProcessMixin:
 
         code, last_line = self._run(argv, env, interpreter)
         if code != 0:
-            raise AirflowException(f"{step} exited with code {code}; its last line: {last_line!r}. "
-                                   "The full output is in this log above.")
+            raise AirflowException(
+                f"{step} exited with code {code}; its last line: {last_line!r}. The full output is in this log above."
+            )
         return last_line
 
     def _run(self, argv: list[str], env: dict[str, str], interpreter: str | None) -> tuple[int, str]:
@@ -45,8 +47,7 @@ class RuntimeProcessMixin:
         socket_path = socket_path_for(runtime_python)
         with tempfile.TemporaryDirectory(prefix="taxi-step-") as cwd:
             self.log.info("Running in the ML runtime: python %s", " ".join(argv))
-            code = run_warm(argv, env, cwd, socket_path, log_line, on_connect=self._hold_connection,
-                            on_refused=refused)
+            code = run_warm(argv, env, cwd, socket_path, log_line, on_connect=self._hold_connection, on_refused=refused)
             if code is not None:
                 self.log.info("(in the warm runtime at %s)", socket_path)
                 return code, last[0]
@@ -100,8 +101,9 @@ class RuntimeModuleOperator(RuntimeProcessMixin, BaseOperator):
         self.env = env or {}
 
     def execute(self, context):
-        return self.run_in_runtime(self.module, ["-m", self.module, *map(str, self.arguments)],
-                                   {**task_environment(), **self.env})
+        return self.run_in_runtime(
+            self.module, ["-m", self.module, *map(str, self.arguments)], {**task_environment(), **self.env}
+        )
 
 
 class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
@@ -132,5 +134,6 @@ class LocalBeamPipelineOperator(RuntimeProcessMixin, BaseOperator):
         from airflow.providers.apache.beam.hooks.beam import beam_options_to_args
 
         argv = ["-m", self.module, f"--runner={self.runner}", *beam_options_to_args(self.pipeline_options)]
-        self.run_in_runtime(f"the Beam pipeline {self.module}", argv, task_environment(),
-                            interpreter=self.py_interpreter)
+        self.run_in_runtime(
+            f"the Beam pipeline {self.module}", argv, task_environment(), interpreter=self.py_interpreter
+        )

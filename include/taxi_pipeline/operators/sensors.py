@@ -1,4 +1,5 @@
 """Sensors of taxi-mlops."""
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,12 @@ class WindowLandedSensor(BaseSensorOperator):
             return False
         self._latest = latest_trip_start(warehouse)
         landed = self._latest is not None and self._latest >= window.end
-        self.log.info("Window %s: warehouse holds trips up to %s -> %s", window, self._latest,
-                      "complete" if landed else "not complete yet")
+        self.log.info(
+            "Window %s: warehouse holds trips up to %s -> %s",
+            window,
+            self._latest,
+            "complete" if landed else "not complete yet",
+        )
         return landed
 
     def execute(self, context):
@@ -87,8 +92,15 @@ class PreviousRunSettledSensor(BaseSensorOperator):
 
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, task_ids: list[str], timeout: float = timedelta(hours=6).total_seconds(),
-                 hold: float = 180, check_every: float = 2, **kwargs):
+    def __init__(
+        self,
+        *,
+        task_ids: list[str],
+        timeout: float = timedelta(hours=6).total_seconds(),
+        hold: float = 180,
+        check_every: float = 2,
+        **kwargs,
+    ):
         # In a backfill the previous window settles within a minute or two: each try watches for up
         # to `hold` seconds (checking every `check_every`), so this run goes on seconds after the
         # previous one settles; a previous run stuck longer frees the slot and is looked at again
@@ -115,12 +127,19 @@ class PreviousRunSettledSensor(BaseSensorOperator):
         if previous is None:
             self.log.info("No earlier run of %s: nothing to wait for", self.dag_id)
             return True
-        states = ti.get_task_states(dag_id=self.dag_id, task_ids=self.watched_task_ids,
-                                    run_ids=[previous.run_id]).get(previous.run_id, {})
+        states = ti.get_task_states(dag_id=self.dag_id, task_ids=self.watched_task_ids, run_ids=[previous.run_id]).get(
+            previous.run_id, {}
+        )
         run_state = ti.get_dagrun_state(dag_id=self.dag_id, run_id=previous.run_id)
         settled = previous_run_settled(run_state, states)
         if settled or states != self._last_states:
-            self.log.info("Previous run %s is %s; its %s: %s -> %s", previous.run_id, run_state,
-                          ", ".join(self.watched_task_ids), states, "settled" if settled else "waiting")
+            self.log.info(
+                "Previous run %s is %s; its %s: %s -> %s",
+                previous.run_id,
+                run_state,
+                ", ".join(self.watched_task_ids),
+                states,
+                "settled" if settled else "waiting",
+            )
         self._last_states = states
         return settled

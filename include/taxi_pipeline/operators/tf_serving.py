@@ -5,10 +5,11 @@ the manifest (a strategic merge, so fields Kubernetes fills in, such as the Serv
 stay), a missing one is created. It then waits until the Deployment's rollout is complete (every
 replica updated and ready: the readiness probe asks TF-Serving for the champion model's status).
 """
+
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from airflow.providers.google.cloud.operators.kubernetes_engine import GKEOperatorMixin
 from airflow.sdk import BaseOperator
@@ -30,21 +31,44 @@ class TFServingDeployOperator(GKEOperatorMixin, BaseOperator):
     """Creates or patches `network_policy` (if given: before the pods can start), `deployment` and
     `service` (dicts, templated) in `namespace`; waits for the rollout."""
 
-    template_fields: Sequence[str] = tuple({"deployment", "service", "network_policy", "namespace",
-                                            *GKEOperatorMixin.template_fields})
+    template_fields: Sequence[str] = tuple(
+        {"deployment", "service", "network_policy", "namespace", *GKEOperatorMixin.template_fields}
+    )
     template_fields_renderers = {"deployment": "json", "service": "json", "network_policy": "json"}
     ui_color = "#e8f5e9"
 
-    def __init__(self, *, deployment: dict, service: dict, namespace: str, location: str, cluster_name: str,
-                 network_policy: dict | None = None,
-                 project_id: str, gcp_conn_id: str = "google_cloud_default", rollout_timeout: float = 600,
-                 poll_interval: float = 10, use_internal_ip: bool = False, use_dns_endpoint: bool = False,
-                 impersonation_chain=None, **kwargs):
+    def __init__(
+        self,
+        *,
+        deployment: dict,
+        service: dict,
+        namespace: str,
+        location: str,
+        cluster_name: str,
+        network_policy: dict | None = None,
+        project_id: str,
+        gcp_conn_id: str = "google_cloud_default",
+        rollout_timeout: float = 600,
+        poll_interval: float = 10,
+        use_internal_ip: bool = False,
+        use_dns_endpoint: bool = False,
+        impersonation_chain=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.deployment, self.service, self.namespace = deployment, service, namespace
         self.network_policy = network_policy
-        self.location, self.cluster_name, self.project_id, self.gcp_conn_id = location, cluster_name, project_id, gcp_conn_id
-        self.use_internal_ip, self.use_dns_endpoint, self.impersonation_chain = use_internal_ip, use_dns_endpoint, impersonation_chain
+        self.location, self.cluster_name, self.project_id, self.gcp_conn_id = (
+            location,
+            cluster_name,
+            project_id,
+            gcp_conn_id,
+        )
+        self.use_internal_ip, self.use_dns_endpoint, self.impersonation_chain = (
+            use_internal_ip,
+            use_dns_endpoint,
+            impersonation_chain,
+        )
         self.rollout_timeout, self.poll_interval = rollout_timeout, poll_interval
 
     def _apply(self, read, create, patch, body: dict) -> str:
@@ -70,13 +94,24 @@ class TFServingDeployOperator(GKEOperatorMixin, BaseOperator):
         if self.network_policy:  # first: the pods are never reachable by everyone, not even while they start
             networking = client.NetworkingV1Api(api)
             done["network_policy"] = self._apply(
-                networking.read_namespaced_network_policy, networking.create_namespaced_network_policy,
-                networking.patch_namespaced_network_policy, self.network_policy)
+                networking.read_namespaced_network_policy,
+                networking.create_namespaced_network_policy,
+                networking.patch_namespaced_network_policy,
+                self.network_policy,
+            )
         done |= {
-            "deployment": self._apply(apps.read_namespaced_deployment, apps.create_namespaced_deployment,
-                                      apps.patch_namespaced_deployment, self.deployment),
-            "service": self._apply(core.read_namespaced_service, core.create_namespaced_service,
-                                   core.patch_namespaced_service, self.service),
+            "deployment": self._apply(
+                apps.read_namespaced_deployment,
+                apps.create_namespaced_deployment,
+                apps.patch_namespaced_deployment,
+                self.deployment,
+            ),
+            "service": self._apply(
+                core.read_namespaced_service,
+                core.create_namespaced_service,
+                core.patch_namespaced_service,
+                self.service,
+            ),
         }
         name = self.deployment["metadata"]["name"]
         self.log.info("Deployment %s/%s %s, Service %s", self.namespace, name, done["deployment"], done["service"])
@@ -89,6 +124,8 @@ class TFServingDeployOperator(GKEOperatorMixin, BaseOperator):
                 return done
             if time.monotonic() > deadline:
                 raise AirflowException(
-                    f"Deployment {self.namespace}/{name} not rolled out after {self.rollout_timeout:.0f}s ({progress}); "
-                    "its pods' readiness probe asks TF-Serving for the model's status: see the pods' events and logs")
+                    f"Deployment {self.namespace}/{name} not rolled out after {self.rollout_timeout:.0f}s "
+                    f"({progress}); "
+                    "its pods' readiness probe asks TF-Serving for the model's status: see the pods' events and logs"
+                )
             time.sleep(self.poll_interval)

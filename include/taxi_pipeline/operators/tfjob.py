@@ -7,10 +7,12 @@
   creates the TFJob (a retry whose job already exists reattaches to it instead of failing with a
   conflict), then it waits as TFJobSensor does and deletes the job at the end.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from airflow.providers.google.cloud.operators.kubernetes_engine import (
     GKECreateCustomResourceOperator,
@@ -37,10 +39,14 @@ def failing_replica_reasons(pods: list[dict]) -> list[str]:
             terminated = state.get("terminated") or last.get("terminated")
             if terminated and terminated.get("exitCode", 0) != 0:
                 message = (terminated.get("message") or "").strip().splitlines()
-                lines.append(f"{replica}: {terminated.get('reason') or 'Error'} (exit {terminated.get('exitCode')})"
-                             + (f": {message[-1]}" if message else ""))
-        if pod.get("status", {}).get("phase") == "Failed" and not any(l.startswith(replica) for l in lines):
-            lines.append(f"{replica}: {pod['status'].get('reason') or 'Failed'}: {pod['status'].get('message', '')}".rstrip(": "))
+                lines.append(
+                    f"{replica}: {terminated.get('reason') or 'Error'} (exit {terminated.get('exitCode')})"
+                    + (f": {message[-1]}" if message else "")
+                )
+        if pod.get("status", {}).get("phase") == "Failed" and not any(line.startswith(replica) for line in lines):
+            lines.append(
+                f"{replica}: {pod['status'].get('reason') or 'Failed'}: {pod['status'].get('message', '')}".rstrip(": ")
+            )
     return lines
 
 
@@ -71,8 +77,10 @@ class _TFJobClient:
         self.log.info("TFJob %s/%s: %s", namespace, name, message)
         if state == "failed":
             reasons = failing_replica_reasons(self._pods(name, namespace))
-            raise AirflowException(f"TFJob {namespace}/{name} failed: {message}"
-                                   + (f"; failing replica: {'; '.join(reasons)}" if reasons else ""))
+            raise AirflowException(
+                f"TFJob {namespace}/{name} failed: {message}"
+                + (f"; failing replica: {'; '.join(reasons)}" if reasons else "")
+            )
         return state == "succeeded"
 
     def _delete(self, name: str, namespace: str) -> None:
@@ -80,7 +88,8 @@ class _TFJobClient:
 
         try:
             self.hook.custom_object_client.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Foreground")
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Foreground"
+            )
             self.log.info("Deleted TFJob %s/%s", namespace, name)
         except ApiException as error:
             if error.status != 404:
@@ -93,13 +102,34 @@ class TFJobSensor(GKEOperatorMixin, _TFJobClient, BaseSensorOperator):
     template_fields: Sequence[str] = tuple({"job_name", "namespace", *GKEOperatorMixin.template_fields})
     ui_color = "#fff3e0"
 
-    def __init__(self, *, job_name: str, namespace: str, location: str, cluster_name: str, project_id: str,
-                 gcp_conn_id: str = "google_cloud_default", delete_on_finish: bool = True,
-                 use_internal_ip: bool = False, use_dns_endpoint: bool = False, impersonation_chain=None, **kwargs):
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        namespace: str,
+        location: str,
+        cluster_name: str,
+        project_id: str,
+        gcp_conn_id: str = "google_cloud_default",
+        delete_on_finish: bool = True,
+        use_internal_ip: bool = False,
+        use_dns_endpoint: bool = False,
+        impersonation_chain=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.job_name, self.namespace, self.delete_on_finish = job_name, namespace, delete_on_finish
-        self.location, self.cluster_name, self.project_id, self.gcp_conn_id = location, cluster_name, project_id, gcp_conn_id
-        self.use_internal_ip, self.use_dns_endpoint, self.impersonation_chain = use_internal_ip, use_dns_endpoint, impersonation_chain
+        self.location, self.cluster_name, self.project_id, self.gcp_conn_id = (
+            location,
+            cluster_name,
+            project_id,
+            gcp_conn_id,
+        )
+        self.use_internal_ip, self.use_dns_endpoint, self.impersonation_chain = (
+            use_internal_ip,
+            use_dns_endpoint,
+            impersonation_chain,
+        )
 
     def poke(self, context) -> bool:
         return self._check(self.job_name, self.namespace)
@@ -134,8 +164,12 @@ class TFJobTrainOperator(_TFJobClient, GKECreateCustomResourceOperator):
             # (a retried create sends nothing and logs success), and it retries the 409 that means "an
             # earlier try created it", so this reattaching branch was never reached
             self.create_custom_from_yaml_object(body)
-            self.log.info("Created TFJob %s/%s with %s Worker replicas", namespace, name,
-                          body["spec"]["tfReplicaSpecs"]["Worker"]["replicas"])
+            self.log.info(
+                "Created TFJob %s/%s with %s Worker replicas",
+                namespace,
+                name,
+                body["spec"]["tfReplicaSpecs"]["Worker"]["replicas"],
+            )
         except ApiException as error:
             if error.status != 409:
                 raise

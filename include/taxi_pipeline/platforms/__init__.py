@@ -9,6 +9,7 @@ Stages both platforms build alike (the Python tasks, which read and write throug
 taxi_pipeline.files) are built here, in `Platform`; the runtime steps' command lines too, so a
 local process and a pod run the same arguments.
 """
+
 from __future__ import annotations
 
 from taxi_pipeline.branches import Branch, run_path
@@ -19,30 +20,59 @@ from taxi_pipeline.settings import get_settings
 
 # The command lines of the runtime modules: the same on both platforms (local processes or pods).
 def train_arguments(branch: Branch) -> list[str]:
-    return ["--transform_output", branch.path("transform_dir"),
-            "--serving_model_dir", branch.path("model_dir"),
-            "--log_dir", branch.path("logs_dir"),
-            "--train_steps", "{{ params.train_steps }}",
-            "--eval_steps", "{{ params.eval_steps }}",
-            "--warmup_examples", branch.eval_glob]  # the raw rows of TF-Serving's warmup requests
+    return [
+        "--transform_output",
+        branch.path("transform_dir"),
+        "--serving_model_dir",
+        branch.path("model_dir"),
+        "--log_dir",
+        branch.path("logs_dir"),
+        "--train_steps",
+        "{{ params.train_steps }}",
+        "--eval_steps",
+        "{{ params.eval_steps }}",
+        "--warmup_examples",
+        branch.eval_glob,
+    ]  # the raw rows of TF-Serving's warmup requests
 
 
 def transform_options(branch: Branch) -> dict[str, str]:
-    return {"train": branch.split_glob("train"), "eval": branch.split_glob("eval"),
-            "variant": branch.variant, "output": branch.path("transform_dir")}
+    return {
+        "train": branch.split_glob("train"),
+        "eval": branch.split_glob("eval"),
+        "variant": branch.variant,
+        "output": branch.path("transform_dir"),
+    }
 
 
 def check_export_arguments(branch: Branch) -> list[str]:
-    return ["--model", branch.path("model_dir"), "--eval", branch.eval_glob,
-            "--output", branch.path("export_check_dir"), "--variant", branch.name]
+    return [
+        "--model",
+        branch.path("model_dir"),
+        "--eval",
+        branch.eval_glob,
+        "--output",
+        branch.path("export_check_dir"),
+        "--variant",
+        branch.name,
+    ]
 
 
 def compare_windows_arguments(recent: Branch, long: Branch) -> list[str]:
-    return ["--recent_model", recent.path("model_dir"), "--long_model", long.path("model_dir"),
-            "--eval", recent.eval_glob,
-            "--recent_evaluation", recent.path("evaluation_dir"),
-            "--long_evaluation", long.path("evaluation_dir"),
-            "--output", run_path("window_comparison_dir")]
+    return [
+        "--recent_model",
+        recent.path("model_dir"),
+        "--long_model",
+        long.path("model_dir"),
+        "--eval",
+        recent.eval_glob,
+        "--recent_evaluation",
+        recent.path("evaluation_dir"),
+        "--long_evaluation",
+        long.path("evaluation_dir"),
+        "--output",
+        run_path("window_comparison_dir"),
+    ]
 
 
 def evaluate_options(branch: Branch, serving_root: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ a path of the run's layout, so a link is the same on both platforms and only its
   artifacts_app.py), which serves $TAXI_HOME/artifacts read-only and the serving root's status;
 - gcp: the Cloud console's page of a GCS folder, or the authenticated GCS URL of a file (HTML opens rendered).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,7 +44,7 @@ class GcpLinks:
     def artifact(self, path: str) -> str:
         if not path.startswith("gs://"):
             raise ValueError(f"not a GCS path: {path}")
-        bucket_and_object = path[len("gs://"):].rstrip("/")
+        bucket_and_object = path[len("gs://") :].rstrip("/")
         if "." in bucket_and_object.rsplit("/", 1)[-1]:  # a file: the authenticated URL renders it
             return f"https://storage.cloud.google.com/{quote(bucket_and_object)}"
         return f"https://console.cloud.google.com/storage/browser/{quote(bucket_and_object)}"

@@ -5,10 +5,11 @@ the path comes from the run's layout (taxi_pipeline.layout), the URL from the pl
 (`get_platform().links`: the local artifacts app, or the GCS console on gcp).
 `add_artifact_links(dag)` gives every task of the project's DAGs its links, by the stage it runs.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from airflow.sdk import BaseOperatorLink
 
@@ -64,21 +65,28 @@ def links_for(task_id: str) -> list[BaseOperatorLink]:
     from taxi_pipeline.serving_root import CHAMPION_MODEL, model_name
 
     group, _, stage = task_id.rpartition(".")
-    data_report = ArtifactLink("Data report", lambda l: l.report_path("data"))
-    model_report = ArtifactLink("Model report", lambda l: l.report_path("model"))
+    data_report = ArtifactLink("Data report", lambda layout: layout.report_path("data"))
+    model_report = ArtifactLink("Model report", lambda layout: layout.report_path("model"))
     return {
-        "extract_window": [ArtifactLink("Extracted data", lambda l: l.data_dir)],
-        "validate_window": [ArtifactLink("Validation report", lambda l: l.validation_dir()), data_report],
+        "extract_window": [ArtifactLink("Extracted data", lambda layout: layout.data_dir)],
+        "validate_window": [ArtifactLink("Validation report", lambda layout: layout.validation_dir()), data_report],
         "data_report": [data_report],
-        "transform": [ArtifactLink("Transform output", lambda l: l.transform_dir(group))],
-        "train": [ArtifactLink("Training logs", lambda l: l.logs_dir(group)),
-                  ArtifactLink("Model", lambda l: l.model_dir(group))],
-        "evaluate": [ArtifactLink("TFMA output", lambda l: l.evaluation_dir(group)), model_report],
+        "transform": [ArtifactLink("Transform output", lambda layout: layout.transform_dir(group))],
+        "train": [
+            ArtifactLink("Training logs", lambda layout: layout.logs_dir(group)),
+            ArtifactLink("Model", lambda layout: layout.model_dir(group)),
+        ],
+        "evaluate": [ArtifactLink("TFMA output", lambda layout: layout.evaluation_dir(group)), model_report],
         "push": [ServedModelLink(model_name(group))],
-        "compare_variants": [ArtifactLink("Variant comparison", lambda l: f"{l.run_dir}/comparison.txt"), model_report],
+        "compare_variants": [
+            ArtifactLink("Variant comparison", lambda layout: f"{layout.run_dir}/comparison.txt"),
+            model_report,
+        ],
         "promote_champion": [ServedModelLink(CHAMPION_MODEL)],
-        "compare_windows": [ArtifactLink("Window comparison", lambda l: f"{l.window_comparison_dir}/comparison.txt"),
-                            model_report],
+        "compare_windows": [
+            ArtifactLink("Window comparison", lambda layout: f"{layout.window_comparison_dir}/comparison.txt"),
+            model_report,
+        ],
         "record_verdict": [HistoryLink(), model_report],
         "model_report": [model_report],
     }.get(stage, [])
@@ -92,5 +100,3 @@ def add_artifact_links(dag) -> None:
             links = [*links, HistoryLink()]
         if links:
             task.operator_extra_links = [*task.operator_extra_links, *links]
-
-

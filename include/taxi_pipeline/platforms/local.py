@@ -1,13 +1,29 @@
 """The local platform: the stages on this machine (DuckDB, a folder for GCS, Beam's direct runner,
 local processes for the runtime steps and the TFJob, the local model server)."""
+
 from __future__ import annotations
 
 from taxi_pipeline.branches import Branch
+from taxi_pipeline.platforms import (
+    Platform,
+    check_export_arguments,
+    compare_windows_arguments,
+    evaluate_options,
+    train_arguments,
+    transform_options,
+)
 from taxi_pipeline.platforms.artifact_urls import LocalLinks
-from taxi_pipeline.platforms import (Platform, check_export_arguments, compare_windows_arguments,
-                                     evaluate_options, train_arguments, transform_options)
-from taxi_pipeline.platforms.docs import (CHECK_EXPORT_DOC, EVALUATE_DOC, EXTRACT_DOC, PROMOTE_DOC, PUSH_DOC,
-                                          TRAIN_DOC, TRANSFORM_DOC, WAIT_DOC, WINDOW_COMPARISON_DOC)
+from taxi_pipeline.platforms.docs import (
+    CHECK_EXPORT_DOC,
+    EVALUATE_DOC,
+    EXTRACT_DOC,
+    PROMOTE_DOC,
+    PUSH_DOC,
+    TRAIN_DOC,
+    TRANSFORM_DOC,
+    WAIT_DOC,
+    WINDOW_COMPARISON_DOC,
+)
 from taxi_pipeline.pools import DEPLOY_POOL, HEAVY_POOL
 from taxi_pipeline.settings import get_settings
 
@@ -26,8 +42,7 @@ class LocalPlatform(Platform):
 
         from taxi_pipeline.callables import extract_window_to_artifacts
 
-        return PythonOperator(task_id="extract_window", python_callable=extract_window_to_artifacts,
-                              doc_md=EXTRACT_DOC)
+        return PythonOperator(task_id="extract_window", python_callable=extract_window_to_artifacts, doc_md=EXTRACT_DOC)
 
     def _beam_pipeline(self, task_id: str, module: str, options: dict, doc_md: str):
         # Not the provider's BeamRunPythonPipelineOperator: importing it costs most of a parse (see the operator).
@@ -35,8 +50,14 @@ class LocalPlatform(Platform):
 
         return LocalBeamPipelineOperator(
             # FnApiRunner: the direct runner's engine, without its attempt to download Prism.
-            task_id=task_id, runner="FnApiRunner", module=module,
-            py_interpreter=get_settings().runtime_python, pipeline_options=options, doc_md=doc_md, pool=HEAVY_POOL)
+            task_id=task_id,
+            runner="FnApiRunner",
+            module=module,
+            py_interpreter=get_settings().runtime_python,
+            pipeline_options=options,
+            doc_md=doc_md,
+            pool=HEAVY_POOL,
+        )
 
     def transform(self, branch: Branch):
         return self._beam_pipeline("transform", "taxi_model.transform", transform_options(branch), TRANSFORM_DOC)
@@ -44,8 +65,13 @@ class LocalPlatform(Platform):
     def train(self, branch: Branch):
         from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
-        return RuntimeModuleOperator(task_id="train", module="taxi_model.trainer", doc_md=TRAIN_DOC, pool=HEAVY_POOL,
-                                     arguments=train_arguments(branch))
+        return RuntimeModuleOperator(
+            task_id="train",
+            module="taxi_model.trainer",
+            doc_md=TRAIN_DOC,
+            pool=HEAVY_POOL,
+            arguments=train_arguments(branch),
+        )
 
     def evaluate(self, branch: Branch):
         options = evaluate_options(branch, get_settings().serving_root)
@@ -55,28 +81,45 @@ class LocalPlatform(Platform):
         from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
         return RuntimeModuleOperator(
-            task_id="compare_windows", module="taxi_model.window_comparison", doc_md=WINDOW_COMPARISON_DOC,
+            task_id="compare_windows",
+            module="taxi_model.window_comparison",
+            doc_md=WINDOW_COMPARISON_DOC,
             pool=HEAVY_POOL,
-            arguments=compare_windows_arguments(recent, long))
+            arguments=compare_windows_arguments(recent, long),
+        )
 
     def check_export(self, branch: Branch):
         from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
-        return RuntimeModuleOperator(task_id="check_export", module="taxi_model.export_check", doc_md=CHECK_EXPORT_DOC,
-                                     arguments=check_export_arguments(branch))
+        return RuntimeModuleOperator(
+            task_id="check_export",
+            module="taxi_model.export_check",
+            doc_md=CHECK_EXPORT_DOC,
+            arguments=check_export_arguments(branch),
+        )
 
     def push(self, branch: Branch):
         from airflow.providers.standard.operators.python import PythonOperator
 
         from taxi_pipeline.callables import push_variant
 
-        return PythonOperator(task_id="push", python_callable=push_variant, op_kwargs={"variant": branch.name},
-                              doc_md=PUSH_DOC, pool=DEPLOY_POOL)
+        return PythonOperator(
+            task_id="push",
+            python_callable=push_variant,
+            op_kwargs={"variant": branch.name},
+            doc_md=PUSH_DOC,
+            pool=DEPLOY_POOL,
+        )
 
     def promote_champion(self):
         from airflow.providers.standard.operators.python import PythonOperator
 
         from taxi_pipeline.callables import promote_champion
 
-        return PythonOperator(task_id="promote_champion", python_callable=promote_champion,
-                              trigger_rule="none_failed", doc_md=PROMOTE_DOC, pool=DEPLOY_POOL)
+        return PythonOperator(
+            task_id="promote_champion",
+            python_callable=promote_champion,
+            trigger_rule="none_failed",
+            doc_md=PROMOTE_DOC,
+            pool=DEPLOY_POOL,
+        )

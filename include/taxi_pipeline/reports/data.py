@@ -1,4 +1,5 @@
 """The data report of a run: what was extracted and whether it may be trained on."""
+
 from __future__ import annotations
 
 import math
@@ -33,15 +34,31 @@ def feature_summary(frame) -> tuple[list[list], list[list]]:
         if column in CATEGORICAL:
             present = values.dropna()
             top = present.value_counts()
-            categorical.append([column, n - missing, missing, f"{missing / n:.1%}" if n else "–",
-                                int(present.nunique()), top.index[0] if len(top) else None,
-                                top.iloc[0] / len(present) if len(top) else float("nan")])
+            categorical.append(
+                [
+                    column,
+                    n - missing,
+                    missing,
+                    f"{missing / n:.1%}" if n else "–",
+                    int(present.nunique()),
+                    top.index[0] if len(top) else None,
+                    top.iloc[0] / len(present) if len(top) else float("nan"),
+                ]
+            )
             continue
         numbers = pd.to_numeric(values, errors="coerce").dropna()
-        numeric.append([column, n - missing, missing, f"{missing / n:.1%}" if n else "–",
-                        *(float(f(numbers)) if len(numbers) else float("nan")
-                          for f in (pd.Series.mean, pd.Series.std, pd.Series.min, pd.Series.median,
-                                    pd.Series.max))])
+        numeric.append(
+            [
+                column,
+                n - missing,
+                missing,
+                f"{missing / n:.1%}" if n else "–",
+                *(
+                    float(f(numbers)) if len(numbers) else float("nan")
+                    for f in (pd.Series.mean, pd.Series.std, pd.Series.min, pd.Series.median, pd.Series.max)
+                ),
+            ]
+        )
     return numeric, categorical
 
 
@@ -70,10 +87,22 @@ def drift_figure(column: str, current, reference, current_name: str, reference_n
     lo = float(both.min()) if len(both) else 0.0
     bins = np.arange(-0.5, 24.5, 1.0) if column == "trip_start_hour" else np.linspace(lo, max(hi, lo + 1e-9), 31)
     fig, ax = h.figure(4.6, 2.9)
-    ax.hist(np.clip(ref, bins[0], bins[-1]), bins=bins, density=True, alpha=0.5, color="#7f8c9a",
-            label=f"{reference_name} ({len(ref):,})")
-    ax.hist(np.clip(cur, bins[0], bins[-1]), bins=bins, density=True, alpha=0.55, color="#2f6fb3",
-            label=f"{current_name} ({len(cur):,})")
+    ax.hist(
+        np.clip(ref, bins[0], bins[-1]),
+        bins=bins,
+        density=True,
+        alpha=0.5,
+        color="#7f8c9a",
+        label=f"{reference_name} ({len(ref):,})",
+    )
+    ax.hist(
+        np.clip(cur, bins[0], bins[-1]),
+        bins=bins,
+        density=True,
+        alpha=0.55,
+        color="#2f6fb3",
+        label=f"{current_name} ({len(cur):,})",
+    )
     ax.set_title(column)
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
@@ -105,14 +134,21 @@ def categorical_rows(current: dict, reference: dict | None, domain: list | None)
     def in_schema(value):  # NEW: a value of this window the schema does not know
         return "–" if known is None or value not in now else ("yes" if value in known else "NEW")
 
-    rows = [[value, f"{now.get(value, 0.0):.1%}", f"{before.get(value, 0.0):.1%}" if reference else "–",
-             in_schema(value)] for value in values[:TOP_VALUES]]
+    rows = [
+        [value, f"{now.get(value, 0.0):.1%}", f"{before.get(value, 0.0):.1%}" if reference else "–", in_schema(value)]
+        for value in values[:TOP_VALUES]
+    ]
     if len(values) > TOP_VALUES:
         rest = values[TOP_VALUES:]
         unknown = sum(1 for v in rest if in_schema(v) == "NEW")
-        rows.append([f"{len(rest)} other values", f"{sum(now.get(v, 0.0) for v in rest):.1%}",
-                     f"{sum(before.get(v, 0.0) for v in rest):.1%}" if reference else "–",
-                     f"{unknown} new" if known is not None else "–"])
+        rows.append(
+            [
+                f"{len(rest)} other values",
+                f"{sum(now.get(v, 0.0) for v in rest):.1%}",
+                f"{sum(before.get(v, 0.0) for v in rest):.1%}" if reference else "–",
+                f"{unknown} new" if known is not None else "–",
+            ]
+        )
     return rows
 
 
@@ -127,24 +163,41 @@ def schema_section(layout: RunLayout, key: str, reference_name: str | None) -> l
     schema = parse(files.read_text(schema_path))
     window, reference = statistics["window"]["all"], statistics.get("reference")
     made = schema.get("made", {})
-    body = [f"<h2>Against the schema (version {h.esc(schema.get('version'))})</h2>",
-            f"<p>Schema {h.esc(made.get('how', ''))} {h.esc(made.get('at', ''))}"
-            + (f": {h.esc(made['reason'])}" if made.get("reason") else "")
-            + f". Its versions are under <code>{h.esc(layout.schema_dir)}/</code>.</p>"]
+    body = [
+        f"<h2>Against the schema (version {h.esc(schema.get('version'))})</h2>",
+        f"<p>Schema {h.esc(made.get('how', ''))} {h.esc(made.get('at', ''))}"
+        + (f": {h.esc(made['reason'])}" if made.get("reason") else "")
+        + f". Its versions are under <code>{h.esc(layout.schema_dir)}/</code>.</p>",
+    ]
     label, label_ref = window.get("label"), (reference or {}).get("label")
     if label and label["base_rate"] is not None:
-        body.append(h.table(["label", f"base rate ({_label(key)})", f"base rate ({reference_name or 'reference'})"],
-                            [[label["name"], f"{label['base_rate']:.1%}",
-                              f"{label_ref['base_rate']:.1%}" if label_ref and label_ref["base_rate"] is not None
-                              else "–"]], css_id="label"))
+        body.append(
+            h.table(
+                ["label", f"base rate ({_label(key)})", f"base rate ({reference_name or 'reference'})"],
+                [
+                    [
+                        label["name"],
+                        f"{label['base_rate']:.1%}",
+                        f"{label_ref['base_rate']:.1%}" if label_ref and label_ref["base_rate"] is not None else "–",
+                    ]
+                ],
+                css_id="label",
+            )
+        )
     for column, feature in schema["features"].items():
         if "domain" not in feature or column not in window["features"]:
             continue
         body.append(f"<h3>{h.esc(column)}</h3>")
-        body.append(h.table(["value", f"share ({_label(key)})", f"share ({reference_name or 'reference'})",
-                             "in the schema"],
-                            categorical_rows(window["features"][column], (reference or {}).get("features", {}).get(column),
-                                             feature["domain"]), left=1, css_id=f"values-{column}"))
+        body.append(
+            h.table(
+                ["value", f"share ({_label(key)})", f"share ({reference_name or 'reference'})", "in the schema"],
+                categorical_rows(
+                    window["features"][column], (reference or {}).get("features", {}).get(column), feature["domain"]
+                ),
+                left=1,
+                css_id=f"values-{column}",
+            )
+        )
     return body
 
 
@@ -152,8 +205,11 @@ def build(layout: RunLayout, plan: WindowPlan) -> tuple[str, dict]:
     """The data report's HTML and its headline facts."""
     import pandas as pd
 
-    splits = {name: {s: files.read_split(layout.split_dir(s, name)) for s in SPLITS}
-              for name in plan.windows if files.exists(layout.window_data_dir(name))}
+    splits = {
+        name: {s: files.read_split(layout.split_dir(s, name)) for s in SPLITS}
+        for name in plan.windows
+        if files.exists(layout.window_data_dir(name))
+    }
     validations = {name: files.read_json_or_none(f"{layout.validation_dir(name)}/report.json") for name in plan.checks}
     done = [v for v in validations.values() if v is not None]
     passed = bool(done) and len(done) == len(validations) and all(v["success"] for v in done)
@@ -166,37 +222,67 @@ def build(layout: RunLayout, plan: WindowPlan) -> tuple[str, dict]:
         verdict_text, kind = f"VALIDATION FAILED ({problems} problems)", "bad"
 
     key = plan.key
-    frame = pd.concat([f for f in splits.get(key, {}).values() if len(f.columns)] or [pd.DataFrame()],
-                      ignore_index=True)
+    frame = pd.concat(
+        [f for f in splits.get(key, {}).values() if len(f.columns)] or [pd.DataFrame()], ignore_index=True
+    )
     rows = {s: len(splits.get(key, {}).get(s, [])) for s in SPLITS}
     facts = {"verdict": verdict_text, "passed": passed, "rows": rows, "problems": problems}
 
-    body = [h.verdict(verdict_text, kind),
-            h.headline([(f"{s} rows", rows[s]) for s in SPLITS] + [("problems", problems)])]
+    body = [
+        h.verdict(verdict_text, kind),
+        h.headline([(f"{s} rows", rows[s]) for s in SPLITS] + [("problems", problems)]),
+    ]
     for name, report in validations.items():
         if report is None:
             continue
         items = "".join(f"<li>{h.esc(f)}</li>" for f in report["failures"])
         items += "".join(f"<li><i>note:</i> {h.esc(n)}</li>" for n in report["notes"])
-        body.append(f"<h3>Validation of the {h.esc(_label(name))} {h.esc(report['window'])}: "
-                    f"{'passed' if report['success'] else 'FAILED'}</h3>"
-                    + (f'<ul class="reasons">{items}</ul>' if items else "<p>every check passed.</p>"))
-    body.append('<p>The full validation (every expectation) is in the run\'s <code>validation/</code> folder '
-                '(<code>summary.txt</code>, great-expectations Data Docs).</p>')
+        body.append(
+            f"<h3>Validation of the {h.esc(_label(name))} {h.esc(report['window'])}: "
+            f"{'passed' if report['success'] else 'FAILED'}</h3>"
+            + (f'<ul class="reasons">{items}</ul>' if items else "<p>every check passed.</p>")
+        )
+    body.append(
+        "<p>The full validation (every expectation) is in the run's <code>validation/</code> folder "
+        "(<code>summary.txt</code>, great-expectations Data Docs).</p>"
+    )
 
     body.append("<h2>Rows per split</h2>")
-    body.append(h.table(["window", "range", *SPLITS, "total"],
-                        [[_label(name), str(plan.windows[name]), *(len(parts[s]) for s in SPLITS),
-                          sum(len(parts[s]) for s in SPLITS)] for name, parts in splits.items()],
-                        left=2, css_id="rows"))
+    body.append(
+        h.table(
+            ["window", "range", *SPLITS, "total"],
+            [
+                [
+                    _label(name),
+                    str(plan.windows[name]),
+                    *(len(parts[s]) for s in SPLITS),
+                    sum(len(parts[s]) for s in SPLITS),
+                ]
+                for name, parts in splits.items()
+            ],
+            left=2,
+            css_id="rows",
+        )
+    )
 
     if len(frame):
         numeric, categorical = feature_summary(frame)
         body.append(f"<h2>Features of the {h.esc(_label(key))} (train + eval, {len(frame):,} trips)</h2>")
-        body.append(h.table(["feature", "present", "missing", "missing share", "mean", "std", "min", "median", "max"],
-                            numeric, css_id="numeric"))
-        body.append(h.table(["feature", "present", "missing", "missing share", "distinct", "most frequent",
-                             "its share"], [[*r[:-1], f"{r[-1]:.1%}"] for r in categorical], left=1, css_id="categorical"))
+        body.append(
+            h.table(
+                ["feature", "present", "missing", "missing share", "mean", "std", "min", "median", "max"],
+                numeric,
+                css_id="numeric",
+            )
+        )
+        body.append(
+            h.table(
+                ["feature", "present", "missing", "missing share", "distinct", "most frequent", "its share"],
+                [[*r[:-1], f"{r[-1]:.1%}"] for r in categorical],
+                left=1,
+                css_id="categorical",
+            )
+        )
         body.append("<h2>Missing values</h2>" + missing_figure(frame))
     body += schema_section(layout, key, plan.checks.get(key))
 
@@ -213,8 +299,13 @@ def build(layout: RunLayout, plan: WindowPlan) -> tuple[str, dict]:
                     previous = pd.to_numeric(ref[column], errors="coerce")
                     rows_kl.append([column, current.mean(), previous.mean(), kl_divergence(current, previous)])
                     figures.append(drift_figure(column, current, previous, _label(key), reference))
-            body.append(h.table(["feature", f"mean ({_label(key)})", f"mean ({reference})", "KL divergence"],
-                                rows_kl, css_id="drift"))
+            body.append(
+                h.table(
+                    ["feature", f"mean ({_label(key)})", f"mean ({reference})", "KL divergence"],
+                    rows_kl,
+                    css_id="drift",
+                )
+            )
             body.append('<div class="figs">' + "".join(figures) + "</div>")
             facts["drift"] = {r[0]: r[3] for r in rows_kl if not math.isnan(r[3])}
 

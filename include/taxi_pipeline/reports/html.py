@@ -1,11 +1,12 @@
 """Building blocks of the reports: a self-contained page, tables, and matplotlib figures as inline SVG."""
+
 from __future__ import annotations
 
 import html
 import io
 import math
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1180px;
@@ -47,9 +48,11 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def page(title: str, subtitle: str, body: Iterable[str]) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p class=\"sub\">{esc(subtitle)}</p>" + "\n".join(body) + "</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f'<h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p>' + "\n".join(body) + "</body></html>\n"
+    )
 
 
 def verdict(text: str, kind: str) -> str:
@@ -58,16 +61,23 @@ def verdict(text: str, kind: str) -> str:
 
 
 def headline(items: Sequence[tuple[str, object]]) -> str:
-    cells = "".join(f'<div class="metric" data-metric="{esc(k)}"><div class="v">{esc(fmt(v))}</div>'
-                    f'<div class="k">{esc(k)}</div></div>' for k, v in items)
+    cells = "".join(
+        f'<div class="metric" data-metric="{esc(k)}"><div class="v">{esc(fmt(v))}</div>'
+        f'<div class="k">{esc(k)}</div></div>'
+        for k, v in items
+    )
     return f'<div class="headline">{cells}</div>'
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence], left: int = 1, css_id: str = "") -> str:
     """An HTML table; the first `left` columns are left-aligned (names), the rest numbers."""
     head = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{esc(fmt(v))}</td>'
-                                    for i, v in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"l" if i < left else ""}">{esc(fmt(v))}</td>' for i, v in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     ident = f' id="{esc(css_id)}"' if css_id else ""
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -94,7 +104,7 @@ def svg(fig) -> str:
     plt.close(fig)
     text = buffer.getvalue()
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)  # RDF boilerplate
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype for inline use
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype for inline use
 
 
 def slug(text: str) -> str:

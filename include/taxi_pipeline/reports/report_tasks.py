@@ -1,4 +1,5 @@
 """Task callables of the report tasks (thin: the reports are built in data.py and model.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,13 @@ def write_model_report(**context) -> dict:
     if "window_verdict" in facts:  # the sliding-window DAG's history, as a page of its own too
         files.write_text(f"{layout.history_dir}/history.html", model.build_history(layout.history_dir, layout.dag_id))
     for name, m in facts["models"].items():
-        log.info("%s: AUC %.4f, accuracy %.4f, %s", name, m["auc"], m["accuracy"],
-                 "blessed" if m["blessed"] else "NOT blessed")
+        log.info(
+            "%s: AUC %.4f, accuracy %.4f, %s",
+            name,
+            m["auc"],
+            m["accuracy"],
+            "blessed" if m["blessed"] else "NOT blessed",
+        )
     log.info("Model report: %s", layout.report_path("model"))
     return facts
 
@@ -61,12 +67,22 @@ def data_report_task():
     """The data report task, the same on every platform (it reads the layout through fsspec)."""
     from airflow.providers.standard.operators.python import PythonOperator
 
-    return PythonOperator(task_id="data_report", python_callable=write_data_report, doc_md=DATA_REPORT_DOC,
-                          trigger_rule="all_done", retries=1)
+    return PythonOperator(
+        task_id="data_report",
+        python_callable=write_data_report,
+        doc_md=DATA_REPORT_DOC,
+        trigger_rule="all_done",
+        retries=1,
+    )
 
 
 def model_report_task():
     from airflow.providers.standard.operators.python import PythonOperator
 
-    return PythonOperator(task_id="model_report", python_callable=write_model_report, doc_md=MODEL_REPORT_DOC,
-                          trigger_rule="none_failed", retries=1)
+    return PythonOperator(
+        task_id="model_report",
+        python_callable=write_model_report,
+        doc_md=MODEL_REPORT_DOC,
+        trigger_rule="none_failed",
+        retries=1,
+    )

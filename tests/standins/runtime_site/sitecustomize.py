@@ -1,6 +1,7 @@
 """Loaded by the runtime processes of the offline gcp test (PYTHONPATH): Beam's GCS client skips its
 Application Default Credentials lookup (four retries of the metadata server, ~25 s offline) and
 goes anonymous to the GCS emulator that STORAGE_EMULATOR_HOST names. Nothing else changes."""
+
 import os
 
 if os.environ.get("STORAGE_EMULATOR_HOST"):

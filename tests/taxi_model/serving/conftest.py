@@ -1,9 +1,12 @@
 """Fixtures of the serving tests: the trained model's own answers, and a server serving it."""
+
 from __future__ import annotations
 
 import pytest
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 from model_test_data import read_csv
 from serving_test_support import publish_version, running_server
 
@@ -28,6 +31,7 @@ def saved_model_outputs(trained_model, examples) -> dict[str, dict]:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(trained_model["model"]))
+
     def outputs(function) -> dict:
         (input_name,) = function.structured_input_signature[1]  # each signature takes the serialized examples
         return {key: tensor.numpy() for key, tensor in function(**{input_name: tf.constant(examples)}).items()}

@@ -1,11 +1,12 @@
 """Helpers of the serving tests: publishing versions as the deployment does, and running servers."""
+
 from __future__ import annotations
 
 import contextlib
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from taxi_model.serving.server import ModelServer, ServerOptions
 
@@ -24,8 +25,12 @@ def publish_version(model_dir: Path, base_path: Path, version: int) -> Path:
 
 def write_models_config(serving_root: Path, model: str, versions: list[int], labels: dict[str, int]) -> None:
     """models.config as the deployment writes it (atomically, by rename)."""
-    entry = [f'name: "{model}"', f'base_path: "{serving_root / model}"', 'model_platform: "tensorflow"',
-             "model_version_policy { specific { " + " ".join(f"versions: {v}" for v in versions) + " } }"]
+    entry = [
+        f'name: "{model}"',
+        f'base_path: "{serving_root / model}"',
+        'model_platform: "tensorflow"',
+        "model_version_policy { specific { " + " ".join(f"versions: {v}" for v in versions) + " } }",
+    ]
     entry += [f'version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items()]
     staging = serving_root / ".models.config.tmp"
     staging.write_text("model_config_list { config { " + " ".join(entry) + " } }\n")
@@ -35,9 +40,16 @@ def write_models_config(serving_root: Path, model: str, versions: list[int], lab
 @contextlib.contextmanager
 def running_server(serving_root: Path, poll_seconds: float = 0.2) -> Iterator[ModelServer]:
     """A server on free ports of 127.0.0.1, stopped on exit."""
-    server = ModelServer(ServerOptions(serving_root=str(serving_root), rest_port=0, grpc_port=0,
-                                       poll_seconds=poll_seconds, max_batch_size=MAX_BATCH_SIZE,
-                                       max_body_bytes=MAX_BODY_BYTES))
+    server = ModelServer(
+        ServerOptions(
+            serving_root=str(serving_root),
+            rest_port=0,
+            grpc_port=0,
+            poll_seconds=poll_seconds,
+            max_batch_size=MAX_BATCH_SIZE,
+            max_body_bytes=MAX_BODY_BYTES,
+        )
+    )
     server.start()
     try:
         yield server

@@ -1,4 +1,5 @@
 """The client (Python API and CLI), and the server as a process: flags, log lines, SIGTERM."""
+
 from __future__ import annotations
 
 import signal
@@ -18,18 +19,34 @@ from taxi_model.serving import client
 def test_predict_rows_answers_what_the_saved_model_answers(server, eval_rows, saved_model_outputs, protocol):
     port = {"rest": server.rest_port, "grpc": server.grpc_port}[protocol]
     prediction = client.predict_rows(eval_rows, "taxi", protocol=protocol, port=port)
-    np.testing.assert_array_equal(np.array(prediction.probabilities, np.float32),
-                                  saved_model_outputs["serving_default"]["probabilities"].reshape(-1))
+    np.testing.assert_array_equal(
+        np.array(prediction.probabilities, np.float32),
+        saved_model_outputs["serving_default"]["probabilities"].reshape(-1),
+    )
     assert prediction.version == (1 if protocol == "grpc" else None)
 
 
 def test_the_cli_prints_a_line_per_row(server, window_dir, eval_rows, saved_model_outputs, capsys):
-    client.main(["--csv", str(window_dir / "eval" / "part-*.csv"), "--rows", "3", "--port", str(server.rest_port),
-                 "--version", "1", "--wait", "10"])
+    client.main(
+        [
+            "--csv",
+            str(window_dir / "eval" / "part-*.csv"),
+            "--rows",
+            "3",
+            "--port",
+            str(server.rest_port),
+            "--version",
+            "1",
+            "--wait",
+            "10",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("# taxi over rest, 3 rows of ")
     assert lines[1].split() == ["unique_key", "fare", "tips", "big_tipper", "p(big", "tip)"]
-    for line, row, probability in zip(lines[2:], eval_rows, saved_model_outputs["serving_default"]["probabilities"]):
+    for line, row, probability in zip(
+        lines[2:], eval_rows, saved_model_outputs["serving_default"]["probabilities"], strict=False
+    ):
         key, fare, tips, actual, predicted = line.split()
         assert (key, fare, tips) == (row["unique_key"], row["fare"] or "-", row["tips"] or "-")
         assert int(actual) == int(row["fare"] != "" and float(row["tips"]) > 0.2 * float(row["fare"]))
@@ -54,9 +71,23 @@ def test_the_server_process_serves_logs_and_stops_on_sigterm(trained_model, tmp_
     publish_version(trained_model["model"], tmp_path / "taxi_standard", 201601010000)
     rest_port, grpc_port = _free_port(), _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "taxi_model.serving.server", "--serving_root", str(tmp_path),
-         "--rest_port", str(rest_port), "--grpc_port", str(grpc_port), "--poll_seconds", "0.5"],
-        env=runtime_env(), stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "taxi_model.serving.server",
+            "--serving_root",
+            str(tmp_path),
+            "--rest_port",
+            str(rest_port),
+            "--grpc_port",
+            str(grpc_port),
+            "--poll_seconds",
+            "0.5",
+        ],
+        env=runtime_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert client.wait_until_available("taxi_standard", 60, port=rest_port) == 201601010000
         rows = client.read_rows(str(window_dir / "eval" / "part-*.csv"), 2)

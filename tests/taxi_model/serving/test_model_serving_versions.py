@@ -1,4 +1,5 @@
 """Versions: swaps under load, labels from models.config, and what in the serving root is not a version."""
+
 from __future__ import annotations
 
 import json
@@ -125,13 +126,16 @@ def test_a_specific_version_policy_serves_exactly_its_versions(trained_model, tm
         grpc_client.close()
 
 
-@pytest.mark.parametrize("policy, wanted", [
-    (ModelConfig("taxi"), {4}),  # no policy: the newest
-    (ModelConfig("taxi", latest=2), {3, 4}),
-    (ModelConfig("taxi", all_versions=True), {1, 3, 4}),
-    (ModelConfig("taxi", specific=frozenset({1, 2})), {1}),  # only those on disk
-    (ModelConfig("taxi", specific=frozenset({3}), labels={"stable": 1}), {3}),  # labels load nothing
-])
+@pytest.mark.parametrize(
+    "policy, wanted",
+    [
+        (ModelConfig("taxi"), {4}),  # no policy: the newest
+        (ModelConfig("taxi", latest=2), {3, 4}),
+        (ModelConfig("taxi", all_versions=True), {1, 3, 4}),
+        (ModelConfig("taxi", specific=frozenset({1, 2})), {1}),  # only those on disk
+        (ModelConfig("taxi", specific=frozenset({3}), labels={"stable": 1}), {3}),  # labels load nothing
+    ],
+)
 def test_version_policies_want_what_tf_serving_loads(policy, wanted):
     assert wanted_versions({1, 3, 4}, policy) == wanted
 
@@ -141,8 +145,22 @@ def test_a_broken_models_config_stops_the_start(tmp_path):
     with pytest.raises(ConfigError, match="Invalid protobuf file: .*models.config"):
         ModelServer(ServerOptions(serving_root=str(tmp_path), rest_port=0, grpc_port=0)).start()
 
-    started = subprocess.run([sys.executable, "-m", "taxi_model.serving.server", "--serving_root", str(tmp_path),
-                              "--rest_port", "0", "--grpc_port", "0"], capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "taxi_model.serving.server",
+            "--serving_root",
+            str(tmp_path),
+            "--rest_port",
+            "0",
+            "--grpc_port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert started.returncode == 1
     assert "Failed to start server. Error: Invalid protobuf file:" in started.stderr
     assert "Expected" in started.stderr.splitlines()[-1]  # the parser's own words, on the last line
@@ -175,8 +193,10 @@ def test_the_ports_answer_only_once_the_models_are_loaded(trained_model, tmp_pat
     finally:
         server.stop()
     assert refused > 0  # the load took a while, and the port refused meanwhile
-    assert all(status == 200 and [s["state"] for s in answer["model_version_status"]] == ["AVAILABLE"]
-               for status, answer in answers)
+    assert all(
+        status == 200 and [s["state"] for s in answer["model_version_status"]] == ["AVAILABLE"]
+        for status, answer in answers
+    )
 
 
 def loaded_states(server, model: str = "taxi") -> dict[int, str]:
@@ -224,8 +244,9 @@ def test_a_taken_grpc_port_fails_the_start_at_once_and_frees_the_rest_port(train
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        server = ModelServer(ServerOptions(serving_root=str(tmp_path), rest_port=rest_port,
-                                           grpc_port=taken.getsockname()[1]))
+        server = ModelServer(
+            ServerOptions(serving_root=str(tmp_path), rest_port=rest_port, grpc_port=taken.getsockname()[1])
+        )
         threads = set(threading.enumerate())
         with pytest.raises(OSError, match="cannot bind gRPC"):
             server.start()

@@ -6,11 +6,14 @@ Upstream, those two tests run a fake Session that reads each tf.Example's "class
 value; mock Sessions return malformed outputs. Here each such Session is a signature of a SavedModel
 built at test time, so the cases run through the server's Classify and Regress as a client sees them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
+
+# isort: split
 import tensorflow as tf
 
 TESTDATA = Path(__file__).parent / "testdata" / "tf_serving"
@@ -41,6 +44,7 @@ def _run_fails(inputs) -> tf.Tensor:
 
 def _fake_classifier_signatures() -> dict:
     """name: the signature's outputs from its inputs."""
+
     def both(inputs, classes_of=lambda c: c, scores_of=lambda s: s) -> dict:
         classes, scores = _classes_and_scores(inputs)
         return {"classes": classes_of(classes), "scores": scores_of(scores)}
@@ -50,7 +54,8 @@ def _fake_classifier_signatures() -> dict:
         "output_plus_one": lambda inputs: both(inputs, scores_of=lambda s: s + 1),
         "invalid_regression_signature": lambda inputs: {"outputs": both(inputs)["scores"] + 1},
         "ImproperlySizedScoresSignature": lambda inputs: both(
-            inputs, scores_of=lambda s: tf.zeros(tf.concat([tf.shape(s), [10]], 0))),
+            inputs, scores_of=lambda s: tf.zeros(tf.concat([tf.shape(s), [10]], 0))
+        ),
         "classes_only": lambda inputs: {"classes": both(inputs)["classes"]},
         "scores_only": lambda inputs: {"scores": both(inputs)["scores"]},
         "runs_fails": lambda inputs: {"scores": _run_fails(inputs)},
@@ -64,16 +69,20 @@ def _fake_classifier_signatures() -> dict:
 
 def _fake_regressor_signatures() -> dict:
     """name: the signature's outputs from its inputs."""
+
     def values(inputs) -> tf.Tensor:
         return _dense(inputs, "output", tf.float32)
 
     return {
         "serving_default": lambda inputs: {"outputs": tf.reshape(values(inputs), [-1])},
         "output_plus_one": lambda inputs: {"outputs": values(inputs) + 1},
-        "invalid_classification_signature": lambda inputs: {"classes": tf.strings.as_string(values(inputs)),
-                                                            "scores": values(inputs) + 1},
+        "invalid_classification_signature": lambda inputs: {
+            "classes": tf.strings.as_string(values(inputs)),
+            "scores": values(inputs) + 1,
+        },
         "ImproperlySizedOutputSignature": lambda inputs: {
-            "outputs": tf.zeros(tf.concat([tf.shape(values(inputs)), [10]], 0))},
+            "outputs": tf.zeros(tf.concat([tf.shape(values(inputs)), [10]], 0))
+        },
         "runs_fails": lambda inputs: {"outputs": _run_fails(inputs)},
         "outputs_batch_of_2": lambda inputs: {"outputs": tf.zeros([2])},
         "outputs_string": lambda inputs: {"outputs": tf.strings.as_string(tf.reshape(values(inputs), [-1]))},
@@ -83,10 +92,13 @@ def _fake_regressor_signatures() -> dict:
 def _save(export_dir: Path, signatures: dict) -> None:
     """A SavedModel of the signatures, each on serialized examples, plus `no_inputs` (a signature
     with no input, as upstream's empty SignatureDef)."""
-    concrete = {name: tf.function(outputs_of, input_signature=[_EXAMPLES]).get_concrete_function()
-                for name, outputs_of in signatures.items()}
-    concrete["no_inputs"] = tf.function(lambda: {"scores": tf.zeros([1, 1])}, input_signature=[]
-                                        ).get_concrete_function()
+    concrete = {
+        name: tf.function(outputs_of, input_signature=[_EXAMPLES]).get_concrete_function()
+        for name, outputs_of in signatures.items()
+    }
+    concrete["no_inputs"] = tf.function(
+        lambda: {"scores": tf.zeros([1, 1])}, input_signature=[]
+    ).get_concrete_function()
     tf.saved_model.save(tf.Module(), str(export_dir), signatures=concrete)
 
 
@@ -105,8 +117,9 @@ def save_tf_saved_model(base_path: Path) -> Path:
     root = tf.train.Checkpoint()
     root.v1, root.v2 = tf.Variable(3.0), tf.Variable(2.0)
     root.f = tf.function(lambda x: {"y": root.v1 * root.v2 * x})
-    tf.saved_model.save(root, str(base_path / str(VERSION)),
-                        root.f.get_concrete_function(tf.TensorSpec(None, tf.float32)))
+    tf.saved_model.save(
+        root, str(base_path / str(VERSION)), root.f.get_concrete_function(tf.TensorSpec(None, tf.float32))
+    )
     return base_path
 
 
@@ -115,8 +128,9 @@ def save_tf_saved_model_multiple_signatures(base_path: Path) -> Path:
     root = tf.train.Checkpoint()
     root.f = tf.function(lambda x: {"y": 1.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
     root.g = tf.function(lambda x: {"y": 2.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
-    tf.saved_model.save(root, str(base_path / str(VERSION)),
-                        signatures={"serving_default": root.f, "custom_signature_key": root.g})
+    tf.saved_model.save(
+        root, str(base_path / str(VERSION)), signatures={"serving_default": root.f, "custom_signature_key": root.g}
+    )
     return base_path
 
 

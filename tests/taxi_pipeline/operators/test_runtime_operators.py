@@ -1,5 +1,6 @@
 """The local runtime operators: LocalBeamPipelineOperator (the Beam provider's command line for a local
 runner, without its module's imports) and RuntimeModuleOperator, in the warm runtime or a fresh interpreter."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import textwrap
 import time
 
 import pytest
-from process_state import alive
 
+from process_state import alive
 from taxi_pipeline.operators.runtime import LocalBeamPipelineOperator
 
 # A stand-in pipeline module: records the arguments Beam would parse, then exits with the code asked for.
@@ -32,28 +33,38 @@ def modules(tmp_path, monkeypatch):
 
 def operator(tmp_path, **options) -> LocalBeamPipelineOperator:
     (tmp_path / "stand_in_pipeline.py").write_text(PIPELINE)
-    return LocalBeamPipelineOperator(task_id="transform", module="stand_in_pipeline", runner="FnApiRunner",
-                                     py_interpreter=sys.executable,
-                                     pipeline_options={"record": str(tmp_path / "args.json"), **options})
+    return LocalBeamPipelineOperator(
+        task_id="transform",
+        module="stand_in_pipeline",
+        runner="FnApiRunner",
+        py_interpreter=sys.executable,
+        pipeline_options={"record": str(tmp_path / "args.json"), **options},
+    )
 
 
 def test_it_runs_the_module_with_the_runner_and_the_options_as_beam_arguments(tmp_path, modules):
     operator(tmp_path, train="/data/train/part-*.csv", variant="standard").execute({})
     args = json.loads((tmp_path / "args.json").read_text())
     assert args[0] == "--runner=FnApiRunner"
-    assert set(args[1:]) == {f"--record={tmp_path / 'args.json'}", "--train=/data/train/part-*.csv", "--variant=standard"}
+    assert set(args[1:]) == {
+        f"--record={tmp_path / 'args.json'}",
+        "--train=/data/train/part-*.csv",
+        "--variant=standard",
+    }
 
 
 def test_a_failing_pipeline_fails_the_task_naming_the_module_its_exit_code_and_last_line(tmp_path, modules):
     with pytest.raises(Exception) as failure:
         operator(tmp_path, fail=True).execute({})
-    assert str(failure.value) == ("the Beam pipeline stand_in_pipeline exited with code 3; its last line: 'pipeline ran'. "
-                                  "The full output is in this log above.")
+    assert str(failure.value) == (
+        "the Beam pipeline stand_in_pipeline exited with code 3; its last line: 'pipeline ran'. "
+        "The full output is in this log above."
+    )
 
 
 def test_importing_the_operators_imports_neither_the_beam_operators_nor_dataflow():
     heavy = ("airflow.providers.apache.beam.operators", "airflow.providers.google.cloud")
-    code = (f"import sys, taxi_pipeline.operators.runtime; print(any(m.startswith({heavy!r}) for m in sys.modules))")
+    code = f"import sys, taxi_pipeline.operators.runtime; print(any(m.startswith({heavy!r}) for m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -64,8 +75,9 @@ def runtime_step(capsys, module: str, *arguments: str) -> tuple[str | None, str]
 
     capsys.readouterr()
     try:
-        result = RuntimeModuleOperator(task_id="step", module=module, arguments=list(arguments),
-                                       env={"TF_CPP_MIN_LOG_LEVEL": "2"}).execute({})
+        result = RuntimeModuleOperator(
+            task_id="step", module=module, arguments=list(arguments), env={"TF_CPP_MIN_LOG_LEVEL": "2"}
+        ).execute({})
     except Exception as failure:  # noqa: BLE001
         result = f"failed: {failure}"
     return result, capsys.readouterr().out  # the task log (Airflow's structlog writes it to stdout here)
@@ -100,15 +112,21 @@ def test_on_kill_ends_a_step_running_in_the_warm_runtime(tmp_path, modules):
     from taxi_pipeline.warm_runtime import warm_runtime
 
     script, pid_file = tmp_path / "stand_in_forever.py", tmp_path / "pid"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import os, sys, time
         options = dict(a.split("=", 1) for a in sys.argv[1:])
         open(options["--pid_file"], "w").write(str(os.getpid()))
         time.sleep(600)
-    """))
-    step = LocalBeamPipelineOperator(task_id="transform", module="stand_in_forever", runner="FnApiRunner",
-                                     py_interpreter=get_settings().runtime_python,
-                                     pipeline_options={"pid_file": str(pid_file)})
+    """)
+    )
+    step = LocalBeamPipelineOperator(
+        task_id="transform",
+        module="stand_in_forever",
+        runner="FnApiRunner",
+        py_interpreter=get_settings().runtime_python,
+        pipeline_options={"pid_file": str(pid_file)},
+    )
     outcome = {}
 
     def execute():

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout
@@ -19,18 +19,18 @@ def context(end: datetime) -> dict:
 
 def test_a_window_inside_the_data_has_landed(warehouse):
     sensor = WindowLandedSensor(task_id="wait_for_window")
-    assert sensor.poke(context(datetime(2016, 6, 1, tzinfo=timezone.utc))) is True
+    assert sensor.poke(context(datetime(2016, 6, 1, tzinfo=UTC))) is True
 
 
 def test_a_window_past_the_data_has_not_landed(warehouse):
     sensor = WindowLandedSensor(task_id="wait_for_window")
-    assert sensor.poke(context(datetime(2017, 1, 1, tzinfo=timezone.utc))) is False
+    assert sensor.poke(context(datetime(2017, 1, 1, tzinfo=UTC))) is False
 
 
 def test_timeout_fails_with_the_watermark_it_saw(warehouse, monkeypatch):
     sensor = WindowLandedSensor(task_id="wait_for_window", timeout=0, poke_interval=0, mode="poke")
     with pytest.raises(AirflowSensorTimeout, match=r"holds trips only up to 2016-12-30 16:45:00"):
-        sensor.execute(context(datetime(2017, 1, 1, tzinfo=timezone.utc)))
+        sensor.execute(context(datetime(2017, 1, 1, tzinfo=UTC)))
 
 
 class _PreviousRun:
@@ -56,16 +56,35 @@ class _TaskInstance:
 WATCHED = ["standard.push", "coarse.push", "promote_champion"]
 
 
-@pytest.mark.parametrize("previous, task_states, run_state, settled", [
-    (None, {}, None, True),  # the first run, or a manual run with no earlier one
-    (_PreviousRun(), {"standard.push": "success", "coarse.push": "running", "promote_champion": None},
-     "running", False),  # a push still running in the previous window
-    (_PreviousRun(), {"standard.push": "success", "coarse.push": "skipped", "promote_champion": "success"},
-     "running", True),  # its deploys are done, its reports may still run
-    (_PreviousRun(), {"standard.push": "upstream_failed", "coarse.push": "upstream_failed",
-                      "promote_champion": "upstream_failed"}, "failed", True),  # a bad window does not block
-    (_PreviousRun(), {}, "running", False),  # its tasks are not even created yet
-])
+@pytest.mark.parametrize(
+    "previous, task_states, run_state, settled",
+    [
+        (None, {}, None, True),  # the first run, or a manual run with no earlier one
+        (
+            _PreviousRun(),
+            {"standard.push": "success", "coarse.push": "running", "promote_champion": None},
+            "running",
+            False,
+        ),  # a push still running in the previous window
+        (
+            _PreviousRun(),
+            {"standard.push": "success", "coarse.push": "skipped", "promote_champion": "success"},
+            "running",
+            True,
+        ),  # its deploys are done, its reports may still run
+        (
+            _PreviousRun(),
+            {
+                "standard.push": "upstream_failed",
+                "coarse.push": "upstream_failed",
+                "promote_champion": "upstream_failed",
+            },
+            "failed",
+            True,
+        ),  # a bad window does not block
+        (_PreviousRun(), {}, "running", False),  # its tasks are not even created yet
+    ],
+)
 def test_evaluation_waits_until_the_previous_windows_deploys_are_settled(previous, task_states, run_state, settled):
     from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 

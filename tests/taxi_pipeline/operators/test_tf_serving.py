@@ -1,5 +1,6 @@
 """TFServingDeployOperator against a fake Kubernetes API: creates what is absent, patches what is
 present (a re-run changes nothing else), waits for the rollout, fails clearly when it never completes."""
+
 from __future__ import annotations
 
 import copy
@@ -11,10 +12,18 @@ from kubernetes.client.exceptions import ApiException
 
 from taxi_pipeline.operators.tf_serving import TFServingDeployOperator
 
-DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "taxi-serving", "namespace": "ns"},
-              "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "serving", "image": "tf:1"}]}}}}
-SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "taxi-serving", "namespace": "ns"},
-           "spec": {"ports": [{"port": 8500}, {"port": 8501}]}}
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "taxi-serving", "namespace": "ns"},
+    "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "serving", "image": "tf:1"}]}}},
+}
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "taxi-serving", "namespace": "ns"},
+    "spec": {"ports": [{"port": 8500}, {"port": 8501}]},
+}
 
 
 class FakeApi:
@@ -37,8 +46,12 @@ class FakeApi:
             reads = obj.setdefault("_reads", 0) + 1
             obj["_reads"] = reads
             n = obj["spec"]["replicas"] if reads > self.ready_after else 0
-            obj["status"] = {"observedGeneration": obj["metadata"]["generation"], "updatedReplicas": n,
-                             "readyReplicas": n, "availableReplicas": n}
+            obj["status"] = {
+                "observedGeneration": obj["metadata"]["generation"],
+                "updatedReplicas": n,
+                "readyReplicas": n,
+                "availableReplicas": n,
+            }
         return obj
 
     def _create(self, kind, namespace, body):
@@ -92,9 +105,17 @@ def api(monkeypatch):
 
 
 def _operator(deployment=DEPLOYMENT, **kwargs) -> TFServingDeployOperator:
-    return TFServingDeployOperator(task_id="apply", deployment=copy.deepcopy(deployment), service=copy.deepcopy(SERVICE),
-                                   namespace="ns", location="us-central1", cluster_name="c", project_id="p",
-                                   poll_interval=0, **kwargs)
+    return TFServingDeployOperator(
+        task_id="apply",
+        deployment=copy.deepcopy(deployment),
+        service=copy.deepcopy(SERVICE),
+        namespace="ns",
+        location="us-central1",
+        cluster_name="c",
+        project_id="p",
+        poll_interval=0,
+        **kwargs,
+    )
 
 
 def test_creates_what_is_absent_then_patches_it_idempotently(api):
@@ -116,7 +137,10 @@ def test_the_network_policy_is_applied_first_and_patched_idempotently(api):
 
     policy = tf_serving_network_policy(namespace="ns")
     assert _operator(network_policy=policy).execute({}) == {
-        "network_policy": "created", "deployment": "created", "service": "created"}
+        "network_policy": "created",
+        "deployment": "created",
+        "service": "created",
+    }
     creates = [kind for verb, kind in api.calls if verb == "create"]
     assert creates[0] == "network_policy"  # before the pods can start
     assert _operator(network_policy=policy).execute({})["network_policy"] == "patched"

@@ -1,5 +1,6 @@
 """TFJobSensor / TFJobTrainOperator against a fake cluster (the GKE hook's custom-object and core
 clients): the decision from the TFJob's conditions, the failing replica's reason, the deletion."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from taxi_pipeline.operators.tfjob import TFJobSensor, TFJobTrainOperator
 
 
 def _job(*conditions: tuple[str, str, str]) -> dict:
-    return {"status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m}
-                                      for t, r, m in conditions]}}
+    return {
+        "status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conditions]}
+    }
 
 
 CREATED = ("Created", "TFJobCreated", "TFJob j is created.")
@@ -52,15 +54,26 @@ class FakeCluster:
 
 def _pod(replica: str, index: int, terminated: dict | None, phase: str = "Running") -> dict:
     state = {"terminated": terminated} if terminated else {"running": {}}
-    return {"metadata": {"labels": {"training.kubeflow.org/replica-type": replica,
-                                    "training.kubeflow.org/replica-index": str(index)}},
-            "status": {"phase": phase, "containerStatuses": [{"name": "tensorflow", "state": state}]}}
+    return {
+        "metadata": {
+            "labels": {"training.kubeflow.org/replica-type": replica, "training.kubeflow.org/replica-index": str(index)}
+        },
+        "status": {"phase": phase, "containerStatuses": [{"name": "tensorflow", "state": state}]},
+    }
 
 
 def _sensor(monkeypatch, cluster, **kwargs) -> TFJobSensor:
     monkeypatch.setattr(TFJobSensor, "hook", cluster)
-    return TFJobSensor(task_id="wait", job_name="j", namespace="ns", location="us-central1", cluster_name="c",
-                       project_id="p", poke_interval=0, **kwargs)
+    return TFJobSensor(
+        task_id="wait",
+        job_name="j",
+        namespace="ns",
+        location="us-central1",
+        cluster_name="c",
+        project_id="p",
+        poke_interval=0,
+        **kwargs,
+    )
 
 
 def test_the_sensor_waits_while_running_and_succeeds_on_succeeded(monkeypatch):
@@ -76,8 +89,10 @@ def test_the_sensor_waits_while_running_and_succeeds_on_succeeded(monkeypatch):
 
 def test_a_failed_job_fails_with_the_failing_replicas_reason(monkeypatch):
     failed = _job(CREATED, RUNNING, ("Failed", "TFJobFailed", "TFJob j has failed because 1 Worker replica(s) failed."))
-    pods = [_pod("worker", 0, None),
-            _pod("worker", 1, {"exitCode": 137, "reason": "OOMKilled", "message": "loading\nout of memory"}, "Failed")]
+    pods = [
+        _pod("worker", 0, None),
+        _pod("worker", 1, {"exitCode": 137, "reason": "OOMKilled", "message": "loading\nout of memory"}, "Failed"),
+    ]
     cluster = FakeCluster([failed], pods)
     with pytest.raises(AirflowException) as error:
         _sensor(monkeypatch, cluster).poke({})
@@ -105,13 +120,28 @@ def test_the_sensor_deletes_the_job_when_it_ends_either_way(monkeypatch):
 
 def _train(monkeypatch, cluster) -> TFJobTrainOperator:
     monkeypatch.setattr(TFJobTrainOperator, "hook", cluster)
-    manifest = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": "j", "namespace": "ns"},
-                "spec": {"tfReplicaSpecs": {"Worker": {"replicas": 2}}}}
-    op = TFJobTrainOperator(task_id="train", yaml_conf=json.dumps(manifest), location="us-central1",
-                            cluster_name="c", project_id="p", poke_interval=0)
-    monkeypatch.setattr(op, "_create_objects", lambda objects: [
-        cluster.create_namespaced_custom_object("kubeflow.org", "v1", o["metadata"]["namespace"], "tfjobs", o)
-        for o in objects])
+    manifest = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "TFJob",
+        "metadata": {"name": "j", "namespace": "ns"},
+        "spec": {"tfReplicaSpecs": {"Worker": {"replicas": 2}}},
+    }
+    op = TFJobTrainOperator(
+        task_id="train",
+        yaml_conf=json.dumps(manifest),
+        location="us-central1",
+        cluster_name="c",
+        project_id="p",
+        poke_interval=0,
+    )
+    monkeypatch.setattr(
+        op,
+        "_create_objects",
+        lambda objects: [
+            cluster.create_namespaced_custom_object("kubeflow.org", "v1", o["metadata"]["namespace"], "tfjobs", o)
+            for o in objects
+        ],
+    )
     return op
 
 

@@ -12,10 +12,11 @@ hooks build the requests, the fake checks them with the real request types of go
 the new deployed model all the traffic, an undeployment removes a deployed model that has no traffic
 (one with traffic: FailedPrecondition) and is recorded (`undeployed`: the deployed model ids, in order).
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from google.api_core.exceptions import ServiceUnavailable
@@ -26,10 +27,10 @@ from standins.vertex import LOCATION, REGION, vertex_behind_hooks  # the fake, s
 
 SERVING = f"{ROOT}/serving"
 TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-17:latest"  # the default vertex_serving_image
-DAY1 = (datetime(2015, 12, 31, tzinfo=timezone.utc), datetime(2016, 1, 1, tzinfo=timezone.utc))
-DAY2 = (datetime(2016, 1, 1, tzinfo=timezone.utc), datetime(2016, 1, 2, tzinfo=timezone.utc))
-DAY3 = (datetime(2016, 1, 2, tzinfo=timezone.utc), datetime(2016, 1, 3, tzinfo=timezone.utc))
-DAY4 = (datetime(2016, 1, 3, tzinfo=timezone.utc), datetime(2016, 1, 4, tzinfo=timezone.utc))
+DAY1 = (datetime(2015, 12, 31, tzinfo=UTC), datetime(2016, 1, 1, tzinfo=UTC))
+DAY2 = (datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 1, 2, tzinfo=UTC))
+DAY3 = (datetime(2016, 1, 2, tzinfo=UTC), datetime(2016, 1, 3, tzinfo=UTC))
+DAY4 = (datetime(2016, 1, 3, tzinfo=UTC), datetime(2016, 1, 4, tzinfo=UTC))
 CONSOLE = "https://console.cloud.google.com/vertex-ai"
 
 
@@ -43,8 +44,11 @@ def gcp(emulator, monkeypatch):
     monkeypatch.setenv("TAXI_PLATFORM", "gcp")
     with vertex_behind_hooks() as vertex:
         vertex.tf_serving = []
-        monkeypatch.setattr(TFServingDeployOperator, "execute",
-                            lambda self, context: vertex.tf_serving.append((self.deployment, self.service)))
+        monkeypatch.setattr(
+            TFServingDeployOperator,
+            "execute",
+            lambda self, context: vertex.tf_serving.append((self.deployment, self.service)),
+        )
         yield vertex
     assert set(vertex.regions) <= {REGION}
 
@@ -61,11 +65,17 @@ def _artifacts(context, aucs: dict[str, float], blessed: tuple[str, ...] = ("sta
         for name in ("variables/variables.index", "variables/variables.data-00000-of-00001", "saved_model.pb"):
             files.write_text(f"{layout.model_dir(variant)}/{name}", f"{variant} {context['run_id']} {name}")
         ok = variant in blessed
-        files.write_text(f"{layout.evaluation_dir(variant)}/blessing.json", json.dumps(
-            {"blessed": ok, "reasons": [] if ok else ["AUC below 0.88"], "metrics": {"auc": auc}, "baseline": None}))
+        files.write_text(
+            f"{layout.evaluation_dir(variant)}/blessing.json",
+            json.dumps(
+                {"blessed": ok, "reasons": [] if ok else ["AUC below 0.88"], "metrics": {"auc": auc}, "baseline": None}
+            ),
+        )
         files.write_json(f"{layout.export_check_dir(variant)}/report.json", {"servable": True, "reasons": []})
-    files.write_text(f"{layout.run_dir}/comparison.json", json.dumps(
-        [{"variant": v, "auc": a, "blessed": v in blessed} for v, a in aucs.items()]))
+    files.write_text(
+        f"{layout.run_dir}/comparison.json",
+        json.dumps([{"variant": v, "auc": a, "blessed": v in blessed} for v, a in aucs.items()]),
+    )
 
 
 def _push(window, try_number=1, variant="standard"):
@@ -103,7 +113,8 @@ def test_push_uploads_the_pushed_version_as_a_new_vertex_model_and_a_retry_reuse
     ti = context["ti"]
     assert ti.xcoms["model_id"] == model_id
     assert link_url(task, VertexAIModelLink, ti) == (
-        f"{CONSOLE}/models/locations/{REGION}/models/{model_id}/versions/default/properties?project={PROJECT}")
+        f"{CONSOLE}/models/locations/{REGION}/models/{model_id}/versions/default/properties?project={PROJECT}"
+    )
 
     # the retry (the upload's operation outlived the try): the version is found by its alias, not uploaded twice
     retry, retry_context, again = _push(DAY1, try_number=2)
@@ -178,7 +189,8 @@ def test_promote_creates_the_endpoint_once_and_gives_the_champion_all_the_traffi
     assert link_url(task, VertexAIEndpointLink, ti) == f"{CONSOLE}/locations/{REGION}/endpoints/1716?project={PROJECT}"
     # the model link is the model's page (not the deployed model's id, which DeployModelOperator files there)
     assert link_url(task, VertexAIModelLink, ti) == (
-        f"{CONSOLE}/models/locations/{REGION}/models/{model_id}/versions/default/properties?project={PROJECT}")
+        f"{CONSOLE}/models/locations/{REGION}/models/{model_id}/versions/default/properties?project={PROJECT}"
+    )
 
     # a retry: the endpoint exists, the version is uploaded and deployed with all the traffic: nothing is redone
     retry, retry_context, again = _promote(DAY1, try_number=2)
@@ -251,12 +263,16 @@ def test_three_promotions_leave_the_champion_and_the_previous_one_deployed(gcp):
     assert dict(undeploy.traffic_split) == {}  # it had no traffic: the split is left as it is
     # the previous champion was kept in the task's state store before the deployment
     assert states[DAY3][ChampionDeployOperator.PREVIOUS_KEY] == {
-        "deployed_model_id": second, "model_version": f"{LOCATION}/models/{model_id}@2"}
+        "deployed_model_id": second,
+        "model_version": f"{LOCATION}/models/{model_id}@2",
+    }
     assert states[DAY1][ChampionDeployOperator.PREVIOUS_KEY] == {"deployed_model_id": None, "model_version": None}
     # one line per undeployed model: its deployed model id, model version and why
     (line,) = [e["event"] for e in logs if e["event"].startswith("Undeployed deployed model")]
-    assert line == (f"Undeployed deployed model {first} (model version {LOCATION}/models/{model_id}@1) from endpoint "
-                    f"1716: 0% traffic, neither the champion ({third}) nor the previous champion ({second})")
+    assert line == (
+        f"Undeployed deployed model {first} (model version {LOCATION}/models/{model_id}@1) from endpoint "
+        f"1716: 0% traffic, neither the champion ({third}) nor the previous champion ({second})"
+    )
 
     # a retry of the last promotion and a rerun (the task cleared: the run's state store is kept): nothing more
     for try_number in (2, 3):

@@ -7,10 +7,11 @@ The fake keeps its jobs across tries, as BigQuery does: a retry finds the jobs o
 under their deterministic ids, reuses the finished ones, reattaches to the running ones and runs
 the failed ones again under a new id.
 """
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +20,7 @@ from google.api_core.exceptions import BadRequest, Conflict, NotFound
 from gcp_dag import PROJECT, TaskStateStore, task_run
 from gcs_emulator import BUCKET, ROOT
 
-WINDOW = (datetime(2015, 12, 31, tzinfo=timezone.utc), datetime(2016, 1, 1, tzinfo=timezone.utc))
+WINDOW = (datetime(2015, 12, 31, tzinfo=UTC), datetime(2016, 1, 1, tzinfo=UTC))
 DATASET = "taxi_mlops_windows"  # the gcp settings' default extract dataset
 ROWS = {"window_train": 1200, "window_eval": 300, "reference_train": 1100, "reference_eval": 250}
 
@@ -85,7 +86,9 @@ class FakeBigQuery:
             assert extract["destinationFormat"] == "CSV" and extract["printHeader"] is True
             (uri,) = extract["destinationUris"]
             for shard in range(2):
-                files.write_text(uri.replace("*", f"{shard:012d}"), f"trip_miles\n{rows} rows, shard {shard} of {job.job_id}\n")
+                files.write_text(
+                    uri.replace("*", f"{shard:012d}"), f"trip_miles\n{rows} rows, shard {shard} of {job.job_id}\n"
+                )
 
     def get_job(self, job_id, project_id=None, location=None):
         if job_id not in self.jobs:
@@ -116,8 +119,11 @@ def _extract(try_number: int, state: TaskStateStore):
 
 def _files(store) -> dict[str, int]:
     """The run's extracted objects (relative to its data folder) and their generations."""
-    return {b.name.split("/data/", 1)[1]: int(b.generation) for b in store.list_blobs(BUCKET, prefix="artifacts/")
-            if "/data/" in b.name}
+    return {
+        b.name.split("/data/", 1)[1]: int(b.generation)
+        for b in store.list_blobs(BUCKET, prefix="artifacts/")
+        if "/data/" in b.name
+    }
 
 
 @pytest.fixture
@@ -134,21 +140,29 @@ def test_extract_runs_a_query_and_an_export_per_window_and_split_into_the_runs_l
     assert rows == {"window": {"train": 1200, "eval": 300}, "reference": {"train": 1100, "eval": 250}}
     jobs = task.jobs(context)
     assert len(bigquery.inserted) == 8
-    for job, (query_id, export_id) in zip(jobs, zip(bigquery.inserted[::2], bigquery.inserted[1::2])):
+    for job, (query_id, export_id) in zip(
+        jobs, zip(bigquery.inserted[::2], bigquery.inserted[1::2], strict=False), strict=False
+    ):
         # the operators' ids: ours (per run, window and split) and the hash of the job's configuration
         assert re.fullmatch(re.escape(job["query"]["job_id"]) + "_[0-9a-f]{32}", query_id)
         assert re.fullmatch(re.escape(job["export"]["job_id"]) + "_[0-9a-f]{32}", export_id)
         query = bigquery.jobs[query_id].configuration
-        assert query["query"]["destinationTable"] == {"projectId": PROJECT, "datasetId": DATASET,
-                                                      "tableId": job["export"]["source_project_dataset_table"].rsplit(".", 1)[1]}
+        assert query["query"]["destinationTable"] == {
+            "projectId": PROJECT,
+            "datasetId": DATASET,
+            "tableId": job["export"]["source_project_dataset_table"].rsplit(".", 1)[1],
+        }
         assert query["labels"] == {"airflow-dag": "taxi_daily_retrain", "airflow-task": "extract_window"}
         export = bigquery.jobs[export_id].configuration
         assert export["extract"]["destinationUris"] == job["export"]["destination_cloud_storage_uris"]
         assert export["labels"] == query["labels"]
     run_data = jobs[0]["export"]["destination_cloud_storage_uris"][0].split("/data/")[0] + "/data"
     assert run_data.startswith(f"{ROOT}/artifacts/taxi_daily_retrain/window=20150101T0000-20160101T0000/run=")
-    assert sorted(_files(store)) == [f"{split}/part-{shard:012d}.csv" for split in (
-        "eval", "reference/eval", "reference/train", "train") for shard in range(2)]
+    assert sorted(_files(store)) == [
+        f"{split}/part-{shard:012d}.csv"
+        for split in ("eval", "reference/eval", "reference/train", "train")
+        for shard in range(2)
+    ]
     assert state == {}  # nothing left in task_state_store: the job ids are the durable state
     assert context["ti"].xcoms["job_id_path"].startswith(f"{PROJECT}:US:")  # the provider's job link XComs
 
@@ -167,8 +181,9 @@ def test_a_retry_after_the_jobs_finished_reuses_them_and_keeps_their_files(bigqu
 def test_a_failed_job_fails_the_task_with_its_window_split_and_error_and_a_retry_reruns_only_it(bigquery, store):
     from taxi_pipeline import files
 
-    bigquery.fail["taxi_daily_retrain__20150101t0000_20160101t0000__reference_train"] = \
+    bigquery.fail["taxi_daily_retrain__20150101t0000_20160101t0000__reference_train"] = (
         "Resources exceeded during query execution"
+    )
     state = TaskStateStore()
     with pytest.raises(Exception) as failure:
         _extract(1, state)
@@ -183,11 +198,12 @@ def test_a_failed_job_fails_the_task_with_its_window_split_and_error_and_a_retry
     assert sorted(done) == [f"{split}/part-{s:012d}.csv" for split in ("eval", "train") for s in range(2)]
 
     del bigquery.fail["taxi_daily_retrain__20150101t0000_20160101t0000__reference_train"]  # the cause fixed
-    stray = f"{ROOT}/{next(iter(store.list_blobs(BUCKET, prefix='artifacts/'))).name.split('/data/')[0]}/data/reference/train/part-000000000009.csv"
+    run_prefix = next(iter(store.list_blobs(BUCKET, prefix="artifacts/"))).name.split("/data/")[0]
+    stray = f"{ROOT}/{run_prefix}/data/reference/train/part-000000000009.csv"
     files.write_text(stray, "a part file no export of this run wrote (an export that ran again starts clean)")
     _, _, rows = _extract(2, state)
     assert rows["reference"] == {"train": 1100, "eval": 250}
-    rerun = bigquery.inserted[len(first):]
+    rerun = bigquery.inserted[len(first) :]
     assert rerun[0] == first[-1] + "_r1"  # the failed query again, under a new id
     assert len(rerun) == 4  # then its export and the eval split's query and export; nothing done is redone
     files = _files(store)
