@@ -125,7 +125,9 @@ class RunView:
         self._printed: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name="run-view", daemon=True)
         self._live = (
-            Live(console=self._console, refresh_per_second=8, transient=False) if self._console.is_terminal else None
+            Live(console=self._console, refresh_per_second=8, redirect_stdout=False, redirect_stderr=False)
+            if self._console.is_terminal
+            else None
         )
 
     def __enter__(self) -> RunView:

@@ -82,3 +82,38 @@ def test_logs_of_the_process_and_its_children_go_to_the_file_and_the_view_to_the
     assert result.stderr == ""
     assert log.read_text().split("\n")[:2] == ["a log line", "an error line"]
     assert "a child C-level line" in log.read_text()
+
+
+def test_on_a_terminal_the_live_view_leaves_the_logs_in_the_file(tmp_path):
+    """rich's Live would route the process's prints to the terminal, above the view: not here."""
+    import os
+    import pty
+
+    log = tmp_path / "run.log"
+    script = textwrap.dedent(f"""
+        import types
+        from datetime import datetime, timezone
+        from pathlib import Path
+        from taxi_pipeline.run_view import RunView, output_to
+        dag = types.SimpleNamespace(dag_id="none", topological_sort=lambda: [])
+        with output_to(Path({str(log)!r})) as terminal:
+            with RunView(dag, datetime.now(timezone.utc), terminal, interval=0.05):
+                print("a log line", flush=True)
+            print("the view", file=terminal)
+        """)
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert child.wait(timeout=60) == 0, shown
+    os.close(controller)
+    assert b"the view" in shown and b"a log line" not in shown
+    assert "a log line" in log.read_text()
