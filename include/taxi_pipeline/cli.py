@@ -20,7 +20,7 @@ from typing import TextIO
 
 from taxi_pipeline.pools import ensure_pools
 from taxi_pipeline.processes import stop_process
-from taxi_pipeline.run_view import RunView, output_to, task_log_tail
+from taxi_pipeline.run_view import RunView, failure_summary, output_to, task_log
 from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings, private_home
 
 DEFAULT_DATE = "2016-01-01"
@@ -107,11 +107,14 @@ def print_failures(dag_run, log_path: Path, say) -> None:
     for ti in dag_run.get_task_instances():
         if ti.state != "failed":
             continue
-        line, tail = task_log_tail(log_path, ti.task_id)
-        say(f"\nTask {ti.task_id} failed; the end of its log:")
+        line, lines = task_log(log_path, ti.task_id)
+        error, tail = failure_summary(lines)
+        say(f"\nTask {ti.task_id} failed: {error or 'see its log'}")
+        if tail:
+            say("The end of its log:")
         for text in tail:
             say(f"  {text}")
-        say(f"The rest: less +{line} {log_path}" if line else f"Its log: {log_path}")
+        say(f"All of it: less +{line} {log_path}" if line else f"Its log: {log_path}")
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -38,6 +39,10 @@ STATE_STYLE = {
 }
 # dag.test() names each task it starts in its log (airflow.sdk.definitions.dag._run_task).
 TASK_START_MARK = "[DAG TEST] starting task_id={task_id} "
+# `airflow.sdk.exceptions.AirflowFailException: the window ...`, `ValueError: ...`
+EXCEPTION_LINE = re.compile(r"^[\w.]*(Exception|Error|Exit|Interrupt)\w*: ")
+# The lines Airflow writes around every task, which say nothing about why it failed.
+AIRFLOW_BOOKKEEPING = ("[DAG TEST]", "::group::", "::endgroup::", "Task instance state updated", "TAXI ALERT")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,8 +216,8 @@ def output_to(log_path: Path) -> Iterator[TextIO]:
         terminal.close()
 
 
-def task_log_tail(log_path: Path, task_id: str, lines: int = 15) -> tuple[int, list[str]]:
-    """The last lines of the task's latest attempt in the run's log, and the line it starts at."""
+def task_log(log_path: Path, task_id: str) -> tuple[int, list[str]]:
+    """The lines of the task's latest attempt in the run's log, and the line number it starts at."""
     text = log_path.read_text(errors="replace").splitlines()
     mark = TASK_START_MARK.format(task_id=task_id)
     starts = [n for n, line in enumerate(text) if mark in line]
@@ -220,5 +225,16 @@ def task_log_tail(log_path: Path, task_id: str, lines: int = 15) -> tuple[int, l
         return 0, []
     begin = starts[-1]
     others = [n for n, line in enumerate(text) if n > begin and "[DAG TEST] starting task_id=" in line]
-    section = text[begin : others[0] if others else len(text)]
-    return begin + 1, section[-lines:]
+    return begin + 1, text[begin : others[0] if others else len(text)]
+
+
+def failure_summary(lines: list[str], tail: int = 6, width: int = 200) -> tuple[str, list[str]]:
+    """A failed task's error (the last line a Python exception printed) and the last lines of its
+    log before Airflow's own bookkeeping, each cut to `width` characters."""
+    error = next((line.strip() for line in reversed(lines) if EXCEPTION_LINE.match(line.strip())), "")
+    own = [line for line in lines if not any(mark in line for mark in AIRFLOW_BOOKKEEPING)]
+
+    def shorten(line: str) -> str:
+        return line if len(line) <= width else line[: width - 3] + "..."
+
+    return shorten(error), [shorten(line) for line in own[-tail:]]

@@ -7,7 +7,7 @@ import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 
-from taxi_pipeline.run_view import TaskRow, finished_line, task_log_tail, task_rows
+from taxi_pipeline.run_view import TaskRow, failure_summary, finished_line, task_log, task_rows
 
 START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -45,7 +45,7 @@ def test_a_mapped_task_runs_until_its_last_instance_ends():
     assert (row.state, row.ended) == ("running", None)
 
 
-def test_the_failed_tasks_log_tail_is_its_own_latest_attempt(tmp_path):
+def test_a_failed_tasks_log_is_its_own_latest_attempt(tmp_path):
     log = tmp_path / "run.log"
     log.write_text(
         textwrap.dedent("""\
@@ -58,10 +58,27 @@ def test_the_failed_tasks_log_tail_is_its_own_latest_attempt(tmp_path):
         report lines
         """)
     )
-    line, tail = task_log_tail(log, "train", lines=2)
-    assert line == 3
-    assert tail == ["epoch 1", "ValueError: the window is empty"]
-    assert task_log_tail(log, "deploy") == (0, [])
+    assert task_log(log, "train") == (
+        3,
+        ["[DAG TEST] starting task_id=train map_index=-1", "epoch 1", "ValueError: the window is empty"],
+    )
+    assert task_log(log, "deploy") == (0, [])
+
+
+def test_a_failure_is_summed_up_by_its_exception_and_its_own_last_lines():
+    lines = [
+        "[DAG TEST] starting task_id=validate_window map_index=-1",
+        "Traceback (most recent call last):",
+        '  File "callables.py", line 58, in validate_window_artifacts',
+        "airflow.sdk.exceptions.AirflowFailException: window failed validation with 1 problems: " + "x" * 300,
+        "2026-11-30T23:45:11Z [info     ] ::group::Post Execute",
+        "2026-11-30T23:45:11Z [warning  ] TAXI ALERT (no alert connection configured): task failed",
+        "[DAG TEST] end task task_id=validate_window map_index=-1",
+    ]
+    error, tail = failure_summary(lines, tail=2, width=100)
+    assert error.startswith("airflow.sdk.exceptions.AirflowFailException: window failed validation")
+    assert len(error) == 100 and error.endswith("...")
+    assert tail == ['  File "callables.py", line 58, in validate_window_artifacts', error]
 
 
 def test_logs_of_the_process_and_its_children_go_to_the_file_and_the_view_to_the_terminal(tmp_path):
