@@ -71,7 +71,8 @@ clean-home:
 
 # The model server (TF-Serving's REST and gRPC APIs) on the local serving root: REST 8501, gRPC 8500.
 serve: setup
-	$(RUNTIME)/bin/python -m taxi_model.serving.server --serving_root $${TAXI_HOME:-$(CURDIR)/.taxi}/serving
+	$(RUNTIME)/bin/python -m taxi_model.serving.server --serving_root $${TAXI_HOME:-$(CURDIR)/.taxi}/serving \
+		--monitoring_config_file include/taxi_model/serving/monitoring.config
 
 # Serving latency and throughput (in-process, REST, gRPC) of the model `make run` deployed; not a test.
 bench-serving: setup

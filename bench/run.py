@@ -21,7 +21,8 @@ the goal and pass/miss. Figures (see issue 8 and README "Benchmarks"):
 3 TFT analyze+transform rows/s (the project's taxi_model.transform.run, in-process time) at each
   --sizes, against pandas/NumPy computing the same statistics and outputs from the same CSVs.
 4 trainer steps/s (its tf.data pipeline) against the same model fed the same batches from memory.
-5 serving (bench/serving.py): REST/gRPC p50/p99 and throughput against the in-process call, and
+5 serving (bench/serving.py): REST/gRPC p50/p99 and throughput, at 1 and 4 clients, without and with
+  the server's batching (--enable_batching), against the in-process call at the same load, and
   where a 100-row REST request's time goes (`--breakdown`).
 6 backfill of --backfill-windows daily windows through the scheduler against that many times the
   run of figure 2; its CPU-time floor (that many times the CPU time of figure 2's run, over the
@@ -860,6 +861,10 @@ def figure_5(bench: Bench, args) -> None:
             "100",
             "--clients",
             "1",
+            "4",
+            "--batching",
+            "off",
+            "on",
             "--seconds",
             str(args.serving_seconds),
             "--json",
@@ -870,27 +875,28 @@ def figure_5(bench: Bench, args) -> None:
         bench.env(),
     )
     result = json.loads(out.read_text())
-    cells = {(c["rows"], c["path"]): c for c in result["cells"]}
+    in_process = {(c["rows"], c["clients"]): c for c in result["cells"] if c["path"] == "in-process"}
     bench.raw["figure_5"] = result
-    for n in (1, 100):
-        local = cells[n, "in-process"]
-        for path in ("REST", "gRPC"):
-            cell = cells[n, path]
-            ratio = cell["throughput"] / local["throughput"]
-            goal, ok = "", ""
-            if n == 1 and path == "REST":
-                goal, ok = "p50 < 5 ms", verdict(cell["p50"] < 5)
-            if n == 100:
-                goal, ok = ">= 0.7 of in-process", verdict(ratio >= 0.7)
-            bench.add(
-                "5",
-                f"serving {path}, {n} row(s)/request",
-                f"p50 {cell['p50']:.2f} ms, p99 {cell['p99']:.2f} ms, {cell['throughput']:,.0f} pred/s",
-                f"in-process {local['throughput']:,.0f} pred/s (p50 {local['p50']:.2f} ms)",
-                f"{ratio:.2f}",
-                goal,
-                ok,
-            )
+    for cell in result["cells"]:  # REST and gRPC, without and with batching, against in-process at the same load
+        n, path, clients = cell["rows"], cell["path"], cell["clients"]
+        if path == "in-process":
+            continue
+        local = in_process[n, clients]
+        ratio = cell["throughput"] / local["throughput"]
+        goal, ok = "", ""
+        if (n, path, clients) == (1, "REST", 1):
+            goal, ok = "p50 < 5 ms", verdict(cell["p50"] < 5)
+        if (n, clients) == (100, 4):
+            goal, ok = ">= 0.7 of in-process", verdict(ratio >= 0.7)
+        bench.add(
+            "5",
+            f"serving {path}, {n} row(s)/request, {clients} client(s)",
+            f"p50 {cell['p50']:.2f} ms, p99 {cell['p99']:.2f} ms, {cell['throughput']:,.0f} pred/s",
+            f"in-process {local['throughput']:,.0f} pred/s (p50 {local['p50']:.2f} ms)",
+            f"{ratio:.2f}",
+            goal,
+            ok,
+        )
     # What limits the 100-row figure: each stage of a REST request timed alone (bench/serving.py --breakdown).
     for stage in result["breakdown"]:
         bench.add("5", f"  REST 100 rows: {stage['stage']}", f"{stage['ms']:.2f} ms", "", "", "", "")

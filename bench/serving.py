@@ -1,7 +1,7 @@
 """Serving benchmark (not a test): the model server against calling the SavedModel in-process.
 
     .venv-runtime/bin/python bench/serving.py [--model <SavedModel dir>] [--csv '<raw window CSV glob>']
-        [--seconds 3] [--rows 1 100] [--clients 1 4] [--breakdown]
+        [--seconds 3] [--rows 1 100] [--clients 1 4] [--batching off on] [--breakdown]
 
 Defaults: the newest version under $TAXI_HOME/serving/taxi and the newest eval split under
 $TAXI_HOME/artifacts/ (TAXI_HOME defaults to .taxi/ in the repo), both written by `make run`.
@@ -10,6 +10,8 @@ Trains nothing. Starts the server (a separate process, as in production) on free
 per request), path (in-process call, REST, gRPC) and number of concurrent clients, the latency
 p50/p99 and the predictions per second, and the server's throughput over the in-process one.
 Requests are encoded once per cell, so the table measures serving, not client-side encoding.
+`--batching on` also runs a second server with TF-Serving's batching (`--enable_batching`, the
+parameters of BATCHING_PARAMETERS) and measures its REST and gRPC as the paths "REST batching", "gRPC batching".
 
 --breakdown also prints where a REST request's time goes at the largest --rows: each stage of the
 server's own code timed alone in this process (parsing, decoding, the model call, the response),
@@ -47,7 +49,15 @@ import tensorflow as tf  # noqa: E402
 from taxi_model.serving import client  # noqa: E402
 from taxi_model.serving.repository import versions_on_disk  # noqa: E402
 
-PATHS = ("in-process", "REST", "gRPC")
+PROTOCOLS = ("REST", "gRPC")
+SUFFIX = {"off": "", "on": " batching"}  # of the paths of a server without and with batching
+# Four clients' 100-row requests fit one batch; the timeout is about one in-process call of 100 rows.
+BATCHING_PARAMETERS = """
+max_batch_size { value: 400 }
+batch_timeout_micros { value: 1000 }
+num_batch_threads { value: 2 }
+max_enqueued_batches { value: 100 }
+"""
 
 
 def taxi_home() -> Path:
@@ -77,12 +87,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(model_dir: str) -> Iterator[tuple[int, int]]:
-    """The server, serving `model_dir` as taxi version 1; yields its REST and gRPC ports."""
+def server_process(model_dir: str, batching: bool = False) -> Iterator[tuple[int, int]]:
+    """The server, serving `model_dir` as taxi version 1 (batching its requests, or not); yields its
+    REST and gRPC ports."""
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as root:
         os.makedirs(f"{root}/taxi")
         os.symlink(os.path.abspath(model_dir), f"{root}/taxi/1")
         ports = free_port(), free_port()
+        batching_flags = []
+        if batching:
+            Path(root, "batching.config").write_text(BATCHING_PARAMETERS)
+            batching_flags = ["--enable_batching", "--batching_parameters_file", f"{root}/batching.config"]
         with open(f"{root}/server.log", "w") as log:
             process = subprocess.Popen(
                 [
@@ -95,6 +110,7 @@ def server_process(model_dir: str) -> Iterator[tuple[int, int]]:
                     str(ports[0]),
                     "--grpc_port",
                     str(ports[1]),
+                    *batching_flags,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -248,6 +264,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100], help="rows per request")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4], help="concurrent clients")
+    parser.add_argument(
+        "--batching", nargs="+", choices=list(SUFFIX), default=["off"], help="servers without and with batching"
+    )
     parser.add_argument("--json", help="also write the cells to this JSON file (bench/run.py reads it)")
     parser.add_argument(
         "--breakdown", action="store_true", help="also print where a REST request's time goes, at the largest --rows"
@@ -261,12 +280,18 @@ def main() -> None:
     examples = client.serialized_examples(rows)
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
 
-    with server_process(model_dir) as (rest_port, grpc_port):
+    paths = ["in-process"] + [protocol + SUFFIX[mode] for mode in args.batching for protocol in PROTOCOLS]
+    with contextlib.ExitStack() as servers:
+        ports_of = {  # "off"/"on": the REST and gRPC ports of that server
+            mode: servers.enter_context(server_process(model_dir, batching=mode == "on")) for mode in args.batching
+        }
 
         def callers(path: str, batch: list[bytes]) -> Callable[[], Callable[[], None]]:
             if path == "in-process":
                 return lambda: lambda: serve(examples=tf.constant(batch))
-            if path == "REST":
+            protocol, _, batching = path.partition(" ")
+            rest_port, grpc_port = ports_of["on" if batching else "off"]
+            if protocol == "REST":
 
                 def make_rest():
                     rest, body = client.RestClient(port=rest_port), client.RestClient.predict_body(batch)
@@ -283,7 +308,7 @@ def main() -> None:
 
         results = {}
         for n in args.rows:
-            for path in PATHS:
+            for path in paths:
                 for clients in args.clients:
                     latencies, elapsed = run_cell(callers(path, examples[:n]), clients, args.seconds)
                     results[n, path, clients] = (
@@ -298,13 +323,15 @@ def main() -> None:
         f"Python {platform.python_version()}, TensorFlow {tf.__version__}"
     )
     print(f"model {model_dir}; rows of {csv_pattern}; {args.seconds:g} s per cell; server in its own process")
+    if "on" in args.batching:
+        print("batching parameters: " + " ".join(BATCHING_PARAMETERS.split()))
     header = (
-        f"{'rows/req':>8} {'path':<10} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'pred/s':>10} {'vs in-proc':>10}"
+        f"{'rows/req':>8} {'path':<13} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'pred/s':>10} {'vs in-proc':>10}"
     )
     print(header + "\n" + "-" * len(header))
     for (n, path, clients), (p50, p99, throughput) in results.items():
         ratio = throughput / results[n, "in-process", clients][2]
-        print(f"{n:>8} {path:<10} {clients:>7} {p50:>8.2f} {p99:>8.2f} {throughput:>10.0f} {ratio:>10.2f}")
+        print(f"{n:>8} {path:<13} {clients:>7} {p50:>8.2f} {p99:>8.2f} {throughput:>10.0f} {ratio:>10.2f}")
     stages = []
     if args.breakdown:
         n, clients = max(args.rows), min(args.clients)

@@ -152,6 +152,8 @@ def serve_and_predict(settings: Settings, layout, out: TextIO = sys.stdout, rows
                 str(rest_port),
                 "--grpc_port",
                 str(grpc_port),
+                "--monitoring_config_file",  # metrics on the REST port, as `make serve`
+                str(REPO_ROOT / "include" / "taxi_model" / "serving" / "monitoring.config"),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

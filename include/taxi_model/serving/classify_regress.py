@@ -19,6 +19,7 @@ from grpc import StatusCode
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, regression_pb2
 
+from taxi_model.serving.batching import Batcher
 from taxi_model.serving.errors import ServingError, invalid_argument
 from taxi_model.serving.inference import (
     CLASSIFY_METHOD,
@@ -155,11 +156,16 @@ _KINDS = {  # method name: (the outputs it runs, its result from them)
 
 
 def _run(
-    model: ModelVersion, signature_name: str, outputs: list[str], examples: np.ndarray, max_batch_size: int | None
+    model: ModelVersion,
+    signature_name: str,
+    outputs: list[str],
+    examples: np.ndarray,
+    max_batch_size: int | None,
+    batcher: Batcher | None,
 ) -> dict[str, np.ndarray]:
     if signature_name not in model.signatures:  # a SignatureDef the loader does not serve (an init op)
         raise invalid_argument(f"No signature was found with the name: {signature_name}")
-    return model.predict(signature_name, {INPUTS: examples}, outputs, max_batch_size)[1]
+    return model.predict(signature_name, {INPUTS: examples}, outputs, max_batch_size, batcher)[1]
 
 
 def run(
@@ -168,6 +174,7 @@ def run(
     signature_name: str,
     examples: input_pb2.Input,
     max_batch_size: int | None = None,
+    batcher: Batcher | None = None,
 ):
     """Classify (CLASSIFY_METHOD) or Regress (REGRESS_METHOD) with a signature (the default if
     empty): its ClassificationResult or RegressionResult."""
@@ -177,7 +184,7 @@ def run(
     outputs_of, result_of = _KINDS[method_name]
     outputs = outputs_of(model.signature_def_map.signature_def[name])
     serialized = serialized_examples(examples)
-    return result_of(_run(model, name, outputs, serialized, max_batch_size), len(serialized))
+    return result_of(_run(model, name, outputs, serialized, max_batch_size, batcher), len(serialized))
 
 
 def _check_tasks(request: inference_pb2.MultiInferenceRequest, model: ModelVersion) -> list[tuple[str, list[str]]]:
@@ -201,7 +208,10 @@ def _check_tasks(request: inference_pb2.MultiInferenceRequest, model: ModelVersi
 
 
 def multi_inference(
-    model: ModelVersion, request: inference_pb2.MultiInferenceRequest, max_batch_size: int | None = None
+    model: ModelVersion,
+    request: inference_pb2.MultiInferenceRequest,
+    max_batch_size: int | None = None,
+    batcher: Batcher | None = None,
 ) -> list[inference_pb2.InferenceResult]:
     """The results of a MultiInference's tasks on one version of their model, in the tasks' order
     (model_spec not filled in). Each signature runs once on the same serialized examples."""
@@ -211,7 +221,7 @@ def multi_inference(
     for task, (name, outputs) in zip(request.tasks, checked, strict=True):
         result = inference_pb2.InferenceResult()
         field = "classification_result" if task.method_name == CLASSIFY_METHOD else "regression_result"
-        values = _run(model, name, outputs, serialized, max_batch_size)
+        values = _run(model, name, outputs, serialized, max_batch_size, batcher)
         getattr(result, field).CopyFrom(_KINDS[task.method_name][1](values, len(serialized)))
         results.append(result)
     return results

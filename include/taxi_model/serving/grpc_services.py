@@ -29,6 +29,7 @@ from taxi_model.serving.inference import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REG
 from taxi_model.serving.service import ModelService, model_spec, spec_args
 
 SIGNATURE_DEF_FIELD = "signature_def"
+_QUEUED_PER_WORKER = 4  # RPCs waiting for a gRPC thread, per thread
 log = logging.getLogger("taxi_model.serving")
 
 
@@ -114,13 +115,24 @@ def _rpc(method):
 
     @functools.wraps(method)
     def wrapper(self, request, context):
+        if not context.is_active():  # its deadline passed (or the client left) while it waited for a thread
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the request was run")
+        metrics = self._service.metrics
+        served = metrics.begin("GRPC", method.__name__)
+        served.model_name = getattr(getattr(request, "model_spec", None), "name", "")  # before it is resolved
+        status = grpc.StatusCode.INTERNAL
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
+            status = grpc.StatusCode.OK
+            return response
         except ServingError as e:
+            status = e.code
             context.abort(e.code, e.message)
         except Exception as e:
             log.exception("%s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+        finally:
+            metrics.finish(served, status)
 
     return wrapper
 
@@ -192,14 +204,17 @@ class ModelStatusService(model_service_pb2_grpc.ModelServiceServicer):
 
 class GrpcServer:
     def __init__(self, host: str, port: int, service: ModelService, max_message_bytes: int, workers: int = 8):
+        """`workers` RPCs run at once and _QUEUED_PER_WORKER times more wait; beyond that an RPC is refused
+        RESOURCE_EXHAUSTED at once, and a message over max_message_bytes too (gRPC's own checks)."""
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 0),  # a taken port fails, not shared
             ],
-        )  # a taken port fails, not shared
+            maximum_concurrent_rpcs=workers * (1 + _QUEUED_PER_WORKER),
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(service), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusService(service), self._server)
         try:

@@ -9,9 +9,11 @@ to Session::Run: whatever shape its ops accept is run, and what they refuse is a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow: the SavedModels hold tf_keras layers)
 
@@ -23,6 +25,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from taxi_model.serving import tf1_session, warmup
 from taxi_model.serving.errors import ServingError, from_model_error, invalid_argument
+
+if TYPE_CHECKING:
+    from taxi_model.serving.batching import Batcher
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -222,8 +227,10 @@ class ModelVersion:
         inputs: Mapping[str, np.ndarray],
         output_filter: Iterable[str] = (),
         max_batch_size: int | None = None,
+        batcher: Batcher | None = None,
     ) -> tuple[Signature, dict[str, np.ndarray]]:
-        """Runs the signature; returns it (with its resolved name) and the outputs as numpy arrays."""
+        """Runs the signature (in a batch of concurrent calls if a batcher is given); returns it (with its
+        resolved name) and the outputs as numpy arrays."""
         signature = self.signature(signature_name)
         expected, given = set(signature.inputs), set(inputs)
         if expected != given:
@@ -232,7 +239,6 @@ class ModelVersion:
                 f"len({_brace(expected)}). Sent extra: {_brace(given - expected)}. "
                 f"Missing but required: {_brace(expected - given)}."
             )
-        tensors = {}
         for key, array in inputs.items():
             spec = signature.inputs[key]
             if dtype_of(array) != spec.dtype:
@@ -243,7 +249,6 @@ class ModelVersion:
                 raise invalid_argument(
                     f"Task size {array.shape[0]} is larger than maximum input batch size {max_batch_size}"
                 )
-            tensors[key] = tf.constant(array, dtype=spec.dtype)
         wanted = list(output_filter) or list(signature.outputs)
         unknown = [key for key in wanted if key not in signature.outputs]
         if unknown:
@@ -251,10 +256,19 @@ class ModelVersion:
                 f"output tensor alias not found in signature: {unknown[0]} Outputs expected to "
                 f"be in the set {_brace(signature.outputs)}."
             )
+        call = functools.partial(self._run, signature, wanted)
+        if batcher is None:
+            return signature, call(inputs)
+        return signature, batcher.run((self, signature.name, tuple(wanted)), inputs, call)
+
+    @staticmethod
+    def _run(signature: Signature, wanted: list[str], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The wanted outputs of the signature on checked inputs."""
+        tensors = {key: tf.constant(array, dtype=signature.inputs[key].dtype) for key, array in inputs.items()}
         try:
             outputs = signature.call(tensors)
         except tf.errors.OpError as e:
             raise from_model_error(e.error_code, _op_error_message(e.message)) from None
         except (TypeError, ValueError) as e:  # inputs the function's input signature does not accept
             raise invalid_argument(str(e)) from None
-        return signature, {key: _as_array(outputs[key]) for key in wanted}
+        return {key: _as_array(outputs[key]) for key in wanted}

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
+from tensorflow_serving.config import logging_config_pb2, model_server_config_pb2
 
 from taxi_model.serving.errors import invalid_argument, not_found, status_code_of
 from taxi_model.serving.inference import ModelVersion
@@ -54,6 +54,7 @@ class ModelConfig:
     all_versions: bool = False
     specific: frozenset[int] = frozenset()
     labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    logging: logging_config_pb2.LoggingConfig | None = None  # request logging (request_log.py); None: off
 
 
 @dataclasses.dataclass
@@ -83,6 +84,7 @@ def parse_models_config(text: str, serving_root: str) -> dict[str, ModelConfig]:
             all_versions=choice == "all",
             specific=frozenset(policy.specific.versions) if choice == "specific" else frozenset(),
             labels=dict(entry.version_labels),
+            logging=entry.logging_config if entry.HasField("logging_config") else None,
         )
     return models
 
@@ -314,6 +316,11 @@ class ModelRepository:
         if label not in labels:
             raise invalid_argument(f"Unrecognized servable version label: {label}")
         return labels[label]
+
+    def logging_config(self, name: str) -> logging_config_pb2.LoggingConfig | None:
+        """The request logging models.config asks of `name`, or None."""
+        config = self._configs.get(name)
+        return config.logging if config else None
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ModelVersion:
         """The served version a request asks for: `version`, the one `label` names, or the newest."""

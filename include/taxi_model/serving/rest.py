@@ -7,16 +7,24 @@
 
 HTTP/1.1 with keep-alive on the standard library's threading server (a thread per connection).
 Errors answer `{"error": "..."}` with TF-Serving's HTTP status for the error's code.
+
+Limits: at most `max_connections` connections are served at once; further ones wait in the listen
+backlog until one ends (none is refused with a 5xx: a capacity refusal would be a 5xx no input caused).
+A connection idle for `timeout_seconds` is closed, and a request must arrive whole within
+`timeout_seconds` of its first byte, else it is answered 408 and closed (a slow trickle holds no
+thread for longer); TF-Serving's --rest_api_timeout_in_ms. The model's run itself is not cut short.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import socket
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
@@ -27,6 +35,7 @@ from grpc import StatusCode
 from taxi_model.serving import rest_examples, rest_json
 from taxi_model.serving.errors import ServingError, invalid_argument
 from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
+from taxi_model.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from taxi_model.serving.repository import MAX_VERSION
 from taxi_model.serving.service import ModelService
 
@@ -50,6 +59,43 @@ def _too_large(limit: int) -> ServingError:
     )
 
 
+class RequestTimeout(ServingError):
+    def __init__(self, timeout_seconds: float):
+        super().__init__(
+            StatusCode.DEADLINE_EXCEEDED,
+            f"request not received within {timeout_seconds * 1000:g} ms (--rest_api_timeout_in_ms)",
+            http_status=408,
+        )
+
+
+class _DeadlineSocketIO(socket.SocketIO):
+    """A connection's reads: up to `timeout_seconds` idle before a request's first byte, then the rest
+    of the request within `timeout_seconds` of it (each recv's timeout is what is left)."""
+
+    def __init__(self, sock: socket.socket, timeout_seconds: float):
+        super().__init__(sock, "rb")
+        self.timeout_seconds = timeout_seconds
+        self.deadline: float | None = None  # None: waiting for a request's first byte
+
+    def readinto(self, buffer) -> int:
+        idle = self.deadline is None
+        left = self.timeout_seconds if idle else self.deadline - time.monotonic()
+        if left <= 0:
+            raise RequestTimeout(self.timeout_seconds)
+        self._sock.settimeout(left)
+        try:
+            received = super().readinto(buffer)
+        except TimeoutError:
+            if idle:
+                raise  # an idle connection ends quietly
+            raise RequestTimeout(self.timeout_seconds) from None
+        finally:
+            self._sock.settimeout(self.timeout_seconds)  # what writing the answer may take
+        if received and idle:
+            self.deadline = time.monotonic() + self.timeout_seconds
+        return received
+
+
 def _version(digits: str) -> int:
     """A version of the path: an int64, as TF-Serving reads it (int() of 4,300 digits or more raises)."""
     significant = digits.lstrip("0") or "0"
@@ -71,10 +117,44 @@ class _Handler(BaseHTTPRequestHandler):
     server: RestServer
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_seconds  # an idle keep-alive connection ends its thread
         super().setup()
+        self.rfile.close()  # read through the deadline instead
+        self._reader = _DeadlineSocketIO(self.connection, self.server.timeout_seconds)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = None  # the next request's deadline starts at its first byte
+        self.requestline, self.request_version, self.command, self.path = "", "HTTP/1.1", "", ""  # until parsed
+        try:
+            super().handle_one_request()
+        except RequestTimeout as e:  # in the request line or headers
+            self.send_error(e.http_status, e.message)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # its answer would have no status line or headers
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 requests are not served")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's refusals (a bad request line, headers too large, an unknown method or
+        HTTP version) as TF-Serving's JSON errors; a request it cannot read is a 400, never a 5xx."""
+        if code == HTTPStatus.NOT_IMPLEMENTED:  # an unknown method, as TF-Serving answers it
+            message = f"Malformed request: {self.command} {self.path}"
+        if code >= 500:  # also an unknown HTTP version
+            code = HTTPStatus.BAD_REQUEST
+        if self.request_version == "HTTP/0.9":  # what a line that does not parse is taken for
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        self._send(code, rest_json.dumps({"error": message or HTTPStatus(code).phrase}))
 
     def do_GET(self) -> None:
+        if self.server.metrics_path and urlsplit(self.path).path == self.server.metrics_path:
+            self.close_connection |= "Content-Length" in self.headers or "Transfer-Encoding" in self.headers  # unread
+            self._send(200, self.server.service.metrics.page(), METRICS_CONTENT_TYPE)
+            return
         self._answer(self._get)
 
     def do_POST(self) -> None:
@@ -91,21 +171,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, route: Callable[[str, bytes], dict | bytes]) -> None:
         self._linger = 0
+        metrics = self.server.service.metrics
+        self._served = metrics.begin("REST")  # the route names its API and model
+        code = StatusCode.INTERNAL
         try:
             body = self._read_body()
             status, payload = 200, route(urlsplit(self.path).path, body)
+            code = StatusCode.OK
         except ServingError as e:
+            code = e.code
             status, payload = e.http_status, {"error": e.message}
+            self.close_connection |= isinstance(e, RequestTimeout)  # the rest of the body is unread
         except (TimeoutError, ConnectionError):  # the client went quiet or away mid-body
             self.close_connection = True
             return
         except Exception as e:  # a bug answers 500; the server keeps serving
             log.exception("%s %s failed", self.command, self.path)
             status, payload = 500, {"error": f"{type(e).__name__}: {e}"}
+        metrics.finish(self._served, code)
         data = payload if isinstance(payload, bytes) else rest_json.dumps(payload)
+        if self._send(status, data) and self._linger:
+            self._linger_close()
+
+    def _send(self, status: int, data: bytes, content_type: str = "application/json") -> bool:
+        """Answers `data` (JSON unless said otherwise); False when the client has left."""
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             if self.request_version != "HTTP/0.9" and hasattr(self, "_headers_buffer"):
                 # The headers and the body in one write (end_headers() then write() is two sends,
@@ -116,11 +208,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self.end_headers()
                 self.wfile.write(data)
-        except ConnectionError:  # the client left before its answer
+        except (TimeoutError, ConnectionError):  # the client left (or stopped reading) before its answer
             self.close_connection = True
-            return
-        if self._linger:
-            self._linger_close()
+            return False
+        return True
 
     def _read_body(self) -> bytes:
         """The request's body, framed strictly: Content-Length is digits only, a chunk size hex digits only.
@@ -199,19 +290,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + _LINGER_SECONDS
+            self._reader.deadline = time.monotonic() + _LINGER_SECONDS
             left = self._linger
             while left > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self.connection.settimeout(remaining)
                 # Beyond what rfile buffered: read1 reads at most one recv.
                 chunk = self.rfile.read1(min(left, _DRAIN_CHUNK))
                 if not chunk:
                     break
                 left -= len(chunk)
-        except OSError:
+        except (OSError, RequestTimeout):
             pass
 
     def _malformed(self, path: str, body: bytes = b"") -> NoReturn:
@@ -219,6 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _spec(self, match: re.Match) -> dict:
         name = unquote(match["name"]) if match["name"] else ""
+        self._served.model_name = name
         if not name:
             raise invalid_argument("Missing model name in request.")
         return {
@@ -231,6 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         match = _STATUS_PATH.fullmatch(path)
         if not match:
             self._malformed(path)
+        self._served.api = "get_model_metadata" if match["metadata"] else "get_model_status"
         spec = self._spec(match)
         service = self.server.service
         if match["metadata"]:
@@ -245,8 +334,8 @@ class _Handler(BaseHTTPRequestHandler):
         match = _PREDICTION_PATH.fullmatch(path)
         if not match:
             self._malformed(path)
+        method = self._served.api = match["method"].lower()  # TF-Serving's API label: predict, classify, regress
         spec = self._spec(match)
-        method = match["method"].lower()
         if method != "predict":
             return self._classify_or_regress(CLASSIFY_METHOD if method == "classify" else REGRESS_METHOD, spec, body)
         try:
@@ -279,11 +368,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 class RestServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # connections waiting for a free slot (the listen backlog)
+    metrics_path: str | None = None  # where GET answers the Prometheus page (--monitoring_config_file)
 
-    def __init__(self, host: str, port: int, service: ModelService, max_body_bytes: int, idle_seconds: float = 60):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        service: ModelService,
+        max_body_bytes: int,
+        timeout_seconds: float = 30.0,
+        max_connections: int = 64,
+    ):
         self.service = service
         self.max_body_bytes = max_body_bytes
-        self.idle_seconds = idle_seconds
+        self.timeout_seconds = timeout_seconds
+        self._free_slots = threading.BoundedSemaphore(max_connections)
+        self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -298,6 +399,18 @@ class RestServer(ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    def get_request(self):
+        """Accepts a connection once one of the max_connections slots is free: until then it waits in
+        the backlog."""
+        while not self._free_slots.acquire(timeout=0.1):
+            if self._stopping.is_set():
+                raise OSError("stopping")  # serve_forever() skips it and sees the shutdown
+        try:
+            return super().get_request()
+        except BaseException:
+            self._free_slots.release()
+            raise
+
     def process_request(self, request, client_address):
         with self._connections_lock:
             self._connections.add(request)
@@ -311,6 +424,7 @@ class RestServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+        self._free_slots.release()  # once per accepted connection
 
     def start(self) -> None:
         self.server_activate()  # listen
@@ -319,6 +433,7 @@ class RestServer(ThreadingHTTPServer):
 
     def stop(self) -> None:
         """Stops accepting, then ends the open (keep-alive) connections: their threads wake and exit."""
+        self._stopping.set()
         if self._thread:  # shutdown() waits for serve_forever() to end: it must have begun
             self.shutdown()
         with self._connections_lock:

@@ -11,8 +11,6 @@ bytes_list. The context, when there is one, is merged into every example.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,10 +40,7 @@ def _kind_and_value(name: str, value: Any) -> tuple[str, Any]:
     if isinstance(value, dict):
         if not rest_json.is_b64(value):
             raise _unexpected(name, value)
-        try:
-            return "bytes_list", base64.b64decode(value["b64"], validate=True)
-        except binascii.Error:
-            raise invalid_argument("Unable to base64 decode") from None
+        return "bytes_list", rest_json.b64_bytes(value)
     if isinstance(value, str):
         return "bytes_list", value.encode()
     if isinstance(value, int) and value >= _INT64[0]:

@@ -91,6 +91,14 @@ def signature_name(document: Mapping) -> str:
     return name
 
 
+def b64_bytes(value: dict) -> bytes:
+    """The bytes of a {"b64": ...} value; a 400 when its text does not decode (or is not ASCII)."""
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except ValueError:  # binascii.Error, and non-ASCII text
+        raise invalid_argument("Unable to base64 decode") from None
+
+
 def _leaf(value: Any, dtype: tf.DType):
     if dtype == tf.string:
         if isinstance(value, str):
@@ -98,10 +106,7 @@ def _leaf(value: Any, dtype: tf.DType):
         if isinstance(value, dict):
             if not is_b64(value):
                 raise invalid_argument(f"JSON Value: {short_json(value)} not formatted correctly for base64 data")
-            try:
-                return base64.b64decode(value["b64"], validate=True)
-            except binascii.Error:
-                raise invalid_argument("Unable to base64 decode") from None
+            return b64_bytes(value)
     elif dtype == tf.bool:
         if isinstance(value, bool):
             return value

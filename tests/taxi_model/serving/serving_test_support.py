@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from taxi_model.serving.server import ModelServer, ServerOptions
 
@@ -38,8 +39,8 @@ def write_models_config(serving_root: Path, model: str, versions: list[int], lab
 
 
 @contextlib.contextmanager
-def running_server(serving_root: Path, poll_seconds: float = 0.2) -> Iterator[ModelServer]:
-    """A server on free ports of 127.0.0.1, stopped on exit."""
+def running_server(serving_root: Path, poll_seconds: float = 0.2, **options) -> Iterator[ModelServer]:
+    """A server on free ports of 127.0.0.1, stopped on exit; `options`: more ServerOptions."""
     server = ModelServer(
         ServerOptions(
             serving_root=str(serving_root),
@@ -48,6 +49,7 @@ def running_server(serving_root: Path, poll_seconds: float = 0.2) -> Iterator[Mo
             poll_seconds=poll_seconds,
             max_batch_size=MAX_BATCH_SIZE,
             max_body_bytes=MAX_BODY_BYTES,
+            **options,
         )
     )
     server.start()
@@ -57,6 +59,16 @@ def running_server(serving_root: Path, poll_seconds: float = 0.2) -> Iterator[Mo
         server.stop()
 
 
+def serve_from_config(serving_root: Path, base_paths: dict[str, Path]) -> Path:
+    """A serving root whose models.config serves each base path (e.g. TF-Serving's test SavedModels) as its name."""
+    entries = [
+        f'config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}'
+        for name, path in base_paths.items()
+    ]
+    (serving_root / "models.config").write_text("model_config_list { " + " ".join(entries) + " }\n")
+    return serving_root
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     """Polls `condition` until it holds; fails the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -64,3 +76,15 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what}")
         time.sleep(0.05)
+
+
+def read_response(reader: BinaryIO) -> tuple[int, bytes] | None:
+    """The next HTTP response on a raw connection: (status, body); None when the server closed instead."""
+    status_line = reader.readline()
+    if not status_line:
+        return None
+    headers = {}
+    while line := reader.readline().strip():
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), reader.read(int(headers.get("content-length", 0)))
