@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
         standalone = args.airflow_args[:1] == ["standalone"]
         log_path = settings.home / "logs" / "airflow_standalone.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         with warm_runtime(settings), open(log_path if standalone else os.devnull, "ab") as log:
             if standalone:  # its services' logs go to a file; the terminal gets the address and the login
                 print(f"Starting Airflow (scheduler, api-server, dag-processor); their logs: {log_path}", flush=True)
