@@ -390,22 +390,25 @@ def run_schema(layout, plan) -> str:
 
 def keep_schema(layout, schema_text: str) -> None:
     """Store a schema a run validated with, if it is a version the store does not have yet (one
-    inferred or accepted by the run); an identical copy already there is fine."""
+    inferred or accepted by the run); an identical copy already there is fine. Another run may store
+    the same version first (a backfill's first windows infer at once): an inferred one then stays
+    in this run's validation folder only; an accepted change is refused (FileExistsError)."""
     from taxi_pipeline import files
 
     store = SchemaStore(layout.schema_dir, layout.dag_id)
     schema = parse(schema_text)
-    path = store.path(schema["version"])
-    if files.exists(path) and files.read_text(path) == schema_text:
-        return
-    if files.exists(path) and schema["made"].get("how") == "inferred":
+    try:
+        store.write(schema_text)
+    except FileExistsError:
+        if files.read_text(store.path(schema["version"])) == schema_text:
+            return
+        if schema["made"].get("how") != "inferred":
+            raise
         log.warning(
             "Schema version %s was stored by another run meanwhile; this run validated against the one "
             "it inferred (in its validation folder)",
             schema["version"],
         )
-        return
-    store.write(schema_text)
 
 
 def accept_changes(layout, schema_text: str, out_dir: str, report: ValidationReport, reason: str) -> str:

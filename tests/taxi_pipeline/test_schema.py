@@ -60,6 +60,29 @@ def test_a_persons_edit_as_the_next_version_is_what_the_next_run_uses(layout):
     assert parse(edited)["features"]["company"]["distribution_constraints"]["min_domain_mass"] == 0.8
 
 
+def test_a_backfills_first_windows_that_infer_at_once_all_keep_what_they_validated(layout, monkeypatch):
+    """Two runs infer version 1 from different windows; the other stores its own just before this
+    one writes (a backfill's first windows run at once): this run keeps its schema in its
+    validation folder and passes. An accepted change in the way of another is refused."""
+    first = run_schema(layout, PLAN)
+    other = first.replace("min_domain_mass: 0.9\n", "min_domain_mass: 0.85\n")
+    assert other != first
+    write = SchemaStore.write
+
+    def another_run_first(store, text):
+        if not store.versions():
+            write(store, other)
+        return write(store, text)
+
+    monkeypatch.setattr(SchemaStore, "write", another_run_first)
+    keep_schema(layout, first)
+    store = SchemaStore(layout.schema_dir, layout.dag_id)
+    assert store.versions() == [1] and store.current() == other
+    keep_schema(layout, other)  # the same text again: nothing to do
+    with pytest.raises(FileExistsError):
+        keep_schema(layout, first.replace("how: inferred", "how: accepted"))
+
+
 def test_a_retry_validates_against_the_schema_its_first_attempt_used(layout):
     first = run_schema(layout, PLAN)
     keep_schema(layout, first)
