@@ -24,8 +24,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 from grpc import StatusCode
 
-from taxi_model.serving.errors import ServingError, invalid_argument
-from taxi_model.serving.repository import ConfigError
+from taxi_model.serving.errors import ConfigError, ServingError, invalid_argument
 
 
 def _batching_parameters_class():

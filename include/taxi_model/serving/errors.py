@@ -61,3 +61,8 @@ def status_code_of(error: BaseException) -> grpc.StatusCode:
     if isinstance(error, FileNotFoundError):
         return grpc.StatusCode.NOT_FOUND
     return _BY_NUMBER.get(getattr(error, "error_code", None), grpc.StatusCode.UNKNOWN)
+
+
+class ConfigError(ValueError):
+    """A configuration file (models.config, batching or monitoring parameters) that does not parse,
+    or asks for what this server does not do: the server refuses to start, as TF-Serving does."""

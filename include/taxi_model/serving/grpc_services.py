@@ -12,9 +12,8 @@ import logging
 from concurrent import futures
 
 import grpc
-import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -27,58 +26,11 @@ from tensorflow_serving.apis import (
 from taxi_model.serving.errors import ServingError, invalid_argument
 from taxi_model.serving.inference import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, shape_text
 from taxi_model.serving.service import ModelService, model_spec, spec_args
+from taxi_model.serving.tensor_proto import PROTO_FIELDS, as_proto_field
 
 SIGNATURE_DEF_FIELD = "signature_def"
 _QUEUED_PER_WORKER = 4  # RPCs waiting for a gRPC thread, per thread
 log = logging.getLogger("taxi_model.serving")
-
-
-# Tensor::AsProtoField's typed field per dtype (tensorflow/core/framework/tensor.cc, ProtoHelper).
-_PROTO_FIELDS = {
-    types_pb2.DT_FLOAT: "float_val",
-    types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_INT16: "int_val",
-    types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_UINT16: "int_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val",
-    types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_STRING: "string_val",
-    types_pb2.DT_HALF: "half_val",
-    types_pb2.DT_BFLOAT16: "half_val",  # their bits, as int32
-    types_pb2.DT_COMPLEX64: "scomplex_val",
-    types_pb2.DT_COMPLEX128: "dcomplex_val",  # real, imag, ...
-}
-
-
-def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """The TensorProto TF-Serving's Predict answers with (Tensor::AsProtoField): dtype, shape and every
-    value in the dtype's typed field (float_val, int64_val, string_val, ...), no tensor_content."""
-    array = np.asarray(array)
-    dtype = tf.as_dtype(array.dtype) if array.dtype != object else tf.string
-    field = _PROTO_FIELDS.get(dtype.as_datatype_enum)
-    if field is None:  # no typed field for it (e.g. qint8): TensorFlow's own encoding
-        return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(
-        dtype=dtype.as_datatype_enum,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]
-        ),
-    )
-    flat = array.reshape(-1)
-    if field == "half_val":
-        values = flat.view(np.uint16).tolist()
-    elif field in ("scomplex_val", "dcomplex_val"):
-        values = np.stack([flat.real, flat.imag], axis=-1).reshape(-1).tolist()
-    elif field == "string_val":
-        values = [value.encode() if isinstance(value, str) else bytes(value) for value in flat.tolist()]
-    else:
-        values = flat.tolist()
-    getattr(proto, field).extend(values)
-    return proto
 
 
 def check_input_tensor(key: str, proto: tensor_pb2.TensorProto, max_batch_size: int) -> None:
@@ -102,7 +54,7 @@ def check_input_tensor(key: str, proto: tensor_pb2.TensorProto, max_batch_size: 
         present = len(proto.tensor_content) // item_size if item_size else -1
         exact = len(proto.tensor_content) == elements * item_size
     else:
-        field = _PROTO_FIELDS.get(proto.dtype)
+        field = PROTO_FIELDS.get(proto.dtype)
         per_element = 2 if field in ("scomplex_val", "dcomplex_val") else 1
         present = len(getattr(proto, field)) // per_element if field else -1
         exact = field is not None and len(getattr(proto, field)) == elements * per_element

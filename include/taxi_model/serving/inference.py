@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from taxi_model.serving import tf1_session, warmup
+from taxi_model.serving import tf1_session
 from taxi_model.serving.errors import ServingError, from_model_error, invalid_argument
 
 if TYPE_CHECKING:
@@ -182,23 +182,23 @@ class ModelVersion:
         self.signature_def_map = signature_def_map
 
     @classmethod
-    def load(cls, name: str, version: int, path: str) -> ModelVersion:
+    def load(cls, name: str, version: int, path: str, warm_up: bool = True) -> ModelVersion:
+        """The version loaded; warmed up on default values unless `warm_up` is False (the server
+        loads through taxi_model.serving.warmup.load, which replays TF-Serving's warmup file)."""
         meta_graph = _serving_meta_graph(path)
         saved_model, signatures = _load_signatures(path, meta_graph)
         signature_def_map = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in meta_graph.signature_def.items():
             signature_def_map.signature_def[key].CopyFrom(signature_def)
         loaded = cls(name, version, path, saved_model, signatures, signature_def_map)
-        loaded.warm_up()
+        if warm_up:
+            loaded.warm_up()
         return loaded
 
     def warm_up(self) -> None:
         """Runs every signature once on a row of default values (empty strings parse as empty
         tf.Examples), so that the first real request does not pay for the kernels' first run
-        (~200 ms on this model): a version is AVAILABLE only once it is fast. A SavedModel with
-        TF-Serving's warmup file gets its requests instead; a broken one fails the load, as there."""
-        if warmup.replay(self) is not None:
-            return
+        (~200 ms on this model): a version is AVAILABLE only once it is fast."""
         for signature in self.signatures.values():
             inputs = {}
             for key, spec in signature.inputs.items():

@@ -33,7 +33,8 @@ from collections.abc import Callable, Mapping
 from google.protobuf import text_format
 from tensorflow_serving.config import logging_config_pb2, model_server_config_pb2
 
-from taxi_model.serving.errors import invalid_argument, not_found, status_code_of
+from taxi_model.serving import warmup
+from taxi_model.serving.errors import ConfigError, invalid_argument, not_found, status_code_of
 from taxi_model.serving.inference import ModelVersion
 
 CONFIG_FILE = "models.config"
@@ -64,10 +65,6 @@ class VersionState:
     state: str
     error_code: str = "OK"
     error_message: str = ""
-
-
-class ConfigError(ValueError):
-    """A models.config that does not parse, or asks for what this server does not do."""
 
 
 def parse_models_config(text: str, serving_root: str) -> dict[str, ModelConfig]:
@@ -124,7 +121,7 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 class ModelRepository:
-    def __init__(self, serving_root: str, poll_seconds: float = 2.0, loader: Loader = ModelVersion.load):
+    def __init__(self, serving_root: str, poll_seconds: float = 2.0, loader: Loader = warmup.load):
         self.serving_root = os.path.abspath(serving_root)
         self.poll_seconds = poll_seconds
         self._loader = loader

@@ -50,6 +50,7 @@ from tensorflow_serving.config import logging_config_pb2
 from taxi_model.serving.errors import ServingError
 from taxi_model.serving.inference import CLASSIFY_METHOD, SERVE_TAG
 from taxi_model.serving.metrics import ServingMetrics
+from taxi_model.serving.tensor_proto import as_proto_field
 
 LOG_DIR = "logs"  # under the serving root
 DEFAULT_PREFIX = "requests"
@@ -68,9 +69,6 @@ def predict_log(
     output_filter: Iterable[str] = (),
 ) -> prediction_log_pb2.PredictionLog:
     """A Predict as TF-Serving logs it, its tensors in the typed fields gRPC's Predict answers with."""
-    # Not at the top: grpc_services imports service, which imports this module.
-    from taxi_model.serving.grpc_services import as_proto_field
-
     request = predict_pb2.PredictRequest(model_spec=spec, output_filter=list(output_filter))
     for key, array in inputs.items():
         request.inputs[key].CopyFrom(as_proto_field(array))

@@ -30,12 +30,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from taxi_model.serving import request_log
+from taxi_model.serving import request_log, warmup
 from taxi_model.serving.batching import Batcher, BatchingParameters, read_parameters
+from taxi_model.serving.errors import ConfigError
 from taxi_model.serving.grpc_services import GrpcServer
-from taxi_model.serving.inference import ModelVersion
 from taxi_model.serving.metrics import ServingMetrics, prometheus_path
-from taxi_model.serving.repository import ConfigError, ModelRepository
+from taxi_model.serving.repository import ModelRepository
 from taxi_model.serving.rest import RestServer
 from taxi_model.serving.service import ModelService
 
@@ -73,7 +73,7 @@ class ModelServer:
             raise ConfigError(str(e)) from None
         self.metrics = ServingMetrics()
         self.repository = ModelRepository(
-            options.serving_root, options.poll_seconds, self.metrics.counting_loads(ModelVersion.load)
+            options.serving_root, options.poll_seconds, self.metrics.counting_loads(warmup.load)
         )
         self.request_logs = request_log.RequestLogs(
             os.path.join(self.repository.serving_root, request_log.LOG_DIR),

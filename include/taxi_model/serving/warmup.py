@@ -23,7 +23,9 @@ from google.protobuf.message import DecodeError
 from grpc import StatusCode
 from tensorflow_serving.apis import prediction_log_pb2
 
+from taxi_model.serving import classify_regress
 from taxi_model.serving.errors import ServingError, from_tf_error_code, invalid_argument
+from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD, ModelVersion
 
 ASSETS_EXTRA = "assets.extra"
 REQUESTS_FILE = "tf_serving_warmup_requests"
@@ -68,12 +70,8 @@ def read(path: str) -> Iterator[prediction_log_pb2.PredictionLog]:
         raise from_tf_error_code(e.error_code, e.message) from None
 
 
-def _run(model, prediction_log: prediction_log_pb2.PredictionLog) -> None:
+def _run(model: ModelVersion, prediction_log: prediction_log_pb2.PredictionLog) -> None:
     """Runs a record's request on the version, as TF-Serving's RunWarmupRequest does."""
-    # Not at the top: classify_regress imports inference, which imports this module.
-    from taxi_model.serving import classify_regress
-    from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
-
     kind = prediction_log.WhichOneof("log_type")
     if kind == "predict_log":
         request = prediction_log.predict_log.request
@@ -89,7 +87,17 @@ def _run(model, prediction_log: prediction_log_pb2.PredictionLog) -> None:
         raise ServingError(StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
 
 
-def replay(model) -> int | None:
+def load(name: str, version: int, path: str) -> ModelVersion:
+    """A version as the server loads it: its SavedModel's warmup requests replayed before it is
+    AVAILABLE (a broken file fails the load, as in TF-Serving), or, without a file, each signature
+    run once on default values."""
+    model = ModelVersion.load(name, version, path, warm_up=False)
+    if replay(model) is None:
+        model.warm_up()
+    return model
+
+
+def replay(model: ModelVersion) -> int | None:
     """Runs the warmup requests of a loaded version (a ModelVersion): their number, or None when its
     SavedModel has no warmup file."""
     path = requests_path(model.path)

@@ -23,9 +23,8 @@ from tf_serving_test_models import HALF_PLUS_TWO
 from taxi_model.serving import server as server_module
 from taxi_model.serving.batching import Batcher, BatchingParameters, parse_parameters
 from taxi_model.serving.client import RestClient
-from taxi_model.serving.errors import ServingError
+from taxi_model.serving.errors import ConfigError, ServingError
 from taxi_model.serving.inference import ModelVersion
-from taxi_model.serving.repository import ConfigError
 from taxi_model.serving.server import ModelServer, ServerOptions
 
 MAX_ROWS = 8  # the batching parameters' max_batch_size

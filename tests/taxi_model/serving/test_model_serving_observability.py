@@ -26,8 +26,8 @@ from tensorflow_serving.config import logging_config_pb2
 from tf_serving_test_models import HALF_PLUS_TWO, VERSION
 
 from taxi_model.serving import metrics, request_log
+from taxi_model.serving.errors import ConfigError
 from taxi_model.serving.inference import CLASSIFY_METHOD, REGRESS_METHOD
-from taxi_model.serving.repository import ConfigError
 from taxi_model.serving.server import ModelServer, ServerOptions
 
 # model: its logging_config's sampling rate (None: no logging_config)

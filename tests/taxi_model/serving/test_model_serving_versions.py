@@ -15,8 +15,8 @@ import pytest
 from serving_test_support import publish_version, running_server, wait_for, write_models_config
 
 from taxi_model.serving.client import GrpcClient, RestClient, ServingRequestError
-from taxi_model.serving.errors import ServingError
-from taxi_model.serving.repository import CONFIG_FILE, ConfigError, ModelConfig, wanted_versions
+from taxi_model.serving.errors import ConfigError, ServingError
+from taxi_model.serving.repository import CONFIG_FILE, ModelConfig, wanted_versions
 from taxi_model.serving.server import ModelServer, ServerOptions
 
 

@@ -39,8 +39,9 @@ def loaded(trained_model) -> ModelVersion:
 
 
 def test_a_version_is_warmed_up_with_the_exports_requests(trained_model, predict_calls, caplog):
+    """As the server loads it (warmup.load): the export's requests, not the default values."""
     with caplog.at_level(logging.INFO, logger="taxi_model.serving"):
-        ModelVersion.load("taxi", 7, str(trained_model["model"]))
+        warmup.load("taxi", 7, str(trained_model["model"]))
     assert predict_calls == [
         ("serving_default", 1),
         ("serving_default", 10),
@@ -53,7 +54,7 @@ def test_a_version_is_warmed_up_with_the_exports_requests(trained_model, predict
 def test_without_a_warmup_file_each_signature_runs_once_on_default_values(trained_model, tmp_path, predict_calls):
     model_dir = Path(shutil.copytree(trained_model["model"], tmp_path / "model"))
     Path(warmup.requests_path(str(model_dir))).unlink()
-    version = ModelVersion.load("taxi", 1, str(model_dir))
+    version = warmup.load("taxi", 1, str(model_dir))
     assert sorted(predict_calls) == sorted((name, 1) for name in version.signatures)
 
 
