@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 
-from model_test_data import EVAL_ROWS, TRAIN_ROWS, runtime_env, synthetic_trips, write_csv  # noqa: E402
+from model_test_data import EVAL_ROWS, TRAIN_ROWS, runtime_env, synthetic_trips, train_args, write_csv  # noqa: E402
 
 # A test that needs one of these runs TFT or trains a model: `slow`, outside `make check`.
 TRAINING_FIXTURES = {"transform_dir", "trained_model", "one_step_model"}
@@ -68,21 +68,11 @@ def trained_model(transform_dir, window_dir, tmp_path_factory) -> dict[str, Path
     """A model trained in-process for a few steps, with TF-Serving's warmup requests from the eval
     rows: {'model': SavedModel dir, 'logs': TensorBoard dir}."""
     from taxi_model import trainer
-    from taxi_model import transform_layout as layout
 
     root = tmp_path_factory.mktemp("trained")
+    warmup = str(window_dir / "eval" / "part-*.csv")
     trainer.run_fn(
-        trainer.FnArgs(
-            train_files=[layout.transformed_glob(str(transform_dir), "train")],
-            eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-            transform_graph=layout.transform_graph_dir(str(transform_dir)),
-            serving_model_dir=str(root / "model"),
-            model_run_dir=str(root / "logs"),
-            train_steps=150,
-            eval_steps=3,
-            batch_size=128,
-            warmup_examples=str(window_dir / "eval" / "part-*.csv"),
-        )
+        train_args(transform_dir, root, train_steps=150, eval_steps=3, batch_size=128, warmup_examples=warmup)
     )
     return {"model": root / "model", "logs": root / "logs"}
 
@@ -91,19 +81,7 @@ def trained_model(transform_dir, window_dir, tmp_path_factory) -> dict[str, Path
 def one_step_model(transform_dir, tmp_path_factory) -> Path:
     """The same model after a single step: one that must lose to `trained_model`."""
     from taxi_model import trainer
-    from taxi_model import transform_layout as layout
 
     root = tmp_path_factory.mktemp("one_step")
-    trainer.run_fn(
-        trainer.FnArgs(
-            train_files=[layout.transformed_glob(str(transform_dir), "train")],
-            eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-            transform_graph=layout.transform_graph_dir(str(transform_dir)),
-            serving_model_dir=str(root / "model"),
-            model_run_dir=str(root / "logs"),
-            train_steps=1,
-            eval_steps=1,
-            batch_size=32,
-        )
-    )
+    trainer.run_fn(train_args(transform_dir, root, train_steps=1, eval_steps=1, batch_size=32))
     return root / "model"

@@ -122,3 +122,19 @@ def read_csv(split_dir: Path) -> list[dict[str, str]]:
 def runtime_env() -> dict[str, str]:
     """Environment for subprocesses of the runtime venv that import `taxi_model`."""
     return {**os.environ, "PYTHONPATH": str(INCLUDE), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def train_args(transform_dir: Path, out_dir: Path, **settings):
+    """The trainer's FnArgs on a transform output: the model to `out_dir/model`, its logs to
+    `out_dir/logs`; `settings` are the other fields (steps, batch size, warmup examples)."""
+    from taxi_model import trainer
+    from taxi_model import transform_layout as layout
+
+    return trainer.FnArgs(
+        train_files=[layout.transformed_glob(str(transform_dir), "train")],
+        eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
+        transform_graph=layout.transform_graph_dir(str(transform_dir)),
+        serving_model_dir=str(out_dir / "model"),
+        model_run_dir=str(out_dir / "logs"),
+        **settings,
+    )

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
-from model_test_data import read_csv, runtime_env
+from model_test_data import read_csv, runtime_env, train_args
 from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2  # noqa: E402
 from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting as fingerprinting_pywrap  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
@@ -306,12 +306,9 @@ def test_a_rerun_trains_a_bit_identical_model(transform_dir, window_dir, tmp_pat
     weights = []
     for run in ("first", "second"):
         model = trainer.run_fn(
-            trainer.FnArgs(
-                train_files=[layout.transformed_glob(str(transform_dir), "train")],
-                eval_files=[layout.transformed_glob(str(transform_dir), "eval")],
-                transform_graph=layout.transform_graph_dir(str(transform_dir)),
-                serving_model_dir=str(tmp_path / run / "model"),
-                model_run_dir=str(tmp_path / run / "logs"),
+            train_args(
+                transform_dir,
+                tmp_path / run,
                 train_steps=30,
                 eval_steps=2,
                 batch_size=64,
