@@ -20,7 +20,7 @@ from typing import TextIO
 
 from taxi_pipeline.pools import ensure_pools
 from taxi_pipeline.processes import stop_process
-from taxi_pipeline.run_view import RunView, failure_summary, output_to, task_log
+from taxi_pipeline.run_view import RunView, TaskRow, failure_summary, finished_line, output_to, task_log
 from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings, private_home
 
 DEFAULT_DATE = "2016-01-01"
@@ -210,8 +210,8 @@ def print_summary(dag, dag_run, say=print, tasks: bool = True):
     say(f"  artifacts: {layout.run_dir}")
     instances = dag_run.get_task_instances() if tasks else []
     for ti in sorted(instances, key=lambda t: (t.start_date or dag_run.start_date, t.task_id)):
-        took = f"{(ti.end_date - ti.start_date).total_seconds():6.1f} s" if ti.start_date and ti.end_date else ""
-        say(f"  {ti.task_id:<28} {ti.state:<16} {took}")
+        started = ti.start_date if ti.end_date else None  # a time only for the tasks that ended
+        say(finished_line(TaskRow(ti.task_id, ti.state or "", started, ti.end_date), ti.end_date))
     plan = window_plan(context)
     for name in plan.checks:
         report = Path(layout.validation_dir(name)) / "report.json"
