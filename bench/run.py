@@ -1,7 +1,7 @@
 """The benchmark suite (not a test): `make bench` runs it and prints ONE table.
 
     .venv/bin/python bench/run.py [--figures 1,2,3,4,5,6,7] [--sizes 100000,1000000]
-        [--memory-size 1000000] [--work .taxi/bench] [--backfill-windows 6]
+        [--memory-size 1000000] [--work .taxi/bench] [--backfill-windows 6] [--setup-only]
 
 Each row is a figure measured in this run next to its reference, measured in the same run, with
 the goal and pass/miss. Figures (see issue 8 and README "Benchmarks"):
@@ -32,6 +32,9 @@ the goal and pass/miss. Figures (see issue 8 and README "Benchmarks"):
 The data of 3, 4 and 7: the sample warehouse grown to N trips by taxi_pipeline.scale, every trip
 in one window (2012-12-01 to 2017-01-01). Everything is written under --work (its own TAXI_HOME
 and Airflow home, so a user's .taxi/ is untouched); raw numbers go to <work>/results.json.
+
+Every figure builds what it needs itself (setup_1 ... setup_7, setup_2_and_6), so any one runs alone on
+a fresh --work; `--setup-only` runs only the chosen figures' set-up (tests/bench/test_bench_setup.py).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
@@ -104,6 +108,14 @@ class Bench:
             "TAXI_PLATFORM": "local",
             "PYTHONPATH": f"{REPO / 'include'}{os.pathsep}{REPO / 'plugins'}",
         }
+
+    def settings(self):
+        """The bench's Settings: its own TAXI_HOME under --work (set for this process and its children),
+        never the user's .taxi/."""
+        from taxi_pipeline.settings import get_settings
+
+        self.env()
+        return get_settings()
 
     def add(self, *args, **kwargs) -> None:
         row = Row(*args, **kwargs)
@@ -187,7 +199,16 @@ def parse_cost(python: str, path: Path, env: dict, repeats: int, logs: Path) -> 
     }
 
 
+def setup_1(bench: Bench, args) -> dict:
+    """Figure 1 reads the repo's DAG files and the TFX-style reference; its processes run with the
+    bench's home (Airflow home and Fernet key under --work). Nothing to build."""
+    bench.settings()
+    (bench.work / "logs" / "parse").mkdir(parents=True, exist_ok=True)
+    return {"reference": REPO / "bench" / "tfx_style_dag.py", "dag_files": sorted((REPO / "dags").glob("*.py"))}
+
+
 def figure_1(bench: Bench, args) -> None:
+    setup_1(bench, args)
     logs = bench.work / "logs" / "parse"
     ref = parse_cost(RUNTIME, REPO / "bench" / "tfx_style_dag.py", bench.env(), args.repeats, logs)
     bench.raw["parse_tfx_style"] = ref
@@ -261,9 +282,8 @@ class Services:
 
     def __enter__(self):
         from taxi_pipeline.cli import ensure_airflow_db, ensure_warehouse
-        from taxi_pipeline.settings import get_settings
 
-        settings = get_settings()
+        settings = self.bench.settings()
         ensure_warehouse(settings)
         ensure_airflow_db(settings)
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -376,10 +396,10 @@ def _ts(text: str | None) -> float | None:
 @contextlib.contextmanager
 def model_server(bench: Bench):
     from taxi_pipeline.processes import stop_process
-    from taxi_pipeline.settings import get_settings
 
-    serving_root = get_settings().serving_root
+    serving_root = bench.settings().serving_root
     os.makedirs(serving_root, exist_ok=True)
+    (bench.work / "logs").mkdir(parents=True, exist_ok=True)
     port = free_port()
     with open(bench.work / "logs" / "model_server.log", "w") as out:
         proc = subprocess.Popen(
@@ -407,14 +427,17 @@ def model_server(bench: Bench):
 
 
 def predict_body(bench: Bench) -> bytes:
-    """A REST predict request for one real row of the default window (built by the runtime's client)."""
-    from taxi_pipeline.settings import get_settings
+    """A REST predict request for one real row of the default window (built by the runtime's client),
+    from the bench's warehouse (loaded here from the sample when the work dir has none yet)."""
+    from taxi_pipeline.cli import ensure_warehouse
     from taxi_pipeline.warehouse import export_split
     from taxi_pipeline.window import Window
 
+    settings = bench.settings()
+    ensure_warehouse(settings)
     end = dt.datetime.combine(RUN_DATE, dt.time(), dt.UTC)
     csv_path = bench.work / "probe.csv"
-    export_split(get_settings().warehouse_path, Window.ending_at(end, 365), "eval", str(csv_path))
+    export_split(settings.warehouse_path, Window.ending_at(end, 365), "eval", str(csv_path))
     body_path = bench.work / "probe_body.json"
     script = (
         "import sys; from taxi_model.serving import client; rows = client.read_rows(sys.argv[1], 1); "
@@ -516,17 +539,48 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
     return total + (current_end - current_start if current_end is not None else 0.0)
 
 
-def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
-    from taxi_pipeline.serving_root import version_for
+class SchedulerSetup(NamedTuple):
+    """What figures 2 and 6 measure with: the probe request, and the running warm runtime, Airflow
+    services and model server."""
+
+    body: bytes
+    socket_path: str
+    services: Services
+    port: int
+    server_pid: int
+
+
+def prepare_2_and_6(bench: Bench) -> bytes:
+    """The files figures 2 and 6 need before their processes start, in order: the bench's warehouse
+    (the DAG's extract and the probe request read it), the Airflow metadata DB, the probe request."""
+    from taxi_pipeline.cli import ensure_airflow_db, ensure_warehouse
+
+    settings = bench.settings()
+    ensure_warehouse(settings)
+    ensure_airflow_db(settings)
+    return predict_body(bench)
+
+
+@contextlib.contextmanager
+def setup_2_and_6(bench: Bench, args=None):
+    """Everything figures 2 and 6 need, on any work dir (a fresh one too): the files of
+    prepare_2_and_6, then, as `make airflow` runs the scheduler, the warm runtime (taxi_model.warm),
+    Airflow's services with the DAG parsed and unpaused, and the model server on the serving root."""
     from taxi_pipeline.warm_runtime import warm_runtime
 
-    body = predict_body(bench)
-    # As `make airflow` runs the scheduler: beside the warm runtime (taxi_model.warm).
+    body = prepare_2_and_6(bench)
     with (
-        warm_runtime(log_path=bench.work / "logs" / "warm_runtime.log") as socket_path,
+        warm_runtime(bench.settings(), log_path=bench.work / "logs" / "warm_runtime.log") as socket_path,
         Services(bench) as services,
         model_server(bench) as (port, server_pid),
     ):
+        yield SchedulerSetup(body, socket_path, services, port, server_pid)
+
+
+def figures_2_and_6(bench: Bench, args, with_2: bool, with_6: bool) -> None:
+    from taxi_pipeline.serving_root import version_for
+
+    with setup_2_and_6(bench, args) as (body, socket_path, services, port, server_pid):
         fixed = runtime_fixed_costs(bench, socket_path)
         bench.raw["runtime_fixed_costs"] = fixed
         # A daily run has a model in service, which its evaluation judges its candidates against: the
@@ -699,17 +753,45 @@ print("BENCH_RESULT " + json.dumps({"success": report.success, "failures": repor
 """
 
 
+# What each step reads, written by the steps before it: step_runs runs a step's missing inputs first.
+STEP_NEEDS = {
+    "extract": (),
+    "validate": ("extract",),
+    "transform": ("extract",),
+    "numpy": ("extract",),
+    "train": ("transform",),
+    "evaluate": ("train",),
+    "trainer_input": ("transform",),
+}
+
+
+def with_prerequisites(steps: list[str]) -> list[str]:
+    """The steps, each after the steps it needs (STEP_NEEDS), once each, in the given order otherwise."""
+    ordered: list[str] = []
+
+    def add(step: str) -> None:
+        if step not in STEP_NEEDS:
+            raise ValueError(step)
+        for need in STEP_NEEDS[step]:
+            add(need)
+        if step not in ordered:
+            ordered.append(step)
+
+    for step in steps:
+        add(step)
+    return ordered
+
+
 def scaled_data(bench: Bench, trips: int) -> Path:
-    """The window CSVs of the sample grown to `trips` trips (built once per work dir)."""
+    """The warehouse of the sample grown to `trips` trips (built once per work dir, from the bench's
+    warehouse, itself loaded from the sample when missing); the folder of that size's data."""
     from taxi_pipeline.cli import ensure_warehouse
     from taxi_pipeline.scale import scale_warehouse
-    from taxi_pipeline.settings import get_settings
 
     base = bench.work / "data" / str(trips)
     warehouse = base / "warehouse" / "taxi.duckdb"
     if not warehouse.exists():
-        bench.env()
-        settings = get_settings()
+        settings = bench.settings()
         ensure_warehouse(settings)
         log(f"scaling the sample to {trips} trips")
         scale_warehouse(settings.warehouse_path, warehouse, trips)
@@ -717,12 +799,13 @@ def scaled_data(bench: Bench, trips: int) -> Path:
 
 
 def step_runs(bench: Bench, trips: int, steps: list[str]) -> dict:
-    """Run the chosen steps at `trips` trips as separate processes: wall, peak RSS and results."""
+    """Run the chosen steps at `trips` trips as separate processes, after the steps they need that have
+    not run yet in this invocation (with_prerequisites): wall, peak RSS and results."""
     base = scaled_data(bench, trips)
     data, logs, out = base / "window", bench.work / "logs" / str(trips), base / "out"
     window = [moment.isoformat() for moment in ALL_DATA]
     env, results = bench.env(), bench.raw.setdefault(f"steps_{trips}", {})
-    for step in steps:
+    for step in with_prerequisites(steps):
         if step in results:
             continue
         log(f"{step} at {trips} trips")
@@ -783,7 +866,23 @@ def step_runs(bench: Bench, trips: int, steps: list[str]) -> dict:
     return results
 
 
+def setup_3(bench: Bench, args) -> dict[int, Path]:
+    """Figure 3's data: the sample grown to each of --sizes (its extract is not measured: step_runs)."""
+    return {trips: scaled_data(bench, trips) for trips in args.sizes}
+
+
+def setup_4(bench: Bench, args) -> dict[int, Path]:
+    """Figure 4's data: the sample grown to the smallest of --sizes."""
+    return {min(args.sizes): scaled_data(bench, min(args.sizes))}
+
+
+def setup_7(bench: Bench, args) -> dict[int, Path]:
+    """Figure 7's data: the sample grown to --memory-size (every step after it is measured)."""
+    return {args.memory_size: scaled_data(bench, args.memory_size)}
+
+
 def figure_3(bench: Bench, args) -> None:
+    setup_3(bench, args)
     for trips in args.sizes:
         r = step_runs(bench, trips, ["extract", "transform", "numpy"])
         tft_rate = r["transform"]["rows"] / r["transform"]["seconds"]
@@ -801,6 +900,7 @@ def figure_3(bench: Bench, args) -> None:
 
 
 def figure_4(bench: Bench, args) -> None:
+    setup_4(bench, args)
     trips = min(args.sizes)
     r = step_runs(bench, trips, ["extract", "transform", "trainer_input"])["trainer_input"]
     ratio = r["file_steps_per_s"] / r["memory_steps_per_s"]
@@ -816,6 +916,7 @@ def figure_4(bench: Bench, args) -> None:
 
 
 def figure_7(bench: Bench, args) -> None:
+    setup_7(bench, args)
     trips = args.memory_size
     r = step_runs(bench, trips, ["extract", "validate", "transform", "train", "evaluate"])
     for step in ("extract", "validate", "transform", "train", "evaluate"):
@@ -833,20 +934,36 @@ def figure_7(bench: Bench, args) -> None:
 # --- figure 5: serving ---------------------------------------------------------------------------
 
 
-def figure_5(bench: Bench, args) -> None:
-    import glob
-
-    from taxi_pipeline.settings import get_settings
-
-    serving = Path(get_settings().serving_root) / "taxi"
+def setup_5(bench: Bench, args) -> tuple[Path, Path]:
+    """Figure 5's model and rows, on any work dir: the version figure 2 deployed to the bench's serving
+    root, else a model trained in this invocation (figure 7's), else one trained here on the smallest
+    of --sizes (extract, transform, train: step_runs); the rows, an eval split of the same work dir."""
+    serving = Path(bench.settings().serving_root) / "taxi"
     versions = sorted((p for p in serving.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
-    trained = sorted((bench.work / "data").glob("*/out/model/saved_model.pb"))  # figure 7's
-    model = versions[-1] if versions else (trained[0].parent if trained else bench.work / "no-model")
-    csv = sorted(glob.glob(str(bench.work / "data" / "*" / "window" / "eval" / "part-*.csv"))) or [
-        str(bench.work / "probe.csv")
+    versions = [v for v in versions if (v / "saved_model.pb").exists()]
+    trained = sorted(bench.work.glob("data/*/out/model/saved_model.pb"))
+    if versions:
+        model = versions[-1]
+    elif trained:
+        model = trained[0].parent
+    else:
+        trips = min(args.sizes)
+        log(f"figure 5: no model in {bench.work} yet; training one on {trips} trips")
+        step_runs(bench, trips, ["train"])
+        model = bench.work / "data" / str(trips) / "out" / "model"
+    csv = sorted(bench.work.glob("data/*/window/eval/part-*.csv")) or [
+        p for p in [bench.work / "probe.csv"] if p.exists()
     ]
-    if not (model / "saved_model.pb").exists():
-        raise RuntimeError("no model to serve: run figure 2 or 7 in the same work dir first")
+    if not csv:
+        step_runs(bench, min(args.sizes), ["extract"])
+        csv = sorted(bench.work.glob("data/*/window/eval/part-*.csv"))
+    if not (model / "saved_model.pb").exists() or not csv:
+        raise RuntimeError(f"figure 5's set-up left no model ({model}) or no rows to send")
+    return model, csv[0]
+
+
+def figure_5(bench: Bench, args) -> None:
+    model, csv = setup_5(bench, args)
     out = bench.work / "serving.json"
     measured(
         [
@@ -855,7 +972,7 @@ def figure_5(bench: Bench, args) -> None:
             "--model",
             str(model),
             "--csv",
-            csv[0],
+            str(csv),
             "--rows",
             "1",
             "100",
@@ -902,6 +1019,26 @@ def figure_5(bench: Bench, args) -> None:
         bench.add("5", f"  REST 100 rows: {stage['stage']}", f"{stage['ms']:.2f} ms", "", "", "", "")
 
 
+# --- set-up alone ----------------------------------------------------------------------------------
+
+SETUPS = {"1": setup_1, "3": setup_3, "4": setup_4, "5": setup_5, "7": setup_7}
+
+
+def setup_figure(name: str, bench: Bench, args) -> dict:
+    """One figure's set-up alone, as the figure itself runs it first (what `--setup-only` runs): what it
+    needs before it measures, on any work dir. Figures 2 and 6 start their services, check them and stop."""
+    if name in ("2", "6", "2+6"):
+        with setup_2_and_6(bench, args) as ready:
+            return {
+                "probe request bytes": len(ready.body),
+                "api": ready.services.url,
+                "dag unpaused": DAG_ID,
+                "model server port": ready.port,
+                "warm runtime": ready.socket_path,
+            }
+    return {"prepared": SETUPS[name](bench, args)}
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 
@@ -928,7 +1065,7 @@ def table(bench: Bench, started: dt.datetime) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--figures", default="1,2,3,4,5,6,7")
     parser.add_argument("--sizes", default="100000,1000000", help="trips of figure 3 (the smallest also for 4)")
@@ -939,7 +1076,10 @@ def main() -> int:
     parser.add_argument("--backfill-windows", type=int, default=6)
     parser.add_argument("--trainer-steps", type=int, default=300)
     parser.add_argument("--serving-seconds", type=float, default=3.0)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--setup-only", action="store_true", help="only each chosen figure's set-up (what it needs), no measurement"
+    )
+    args = parser.parse_args(argv)
     args.sizes = sorted(int(s) for s in str(args.sizes).split(",") if s)
     figures = {f.strip() for f in args.figures.split(",") if f.strip()}
     if args.fresh:
@@ -951,9 +1091,10 @@ def main() -> int:
         shutil.rmtree(trips_dir, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(work=args.work.resolve())
+    bench.settings()  # TAXI_HOME under --work before any figure reads a setting: never the user's .taxi/
     bench.raw["trainer_steps"] = args.trainer_steps
     started = dt.datetime.now(dt.UTC)
-    # 2 and 6 last: the longest, through the scheduler; 5 serves figure 7's model when 2 does not run first
+    # 2 and 6 last: the longest, through the scheduler; 5 serves figure 7's model when 7 runs, else its own
     plan = [("1", figure_1), ("3", figure_3), ("4", figure_4), ("7", figure_7), ("5", figure_5), ("2+6", None)]
     for name, run in plan:
         if name == "2+6":
@@ -962,13 +1103,19 @@ def main() -> int:
             run = lambda b, a: figures_2_and_6(b, a, "2" in figures, "6" in figures)  # noqa: E731
         elif name not in figures:
             continue
-        log(f"figure {name}")
+        if args.setup_only:
+            log(f"figure {name}: set-up only")
+            run = lambda b, a, name=name: log(f"figure {name} ready: {setup_figure(name, b, a)}")  # noqa: E731
+        else:
+            log(f"figure {name}")
         try:
             run(bench, args)
         except Exception as error:  # one figure's failure is a row of the table, not the end of the run
             traceback.print_exc()
             bench.add(name, "error", f"{type(error).__name__}", "", "", "", "ERROR")
             bench.notes.append(f"figure {name}: {str(error)[:400]}")
+    if args.setup_only:
+        return 1 if bench.rows else 0
     (bench.work / "results.json").write_text(
         json.dumps({**bench.raw, "rows": [asdict(r) for r in bench.rows], "notes": bench.notes}, indent=1, default=str)
     )
