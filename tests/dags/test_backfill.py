@@ -9,10 +9,6 @@ comparisons, by hash).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_cli import airflow, free_port
+from airflow_cli import airflow_services as start_services
+from airflow_cli import list_runs, services_env
 from airflow_cli import log_tails as _tails
 
 DAG_ID = "taxi_sliding_window"
@@ -35,53 +32,13 @@ def airflow_services(airflow_db, sample_files, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("backfill_home")
     load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
-    port = free_port()
-    env = {
-        **os.environ,
-        "TAXI_HOME": str(home),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-    }
-    logs = tmp_path_factory.mktemp("airflow_services")
-    procs = {}
-    for name in ("api-server", "scheduler", "dag-processor"):
-        # A process group each, so that stopping a service also stops its children (log server, workers).
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", name],
-            env=env,
-            start_new_session=True,
-            stdout=open(logs / f"{name}.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while DAG_ID not in airflow("dags", "list", "-o", "plain", env=env):
-            assert time.monotonic() < deadline, "the dag-processor did not parse the DAG in time"
-            assert all(p.poll() is None for p in procs.values()), _tails(logs)
-            time.sleep(3)
-        airflow("dags", "unpause", DAG_ID, env=env)  # the scheduler queues no task of a paused DAG
+    env, logs = services_env(home), tmp_path_factory.mktemp("airflow_services")
+    with start_services(env, logs, unpause=(DAG_ID,)):
         yield env, logs, home
-    finally:
-        for proc in procs.values():
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def backfill_runs(env) -> list[dict]:
-    out = airflow("dags", "list-runs", DAG_ID, "-o", "json", env=env)
-    # the JSON is the last line: the CLI may print warnings (e.g. no graphviz) before it
-    runs = json.loads(next((line for line in reversed(out.splitlines()) if line.startswith("[")), "[]"))
-    return [r for r in runs if r["run_id"].startswith("backfill__")]
+    return [r for r in list_runs(DAG_ID, env) if r["run_id"].startswith("backfill__")]
 
 
 def backfill(env, logs, *extra: str, since: float) -> list[dict]:
