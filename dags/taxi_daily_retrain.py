@@ -2,10 +2,11 @@
 
 wait_for_window >> extract_window >> validate_window >> select_variants
     >> for each variant (standard, coarse): transform >> train >> evaluate >> check_export >> push
-    >> compare_variants >> promote_champion
+    >> compare_variants >> decide_approval >> approve_champion (a person, when asked) >> promote_champion
 
 The training window is the `window_days` before the run's data_interval_end (or the `window_end`
-Param of a manual run); the `variants` Param picks the variants trained. Every stage is built
+Param of a manual run, or the `window_end` of the serving monitor's retraining request that started
+it); the `variants` Param picks the variants trained. Every stage is built
 by the platform chosen with TAXI_PLATFORM (`local` by default, or `gcp`); see
 include/taxi_pipeline/platforms/.
 """
@@ -15,13 +16,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.providers.standard.operators.python import BranchPythonOperator
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, chain
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, TaskGroup, chain
 
 from taxi_model.variants import VARIANTS
-from taxi_pipeline import callables
+from taxi_pipeline import assets, callables
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.callables import SELECT_VARIANTS_DOC
 from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
+from taxi_pipeline.deployment import APPROVAL_MODES
 from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.platforms.extra_links import add_artifact_links
@@ -32,7 +34,10 @@ platform = get_platform()
 
 with DAG(
     dag_id="taxi_daily_retrain",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    # daily, and out of schedule when the serving monitor asks (taxi_model_monitor's request_retraining)
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), assets=[assets.retrain_request()]
+    ),
     start_date=datetime(2014, 1, 1),
     max_active_runs=2,
     tags=["taxi", "workflow-1", "retraining", f"platform:{platform.name}"],
@@ -59,12 +64,21 @@ with DAG(
             description="The preprocessing variants to train, evaluate and deploy; the others are "
             "skipped. The champion is the best blessed one among them.",
         ),
+        "require_approval": Param(
+            "never",
+            type="string",
+            enum=list(APPROVAL_MODES),
+            title="Require approval",
+            description="Whether a person approves the promotion before promote_champion: never (unattended "
+            "runs never wait), always, or when_close (the champion's AUC gain over the model in service is "
+            "below taxi_pipeline.deployment.APPROVAL_MARGIN).",
+        ),
         **common_params(min_window_rows=500),
     },
     user_defined_macros=MACROS,
 ) as dag:
     wait_for_window = platform.wait_for_window()
-    extract_window = platform.extract_window()
+    extract_window = platform.extract_window(dag.dag_id)
     validate_window = platform.validate_window()
     select_variants = BranchPythonOperator(
         task_id="select_variants", python_callable=callables.select_variants, doc_md=SELECT_VARIANTS_DOC
@@ -91,10 +105,20 @@ with DAG(
         variants.append(group)
 
     compare_variants = platform.compare_variants()
+    decide_approval = platform.decide_approval()
+    approve_champion = platform.approve_champion()  # skipped unless the require_approval Param asks a person
     promote_champion = platform.promote_champion()
 
     chain(
-        wait_for_window, extract_window, validate_window, select_variants, variants, compare_variants, promote_champion
+        wait_for_window,
+        extract_window,
+        validate_window,
+        select_variants,
+        variants,
+        compare_variants,
+        decide_approval,
+        approve_champion,
+        promote_champion,
     )
     validate_window >> wait_for_previous_deploys
     validate_window >> data_report_task()  # reports for people, beside the pipeline

@@ -72,7 +72,7 @@ with DAG(
     user_defined_macros=MACROS,
 ) as dag:
     wait_for_window = platform.wait_for_window()
-    extract_window = platform.extract_window()
+    extract_window = platform.extract_window(dag.dag_id)
     validate_window = platform.validate_window()
 
     models = []

@@ -23,6 +23,7 @@ GCP_PLATFORM_MODULES = (
     "airflow.providers.google.cloud.sensors.bigquery",
     "airflow.providers.google.cloud.operators.bigquery",
     "airflow.providers.google.cloud.transfers.bigquery_to_gcs",
+    "airflow.providers.google.cloud.transfers.gcs_to_bigquery",  # the batch scores into their table
     "airflow.providers.google.cloud.operators.vertex_ai.endpoint_service",
     "airflow.providers.google.cloud.hooks.vertex_ai.model_service",
     "kubernetes.client",

@@ -113,6 +113,33 @@ def push_variant(variant: str, **context) -> int:
         return deployment.push_blessed_variant(_serving_root(), context, variant, model_name(variant)).version
 
 
+def decide_approval(**context) -> list[str]:
+    """The approval gate's branch: ["approve_champion"] when the `require_approval` Param asks a person
+    (the question is this task's `question` XCom, the approver's text), else [] (it is skipped)."""
+    from taxi_pipeline import deployment, files
+    from taxi_pipeline.run_context import run_layout
+
+    layout = run_layout(context)
+    rows = files.read_json(files.join(layout.run_dir, "comparison.json"))
+    try:
+        champion = deployment.choose_champion(rows)
+    except deployment.NotDeployed:
+        champion = None
+    baseline_auc = None
+    if champion is not None and champion["baseline"]:
+        metrics = files.read_json(files.join(layout.evaluation_dir(champion["variant"]), "metrics.json"))
+        baseline_auc = metrics.get("baseline", {}).get("overall", {}).get("auc")
+    question = deployment.approval_question(context["params"]["require_approval"], champion, baseline_auc)
+    if question is None:
+        log.info("No approval needed (require_approval=%s)", context["params"]["require_approval"])
+        return []
+    table = files.read_text(files.join(layout.run_dir, "comparison.txt"))
+    body = f"{question}\n\n```\n{table}\n```\n\nModel report: {layout.report_path('model')}"
+    context["ti"].xcom_push(key="question", value=body)
+    log.info("Asking for approval: %s", question)
+    return ["approve_champion"]
+
+
 def promote_champion(**context) -> dict:
     """Push the best blessed variant as the run's version of `taxi` and label it `stable`."""
     from taxi_pipeline import deployment
@@ -160,3 +187,91 @@ def record_window_verdict(**context) -> dict:
     log.info("%s", comparison["sentence"])
     log.info("Verdict of window %s recorded in %s", row["window"], path)
     return row
+
+
+def find_served_model(**context) -> dict:
+    """The model the run scores with: the version at the `served_label` Param of the champion model.
+    Nothing served there yet: the run's scoring is skipped, with the reason (not a failure)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from taxi_pipeline import files
+    from taxi_pipeline.serving_root import CHAMPION_MODEL
+
+    root, label = _serving_root(), context["params"]["served_label"]
+    version = root.labels(CHAMPION_MODEL).get(label)
+    if version is None:
+        raise AirflowSkipException(
+            f"no version of {CHAMPION_MODEL} is labelled {label!r} in {root.uri}: nothing to score with yet "
+            "(taxi_daily_retrain promotes one)"
+        )
+    served = {"model": CHAMPION_MODEL, "label": label, "version": version}
+    log.info("Scoring with %s:%s = version %s", CHAMPION_MODEL, label, version)
+    return {**served, "path": files.join(root.base_path(CHAMPION_MODEL), str(version))}
+
+
+def load_predictions(**context) -> int:
+    """Replace the day's rows of the local predictions table with the run's scores."""
+    from taxi_pipeline import predictions
+    from taxi_pipeline.run_context import run_layout
+    from taxi_pipeline.settings import get_settings
+
+    layout = run_layout(context)
+    path = get_settings().predictions_path
+    rows = predictions.load_day(path, layout.window.start.date(), layout.scores_dir)
+    log.info("%s rows of %s in %s (table %s)", rows, layout.window.start.date(), path, "predictions")
+    return rows
+
+
+def export_predictions(**context) -> int:
+    """Write the day's rows of the local predictions table as the run's CSV (the monitor reads those)."""
+    from taxi_pipeline import files, predictions
+    from taxi_pipeline.run_context import run_layout
+    from taxi_pipeline.settings import get_settings
+
+    layout = run_layout(context)
+    scores = predictions.read_day(get_settings().predictions_path, layout.window.start.date())
+    with files.atomic_directory(layout.predictions_dir) as staging:
+        scores.to_csv(staging / "part-00000.csv", index=False)
+    log.info("%s scores of %s -> %s", len(scores), layout.window.start.date(), layout.predictions_dir)
+    return len(scores)
+
+
+def monitor_serving(**context) -> dict:
+    """The day's monitor (taxi_pipeline.monitor): the result, the report, the history's row; an
+    alert when a threshold is crossed."""
+    from taxi_pipeline.monitor_run import monitor_run
+    from taxi_pipeline.notifiers import TaxiAlertNotifier
+    from taxi_pipeline.run_context import run_layout
+
+    outcome = monitor_run(run_layout(context), _serving_root())
+    for line in outcome["crossed"]:
+        log.warning("CROSSED: %s", line)
+    log.info("Day %s: %s; report %s", outcome["day"], outcome["verdict"], outcome["report"])
+    if outcome["crossed"]:
+        message = (
+            f"MONITOR: the served model's day {outcome['day']} crossed {len(outcome['crossed'])} thresholds: "
+            + "; ".join(outcome["crossed"])
+            + f". Report: {outcome['report']}"
+        )
+        TaxiAlertNotifier(message=message).notify({"dag": context["dag"], "run_id": context["run_id"]})
+    return outcome
+
+
+def request_retraining(**context) -> dict:
+    """Ask for an out-of-schedule taxi_daily_retrain of the current window (this task's asset event),
+    when the monitor crossed a threshold and nothing was asked for this day yet; else skipped."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from taxi_pipeline.assets import retrain_request
+    from taxi_pipeline.monitor_run import record_request
+    from taxi_pipeline.run_context import run_end, run_layout
+
+    outcome = context["ti"].xcom_pull(task_ids="monitor_serving")
+    if not outcome["crossed"]:
+        raise AirflowSkipException(f"day {outcome['day']}: no threshold crossed, no retraining asked for")
+    request = {"day": outcome["day"], "window_end": run_end(context).isoformat(), "reasons": outcome["crossed"]}
+    if not record_request(run_layout(context), request, context["run_id"]):
+        raise AirflowSkipException(f"day {outcome['day']}: a retraining was already asked for (at most one a day)")
+    context["outlet_events"][retrain_request()].extra = request
+    log.info("Asked for a taxi_daily_retrain run of the window ending %s", request["window_end"])
+    return request

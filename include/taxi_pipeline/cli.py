@@ -232,6 +232,21 @@ def print_summary(dag, dag_run, say=print, tasks: bool = True):
         if comparison.exists():
             say(f"\n{title}:")
             say(comparison.read_text())
+    scores = Path(layout.scores_dir) / "summary.json"
+    if scores.exists():
+        summary = json.loads(scores.read_text())
+        say(
+            f"  scored:    {summary['rows']} trips with taxi version {summary['model_version']}, into the "
+            f"predictions table ({get_settings().predictions_path})"
+        )
+    monitored = Path(layout.monitor_dir) / "result.json"
+    if monitored.exists():
+        result = json.loads(monitored.read_text())
+        version = result["model_version"]
+        say(f"  monitor:   {result['verdict']}, {result['rows']} trips scored by taxi version {version}")
+        for line in result["crossed"]:
+            say(f"    - {line}")
+        say(f"  report:    {layout.report_path('monitor')}")
     if dag.dag_id != "taxi_daily_retrain":
         return layout
     from taxi_model.variants import VARIANTS

@@ -55,20 +55,25 @@ def run_in_process(dag, **kwargs):
         dag.deadline = saved
 
 
+def window_end_param() -> Param:
+    """Manual runs: the day the run's windows end, in place of its data interval end."""
+    return Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        title="Window end",
+        description="Manual runs: the day the run's windows end (midnight UTC, e.g. 2016-01-01), "
+        "in place of its data interval end. It names the artifacts and the served "
+        "version as that window's scheduled run would. Leave empty for the data "
+        "interval end.",
+    )
+
+
 def common_params(min_window_rows: int) -> dict[str, Param]:
     """Params of both DAGs. Airflow validates them against their schema when a run is triggered
     (the UI's form and the REST API refuse a bad value), before any task runs."""
     return {
-        "window_end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Window end",
-            description="Manual runs: the day the run's windows end (midnight UTC, e.g. 2016-01-01), "
-            "in place of its data interval end. It names the artifacts and the served "
-            "version as that window's scheduled run would. Leave empty for the data "
-            "interval end.",
-        ),
+        "window_end": window_end_param(),
         "min_window_rows": Param(
             min_window_rows,
             title="Min window rows",
@@ -109,3 +114,14 @@ def on_call_doc(dag_id: str, where: str) -> str:
 **On-call**: each task's doc says what its failure means. Artifacts of a run live under
 `$TAXI_HOME/artifacts/{dag_id}/window=<window>/run=<run_id>/`{where}.
 """
+
+
+def served_label_param() -> Param:
+    return Param(
+        "stable",
+        title="Served label",
+        type="string",
+        pattern="^[a-z][a-z0-9_-]*$",
+        description="The label of the champion model `taxi` whose version the run uses (its version "
+        "labelled so in the serving root when the run starts).",
+    )

@@ -71,7 +71,49 @@ def push_blessed_variant(root: ServingRoot, context, variant: str, served_model:
     log.info(result.message)
     if not result.pushed:
         raise NotDeployed(result.message)
+    announce(context, served_model, result.version)
     return result
+
+
+def announce(context, model: str, version: int) -> None:
+    """The served model's asset event of this push (the task's outlet) carries its version and window
+    end: taxi_batch_scoring re-scores that day with a new champion (taxi_pipeline.assets)."""
+    from taxi_pipeline.assets import served_model
+    from taxi_pipeline.run_context import run_end
+
+    events = context.get("outlet_events")
+    if events is not None:  # None: called outside a task (a test of the deploy logic alone)
+        events[served_model(model)].extra = {"version": version, "window_end": run_end(context).isoformat()}
+
+
+APPROVAL_MODES = ("never", "always", "when_close")
+# `when_close` asks a person when the champion beats the model in service by less than this much AUC
+# on the same eval split. 0.005 is about 1.5 standard errors of AUC at the sample's 2,600 eval trips
+# (AUC ~0.93): a gain below it is within noise, so a person should look before it replaces the model.
+APPROVAL_MARGIN = 0.005
+
+
+def approval_question(mode: str, champion: dict | None, baseline_auc: float | None) -> str | None:
+    """Why a person must approve the promotion of `champion` (a comparison row), or None when no
+    one need: the `require_approval` Param's mode, its AUC gain over its baseline (the model in service)."""
+    if mode not in APPROVAL_MODES:
+        raise ValueError(f"require_approval {mode!r} is not one of {APPROVAL_MODES}")
+    if mode == "never" or champion is None:
+        return None  # nothing blessed: promote_champion says so and promotes nothing
+    gain = None if baseline_auc is None else champion["auc"] - baseline_auc
+    versus = (
+        "no model in service to compare with"
+        if gain is None
+        else f"AUC {champion['auc']:.4f} vs {baseline_auc:.4f} in service, a gain of {gain:+.4f}"
+    )
+    if mode == "always":
+        return f"Promote {champion['variant']} ({versus})? Every promotion is approved (require_approval=always)."
+    if gain is not None and gain < APPROVAL_MARGIN:
+        return (
+            f"Promote {champion['variant']} ({versus})? Its gain is below the margin {APPROVAL_MARGIN} "
+            "(require_approval=when_close)."
+        )
+    return None
 
 
 def choose_champion(rows: list[dict]) -> dict:
@@ -95,6 +137,7 @@ def promote_champion(root: ServingRoot, context) -> tuple[dict, PushResult]:
     if not result.pushed:
         raise NotDeployed(result.message)
     log.info("%s label %r -> version %s", CHAMPION_MODEL, STABLE_LABEL, result.version)
+    announce(context, CHAMPION_MODEL, result.version)
     return champion, result
 
 

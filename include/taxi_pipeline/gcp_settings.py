@@ -34,6 +34,10 @@ DEFAULTS: dict[str, tuple[str | None, str]] = {
         "the trips table (the public table's schema), partitioned by HOUR on trip_start_timestamp",
     ),
     "extract_dataset": ("taxi_mlops_windows", "BigQuery dataset of the per-window split tables"),
+    "predictions_table": (
+        "{project}.taxi_mlops.predictions",
+        "the batch scores (taxi_batch_scoring), partitioned by day: one partition per scored day",
+    ),
     "gke_cluster": (
         "taxi-mlops",
         "GKE cluster of the TFJobs and of TF-Serving (Kubeflow's training operator installed)",
@@ -124,6 +128,7 @@ class GcpSettings:
     bq_location: str
     source_table: str
     extract_dataset: str
+    predictions_table: str
     gke_cluster: str
     gke_location: str
     namespace: str
@@ -175,6 +180,18 @@ def get_gcp_settings() -> GcpSettings:
             continue
         values[field.name] = _lookup(field.name) or DEFAULTS[field.name][0].format(project=project, region=region)
     return GcpSettings(**values)
+
+
+def known_at_parse(name: str) -> str | None:
+    """A setting's value when a DAG file is parsed: its environment variable, or its default made
+    from the environment's project (None when it depends on a Variable: parsing asks none)."""
+    value = _env(name)
+    if value:
+        return value
+    project, default = _env("project"), DEFAULTS[name][0]
+    if project and default:
+        return default.format(project=project, region=_env("region") or DEFAULTS["region"][0])
+    return None
 
 
 def gcp_templates() -> GcpSettings:

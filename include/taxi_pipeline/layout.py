@@ -12,8 +12,12 @@
         variants/{variant}/evaluation/          TFMA output + blessing.json
         variants/{variant}/export_check/        is the exported model servable? report.json
         window_comparison/                      recent vs long (sliding-window DAG)
-        reports/{data,model}.html               the run's reports, for people (taxi_pipeline.reports)
-    {artifact_root}/{dag_id}/history/           one verdict per window (sliding-window DAG)
+        scores/predictions-*.csv, summary.json  the day's batch scores (batch-scoring DAG)
+        predictions/part-*.csv                  the day's scores, read back from the table (monitor DAG)
+        monitor/result.json                     the day's monitor result (monitor DAG)
+        reports/{data,model,monitor}.html       the run's reports, for people (taxi_pipeline.reports)
+    {artifact_root}/{dag_id}/history/           one verdict per window (sliding-window DAG), one row per day (monitor)
+    {artifact_root}/{dag_id}/retrain_requests/  the monitor's retraining requests, one per day at most
     {artifact_root}/{dag_id}/schema/v0001.yaml  the data schema, a file per version (taxi_pipeline.schema)
 
 Keyed by DAG, window and run, so a backfill and the daily run never write the same paths, and a
@@ -96,12 +100,31 @@ class RunLayout:
         return f"{self.run_dir}/window_comparison"
 
     @property
+    def scores_dir(self) -> str:
+        """The batch-scoring DAG's scores of the run's day, before they are loaded into the warehouse."""
+        return f"{self.run_dir}/scores"
+
+    @property
+    def predictions_dir(self) -> str:
+        """The monitor DAG's copy of the day's scores, read back from the predictions table."""
+        return f"{self.run_dir}/predictions"
+
+    @property
+    def monitor_dir(self) -> str:
+        return f"{self.run_dir}/monitor"
+
+    @property
+    def retrain_requests_dir(self) -> str:
+        """The monitor's retraining requests: a file per day, so at most one a day (outside any run)."""
+        return f"{self.artifact_root.rstrip('/')}/{self.dag_id}/retrain_requests"
+
+    @property
     def reports_dir(self) -> str:
         return f"{self.run_dir}/reports"
 
     def report_path(self, kind: str) -> str:
         """The run's `data` or `model` report."""
-        if kind not in ("data", "model"):
+        if kind not in ("data", "model", "monitor"):
             raise ValueError(f"unknown report {kind!r}")
         return f"{self.reports_dir}/{kind}.html"
 

@@ -9,6 +9,10 @@ or the `window_end` Param of a manual run (a date; its midnight UTC), which repl
   (`newest`: its data interval, or the calendar month before `window_end`); it trains one model on
   the `recent_days` before it (`recent`) and one on everything from `history_start` to it (`long`).
   The newest data's drift is measured against `recent`.
+- neither (taxi_batch_scoring, taxi_model_monitor): the run's one day, `day`, the day before its end.
+
+A run started by an asset event (an out-of-schedule retraining the monitor asked for, a re-scoring
+after a new champion) has no data interval: its end is the `window_end` in the event's extra.
 """
 
 from __future__ import annotations
@@ -41,15 +45,29 @@ def _month_before(end: datetime) -> datetime:
     return end.replace(year=year, month=month, day=min(end.day, calendar.monthrange(year, month)[1]))
 
 
+def _event_window_end(context) -> str | None:
+    """The newest `window_end` of the asset events that started the run (None: none started it)."""
+    events = context.get("triggering_asset_events") or {}
+    ends = [e.extra["window_end"] for batch in events.values() for e in batch if (e.extra or {}).get("window_end")]
+    return max(ends) if ends else None
+
+
 def run_end(context) -> datetime:
-    """Where the run's windows end: the `window_end` Param when a manual run sets it, else the data interval end."""
+    """Where the run's windows end: the `window_end` Param when a manual run sets it, else the data
+    interval end, else (a run started by an asset event) the event's `window_end`."""
     window_end = context["params"].get("window_end")
     if window_end:
         return _utc_day(window_end)
-    end = context["data_interval_end"]
-    if end is None:
-        raise ValueError("this run has no data interval: trigger it with a logical date or set the window_end Param")
-    return end
+    end = context.get("data_interval_end")
+    if end is not None:
+        return end
+    window_end = _event_window_end(context)
+    if window_end:
+        return _utc_day(window_end)
+    raise ValueError(
+        "this run has no data interval and no asset event naming a window_end: "
+        "trigger it with a logical date or set the window_end Param"
+    )
 
 
 def window_plan(context) -> WindowPlan:
@@ -70,6 +88,8 @@ def window_plan(context) -> WindowPlan:
             {"newest": "recent", "recent": None, "long": None},
             key="newest",
         )
+    if "window_days" not in params:  # the scoring and monitor DAGs: one day
+        return WindowPlan({"day": Window.ending_at(end, 1)}, {}, key="day")
     window = Window.ending_at(end, params["window_days"])
     return WindowPlan({"": window, "reference": window.previous()}, {"": "reference"}, key="")
 

@@ -28,6 +28,12 @@ class Settings:
         return self.home / "warehouse" / "taxi.duckdb"
 
     @property
+    def predictions_path(self) -> Path:
+        """The batch scores (taxi_batch_scoring): a file of their own, since loading the sample
+        replaces the trips' file whole."""
+        return self.home / "warehouse" / "predictions.duckdb"
+
+    @property
     def data_dir(self) -> Path:
         """Where the sample CSVs (and the wheel they come from) are kept."""
         return self.home / "data"

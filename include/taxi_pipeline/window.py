@@ -30,6 +30,12 @@ class Window:
             raise ValueError(f"window_days must be at least 1, got {days}")
         return cls(end - timedelta(days=int(days)), end)
 
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        """The window `str(window)` wrote, e.g. in a deployment record: `[start, end)`."""
+        start, _, end = text.strip().removeprefix("[").removesuffix(")").partition(", ")
+        return cls(datetime.fromisoformat(start), datetime.fromisoformat(end))
+
     @property
     def days(self) -> float:
         return (self.end - self.start) / timedelta(days=1)

@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_cli import airflow, free_port
+from airflow_cli import airflow, airflow_services, list_runs, services_env
 from airflow_cli import log_tails as _tails
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,68 +61,31 @@ def airflow_ui(airflow_db, sample_files, tmp_path_factory):
     password = secrets.token_urlsafe(12)
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({USER: password}))
-    port = free_port()
     # An Airflow home (metadata DB) of its own: other tests' runs of the same DAG and day would
     # otherwise stand in the way of this backfill (a day that has a run is not backfilled again).
-    env = {
-        **os.environ,
-        "TAXI_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test asks for
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-    }
+    env = services_env(home)
+    env.update(
+        AIRFLOW_HOME=str(home / "airflow"),
+        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",  # only the runs this test asks for
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+    )
     (home / "airflow").mkdir()
     airflow("db", "migrate", env=env)
     from taxi_pipeline.pools import ensure_pools
 
     ensure_pools(env)
     logs = tmp_path_factory.mktemp("ui_services")
-    procs = {}
-    for name in ("api-server", "scheduler", "dag-processor"):
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", name],
-            env=env,
-            start_new_session=True,
-            stdout=open(logs / f"{name}.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while not {DAG_ID, "taxi_serving_rollback"} <= set(airflow("dags", "list", "-o", "plain", env=env).split()):
-            assert time.monotonic() < deadline, "the dag-processor did not parse the DAGs in time"
-            assert all(p.poll() is None for p in procs.values()), _tails(logs)
-            time.sleep(3)
-        for dag_id in (DAG_ID, "taxi_serving_rollback"):
-            airflow("dags", "unpause", dag_id, env=env)
-        yield {"env": env, "logs": logs, "home": home, "url": f"http://127.0.0.1:{port}", "password": password}
-    finally:
-        for proc in procs.values():
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def runs_of(dag_id: str, env: dict) -> list[dict]:
-    out = airflow("dags", "list-runs", dag_id, "-o", "json", env=env)
-    return json.loads(next((line for line in reversed(out.splitlines()) if line.startswith("[")), "[]"))
+    dag_ids = (DAG_ID, "taxi_serving_rollback", "taxi_batch_scoring", "taxi_model_monitor")
+    with airflow_services(env, logs, unpause=dag_ids):
+        url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
+        yield {"env": env, "logs": logs, "home": home, "url": url, "password": password}
 
 
 def wait_for_run(dag_id: str, ui: dict, minutes: float, run_id: str | None = None) -> dict:
     deadline = time.monotonic() + minutes * 60
     while True:
-        runs = [r for r in runs_of(dag_id, ui["env"]) if run_id in (None, r["run_id"])]
+        runs = [r for r in list_runs(dag_id, ui["env"]) if run_id in (None, r["run_id"])]
         done = [r for r in runs if r["state"] in ("success", "failed")]
         if done:
             return done[0]
@@ -253,6 +215,27 @@ def test_the_model_report_and_the_served_model(page, airflow_ui, daily_run):
     assert f"label stable → {version}" in served.locator("#summary").inner_text()
 
 
+def test_a_day_scored_and_monitored_and_the_asset_graph(page, airflow_ui, daily_run):
+    """After the run: its champion scores the day before (taxi_batch_scoring), the day is monitored
+    (taxi_model_monitor, its report through the task's link), and the asset graph shows the lineage."""
+    if not (airflow_ui["home"] / "serving" / "taxi").is_dir():
+        pytest.skip("no variant was blessed in this small run: nothing was served to score with")
+    for dag_id in ("taxi_batch_scoring", "taxi_model_monitor"):
+        conf = json.dumps({"window_end": DATE})
+        airflow("dags", "trigger", dag_id, "--run-id", "ui_day", "--conf", conf, env=airflow_ui["env"])
+        assert wait_for_run(dag_id, airflow_ui, minutes=10, run_id="ui_day")["state"] == "success", dag_id
+    run_url = f"{airflow_ui['url']}/dags/taxi_model_monitor/runs/ui_day"
+    report = open_link(page, run_url, "monitor_serving", "Monitor report")
+    assert report.locator("[data-verdict]").first.inner_text().startswith(("OK", "ALERT"))
+    assert report.locator("svg").count() >= 1  # the served probabilities against the eval split's
+    report.screenshot(path=str(SCREENSHOTS / "monitor_report.png"), full_page=False)
+    page.goto(f"{airflow_ui['url']}/assets")
+    page.get_by_role("link", name="served_model.taxi", exact=True).click()
+    for dag_id in (DAG_ID, "taxi_batch_scoring"):  # who serves the champion, who scores with it
+        page.get_by_text(dag_id).first.wait_for()
+    shot(page, "asset_graph")
+
+
 def test_a_rollback_run_is_idempotent_and_shows_the_served_model(page, airflow_ui, daily_run):
     versions = [p.name for p in (airflow_ui["home"] / "serving" / "taxi").glob("[0-9]*")]
     if not versions:
@@ -290,7 +273,7 @@ def test_the_trigger_form_offers_the_params_and_a_bad_value_is_refused(page, air
     shot(page, "trigger_form")
     page.keyboard.press("Escape")
 
-    before = len(runs_of(DAG_ID, airflow_ui["env"]))
+    before = len(list_runs(DAG_ID, airflow_ui["env"]))
     refused = subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "trigger", DAG_ID, "--conf", json.dumps({"window_end": "yesterday"})],
         env=airflow_ui["env"],
@@ -299,4 +282,4 @@ def test_the_trigger_form_offers_the_params_and_a_bad_value_is_refused(page, air
     )
     assert refused.returncode != 0
     assert "'yesterday' is not a 'date'" in refused.stdout + refused.stderr
-    assert len(runs_of(DAG_ID, airflow_ui["env"])) == before  # refused before a run existed
+    assert len(list_runs(DAG_ID, airflow_ui["env"])) == before  # refused before a run existed

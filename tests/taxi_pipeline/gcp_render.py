@@ -12,6 +12,19 @@ from types import SimpleNamespace
 
 import yaml
 
+SERVED_VERSION = 201601010000
+
+
+def served_model_found(task_ids: str) -> dict:
+    """find_served_model's XCom, as the scoring step's templates pull it."""
+    assert task_ids == "find_served_model", task_ids
+    return {
+        "model": "taxi",
+        "label": "stable",
+        "version": SERVED_VERSION,
+        "path": f"gs://taxi-test-taxi-mlops/serving/taxi/{SERVED_VERSION}",
+    }
+
 
 def render(dag, end: datetime, start: datetime) -> dict:
     from airflow.sdk.execution_time import macros
@@ -33,7 +46,13 @@ def render(dag, end: datetime, start: datetime) -> dict:
         context["task"] = task
         # what the pod operator labels its pod with (no task instance when rendering offline)
         context["ti"] = SimpleNamespace(
-            dag_id=dag.dag_id, task_id=task.task_id, run_id=context["run_id"], try_number=1, map_index=-1
+            dag_id=dag.dag_id,
+            task_id=task.task_id,
+            run_id=context["run_id"],
+            try_number=1,
+            map_index=-1,
+            start_date=end,
+            xcom_pull=served_model_found,
         )
         task.render_template_fields(context, jinja_env=dag.get_template_env())
         fields = {name: getattr(task, name) for name in task.template_fields}
@@ -51,6 +70,14 @@ def render(dag, end: datetime, start: datetime) -> dict:
                 k: getattr(task.dataflow_config, k)
                 for k in ("project_id", "location", "service_account", "append_job_name")
             }
+        if type(task).__name__ in (
+            "GCSToBigQueryOperator",
+            "BigQueryToGCSOperator",
+            "BigQueryTablePartitionExistenceSensor",
+        ):
+            entry.update(fields)
+        if type(task).__name__ == "GCSToBigQueryOperator":
+            entry.update(write_disposition=task.write_disposition, time_partitioning=task.time_partitioning)
         if type(task).__name__ == "ChampionDeployOperator":
             entry.update(
                 deployment=task.deployment,
@@ -137,6 +164,8 @@ def main() -> None:
     windows = {
         "taxi_daily_retrain": (datetime(2015, 12, 31, tzinfo=UTC), datetime(2016, 1, 1, tzinfo=UTC)),
         "taxi_sliding_window": (datetime(2015, 1, 1, tzinfo=UTC), datetime(2015, 2, 1, tzinfo=UTC)),
+        "taxi_batch_scoring": (datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 1, 2, tzinfo=UTC)),
+        "taxi_model_monitor": (datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 1, 2, tzinfo=UTC)),
     }
     for dag_id, dag in bag.dags.items():
         result["dags"][dag_id] = {"tasks": sorted(t.task_id for t in dag.tasks)}

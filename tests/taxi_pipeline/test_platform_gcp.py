@@ -68,7 +68,9 @@ def _every_string(value):
         yield value
 
 
-@pytest.mark.parametrize("dag_id", ["taxi_daily_retrain", "taxi_sliding_window"])
+@pytest.mark.parametrize(
+    "dag_id", ["taxi_daily_retrain", "taxi_sliding_window", "taxi_batch_scoring", "taxi_model_monitor"]
+)
 def test_every_task_renders_with_gcs_paths(gcp, dag_id):
     rendered = gcp["dags"][dag_id]["rendered"]
     for task_id, entry in rendered.items():
@@ -78,8 +80,28 @@ def test_every_task_renders_with_gcs_paths(gcp, dag_id):
             # launcher runs) may live anywhere, /tmp included, and is left out of the check.
             data = text.replace(str(REPO_ROOT), "<repo>").replace("mountPath", "")
             assert "/.taxi/" not in data and "/tmp/" not in data, (task_id, text)
-    transform = next(e for t, e in rendered.items() if t.endswith(".transform"))
-    assert transform["pipeline_options"]["output"].startswith(f"gs://taxi-test-taxi-mlops/artifacts/{dag_id}/window=")
+    beam = next((e for t, e in rendered.items() if t.endswith((".transform", "score_trips"))), None)
+    if beam:
+        assert beam["pipeline_options"]["output"].startswith(f"gs://taxi-test-taxi-mlops/artifacts/{dag_id}/window=")
+
+
+def test_batch_scoring_runs_on_dataflow_and_loads_the_days_partition(gcp):
+    rendered = gcp["dags"]["taxi_batch_scoring"]["rendered"]
+    score = rendered["score_trips"]
+    assert score["runner"] == "DataflowRunner" and score["py_file"] == "taxi_model.batch_score"
+    options = score["pipeline_options"]
+    assert options["model"] == "gs://taxi-test-taxi-mlops/serving/taxi/201601010000"
+    assert options["model_version"] == "201601010000" and options["day"] == "2016-01-01"
+    assert options["trips"].endswith("/data/day/*/part-*.csv")
+    load = rendered["load_predictions"]
+    assert load["operator"] == "GCSToBigQueryOperator"
+    # the day's partition only, replaced whole: a rerun of the day leaves no duplicate
+    assert load["destination_project_dataset_table"] == "taxi-test.taxi_mlops.predictions$20160101"
+    assert load["write_disposition"] == "WRITE_TRUNCATE" and load["time_partitioning"]["field"] == "day"
+    assert load["bucket"] == "taxi-test-taxi-mlops"
+    (objects,) = load["source_objects"]
+    assert objects.startswith("artifacts/taxi_batch_scoring/window=20160101T0000-20160102T0000/run=")
+    assert objects.endswith("/scores/predictions-*.csv")
 
 
 def _validate_k8s(obj):
@@ -261,8 +283,21 @@ def test_dataflow_pipeline_options_are_complete_and_valid_for_the_dataflow_runne
             assert gcp_options.temp_location.startswith("gs://") and gcp_options.region == "us-central1"
             assert pipeline_options.view_as(WorkerOptions).sdk_container_image.endswith("taxi-mlops-runtime:latest")
             names.add(entry["job_name"])
-    assert len(names) == 8  # one per DAG, window, branch and step: deterministic and distinct
+    assert len(names) == 9  # one per DAG, window, branch and step: deterministic and distinct
     assert "daily-retrain-20150101t0000-20160101t0000-standard-transform" in names
+
+
+def test_the_monitor_waits_for_and_exports_the_days_partition(gcp):
+    rendered = gcp["dags"]["taxi_model_monitor"]["rendered"]
+    wait = rendered["wait_for_scores"]
+    assert wait["operator"] == "BigQueryTablePartitionExistenceSensor"
+    assert (wait["project_id"], wait["dataset_id"], wait["table_id"]) == ("taxi-test", "taxi_mlops", "predictions")
+    assert wait["partition_id"] == "20160101"
+    export = rendered["export_predictions"]
+    assert export["source_project_dataset_table"] == "taxi-test.taxi_mlops.predictions$20160101"
+    (uri,) = export["destination_cloud_storage_uris"]
+    assert uri.startswith("gs://taxi-test-taxi-mlops/artifacts/taxi_model_monitor/window=20160101T0000-20160102T0000/")
+    assert uri.endswith("/predictions/part-*.csv")
 
 
 def test_extract_runs_the_window_sql_the_local_platform_translates(gcp):

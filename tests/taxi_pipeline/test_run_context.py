@@ -30,6 +30,36 @@ def test_the_daily_plan_trains_on_window_days_and_measures_drift_against_the_pre
     assert plan.checks == {"": "reference"} and plan.key == ""
 
 
+def test_the_scoring_and_monitor_plan_is_the_day_before_the_runs_end():
+    plan = window_plan(
+        {
+            "params": {"served_label": "stable"},
+            "data_interval_start": pendulum.datetime(2015, 12, 10),
+            "data_interval_end": pendulum.datetime(2015, 12, 11),
+        }
+    )
+    assert plan.windows == {"day": Window(utc(2015, 12, 10), utc(2015, 12, 11))} and plan.key == "day"
+    assert plan.checks == {}  # nothing validated: the day's trips are scored or monitored as they are
+
+
+class Event:
+    def __init__(self, extra):
+        self.extra = extra
+
+
+def test_a_run_started_by_an_asset_event_ends_at_the_events_window_end():
+    """Asset-triggered runs have no data interval: the newest window_end of the events that started it."""
+    events = {"taxi_retrain_request": [Event({"window_end": "2015-12-21T00:00:00+00:00"}), Event({})]}
+    context = {"params": {}, "data_interval_end": None, "triggering_asset_events": events}
+    assert run_end(context) == utc(2015, 12, 21)
+    events["served_model.taxi"] = [Event({"version": 1, "window_end": "2015-12-22T00:00:00+00:00"})]
+    assert run_end(context) == utc(2015, 12, 22)
+    # a manual run's window_end Param still wins
+    assert run_end({**context, "params": {"window_end": "2015-06-01"}}) == utc(2015, 6, 1)
+    with pytest.raises(ValueError, match="no asset event naming a window_end"):
+        run_end({"params": {}, "data_interval_end": None, "triggering_asset_events": {"x": [Event(None)]}})
+
+
 def test_the_sliding_plan_judges_the_run_interval_with_a_recent_and_a_long_model():
     plan = window_plan(
         {

@@ -23,6 +23,12 @@ def test_window_ends_at_the_interval_end_and_has_a_previous_window():
         Window(datetime(2015, 1, 1), datetime(2016, 1, 1))
 
 
+def test_a_window_reads_back_from_its_text():
+    """Deployment records keep the window as text; the monitor reads it back to find the champion's run."""
+    window = Window(datetime(2014, 12, 1, tzinfo=UTC), datetime(2015, 12, 1, tzinfo=UTC))
+    assert Window.parse(str(window)) == window
+
+
 def test_layout_is_keyed_by_dag_window_and_run():
     window = Window.ending_at(datetime(2016, 1, 1, tzinfo=UTC), 30)
     layout = RunLayout("gs://bucket/artifacts/", "taxi_daily_retrain", window, "scheduled__2015-12-31T00:00:00+00:00")

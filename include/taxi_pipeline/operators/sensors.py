@@ -56,6 +56,27 @@ class WindowLandedSensor(BaseSensorOperator):
             ) from timeout
 
 
+class ScoresLandedSensor(BaseSensorOperator):
+    """Waits until the local predictions table holds scores of the run's day (taxi_batch_scoring)."""
+
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, timeout: float = timedelta(hours=12).total_seconds(), **kwargs):
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", timedelta(minutes=5).total_seconds())
+        super().__init__(timeout=timeout, **kwargs)
+
+    def poke(self, context) -> bool:
+        from taxi_pipeline.predictions import read_day
+        from taxi_pipeline.run_context import run_window
+        from taxi_pipeline.settings import get_settings
+
+        day = run_window(context).start.date()
+        rows = len(read_day(get_settings().predictions_path, day))
+        self.log.info("Scores of %s in the predictions table: %s", day, rows or "none yet")
+        return rows > 0
+
+
 # States after which a task will not change again without someone clearing it.
 FINISHED_STATES = frozenset({"success", "skipped", "failed", "upstream_failed", "removed"})
 

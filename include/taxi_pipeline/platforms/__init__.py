@@ -75,6 +75,19 @@ def compare_windows_arguments(recent: Branch, long: Branch) -> list[str]:
     ]
 
 
+def score_options() -> dict[str, str]:
+    """The batch scoring's options: the day's trips, the served model found before it, the run's day."""
+    served = "ti.xcom_pull(task_ids='find_served_model')"
+    return {
+        "trips": run_path("window_glob('day')"),
+        "model": "{{ " + served + "['path'] }}",
+        "model_version": "{{ " + served + "['version'] }}",
+        "day": "{{ taxi_run().window.start.date().isoformat() }}",
+        "scored_at": "{{ ti.start_date.isoformat() }}",
+        "output": run_path("scores_dir"),
+    }
+
+
 def evaluate_options(branch: Branch, serving_root: str) -> dict[str, str]:
     """The evaluation's options: the baseline is the model in service, looked up when it runs."""
     from taxi_pipeline.serving_root import ServingRoot
@@ -108,8 +121,44 @@ class Platform:
     def compare_variants(self):
         return _python("compare_variants", "compare_variants", docs.COMPARE_DOC, trigger_rule="none_failed")
 
+    def decide_approval(self):
+        from airflow.providers.standard.operators.python import BranchPythonOperator
+
+        from taxi_pipeline import callables
+
+        return BranchPythonOperator(
+            task_id="decide_approval", python_callable=callables.decide_approval, doc_md=docs.DECIDE_APPROVAL_DOC
+        )
+
+    def approve_champion(self):
+        from datetime import timedelta
+
+        from taxi_pipeline.operators.approval import PromotionApprovalOperator
+
+        return PromotionApprovalOperator(
+            task_id="approve_champion",
+            subject="Promote {{ dag.dag_id }}'s champion of {{ taxi_run().window }} to taxi:stable?",
+            body="{{ ti.xcom_pull(task_ids='decide_approval', key='question') }}",
+            decision_path=run_path("run_dir") + "/approval.json",
+            response_timeout=timedelta(hours=24),
+            doc_md=docs.APPROVE_DOC,
+        )
+
     def record_verdict(self):
         return _python("record_verdict", "record_window_verdict", docs.RECORD_VERDICT_DOC)
+
+    def find_served_model(self):
+        return _python("find_served_model", "find_served_model", docs.FIND_SERVED_DOC)
+
+    def monitor_serving(self):
+        return _python("monitor_serving", "monitor_serving", docs.MONITOR_DOC)
+
+    def request_retraining(self):
+        from taxi_pipeline.assets import retrain_request
+
+        return _python(
+            "request_retraining", "request_retraining", docs.REQUEST_RETRAINING_DOC, outlets=[retrain_request()]
+        )
 
     def roll_back(self):
         """The rollback DAG's one task (on gcp it moves the Vertex AI endpoint's traffic too)."""

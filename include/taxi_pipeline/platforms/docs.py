@@ -161,3 +161,76 @@ for the model `taxi` the Vertex AI endpoint's traffic moves back to the target v
 previous champion is kept deployed at 0% for this, so it is a traffic switch (an older version that
 is no longer deployed is deployed again with all the traffic). Nothing is undeployed.
 """
+FIND_SERVED_DOC = """
+### find_served_model
+Looks up the version of the champion model `taxi` at the run's `served_label` Param (`stable` by
+default) in the serving root, and hands its path and version to the scoring step.
+
+**Skipped** when no version has that label yet (no champion promoted): nothing is scored that day.
+"""
+SCORE_DOC = """
+### score_trips
+Scores every trip of the run's day with the served model (TFX's BulkInferrer, the "infer" step of
+the Kubeflow taxi pipelines): Beam's `RunInference` on the SavedModel's `serving_default` signature,
+the same signature TF-Serving answers with, so the scores are the served model's own outputs.
+Writes `scores/predictions-*.csv` under the run's artifacts, published whole.
+
+**On failure**: the log has the pipeline's error. It is safe to retry: a retry replaces the scores.
+"""
+LOAD_PREDICTIONS_DOC = """
+### load_predictions
+Replaces the day's rows of the `predictions` table (one row per trip: day, unique_key,
+model_version, probability, scored_at) with the run's scores, in one transaction: a rerun or a
+backfill of a day never duplicates a trip. Locally the table is `$TAXI_HOME/warehouse/predictions.duckdb`.
+
+**On failure**: the table could not be written; nothing of the day changed. Clear the task to retry.
+"""
+GCP_LOAD_PREDICTIONS_DOC = """
+On gcp: a BigQuery load job into the day's partition of the `predictions_table` setting
+(`predictions$YYYYMMDD`, WRITE_TRUNCATE), which replaces that partition only.
+"""
+WAIT_FOR_SCORES_DOC = """
+### wait_for_scores
+Waits until the `predictions` table holds the scores of the run's day (taxi_batch_scoring's
+`load_predictions` of that day). Reschedules itself every 5 minutes, for up to 12 hours.
+
+**On failure** (timeout): the day was not scored; look at taxi_batch_scoring's run of that day.
+"""
+EXPORT_PREDICTIONS_DOC = """
+### export_predictions
+Reads the day's rows of the `predictions` table into the run's `predictions/part-*.csv`.
+
+**On failure**: the table could not be read; the log says why. Safe to retry.
+"""
+MONITOR_DOC = """
+### monitor_serving
+Compares what the served model saw on the run's day with what it was trained on: each feature
+against the champion's training window (numeric Jensen-Shannon, categorical L-infinity, null-share
+jumps, values never seen in training, with the schema's thresholds), the served probabilities
+against the eval split's, and the realized AUC and accuracy (the day's tips are its labels) against
+the eval AUC. Writes `reports/monitor.html` (with the history across days) and `monitor/result.json`;
+when a threshold is crossed, alerts on-call through the `taxi_alerts` connection.
+
+**On failure**: an input is missing (no scores of the day, no deployment record of the version
+that scored it); the message names it.
+"""
+REQUEST_RETRAINING_DOC = """
+### request_retraining
+When the monitor crossed a threshold, asks for an out-of-schedule `taxi_daily_retrain` run of the
+window ending with this day (the `taxi_retrain_request` asset's event), at most once per day.
+**Skipped** when nothing was crossed or the day already asked.
+"""
+DECIDE_APPROVAL_DOC = """
+### decide_approval
+Whether a person must approve this run's promotion, from the `require_approval` Param: `never`
+(the default: unattended runs never wait), `always`, or `when_close` (only when the champion's AUC
+gain over the model in service, on the same eval split, is below the margin in
+`taxi_pipeline.deployment.APPROVAL_MARGIN`). Skips `approve_champion` when no one need approve.
+"""
+APPROVE_DOC = """
+### approve_champion
+Waits for a person to approve the promotion (Airflow's human-in-the-loop: the task's "Required
+actions" in the UI shows the comparison and the model report's path). Approve: `promote_champion`
+runs. Reject, or no answer within 24 hours: it is skipped and the served model is unchanged. The
+decision and who made it are in `approval.json` in the run's artifacts and in this log.
+"""

@@ -89,6 +89,8 @@ def links_for(task_id: str) -> list[BaseOperatorLink]:
         ],
         "record_verdict": [HistoryLink(), model_report],
         "model_report": [model_report],
+        "score_trips": [ArtifactLink("Scores", lambda layout: layout.scores_dir)],
+        "monitor_serving": [ArtifactLink("Monitor report", lambda layout: layout.report_path("monitor"))],
     }.get(stage, [])
 
 

@@ -3,12 +3,14 @@ the TFJob, the runtime pods and TF-Serving, Vertex AI)."""
 
 from __future__ import annotations
 
+from taxi_pipeline import assets
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.platforms import (
     Platform,
     check_export_arguments,
     compare_windows_arguments,
     evaluate_options,
+    score_options,
     train_arguments,
     transform_options,
 )
@@ -16,18 +18,23 @@ from taxi_pipeline.platforms.artifact_urls import GcpLinks
 from taxi_pipeline.platforms.docs import (
     CHECK_EXPORT_DOC,
     EVALUATE_DOC,
+    EXPORT_PREDICTIONS_DOC,
     EXTRACT_DOC,
     GCP_EXTRACT_DOC,
+    GCP_LOAD_PREDICTIONS_DOC,
     GCP_PROMOTE_DOC,
     GCP_PUSH_DOC,
     GCP_ROLLBACK_DOC,
     GCP_WAIT_DOC,
+    LOAD_PREDICTIONS_DOC,
     PROMOTE_DOC,
     PUSH_DOC,
     ROLLBACK_DOC,
+    SCORE_DOC,
     TRAIN_DOC,
     TRANSFORM_DOC,
     WAIT_DOC,
+    WAIT_FOR_SCORES_DOC,
     WINDOW_COMPARISON_DOC,
 )
 from taxi_pipeline.pools import DEPLOY_POOL, HEAVY_POOL
@@ -65,27 +72,35 @@ class GcpPlatform(Platform):
             "gcp_conn_id": g.conn_id,
         }
 
-    def wait_for_window(self):
+    def _partition_sensor(self, task_id: str, table: str, partition_id: str, hours: int, doc_md: str, inlet):
+        """Waits (deferred, holding no worker slot) until a partition of a BigQuery table exists."""
         from airflow.providers.google.cloud.sensors.bigquery import BigQueryTablePartitionExistenceSensor
 
         from taxi_pipeline.gcp_settings import dotted_part
 
-        project, dataset, table = (dotted_part(self.gcp.source_table, i) for i in range(3))
+        project, dataset, table_id = (dotted_part(table, i) for i in range(3))
         return BigQueryTablePartitionExistenceSensor(
-            task_id="wait_for_window",
+            task_id=task_id,
             project_id=project,
             dataset_id=dataset,
-            table_id=table,
-            # the hourly partition of the window's last hour
-            partition_id="{{ (taxi_run().window.end - macros.timedelta(hours=1)).strftime('%Y%m%d%H') }}",
+            table_id=table_id,
+            partition_id=partition_id,
             gcp_conn_id=self.gcp.conn_id,
             deferrable=True,
             poke_interval=300,
-            timeout=6 * 3600,
-            doc_md=WAIT_DOC + GCP_WAIT_DOC,
+            timeout=hours * 3600,
+            doc_md=doc_md,
+            inlets=[inlet],
         )
 
-    def extract_window(self):
+    def wait_for_window(self):
+        # the hourly partition of the window's last hour
+        last_hour = "{{ (taxi_run().window.end - macros.timedelta(hours=1)).strftime('%Y%m%d%H') }}"
+        return self._partition_sensor(
+            "wait_for_window", self.gcp.source_table, last_hour, 6, WAIT_DOC + GCP_WAIT_DOC, assets.trips()
+        )
+
+    def extract_window(self, dag_id: str):
         from taxi_pipeline.operators.gcp import WindowExtractOperator
 
         return WindowExtractOperator(
@@ -96,9 +111,37 @@ class GcpPlatform(Platform):
             source_table=self.gcp.source_table,
             gcp_conn_id=self.gcp.conn_id,
             doc_md=EXTRACT_DOC + GCP_EXTRACT_DOC,
+            outlets=[assets.window_extract(dag_id)],
         )
 
-    def _beam_pipeline(self, task_id: str, module: str, options: dict, branch: Branch, doc_md: str):
+    def _day_partition(self) -> str:
+        return "{{ taxi_run().window.start.strftime('%Y%m%d') }}"
+
+    def wait_for_scores(self):
+        return self._partition_sensor(
+            "wait_for_scores",
+            self.gcp.predictions_table,
+            self._day_partition(),
+            12,
+            WAIT_FOR_SCORES_DOC,
+            assets.predictions(),
+        )
+
+    def export_predictions(self):
+        from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
+
+        return BigQueryToGCSOperator(
+            task_id="export_predictions",
+            source_project_dataset_table=self.gcp.predictions_table + "$" + self._day_partition(),
+            destination_cloud_storage_uris=["{{ taxi_run().predictions_dir }}/part-*.csv"],
+            export_format="CSV",
+            print_header=True,
+            gcp_conn_id=self.gcp.conn_id,
+            doc_md=EXPORT_PREDICTIONS_DOC,
+        )
+
+    def _beam_pipeline(self, task_id: str, module: str, options: dict, group: str, doc_md: str):
+        """A Dataflow job of a runtime module; `group` (a branch's name) names the job and labels it."""
         from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 
         from taxi_pipeline.operators.gcp import TemplatedDataflowConfiguration as DataflowConfiguration
@@ -119,10 +162,10 @@ class GcpPlatform(Platform):
                 "sdk_container_image": g.runtime_image,
                 "sdk_location": "container",
                 "experiments": ["use_runner_v2"],
-                "labels": {"taxi-dag": "{{ dag.dag_id | replace('_', '-') }}", "taxi-branch": branch.name},
+                "labels": {"taxi-dag": "{{ dag.dag_id | replace('_', '-') }}", "taxi-branch": group},
             },
             dataflow_config=DataflowConfiguration(
-                job_name=self._name(branch.name, task_id),
+                job_name=self._name(group, task_id),
                 append_job_name=False,
                 project_id=g.project,
                 location=g.region,
@@ -136,7 +179,7 @@ class GcpPlatform(Platform):
 
     def transform(self, branch: Branch):
         return self._beam_pipeline(
-            "transform", "taxi_model.transform", transform_options(branch), branch, TRANSFORM_DOC
+            "transform", "taxi_model.transform", transform_options(branch), branch.name, TRANSFORM_DOC
         )
 
     def train(self, branch: Branch):
@@ -162,7 +205,35 @@ class GcpPlatform(Platform):
 
     def evaluate(self, branch: Branch):
         options = evaluate_options(branch, self.gcp.serving_root)
-        return self._beam_pipeline("evaluate", "taxi_model.evaluate", options, branch, EVALUATE_DOC)
+        return self._beam_pipeline("evaluate", "taxi_model.evaluate", options, branch.name, EVALUATE_DOC)
+
+    def score_trips(self):
+        return self._beam_pipeline("score_trips", "taxi_model.batch_score", score_options(), "day", SCORE_DOC)
+
+    def load_predictions(self):
+        """A load job into the day's partition (WRITE_TRUNCATE: a rerun replaces the day, nothing else)."""
+        from airflow.providers.google.cloud.transfers.gcs_to_bigquery import GCSToBigQueryOperator
+
+        from taxi_pipeline.predictions import SCORE_FILES, bigquery_schema
+
+        scores = "taxi_run().scores_dir"
+        return GCSToBigQueryOperator(
+            task_id="load_predictions",
+            bucket="{{ " + scores + ".split('/')[2] }}",
+            source_objects=["{{ " + scores + ".split('/', 3)[3] }}/" + SCORE_FILES],
+            # the day's partition: `<table>$YYYYMMDD`
+            destination_project_dataset_table=self.gcp.predictions_table + "$" + self._day_partition(),
+            schema_fields=bigquery_schema(),
+            source_format="CSV",
+            skip_leading_rows=1,
+            write_disposition="WRITE_TRUNCATE",
+            create_disposition="CREATE_IF_NEEDED",
+            time_partitioning={"type": "DAY", "field": "day"},
+            # no project_id or location: not templated here; the table's name and dataset give them
+            gcp_conn_id=self.gcp.conn_id,
+            doc_md=LOAD_PREDICTIONS_DOC + GCP_LOAD_PREDICTIONS_DOC,
+            outlets=[assets.predictions()],
+        )
 
     def _runtime_pod(self, task_id: str, module: str, arguments: list[str], doc_md: str, **kwargs):
         from kubernetes.client import models as k8s
@@ -233,6 +304,7 @@ class GcpPlatform(Platform):
             serving_root=self.gcp.serving_root,
             doc_md=PUSH_DOC + GCP_PUSH_DOC,
             pool=DEPLOY_POOL,
+            outlets=[assets.served_model(branch.served_model)],
             **self._vertex(),
         )
 
@@ -270,12 +342,14 @@ class GcpPlatform(Platform):
 
     def promote_champion(self):
         from taxi_pipeline.operators.gcp import ChampionDeployOperator
+        from taxi_pipeline.serving_root import CHAMPION_MODEL
 
         return ChampionDeployOperator(
             task_id="promote_champion",
             trigger_rule="none_failed",
             doc_md=PROMOTE_DOC + GCP_PROMOTE_DOC,
             pool=DEPLOY_POOL,
+            outlets=[assets.served_model(CHAMPION_MODEL)],
             **self._champion_endpoint(),
         )
 

@@ -3,12 +3,14 @@ local processes for the runtime steps and the TFJob, the local model server)."""
 
 from __future__ import annotations
 
+from taxi_pipeline import assets
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.platforms import (
     Platform,
     check_export_arguments,
     compare_windows_arguments,
     evaluate_options,
+    score_options,
     train_arguments,
     transform_options,
 )
@@ -16,12 +18,16 @@ from taxi_pipeline.platforms.artifact_urls import LocalLinks
 from taxi_pipeline.platforms.docs import (
     CHECK_EXPORT_DOC,
     EVALUATE_DOC,
+    EXPORT_PREDICTIONS_DOC,
     EXTRACT_DOC,
+    LOAD_PREDICTIONS_DOC,
     PROMOTE_DOC,
     PUSH_DOC,
+    SCORE_DOC,
     TRAIN_DOC,
     TRANSFORM_DOC,
     WAIT_DOC,
+    WAIT_FOR_SCORES_DOC,
     WINDOW_COMPARISON_DOC,
 )
 from taxi_pipeline.pools import DEPLOY_POOL, HEAVY_POOL
@@ -35,14 +41,19 @@ class LocalPlatform(Platform):
     def wait_for_window(self):
         from taxi_pipeline.operators.sensors import WindowLandedSensor
 
-        return WindowLandedSensor(task_id="wait_for_window", doc_md=WAIT_DOC)
+        return WindowLandedSensor(task_id="wait_for_window", doc_md=WAIT_DOC, inlets=[assets.trips()])
 
-    def extract_window(self):
+    def extract_window(self, dag_id: str):
         from airflow.providers.standard.operators.python import PythonOperator
 
         from taxi_pipeline.callables import extract_window_to_artifacts
 
-        return PythonOperator(task_id="extract_window", python_callable=extract_window_to_artifacts, doc_md=EXTRACT_DOC)
+        return PythonOperator(
+            task_id="extract_window",
+            python_callable=extract_window_to_artifacts,
+            doc_md=EXTRACT_DOC,
+            outlets=[assets.window_extract(dag_id)],
+        )
 
     def _beam_pipeline(self, task_id: str, module: str, options: dict, doc_md: str):
         # Not the provider's BeamRunPythonPipelineOperator: importing it costs most of a parse (see the operator).
@@ -77,6 +88,35 @@ class LocalPlatform(Platform):
         options = evaluate_options(branch, get_settings().serving_root)
         return self._beam_pipeline("evaluate", "taxi_model.evaluate", options, EVALUATE_DOC)
 
+    def score_trips(self):
+        return self._beam_pipeline("score_trips", "taxi_model.batch_score", score_options(), SCORE_DOC)
+
+    def load_predictions(self):
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        from taxi_pipeline.callables import load_predictions
+
+        return PythonOperator(
+            task_id="load_predictions",
+            python_callable=load_predictions,
+            doc_md=LOAD_PREDICTIONS_DOC,
+            outlets=[assets.predictions()],
+        )
+
+    def wait_for_scores(self):
+        from taxi_pipeline.operators.sensors import ScoresLandedSensor
+
+        return ScoresLandedSensor(task_id="wait_for_scores", doc_md=WAIT_FOR_SCORES_DOC, inlets=[assets.predictions()])
+
+    def export_predictions(self):
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        from taxi_pipeline.callables import export_predictions
+
+        return PythonOperator(
+            task_id="export_predictions", python_callable=export_predictions, doc_md=EXPORT_PREDICTIONS_DOC
+        )
+
     def compare_windows(self, recent: Branch, long: Branch):
         from taxi_pipeline.operators.runtime import RuntimeModuleOperator
 
@@ -109,12 +149,14 @@ class LocalPlatform(Platform):
             op_kwargs={"variant": branch.name},
             doc_md=PUSH_DOC,
             pool=DEPLOY_POOL,
+            outlets=[assets.served_model(branch.served_model)],
         )
 
     def promote_champion(self):
         from airflow.providers.standard.operators.python import PythonOperator
 
         from taxi_pipeline.callables import promote_champion
+        from taxi_pipeline.serving_root import CHAMPION_MODEL
 
         return PythonOperator(
             task_id="promote_champion",
@@ -122,4 +164,5 @@ class LocalPlatform(Platform):
             trigger_rule="none_failed",
             doc_md=PROMOTE_DOC,
             pool=DEPLOY_POOL,
+            outlets=[assets.served_model(CHAMPION_MODEL)],
         )
