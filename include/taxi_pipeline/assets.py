@@ -8,10 +8,13 @@
     taxi_predictions           the batch scores table (taxi_batch_scoring emits an event per day)
     taxi_retrain_request       the monitor's request for an out-of-schedule retraining (at most one a day)
 
-An asset's name is its identity, the same on both platforms; its URI says where the data is: the
-DuckDB file and folders under TAXI_HOME locally, BigQuery tables and `gs://` paths on gcp (known when
-the DAG is parsed only from the `TAXI_GCP_*` environment; a setting that is an Airflow Variable
-leaves the URI at the asset's name, since parsing asks no Variable).
+An asset's identity (its name and its `x-taxi://` URI) is the same on every platform and install;
+where its data is goes in its extra, `location`: the DuckDB file and folders under TAXI_HOME
+locally, the BigQuery table or `gs://` path on gcp (known when the DAG is parsed only from the
+`TAXI_GCP_*` environment: parsing asks no Airflow Variable). Why not that location as the URI:
+Airflow activates one URI per name; a URI that moved with TAXI_HOME or the platform (a test's home,
+a second install on one metadata DB) would leave the other inactive, and every task naming it
+would fail until the scheduler's next clean-up.
 """
 
 from __future__ import annotations
@@ -26,59 +29,53 @@ from taxi_pipeline.settings import get_settings
 PREDICTIONS_TABLE = "predictions"  # in the local predictions file, and the name of the BigQuery table
 
 
-def _bigquery_uri(table: str | None) -> str | None:
-    return "bigquery://" + table.replace(".", "/") if table else None
+def _asset(name: str, path: str, group: str, location: str | None) -> Asset:
+    # `x-`: Airflow's prefix of a scheme no provider normalizes (any other but file:// makes Airflow
+    # load every provider's asset handlers, the google provider's GCS hook among them, at parse)
+    return Asset(name=name, uri=f"x-taxi://{path}", group=group, extra={"location": location} if location else {})
 
 
-def _under(root: str | None, *parts: str) -> str | None:
-    if root is None:
-        return None
-    uri = "/".join([root.rstrip("/"), *parts])
-    return uri if "://" in uri else f"file://{uri}"
+def _on_gcp() -> bool:
+    return get_settings().platform == "gcp"
 
 
-def _asset(name: str, uri: str | None, group: str) -> Asset:
-    return Asset(name=name, uri=uri or name, group=group)
+def _under(kind: str, *parts: str) -> str | None:
+    """A location under `artifacts` or `serving`: TAXI_HOME's folder, or the gcp bucket's prefix."""
+    if _on_gcp():
+        bucket = _gcp("bucket")
+        return "/".join([f"gs://{bucket}/{kind}", *parts]) if bucket else None
+    return "file://" + "/".join([str(get_settings().home / kind), *parts])
 
 
-def _gcp_root(kind: str) -> str | None:
-    bucket = _gcp("bucket")
-    return f"gs://{bucket}/{kind}" if bucket else None
-
-
-def _root(kind: str) -> str | None:
-    """`artifacts` or `serving`, under TAXI_HOME or the gcp bucket."""
-    settings = get_settings()
-    if settings.platform == "gcp":
-        return _gcp_root(kind)
-    return str(settings.home / kind)
-
-
-def _table(name: str, gcp_setting: str, local_file: Path, local_table: str) -> Asset:
-    if get_settings().platform == "gcp":
-        return _asset(name, _bigquery_uri(_gcp(gcp_setting)), "warehouse")
-    # `x-`: Airflow's prefix of a scheme no provider normalizes (any other scheme than file:// makes
-    # Airflow load every provider's asset handlers, the google provider's GCS hook among them, at parse)
-    return _asset(name, f"x-duckdb://{local_file}?table={local_table}", "warehouse")
+def _table(name: str, path: str, gcp_setting: str, local_file: Path, local_table: str) -> Asset:
+    if _on_gcp():
+        table = _gcp(gcp_setting)
+        return _asset(name, path, "warehouse", "bigquery://" + table.replace(".", "/") if table else None)
+    return _asset(name, path, "warehouse", f"duckdb://{local_file}?table={local_table}")
 
 
 def trips() -> Asset:
-    return _table("taxi_trips", "source_table", get_settings().warehouse_path, "chicago_taxi_trips.taxi_trips")
+    settings = get_settings()
+    return _table(
+        "taxi_trips", "warehouse/taxi_trips", "source_table", settings.warehouse_path, "chicago_taxi_trips.taxi_trips"
+    )
 
 
 def window_extract(dag_id: str) -> Asset:
-    return _asset(f"taxi_window.{dag_id}", _under(_root("artifacts"), dag_id), "windows")
+    return _asset(f"taxi_window.{dag_id}", f"artifacts/{dag_id}", "windows", _under("artifacts", dag_id))
 
 
 def served_model(model: str) -> Asset:
-    return _asset(f"served_model.{model}", _under(_root("serving"), model), "served_models")
+    return _asset(f"served_model.{model}", f"serving/{model}", "served_models", _under("serving", model))
 
 
 def predictions() -> Asset:
-    return _table("taxi_predictions", "predictions_table", get_settings().predictions_path, PREDICTIONS_TABLE)
+    settings = get_settings()
+    return _table(
+        "taxi_predictions", "warehouse/predictions", "predictions_table", settings.predictions_path, PREDICTIONS_TABLE
+    )
 
 
 def retrain_request() -> Asset:
-    return _asset(
-        "taxi_retrain_request", _under(_root("artifacts"), "taxi_model_monitor", "retrain_requests"), "events"
-    )
+    location = _under("artifacts", "taxi_model_monitor", "retrain_requests")
+    return _asset("taxi_retrain_request", "events/retrain_request", "events", location)
