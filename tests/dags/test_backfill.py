@@ -33,16 +33,18 @@ def airflow_services(airflow_db, sample_files, tmp_path_factory):
     home = tmp_path_factory.mktemp("backfill_home")
     load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
     env, logs = services_env(home), tmp_path_factory.mktemp("airflow_services")
-    with start_services(env, logs, unpause=(DAG_ID,)):
-        yield env, logs, home
+    with start_services(env, logs, unpause=(DAG_ID,)) as services:
+        yield services, home
 
 
 def backfill_runs(env) -> list[dict]:
     return [r for r in list_runs(DAG_ID, env) if r["run_id"].startswith("backfill__")]
 
 
-def backfill(env, logs, *extra: str, since: float) -> list[dict]:
-    """Create a backfill and wait until its three runs have finished after `since` (a timestamp)."""
+def backfill(services, *extra: str, since: float) -> list[dict]:
+    """Create a backfill and wait until its three runs have finished after `since` (a timestamp);
+    fails at once, with the services' logs, if one of them exits meanwhile."""
+    env = services.env
     command = [
         sys.executable,
         "-m",
@@ -65,19 +67,18 @@ def backfill(env, logs, *extra: str, since: float) -> list[dict]:
     while (created := subprocess.run(command, env=env, capture_output=True, text=True)).returncode != 0:
         retry = "Another backfill is running" in created.stderr or "database is locked" in created.stderr
         assert retry and time.monotonic() < deadline, created.stderr[-3000:]
+        services.check()
         time.sleep(5)
-    deadline = time.monotonic() + 30 * 60
-    while True:
-        runs = backfill_runs(env)
+
+    def three_finished():
         finished = [
             r
-            for r in runs
+            for r in backfill_runs(env)
             if r["state"] in ("success", "failed") and r["end_date"] and _timestamp(r["end_date"]) > since
         ]
-        if len(finished) == 3:
-            return finished
-        assert time.monotonic() < deadline, f"backfill did not finish: {runs}\n{_tails(logs)}"
-        time.sleep(10)
+        return finished if len(finished) == 3 else None
+
+    return services.wait_for("the backfill's three runs", three_finished, timeout=30 * 60, every=10)
 
 
 def _timestamp(iso: str) -> float:
@@ -104,10 +105,11 @@ def result_hashes(artifacts: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_artifacts(airflow_services):
-    env, logs, home = airflow_services
+    services, home = airflow_services
+    env, logs = services.env, services.logs
     artifacts = home / "artifacts" / DAG_ID
     start = time.time()
-    first = backfill(env, logs, since=start)
+    first = backfill(services, since=start)
     assert [r["state"] for r in first] == ["success"] * 3, f"{first}\n{_tails(logs)}"
 
     windows = sorted(p.name for p in artifacts.glob("window=*"))
@@ -126,7 +128,7 @@ def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_arti
     from taxi_pipeline.warm_runtime import warm_runtime
 
     with warm_runtime(log_path=logs / "warm_runtime.log"):
-        second = backfill(env, logs, "--reprocess-behavior", "completed", since=time.time())
+        second = backfill(services, "--reprocess-behavior", "completed", since=time.time())
     assert [r["state"] for r in second] == ["success"] * 3, f"{second}\n{_tails(logs)}"
     assert sorted({r["run_id"] for r in second}) == sorted({r["run_id"] for r in first})  # the same runs, cleared
     assert sorted(p.name for p in artifacts.glob("window=*")) == windows

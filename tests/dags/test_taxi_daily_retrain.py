@@ -60,6 +60,8 @@ def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
         "select_variants",
         "wait_for_previous_deploys",
         "compare_variants",
+        "decide_approval",
+        "approve_champion",
         "promote_champion",
         "data_report",
         "model_report",
@@ -68,6 +70,7 @@ def test_a_daily_run_trains_evaluates_and_compares_both_variants(daily_run):
         for v in ("standard", "coarse")
         for step in ("transform", "train", "evaluate", "check_export", "push")
     }
+    assert states["approve_champion"] == "skipped"  # require_approval=never: nobody is asked
     assert str(layout.window) == "[2015-01-01T00:00:00+00:00, 2016-01-01T00:00:00+00:00)"
     train = list(csv.DictReader(open(f"{layout.split_dir('train')}/part-00000.csv")))
     eval_ = list(csv.DictReader(open(f"{layout.split_dir('eval')}/part-00000.csv")))

@@ -18,7 +18,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,20 +76,19 @@ def airflow_ui(airflow_db, sample_files, tmp_path_factory):
     ensure_pools(env)
     logs = tmp_path_factory.mktemp("ui_services")
     dag_ids = (DAG_ID, "taxi_serving_rollback", "taxi_batch_scoring", "taxi_model_monitor")
-    with airflow_services(env, logs, unpause=dag_ids):
+    with airflow_services(env, logs, unpause=dag_ids) as services:
         url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
-        yield {"env": env, "logs": logs, "home": home, "url": url, "password": password}
+        yield {"env": env, "logs": logs, "home": home, "url": url, "password": password, "services": services}
 
 
 def wait_for_run(dag_id: str, ui: dict, minutes: float, run_id: str | None = None) -> dict:
-    deadline = time.monotonic() + minutes * 60
-    while True:
+    """The run once finished; fails at once, with the services' logs, if one of them exits meanwhile."""
+
+    def finished():
         runs = [r for r in list_runs(dag_id, ui["env"]) if run_id in (None, r["run_id"])]
-        done = [r for r in runs if r["state"] in ("success", "failed")]
-        if done:
-            return done[0]
-        assert time.monotonic() < deadline, f"{dag_id} did not finish: {runs}\n{_tails(ui['logs'])}"
-        time.sleep(5)
+        return next((r for r in runs if r["state"] in ("success", "failed")), None)
+
+    return ui["services"].wait_for(f"{dag_id} run {run_id or ''}", finished, timeout=minutes * 60, every=5)
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +229,8 @@ def test_a_day_scored_and_monitored_and_the_asset_graph(page, airflow_ui, daily_
     report.screenshot(path=str(SCREENSHOTS / "monitor_report.png"), full_page=False)
     page.goto(f"{airflow_ui['url']}/assets")
     page.get_by_role("link", name="served_model.taxi", exact=True).click()
-    for dag_id in (DAG_ID, "taxi_batch_scoring"):  # who serves the champion, who scores with it
-        page.get_by_text(dag_id).first.wait_for()
+    for dag_id in (DAG_ID, "taxi_batch_scoring"):  # who serves the champion, who scores with it: graph nodes
+        page.locator(".react-flow__node", has_text=dag_id).first.wait_for()
     shot(page, "asset_graph")
 
 

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DAG_ID = "taxi_daily_retrain"
 DAILY, BACKFILL = "2016-01-01", "2015-12-01"  # logical dates; the run's data interval ends there
-ONLY_STANDARD = r"^(coarse\..*|compare_variants|promote_champion|model_report)$"
+ONLY_STANDARD = r"^(coarse\..*|compare_variants|decide_approval|approve_champion|promote_champion|model_report)$"
 LEFTOVER = re.compile(r"\.(staging|tmp|old)-[0-9a-f]{32}$")
 
 
@@ -180,7 +180,7 @@ def test_clearing_and_rerunning_tasks_gives_the_same_artifacts_and_no_second_cop
         BACKFILL,
         tmp_path / "rerun.log",
         mark_success=r"^(wait_for_window|extract_window|standard\.transform|coarse\..*|compare_variants"
-        r"|promote_champion|data_report|model_report)$",
+        r"|decide_approval|approve_champion|promote_champion|data_report|model_report)$",
     )
     assert rerun["state"] == "success", rerun["states"]
     assert {k: v for k, v in rerun["states"].items() if v != "success"} in ({}, {"standard.push": "skipped"}), rerun[

@@ -15,9 +15,12 @@ import yaml
 SERVED_VERSION = 201601010000
 
 
-def served_model_found(task_ids: str) -> dict:
-    """find_served_model's XCom, as the scoring step's templates pull it."""
-    assert task_ids == "find_served_model", task_ids
+def pulled_xcom(task_ids: str, key: str = "return_value"):
+    """The XComs the templates pull: find_served_model's (the scoring step) and decide_approval's
+    question (the approval gate's body)."""
+    if (task_ids, key) == ("decide_approval", "question"):
+        return "Promote standard? (require_approval=always)"
+    assert (task_ids, key) == ("find_served_model", "return_value"), (task_ids, key)
     return {
         "model": "taxi",
         "label": "stable",
@@ -52,7 +55,7 @@ def render(dag, end: datetime, start: datetime) -> dict:
             try_number=1,
             map_index=-1,
             start_date=end,
-            xcom_pull=served_model_found,
+            xcom_pull=pulled_xcom,
         )
         task.render_template_fields(context, jinja_env=dag.get_template_env())
         fields = {name: getattr(task, name) for name in task.template_fields}
