@@ -17,6 +17,7 @@ from pathlib import Path
 
 from taxi_pipeline import files
 from taxi_pipeline.assets import PREDICTIONS_TABLE
+from taxi_pipeline.warehouse import connect  # the warehouse's DuckDB session (UTC), for this file too
 
 COLUMNS = {  # the table's schema; the BigQuery table's too (platforms.gcp)
     "day": "DATE",
@@ -41,18 +42,11 @@ def bigquery_schema() -> list[dict]:
 
 @contextmanager
 def _writing(path: Path):
-    import duckdb
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with files.lock(f"{path}.lock"):
-        con = duckdb.connect(str(path))
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            columns = ", ".join(f"{name} {kind} NOT NULL" for name, kind in COLUMNS.items())
-            con.execute(f"CREATE TABLE IF NOT EXISTS {PREDICTIONS_TABLE} ({columns})")
-            yield con
-        finally:
-            con.close()
+    with files.lock(f"{path}.lock"), connect(path, read_only=False) as con:
+        columns = ", ".join(f"{name} {kind} NOT NULL" for name, kind in COLUMNS.items())
+        con.execute(f"CREATE TABLE IF NOT EXISTS {PREDICTIONS_TABLE} ({columns})")
+        yield con
 
 
 def load_day(path: Path, day: date, scores_dir: str) -> int:
@@ -76,17 +70,9 @@ def load_day(path: Path, day: date, scores_dir: str) -> int:
 
 def read_day(path: Path, day: date):
     """The scores of `day` as a DataFrame (empty when none were loaded)."""
-    import duckdb
     import pandas as pd
 
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS))
-    with files.lock(f"{path}.lock"):
-        con = duckdb.connect(str(path), read_only=True)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            return con.execute(
-                f"SELECT * FROM {PREDICTIONS_TABLE} WHERE day = $day ORDER BY unique_key", {"day": day}
-            ).df()
-        finally:
-            con.close()
+    with files.lock(f"{path}.lock"), connect(path) as con:
+        return con.execute(f"SELECT * FROM {PREDICTIONS_TABLE} WHERE day = $day ORDER BY unique_key", {"day": day}).df()
