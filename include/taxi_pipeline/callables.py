@@ -253,7 +253,7 @@ def monitor_serving(**context) -> dict:
             + "; ".join(outcome["crossed"])
             + f". Report: {outcome['report']}"
         )
-        TaxiAlertNotifier(message=message).notify({"dag": context["dag"], "run_id": context["run_id"]})
+        TaxiAlertNotifier().send(f"{message} | DAG {context['dag'].dag_id}, run {context['run_id']}")
     return outcome
 
 

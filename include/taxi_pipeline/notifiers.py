@@ -108,7 +108,10 @@ class TaxiAlertNotifier(BaseNotifier):
         return url, conn.password or None
 
     def notify(self, context: Any) -> None:
-        text = failure_message(context, self.message)
+        self.send(failure_message(context, self.message))
+
+    def send(self, text: str) -> None:
+        """Send `text` as it is (an alert that is not a task's failure, e.g. the serving monitor's)."""
         conn_id = self.conn_id or alert_conn_id()
         try:
             webhook = self._webhook()
