@@ -22,8 +22,14 @@ from taxi_model.variants import VARIANTS
 from taxi_pipeline import assets, callables
 from taxi_pipeline.branches import Branch
 from taxi_pipeline.callables import SELECT_VARIANTS_DOC
-from taxi_pipeline.dag_defaults import DEFAULT_ARGS, MACROS, common_params, on_call_doc, run_deadline
-from taxi_pipeline.deployment import APPROVAL_MODES
+from taxi_pipeline.dag_defaults import (
+    DEFAULT_ARGS,
+    MACROS,
+    common_params,
+    on_call_doc,
+    require_approval_param,
+    run_deadline,
+)
 from taxi_pipeline.operators.sensors import PreviousRunSettledSensor
 from taxi_pipeline.platforms import get_platform
 from taxi_pipeline.platforms.extra_links import add_artifact_links
@@ -64,15 +70,7 @@ with DAG(
             description="The preprocessing variants to train, evaluate and deploy; the others are "
             "skipped. The champion is the best blessed one among them.",
         ),
-        "require_approval": Param(
-            "never",
-            type="string",
-            enum=list(APPROVAL_MODES),
-            title="Require approval",
-            description="Whether a person approves the promotion before promote_champion: never (unattended "
-            "runs never wait), always, or when_close (the champion's AUC gain over the model in service is "
-            "below taxi_pipeline.deployment.APPROVAL_MARGIN).",
-        ),
+        "require_approval": require_approval_param("never"),  # unattended daily runs never wait
         **common_params(min_window_rows=500),
     },
     user_defined_macros=MACROS,

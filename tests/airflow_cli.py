@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,16 +36,70 @@ def list_runs(dag_id: str, env: dict) -> list[dict]:
     return json.loads(next((line for line in reversed(out.splitlines()) if line.startswith("[")), "[]"))
 
 
+def run_state(env: dict, dag_id: str, run_id: str) -> str | None:
+    """The run's state once it has finished, else None."""
+    run = next((r for r in list_runs(dag_id, env) if r["run_id"] == run_id), None)
+    return run["state"] if run and run["state"] in ("success", "failed") else None
+
+
+def add_user(env: dict, home: Path, user: str, role: str = "admin") -> str:
+    """A user of the simple auth manager for services started with `env` (call before starting
+    them): returns its generated password."""
+    password = secrets.token_urlsafe(12)
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({user: password}))
+    env.update(
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{user}:{role}",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+    )
+    return password
+
+
+def api_token(env: dict, user: str, password: str) -> str:
+    body = json.dumps({"username": user, "password": password}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/auth/token",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["access_token"]
+
+
+def api(env: dict, token: str, method: str, path: str, body: dict | None = None) -> dict:
+    """A call of Airflow's REST API (/api/v2) with the user's token; {} for a GET of what is not there yet."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        if error.code == 404 and method == "GET":
+            return {}  # not created yet
+        raise AssertionError(f"{method} {path}: HTTP {error.code} {error.read()[:2000]!r}") from error
+
+
+def task_states(env: dict, token: str, dag_id: str, run_id: str) -> dict[str, str]:
+    answer = api(env, token, "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    return {ti["task_id"]: ti["state"] for ti in answer["task_instances"]}
+
+
 def log_tails(logs: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
 
 
-def services_env(taxi_home: Path) -> dict:
-    """The environment of Airflow services on loopback, writing into `taxi_home`."""
+def services_env(taxi_home: Path, metadata_db: str) -> dict:
+    """The environment of Airflow services on loopback, writing into `taxi_home`, with their metadata
+    in the PostgreSQL database `metadata_db` (a URL: SQLite cannot take several services writing)."""
     port = free_port()
     return {
         **os.environ,
         "TAXI_HOME": str(taxi_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -73,6 +129,22 @@ class Services:
             assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s\n{log_tails(self.logs)}"
             time.sleep(every)
         return result
+
+    def answer_approval(self, token: str, dag_id: str, run_id: str, answer: str, timeout: float) -> dict:
+        """Wait until the run's approve_champion asks a person, then answer it (Approve or Reject) through
+        the REST API, as the UI's form does; returns the answered details (the question, who answered)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_champion"
+
+        def waiting():
+            state = api(self.env, token, "GET", path).get("state")
+            finished = ("success", "skipped", "failed", "upstream_failed")
+            assert state not in finished, f"run {run_id}: approve_champion {state} without asking anyone"
+            return state == "awaiting_input"
+
+        self.wait_for(f"run {run_id} asking for approval", waiting, timeout=timeout, every=5)
+        asked = api(self.env, token, "GET", f"{path}/-1/hitlDetails")
+        answered = api(self.env, token, "PATCH", f"{path}/-1/hitlDetails", {"chosen_options": [answer]})
+        return {**answered, "body": asked.get("body")}
 
 
 @contextlib.contextmanager

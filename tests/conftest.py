@@ -93,6 +93,36 @@ def airflow_db(taxi_home):
     return home
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A PostgreSQL cluster of the session's own (taxi_pipeline.postgres), for the tests that start
+    Airflow's services: never the machine's own cluster, stopped and removed at the end. Its folder
+    is outside pytest's private temp folder, which the server's user (postgres, as root) cannot enter."""
+    from airflow_cli import free_port
+    from taxi_pipeline import postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="taxi_pg_", dir="/tmp"))
+    folder.chmod(0o711)
+    try:
+        with postgres.running(folder / "cluster", free_port()) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def metadata_db(postgres_cluster, request) -> str:
+    """A migrated Airflow metadata database of the test module's own, with the pools: its URL."""
+    from airflow_cli import airflow
+    from taxi_pipeline.pools import ensure_pools
+
+    url = postgres_cluster.create_database(request.module.__name__.rpartition(".")[2].lower())
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url}
+    airflow("db", "migrate", env=env)
+    ensure_pools(env)
+    return url
+
+
 @pytest.fixture(scope="module")
 def emulator():
     """A GCS emulator (tests/gcs_emulator.py) for a module's tests, with the hooks pointed at it."""

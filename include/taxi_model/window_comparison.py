@@ -3,7 +3,7 @@
     python -m taxi_model.window_comparison --recent_model <SavedModel> --long_model <SavedModel> \
         --eval '<raw CSV glob of the newest window>' \
         --recent_evaluation <dir> --long_evaluation <dir> --output <dir> \
-        [--bootstrap 1000] [--seed 0] [--min_slice_examples 20]
+        [--bootstrap 1000] [--seed 0] [--min_slice_examples 20] [--stable_model <SavedModel>]
 
 Both models were evaluated by TFMA (taxi_model.evaluate) on the same newest-data eval set; their
 evaluation dirs hold metrics.json. This step adds what TFMA's per-model numbers cannot say: whether
@@ -17,10 +17,16 @@ The labels come from a model's `transform_features` signature, so the label rule
 in the feature contract. The per-slice table is read from the two metrics.json files (TFMA's AUC,
 computed over 10,000 thresholds, may differ from the exact one in the 4th decimal).
 
+With --stable_model (the version the champion model serves at `stable`, when there is one), the
+run's candidate (the verdict's winner; with no significant difference, the higher AUC) is also
+compared with it on the same trips, by the same paired bootstrap: the DAG offers the candidate for
+promotion only when it is significantly better (taxi_pipeline.deployment).
+
 Writes atomically under --output:
-    comparison.json  verdict, sentence, AUCs with the interval, example count, bootstrap settings,
-                     min_slice_examples, slice table
-    comparison.txt   the sentence and verdict, then the slice table
+    comparison.json     verdict, sentence, AUCs with the interval, example count, bootstrap settings,
+                        min_slice_examples, slice table (depends only on the run's data and models)
+    comparison.txt      the sentence and verdict, then the slice table
+    versus_stable.json  the candidate against the served model (depends on what is served then)
 """
 
 from __future__ import annotations
@@ -282,6 +288,41 @@ def comparison(result: BootstrapResult, examples: int, slices: list[dict], min_s
     }
 
 
+def candidate_of(report: Mapping) -> tuple[str, str]:
+    """The run's candidate for promotion and why: the verdict's winner, else the higher AUC."""
+    if report["verdict"] in (RECENT, LONG):
+        return report["verdict"], "the verdict's winner"
+    best = RECENT if report["auc"]["recent"] >= report["auc"]["long"] else LONG
+    return best, "no significant difference between the two: the higher AUC"
+
+
+def versus_stable(report: Mapping, result: BootstrapResult | None, stable_version: str | None) -> dict:
+    """The content of versus_stable.json: the candidate against the served model (`result`: the paired
+    bootstrap of candidate - stable; None when nothing is served)."""
+    candidate, why = candidate_of(report)
+    head = {"candidate": candidate, "why": why}
+    if result is None:
+        return {**head, "stable": None, "significant": None, "sentence": "no model is served at stable to compare with"}
+    d = result.difference
+    change = "the same as" if round(d, 3) == 0 else f"{abs(d):.3f} {'higher' if d > 0 else 'lower'} than"
+    return {
+        **head,
+        "stable": {"version": stable_version},
+        "auc": {
+            "candidate": result.auc_a,
+            "stable": result.auc_b,
+            "difference": d,
+            "ci_low": result.ci_low,
+            "ci_high": result.ci_high,
+        },
+        "significant": result.ci_low > 0,
+        "sentence": (
+            f"the {candidate}-window model's AUC is {change} the served version {stable_version}'s "
+            f"({result.confidence * 100:g}% CI {result.ci_low:.3f} to {result.ci_high:.3f}) on the same trips"
+        ),
+    }
+
+
 def comparison_text(report: Mapping) -> str:
     return (
         f"{report['sentence']}\nverdict: {report['verdict']}\n\n"
@@ -342,8 +383,10 @@ def run(
     resamples: int = 1000,
     seed: int = 0,
     min_slice_examples: int = 20,
+    stable_model: str = "",
 ) -> dict:
-    """Compares the two models, writes comparison.json and comparison.txt under `output`, returns the report."""
+    """Compares the two models (and the candidate with `stable_model`, when given), writes
+    comparison.json, comparison.txt and versus_stable.json under `output`, returns the report."""
     import tensorflow as tf
 
     import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
@@ -369,12 +412,20 @@ def run(
     long_scores = probabilities(long_model, serialized)
     result = paired_bootstrap_difference(labels, recent_scores, long_scores, resamples, seed)
     report = comparison(result, len(labels), slices, min_slice_examples)
+    stable = None
+    if stable_model:
+        candidate_scores = recent_scores if candidate_of(report)[0] == RECENT else long_scores
+        stable_scores = probabilities(stable_model, serialized)
+        stable = paired_bootstrap_difference(labels, candidate_scores, stable_scores, resamples, seed)
+    served = versus_stable(report, stable, stable_model.rstrip("/").rpartition("/")[2] if stable_model else None)
     with atomic_output_dir(output) as staging:
+        with tf.io.gfile.GFile(f"{staging}/versus_stable.json", "w") as f:
+            f.write(json.dumps(served, indent=1, allow_nan=False))
         with tf.io.gfile.GFile(f"{staging}/comparison.json", "w") as f:
             f.write(json.dumps(report, indent=1, allow_nan=False))
         with tf.io.gfile.GFile(f"{staging}/comparison.txt", "w") as f:
             f.write(comparison_text(report))
-    return report
+    return {**report, "versus_stable": served}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -388,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="number of bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min_slice_examples", type=int, default=20)
+    parser.add_argument("--stable_model", default="", help="the served version at stable (empty: none)")
     args = parser.parse_args(argv)
     if args.bootstrap < 1:
         parser.error("--bootstrap must be at least 1")
@@ -403,11 +455,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.bootstrap,
             args.seed,
             args.min_slice_examples,
+            args.stable_model,
         )
     except ComparisonError as error:  # a message, not a traceback; exit status 1
         raise SystemExit(f"window comparison: {error}") from None
     log.info("%s", report["sentence"])
     log.info("verdict: %s", report["verdict"])
+    log.info("versus the served model: %s", report["versus_stable"]["sentence"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 taxi_daily_retrain has a branch per variant, all on the run's window and judged on its eval split
 against the variant's served model. taxi_sliding_window has `recent` and `long`, each on its own
-window and both judged on every trip of the `newest` window. The platform builds the same stages
+window and both judged on every trip of the `newest` window, with no baseline (each is pushed to
+a served model of its own, `deploy_as`). The platform builds the same stages
 (transform, train, evaluate) for any branch; the paths come from the run's layout in templates.
 """
 
@@ -23,6 +24,7 @@ class Branch:
     window: str = ""  # the named window it trains on ("" = the run's own window)
     eval_window: str | None = None  # None: judged on its window's eval split; else on every trip of that window
     served_model: str | None = None  # the served model whose newest version is its baseline
+    deploy_as: str | None = None  # the served model it is pushed to, when it has no baseline (sliding window)
 
     def split_glob(self, split: str) -> str:
         return run_path(f"split_glob('{split}', '{self.window}')")
@@ -32,6 +34,11 @@ class Branch:
         if self.eval_window is None:
             return self.split_glob("eval")
         return run_path(f"window_glob('{self.eval_window}')")
+
+    @property
+    def pushed_as(self) -> str | None:
+        """The served model its push publishes to: its baseline's model, or `deploy_as`."""
+        return self.served_model or self.deploy_as
 
     def path(self, kind: str) -> str:
         """transform_dir, model_dir, logs_dir or evaluation_dir of the branch."""

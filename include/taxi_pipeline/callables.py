@@ -104,13 +104,12 @@ def compare_variants(**context) -> list[dict]:
     return rows
 
 
-def push_variant(variant: str, **context) -> int:
-    """Push a blessed variant's model as the run's version of `taxi_<variant>`."""
+def push_variant(variant: str, model: str, **context) -> int:
+    """Push a blessed branch's model as the run's version of the served model `model`."""
     from taxi_pipeline import deployment
-    from taxi_pipeline.serving_root import model_name
 
     with deployment.skip_if_not_deployed():
-        return deployment.push_blessed_variant(_serving_root(), context, variant, model_name(variant)).version
+        return deployment.push_blessed_variant(_serving_root(), context, variant, model).version
 
 
 def decide_approval(**context) -> list[str]:
@@ -125,10 +124,7 @@ def decide_approval(**context) -> list[str]:
         champion = deployment.choose_champion(rows)
     except deployment.NotDeployed:
         champion = None
-    baseline_auc = None
-    if champion is not None and champion["baseline"]:
-        metrics = files.read_json(files.join(layout.evaluation_dir(champion["variant"]), "metrics.json"))
-        baseline_auc = metrics.get("baseline", {}).get("overall", {}).get("auc")
+    baseline_auc = champion and champion.get("baseline_auc")
     question = deployment.approval_question(context["params"]["require_approval"], champion, baseline_auc)
     if question is None:
         log.info("No approval needed (require_approval=%s)", context["params"]["require_approval"])
@@ -166,13 +162,24 @@ def _serving_root():
 
 
 def record_window_verdict(**context) -> dict:
-    """Record the run's recent-vs-long verdict as its window's row of the DAG's history."""
-    from taxi_pipeline import files
+    """Record the run's recent-vs-long verdict as its window's row of the DAG's history, and the
+    rows of its promotion (comparison.json beside the run, as taxi_daily_retrain's compare_variants
+    writes them: decide_approval and promote_champion read them)."""
+    from taxi_pipeline import deployment, files
+    from taxi_pipeline.comparison import comparison_rows, format_table
     from taxi_pipeline.history import write_history
     from taxi_pipeline.run_context import run_layout, window_plan
 
     layout, plan = run_layout(context), window_plan(context)
     comparison = files.read_json(f"{layout.window_comparison_dir}/comparison.json")
+    versus = files.read_json(f"{layout.window_comparison_dir}/versus_stable.json")
+    branches = {"recent": "recent", "long": "long"}  # each branch trained on the window of its name
+    rows = deployment.window_rows(comparison_rows(layout, list(branches), branches), comparison, versus)
+    table = format_table(rows)
+    for line in table.splitlines():
+        log.info(line)
+    files.write_text(f"{layout.run_dir}/comparison.txt", table + "\n")
+    files.write_json(f"{layout.run_dir}/comparison.json", rows)
     row = {
         "window": str(plan.windows["newest"]),
         "window_key": layout.window.key,
@@ -185,6 +192,7 @@ def record_window_verdict(**context) -> dict:
     }
     path = write_history(layout.history_dir, row)
     log.info("%s", comparison["sentence"])
+    log.info("Candidate for promotion: %s (%s); %s", versus["candidate"], versus["why"], versus["sentence"])
     log.info("Verdict of window %s recorded in %s", row["window"], path)
     return row
 

@@ -29,12 +29,19 @@ def read_blessing(layout: RunLayout, variant: str) -> dict:
     return {**blessing, "export_check": export}
 
 
-def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:
-    validation = files.read_json(f"{layout.validation_dir()}/report.json")
+def comparison_rows(layout: RunLayout, variants: list[str], windows: dict[str, str] | None = None) -> list[dict]:
+    """One row per variant (a branch): its data, metrics, verdict and the AUC of its baseline (the
+    model in service, on the same eval split) when it had one. `windows`: the window each branch
+    trained on, when not the run's own (taxi_sliding_window)."""
     rows = []
     for variant in variants:
+        validation = files.read_json(f"{layout.validation_dir((windows or {}).get(variant, ''))}/report.json")
         blessing = read_blessing(layout, variant)
         metrics = blessing["metrics"]
+        baseline_auc = None
+        if blessing.get("baseline"):
+            evaluation = files.read_json(f"{layout.evaluation_dir(variant)}/metrics.json")
+            baseline_auc = evaluation.get("baseline", {}).get("overall", {}).get("auc")
         rows.append(
             {
                 "variant": variant,
@@ -46,6 +53,7 @@ def comparison_rows(layout: RunLayout, variants: list[str]) -> list[dict]:
                 "blessed": blessing["blessed"],
                 "why": "; ".join(blessing["reasons"]),
                 "baseline": blessing.get("baseline"),
+                "baseline_auc": baseline_auc,
             }
         )
     return rows

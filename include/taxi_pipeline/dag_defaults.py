@@ -23,7 +23,20 @@ DEFAULT_ARGS = {
     # older windows finish and deploy before newer ones start their heavy steps.
     "weight_rule": "upstream",
 }
-MACROS = {"taxi_run": taxi_run, "taxi_version": taxi_version}
+
+
+def taxi_served_path(model: str, label: str) -> str:
+    """Template macro: the folder of the version of `model` served at `label`, or "" if none is."""
+    from taxi_pipeline import files
+    from taxi_pipeline.serving_root import ServingRoot
+    from taxi_pipeline.settings import get_settings
+
+    root = ServingRoot(get_settings().serving_root)
+    version = root.labels(model).get(label)
+    return "" if version is None else files.join(root.base_path(model), str(version))
+
+
+MACROS = {"taxi_run": taxi_run, "taxi_version": taxi_version, "taxi_served_path": taxi_served_path}
 
 
 def run_deadline(dag_id: str, hours: float) -> DeadlineAlert:
@@ -107,6 +120,20 @@ def common_params(min_window_rows: int) -> dict[str, Param]:
             "the local platform trains in one process).",
         ),
     }
+
+
+def require_approval_param(default: str) -> Param:
+    from taxi_pipeline.deployment import APPROVAL_MODES
+
+    return Param(
+        default,
+        type="string",
+        enum=list(APPROVAL_MODES),
+        title="Require approval",
+        description="Whether a person approves the promotion before promote_champion: never (no one is "
+        "asked), always, or when_close (the champion's AUC gain over the model in service is below "
+        "taxi_pipeline.deployment.APPROVAL_MARGIN).",
+    )
 
 
 def on_call_doc(dag_id: str, where: str) -> str:

@@ -41,13 +41,15 @@ def skip_if_not_deployed() -> Iterator[None]:
         raise AirflowSkipException(str(decision)) from decision
 
 
-def deployment_record(context, model: str, variant: str, blessing: dict) -> DeploymentRecord:
+def deployment_record(context, model: str, variant: str, blessing: dict, minute: int = 0) -> DeploymentRecord:
+    """The record of a push of the run's `variant` (a branch) to `model`: its version is the run's
+    window end as YYYYMMDDHHMM, plus `minute` (see WINDOW_WINNER_MINUTE)."""
     from taxi_pipeline.run_context import run_end, run_layout
 
     layout = run_layout(context)
     return DeploymentRecord(
         model=model,
-        version=version_for(run_end(context)),
+        version=version_for(run_end(context)) + minute,
         variant=variant,
         dag_id=layout.dag_id,
         run_id=layout.run_id,
@@ -116,6 +118,33 @@ def approval_question(mode: str, champion: dict | None, baseline_auc: float | No
     return None
 
 
+# taxi_sliding_window's winner, promoted to the champion model, takes its window end plus one minute:
+# a month ends at midnight, where a taxi_daily_retrain window ends too, and the two versions of one
+# model must not be the same number (the serving root never lets one DAG replace another's version).
+WINDOW_WINNER_MINUTE = 1
+
+
+def window_rows(rows: list[dict], comparison: dict, versus: dict) -> list[dict]:
+    """taxi_sliding_window's rows for the promotion (the comparison rows of its two branches): only
+    the run's candidate may be promoted, and only when it is significantly better than the model served
+    at `stable` on the newest month (or nothing is served). Each row says why, with the verdict."""
+    out = []
+    for row in rows:
+        row = {**row, "auc": comparison["auc"][row["variant"]], "verdict": comparison["sentence"]}
+        if row["variant"] != versus["candidate"]:
+            row.update(blessed=False, why=f"not the run's candidate ({versus['candidate']}: {versus['why']})")
+        elif not row["blessed"]:
+            pass  # its own evaluation or export check says why
+        elif versus["stable"] is None:
+            row.update(baseline_auc=None, why=f"{versus['why']}; {versus['sentence']}")
+        else:
+            row.update(baseline_auc=versus["auc"]["stable"], why=f"{versus['why']}; {versus['sentence']}")
+            if not versus["significant"]:
+                row.update(blessed=False, why=f"not significantly better than the served model: {versus['sentence']}")
+        out.append(row)
+    return out
+
+
 def choose_champion(rows: list[dict]) -> dict:
     """The blessed variant with the best AUC, from the run's comparison rows."""
     blessed = [r for r in rows if r["blessed"]]
@@ -131,7 +160,11 @@ def promote_champion(root: ServingRoot, context) -> tuple[dict, PushResult]:
 
     layout = run_layout(context)
     champion = choose_champion(files.read_json(files.join(layout.run_dir, "comparison.json")))
-    record = deployment_record(context, CHAMPION_MODEL, champion["variant"], read_blessing(layout, champion["variant"]))
+    blessing = read_blessing(layout, champion["variant"])
+    if "verdict" in champion:  # a sliding window's winner: recorded with its verdict
+        blessing = {**blessing, "reasons": [*blessing["reasons"], champion["verdict"], champion["why"]]}
+    minute = WINDOW_WINNER_MINUTE if "verdict" in champion else 0
+    record = deployment_record(context, CHAMPION_MODEL, champion["variant"], blessing, minute)
     result = root.push_and_label(record, STABLE_LABEL)
     log.info("Champion: %s (AUC %.4f); %s", champion["variant"], champion["auc"], result.message)
     if not result.pushed:

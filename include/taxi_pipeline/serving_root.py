@@ -143,7 +143,8 @@ class ServingRoot:
 
     def push(self, record: DeploymentRecord, **lock_options) -> PushResult:
         """Publish `record.source` (a SavedModel folder) as `record.version` of `record.model`, unless a
-        newer version is served. A retry rewrites the same version (nothing, when it is complete)."""
+        newer version is served, or this version came from another DAG. A retry (or a reprocess of the
+        window by the same DAG) rewrites the same version (nothing, when it is complete)."""
         base = self.base_path(record.model)
         holder = f"push of {record.model} version {record.version} ({record.dag_id}, {record.run_id})"
         with self.lock(holder, **lock_options):
@@ -156,6 +157,16 @@ class ServingRoot:
                         f"{record.model}: not pushing version {record.version} (window {record.window}): version "
                         f"{max(newer)} of a newer window is already served; "
                         "an older window never replaces a newer model"
+                    ),
+                )
+            served = self.record(record.model, record.version)
+            if served and served["dag_id"] != record.dag_id:
+                return PushResult(
+                    False,
+                    record.version,
+                    (
+                        f"{record.model}: not pushing version {record.version} (window {record.window}): that version "
+                        f"is served from {served['dag_id']}'s run {served['run_id']}; another DAG never replaces it"
                     ),
                 )
             self._publish(record.source, files.join(base, str(record.version)))

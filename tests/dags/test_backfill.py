@@ -1,6 +1,6 @@
 """Real backfills of taxi_sliding_window through Airflow's scheduler (not dag.test()).
 
-Starts the api-server, the scheduler and the dag-processor on this session's Airflow home, backfills
+Starts the api-server, the scheduler and the dag-processor on a PostgreSQL metadata DB of its own, backfills
 three months, checks every run succeeded and wrote its own window, then reprocesses the same months
 and checks the artifacts are identical (the data splits, the metrics, blessings and window
 comparisons, by hash).
@@ -9,6 +9,7 @@ comparisons, by hash).
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -25,14 +26,14 @@ FROM_DATE, TO_DATE = "2014-04-01", "2014-06-01"  # three monthly runs
 
 
 @pytest.fixture(scope="module")
-def airflow_services(airflow_db, sample_files, tmp_path_factory):
-    """api-server + scheduler + dag-processor of the session's Airflow home, on loopback, writing
-    into a TAXI_HOME of their own (so other tests' artifacts don't mix with the backfill's)."""
+def airflow_services(metadata_db, sample_files, tmp_path_factory):
+    """api-server + scheduler + dag-processor on loopback, with a metadata database and a TAXI_HOME
+    of their own (so other tests' runs and artifacts don't mix with the backfill's)."""
     from taxi_pipeline.warehouse import load_trips
 
     home = tmp_path_factory.mktemp("backfill_home")
     load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
-    env, logs = services_env(home), tmp_path_factory.mktemp("airflow_services")
+    env, logs = services_env(home, metadata_db), tmp_path_factory.mktemp("airflow_services")
     with start_services(env, logs, unpause=(DAG_ID,)) as services:
         yield services, home
 
@@ -59,13 +60,16 @@ def backfill(services, *extra: str, since: float) -> list[dict]:
         TO_DATE,
         "--max-active-runs",
         "2",
+        # unattended: a window's candidate is promoted without asking a person (the approval is
+        # tested in test_taxi_sliding_window.py)
+        "--dag-run-conf",
+        json.dumps({"require_approval": "never"}),
         *extra,
     ]
     deadline = time.monotonic() + 600
-    # The scheduler closes a finished backfill on its next loop; until then a new one is refused. And
-    # SQLite, the metadata DB here, may be locked by the scheduler for longer than the CLI waits.
+    # The scheduler closes a finished backfill on its next loop; until then a new one is refused.
     while (created := subprocess.run(command, env=env, capture_output=True, text=True)).returncode != 0:
-        retry = "Another backfill is running" in created.stderr or "database is locked" in created.stderr
+        retry = "Another backfill is running" in created.stderr
         assert retry and time.monotonic() < deadline, created.stderr[-3000:]
         services.check()
         time.sleep(5)

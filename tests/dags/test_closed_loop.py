@@ -10,17 +10,24 @@ distribution) and a drifted one (the payment type "Credit Card" renamed "Card", 
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from airflow_cli import airflow, airflow_services, list_runs, services_env
+from airflow_cli import (
+    add_user,
+    airflow,
+    airflow_services,
+    api,
+    api_token,
+    list_runs,
+    run_state,
+    services_env,
+    task_states,
+)
 from taxi_pipeline.dag_defaults import run_in_process
 from taxi_pipeline.settings import REPO_ROOT, get_settings
 
@@ -181,19 +188,13 @@ def test_the_monitor_raises_nothing_on_a_normal_day(loop):
 
 
 @pytest.fixture(scope="module")
-def services(loop, tmp_path_factory):
+def services(loop, metadata_db, tmp_path_factory):
     """Airflow's services on the loop's TAXI_HOME, with a user `approver` for the approval gate."""
-    env, logs = services_env(loop["home"]), tmp_path_factory.mktemp("loop_services")
-    password = secrets.token_urlsafe(12)
-    passwords = loop["home"] / "passwords.json"
-    passwords.write_text(json.dumps({APPROVER: password}))
-    env.update(
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{APPROVER}:admin",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
-    )
+    env, logs = services_env(loop["home"], metadata_db), tmp_path_factory.mktemp("loop_services")
+    password = add_user(env, loop["home"], APPROVER)
     dag_ids = ("taxi_model_monitor", "taxi_daily_retrain")
     with airflow_services(env, logs, unpause=dag_ids) as running:
-        running.password, running.token = password, api_token(env, password)
+        running.token = api_token(env, APPROVER, password)
         for dag_id in dag_ids:  # unpaused, each has its latest scheduled run (today's): not this test's
             scheduled = running.wait_for(f"{dag_id}'s scheduled run", lambda d=dag_id: scheduled_runs(env, d), 60)
             for run in scheduled:
@@ -210,23 +211,14 @@ def test_the_approval_gate_promotes_what_is_approved_and_nothing_else(loop, serv
     for run_id, window_end in (("approved", "2015-12-05"), ("rejected", "2015-12-06")):
         conf = {"require_approval": "always", "variants": ["standard"], "window_end": window_end}
         airflow("dags", "trigger", "taxi_daily_retrain", "--run-id", run_id, "--conf", json.dumps(conf), env=env)
-    token = services.token
+    token, dag_id = services.token, "taxi_daily_retrain"
     for run_id, answer in (("approved", "Approve"), ("rejected", "Reject")):
-        path = f"/dags/taxi_daily_retrain/dagRuns/{run_id}/taskInstances/approve_champion"
-
-        def waiting(path=path, run_id=run_id):
-            state = api(env, token, "GET", path).get("state")
-            finished = ("success", "skipped", "failed", "upstream_failed")
-            assert state not in finished, f"run {run_id}: approve_champion {state} without asking anyone"
-            return state == "awaiting_input"
-
-        services.wait_for(f"run {run_id} asking for approval", waiting, timeout=900, every=5)
-        answered = api(env, token, "PATCH", f"{path}/-1/hitlDetails", {"chosen_options": [answer]})
+        answered = services.answer_approval(token, dag_id, run_id, answer, timeout=900)
         assert answered["chosen_options"] == [answer] and answered["responded_by"]["name"] == APPROVER
     for run_id in ("approved", "rejected"):
-        finished = services.wait_for(f"run {run_id}", lambda r=run_id: run_state(env, r), timeout=300)
+        finished = services.wait_for(f"run {run_id}", lambda r=run_id: run_state(env, dag_id, r), timeout=300)
         assert finished == "success", run_id
-    states = {r: task_states(env, token, r) for r in ("approved", "rejected")}
+    states = {r: task_states(env, token, dag_id, r) for r in ("approved", "rejected")}
     assert states["approved"]["promote_champion"] == "success", states
     assert states["rejected"]["promote_champion"] == "skipped", states
     assert root.labels("taxi")["stable"] == 201512050000  # the approved window's, not the rejected one's
@@ -246,7 +238,7 @@ def test_a_drifted_day_alerts_and_starts_a_retraining_through_the_scheduler(loop
     conf = json.dumps({"window_end": run_of(DRIFTED_DAY).date().isoformat()})
     airflow("dags", "trigger", "taxi_model_monitor", "--run-id", "drifted_day", "--conf", conf, env=env)
     finished = services.wait_for(
-        "the monitor's run of the drifted day", lambda: run_state(env, "drifted_day", "taxi_model_monitor"), timeout=600
+        "the monitor's run of the drifted day", lambda: run_state(env, "taxi_model_monitor", "drifted_day"), timeout=600
     )
     assert finished == "success"
 
@@ -269,45 +261,6 @@ def test_a_drifted_day_alerts_and_starts_a_retraining_through_the_scheduler(loop
 
 def scheduled_runs(env: dict, dag_id: str) -> list[dict]:
     return [r for r in list_runs(dag_id, env) if r["run_id"].startswith("scheduled__")]
-
-
-def run_state(env: dict, run_id: str, dag_id: str = "taxi_daily_retrain") -> str | None:
-    """The run's state once it has finished, else None."""
-    run = next((r for r in list_runs(dag_id, env) if r["run_id"] == run_id), None)
-    return run["state"] if run and run["state"] in ("success", "failed") else None
-
-
-def api_token(env: dict, password: str) -> str:
-    body = json.dumps({"username": APPROVER, "password": password}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/auth/token",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["access_token"]
-
-
-def api(env: dict, token: str, method: str, path: str, body: dict | None = None) -> dict:
-    """A call of Airflow's REST API (/api/v2) as the approver."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}/api/v2{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as error:
-        if error.code == 404 and method == "GET":
-            return {}  # not created yet
-        raise AssertionError(f"{method} {path}: HTTP {error.code} {error.read()[:2000]!r}") from error
-
-
-def task_states(env: dict, token: str, run_id: str) -> dict[str, str]:
-    answer = api(env, token, "GET", f"/dags/taxi_daily_retrain/dagRuns/{run_id}/taskInstances")
-    return {ti["task_id"]: ti["state"] for ti in answer["task_instances"]}
 
 
 def monitor_crossed(settings, day_key: str) -> list[str]:

@@ -116,7 +116,7 @@ def test_redeploying_the_same_window_keeps_one_copy_and_an_unblessed_model_is_no
     context = task_context(dag_run, layout)
     serving_root = get_settings().serving_root
     before = sorted(p.relative_to(serving_root).as_posix() for p in Path(serving_root).rglob("*"))
-    assert push_variant("standard", **context) == 201601010000  # a retry of the push
+    assert push_variant("standard", "taxi_standard", **context) == 201601010000  # a retry of the push
     assert promote_champion(**context)["version"] == 201601010000
     after = sorted(p.relative_to(serving_root).as_posix() for p in Path(serving_root).rglob("*"))
     assert after == before
@@ -126,7 +126,7 @@ def test_redeploying_the_same_window_keeps_one_copy_and_an_unblessed_model_is_no
     blessing.write_text(json.dumps({**verdict, "blessed": False, "reasons": ["auc 0.5 is below the bar 0.88"]}))
     try:
         with pytest.raises(AirflowSkipException, match="coarse was not blessed, nothing pushed: auc 0.5 is below"):
-            push_variant("coarse", **context)
+            push_variant("coarse", "taxi_coarse", **context)
     finally:
         blessing.write_text(json.dumps(verdict))
     assert ServingRoot(serving_root).versions("taxi_coarse") == [201601010000]

@@ -51,7 +51,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(airflow_db, sample_files, tmp_path_factory):
+def airflow_ui(metadata_db, sample_files, tmp_path_factory):
     """The three services on loopback, a TAXI_HOME of their own, and a user `oncall` with a password."""
     from taxi_pipeline.warehouse import load_trips
 
@@ -60,20 +60,14 @@ def airflow_ui(airflow_db, sample_files, tmp_path_factory):
     password = secrets.token_urlsafe(12)
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({USER: password}))
-    # An Airflow home (metadata DB) of its own: other tests' runs of the same DAG and day would
+    # A metadata database of its own (metadata_db): other tests' runs of the same DAG and day would
     # otherwise stand in the way of this backfill (a day that has a run is not backfilled again).
-    env = services_env(home)
+    env = services_env(home, metadata_db)
     env.update(
-        AIRFLOW_HOME=str(home / "airflow"),
         AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",  # only the runs this test asks for
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
     )
-    (home / "airflow").mkdir()
-    airflow("db", "migrate", env=env)
-    from taxi_pipeline.pools import ensure_pools
-
-    ensure_pools(env)
     logs = tmp_path_factory.mktemp("ui_services")
     dag_ids = (DAG_ID, "taxi_serving_rollback", "taxi_batch_scoring", "taxi_model_monitor")
     with airflow_services(env, logs, unpause=dag_ids) as services:

@@ -176,7 +176,7 @@ def test_an_unreachable_webhook_is_logged_and_does_not_raise(dags, capsys, monke
     assert "task taxi_daily_retrain.validate_window failed" in logged  # the alert is still in the log
 
 
-@pytest.mark.parametrize("dag_id, hours", [("taxi_daily_retrain", 8), ("taxi_sliding_window", 12)])
+@pytest.mark.parametrize("dag_id, hours", [("taxi_daily_retrain", 8), ("taxi_sliding_window", 36)])
 def test_both_dags_have_a_deadline_alert_that_airflow_runs_through_the_notifier(
     dags, dag_id, hours, webhook, monkeypatch, tmp_path
 ):

@@ -317,6 +317,43 @@ def test_the_recent_model_beats_the_one_step_model(
     assert not list(tmp_path.glob("comparison.tmp-*"))  # the staging dir is gone
 
 
+def test_the_candidate_is_compared_with_the_served_model_on_the_same_trips(
+    trained_model, one_step_model, window_dir, evaluations, tmp_path
+):
+    """The served model at stable is the one-step model: the candidate (the recent model, the verdict's
+    winner) is significantly better; comparison.json is what it is without a served model."""
+    eval_glob = window_dir / "eval" / "part-*.csv"
+    alone, versus = tmp_path / "alone", tmp_path / "versus"
+    wc.main(cli_args(trained_model, one_step_model, eval_glob, evaluations, alone) + ["--bootstrap", "200"])
+    served = str(one_step_model) + "/"  # a version directory, as the DAG passes it
+    wc.main(
+        cli_args(trained_model, one_step_model, eval_glob, evaluations, versus)
+        + ["--bootstrap", "200", "--stable_model", served]
+    )
+    assert (alone / "comparison.json").read_bytes() == (versus / "comparison.json").read_bytes()
+    nothing = json.loads((alone / "versus_stable.json").read_text())
+    assert nothing["candidate"] == "recent" and nothing["stable"] is None and nothing["significant"] is None
+    report = json.loads((versus / "versus_stable.json").read_text())
+    assert report["candidate"] == "recent" and report["why"] == "the verdict's winner"
+    assert report["stable"] == {"version": one_step_model.name} and report["significant"] is True
+    comparison = json.loads((versus / "comparison.json").read_text())
+    assert report["auc"]["candidate"] == comparison["auc"]["recent"]  # the same trips, the same AUC
+    assert report["auc"]["stable"] == pytest.approx(comparison["auc"]["long"])  # the one-step model again
+    assert report["sentence"].startswith("the recent-window model's AUC is ")
+
+
+def test_with_no_significant_difference_the_candidate_is_the_higher_auc():
+    report = {"verdict": wc.NO_DIFFERENCE, "auc": {"recent": 0.80, "long": 0.81}}
+    assert wc.candidate_of(report) == ("long", "no significant difference between the two: the higher AUC")
+    result = wc.BootstrapResult(0.004, -0.01, 0.02, 0.81, 0.806, 100, 100, 0, 0.95)
+    served = wc.versus_stable(report, result, "201512010000")
+    assert served["significant"] is False and served["stable"] == {"version": "201512010000"}
+    assert served["sentence"] == (
+        "the long-window model's AUC is 0.004 higher than the served version 201512010000's "
+        "(95% CI -0.010 to 0.020) on the same trips"
+    )
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:

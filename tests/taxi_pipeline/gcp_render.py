@@ -29,8 +29,16 @@ def pulled_xcom(task_ids: str, key: str = "return_value"):
     }
 
 
+def served_path(model: str, label: str) -> str:
+    """The taxi_served_path macro without GCS: the version served at `label` (read from the serving
+    root when a task renders; offline, SERVED_VERSION)."""
+    return f"gs://taxi-test-taxi-mlops/serving/{model}/{SERVED_VERSION}"
+
+
 def render(dag, end: datetime, start: datetime) -> dict:
     from airflow.sdk.execution_time import macros
+
+    dag.user_defined_macros = {**(dag.user_defined_macros or {}), "taxi_served_path": served_path}
 
     params = {k: v for k, v in dag.params.dump().items()} if hasattr(dag.params, "dump") else dict(dag.params)
     context = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taxi_pipeline.deployment import APPROVAL_MARGIN, approval_question
+from taxi_pipeline.deployment import APPROVAL_MARGIN, NotDeployed, approval_question, choose_champion, window_rows
 
 CHAMPION = {"variant": "coarse", "auc": 0.9300, "blessed": True}
 
@@ -33,3 +33,45 @@ def test_nothing_to_compare_with_or_nothing_blessed():
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="not one of"):
         approval_question("sometimes", CHAMPION, 0.9)
+
+
+# taxi_sliding_window's promotion rows (deployment.window_rows): only the candidate, only when it is
+# significantly better than the served model or nothing is served.
+COMPARISON = {"auc": {"recent": 0.91, "long": 0.89}, "sentence": "the recent-window model's AUC is 0.020 higher"}
+
+
+def rows(blessed_recent: bool = True) -> list[dict]:
+    return [
+        {"variant": "recent", "auc": 0.9, "blessed": blessed_recent, "why": "auc 0.90 >= floor", "baseline_auc": None},
+        {"variant": "long", "auc": 0.88, "blessed": True, "why": "auc 0.88 >= floor", "baseline_auc": None},
+    ]
+
+
+def versus(significant: bool | None, stable_auc: float | None = 0.85) -> dict:
+    head = {"candidate": "recent", "why": "the verdict's winner", "sentence": "vs the served version"}
+    if significant is None:
+        return {**head, "stable": None, "significant": None}
+    return {**head, "stable": {"version": "201501010000"}, "auc": {"stable": stable_auc}, "significant": significant}
+
+
+def test_the_candidate_significantly_better_than_the_served_model_is_offered():
+    recent, long = window_rows(rows(), COMPARISON, versus(True))
+    assert choose_champion([recent, long]) is recent
+    assert recent["auc"] == 0.91 and recent["baseline_auc"] == 0.85  # the exact AUCs of the comparison
+    assert recent["verdict"] == COMPARISON["sentence"] and "vs the served version" in recent["why"]
+    assert not long["blessed"] and long["why"].startswith("not the run's candidate (recent")
+
+
+def test_with_nothing_served_the_candidate_is_offered_and_the_gate_says_so():
+    recent, _ = window_rows(rows(), COMPARISON, versus(None))
+    assert recent["blessed"] and recent["baseline_auc"] is None
+    assert "no model in service" in approval_question("always", recent, recent["baseline_auc"])
+
+
+def test_a_candidate_not_significantly_better_or_not_blessed_is_not_offered():
+    recent, long = window_rows(rows(), COMPARISON, versus(False))
+    assert not recent["blessed"] and recent["why"].startswith("not significantly better than the served model")
+    with pytest.raises(NotDeployed, match="no variant was blessed"):
+        choose_champion([recent, long])
+    recent, _ = window_rows(rows(blessed_recent=False), COMPARISON, versus(True))
+    assert not recent["blessed"] and recent["why"] == "auc 0.90 >= floor"  # its own verdict says why

@@ -68,6 +68,20 @@ def test_an_older_window_never_replaces_a_newer_served_model(tmp_path):
     assert ServingRoot(str(root)).versions("taxi_standard") == [201602010000]
 
 
+def test_another_dags_version_is_never_replaced(tmp_path):
+    from dataclasses import replace
+
+    root = tmp_path / "serving"
+    ServingRoot(str(root)).push(record(saved_model(tmp_path / "daily", "daily"), JAN, model="taxi"))
+    other = replace(
+        record(saved_model(tmp_path / "sliding", "sliding"), JAN, model="taxi"), dag_id="taxi_sliding_window"
+    )
+    refused = ServingRoot(str(root)).push(other)
+    assert not refused.pushed
+    assert "is served from taxi_daily_retrain's run scheduled__2016-01-01T00:00:00+00:00" in refused.message
+    assert (root / "taxi" / "201601010000" / "saved_model.pb").read_text() == "daily"
+
+
 def test_labels_and_the_tf_serving_model_config(tmp_path):
     root = tmp_path / "serving"
     for end, marker in ((JAN, "jan"), (FEB, "feb")):

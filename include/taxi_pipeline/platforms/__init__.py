@@ -59,6 +59,8 @@ def check_export_arguments(branch: Branch) -> list[str]:
 
 
 def compare_windows_arguments(recent: Branch, long: Branch) -> list[str]:
+    from taxi_pipeline.serving_root import CHAMPION_MODEL, STABLE_LABEL
+
     return [
         "--recent_model",
         recent.path("model_dir"),
@@ -72,6 +74,8 @@ def compare_windows_arguments(recent: Branch, long: Branch) -> list[str]:
         long.path("evaluation_dir"),
         "--output",
         run_path("window_comparison_dir"),
+        "--stable_model",  # the champion served when the comparison runs: the candidate must beat it
+        f"{{{{ taxi_served_path('{CHAMPION_MODEL}', '{STABLE_LABEL}') }}}}",
     ]
 
 

@@ -89,11 +89,13 @@ export is broken: look at the train log of this run. **On failure**: the check i
 """
 PROMOTE_DOC = """
 ### promote_champion
-The champion is the blessed variant with the best AUC. Its model is pushed as a new version of the
-model `taxi`, and the `stable` label (what clients should use) moves to it; `models.config` (TF-Serving's
-model config, with the labels) is rewritten.
+The champion is the blessed variant with the best AUC (taxi_sliding_window: the run's candidate, when
+it was offered). Its model is pushed as a new version of the model `taxi`, and the `stable` label
+(what clients should use) moves to it; `models.config` (TF-Serving's model config, with the labels) is
+rewritten. A sliding window's winner is recorded with its verdict, as version window end + 1 minute
+(a daily run's version ends at the same midnight; one DAG never replaces another's version).
 
-**Skipped** when no variant was blessed: the served model stays as it was.
+**Skipped** when no variant was blessed or offered, or a person rejected it: the served model stays as it was.
 """
 COMPARE_DOC = """
 ### compare_variants
@@ -107,13 +109,17 @@ WINDOW_COMPARISON_DOC = """
 Workflow 2's question: does the model trained on the recent window beat the one trained on all
 history, on the newest data? Per slice, both models' TFMA metrics and their difference, and a
 verdict on the overall AUC difference with a paired bootstrap 95% interval (is it larger than its
-noise?). Written to the run's `window_comparison/`.
+noise?). Then the run's candidate (the winner; with no significant difference, the higher AUC) is
+compared the same way with the model served at `taxi:stable` (`versus_stable.json`): only a candidate
+significantly better than it (or with nothing served) is offered for promotion. Written to the run's
+`window_comparison/`.
 """
 RECORD_VERDICT_DOC = """
 ### record_verdict
 Adds this window's verdict to the DAG's history (one row per window, `history/<window>.json` and
 `history/history.csv`), so a user can see over time whether recency matters. A rerun of the window
-rewrites its own row.
+rewrites its own row. Writes the run's promotion table (`comparison.txt`, `comparison.json`): the
+candidate, and why the other is not (the approval gate shows it).
 """
 
 ROLLBACK_DOC = """
@@ -223,7 +229,8 @@ window ending with this day (the `taxi_retrain_request` asset's event), at most 
 DECIDE_APPROVAL_DOC = """
 ### decide_approval
 Whether a person must approve this run's promotion, from the `require_approval` Param: `never`
-(the default: unattended runs never wait), `always`, or `when_close` (only when the champion's AUC
+(taxi_daily_retrain's default: unattended runs never wait), `always` (taxi_sliding_window's: a
+person picks, as in the Kubeflow workflow), or `when_close` (only when the champion's AUC
 gain over the model in service, on the same eval split, is below the margin in
 `taxi_pipeline.deployment.APPROVAL_MARGIN`). Skips `approve_champion` when no one need approve.
 """

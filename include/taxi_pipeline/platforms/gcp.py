@@ -278,6 +278,7 @@ class GcpPlatform(Platform):
             "taxi_model.window_comparison",
             doc_md=WINDOW_COMPARISON_DOC,
             pool=HEAVY_POOL,
+            trigger_rule="none_failed",  # after the pushes, a skipped one (not blessed) included
             arguments=compare_windows_arguments(recent, long),
         )
 
@@ -300,11 +301,11 @@ class GcpPlatform(Platform):
         return VertexPushOperator(
             task_id="push",
             variant=branch.name,
-            served_model=branch.served_model,
+            served_model=branch.pushed_as,
             serving_root=self.gcp.serving_root,
             doc_md=PUSH_DOC + GCP_PUSH_DOC,
             pool=DEPLOY_POOL,
-            outlets=[assets.served_model(branch.served_model)],
+            outlets=[assets.served_model(branch.pushed_as)],
             **self._vertex(),
         )
 

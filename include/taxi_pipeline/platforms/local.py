@@ -125,6 +125,7 @@ class LocalPlatform(Platform):
             module="taxi_model.window_comparison",
             doc_md=WINDOW_COMPARISON_DOC,
             pool=HEAVY_POOL,
+            trigger_rule="none_failed",  # after the pushes, a skipped one (not blessed) included
             arguments=compare_windows_arguments(recent, long),
         )
 
@@ -146,10 +147,10 @@ class LocalPlatform(Platform):
         return PythonOperator(
             task_id="push",
             python_callable=push_variant,
-            op_kwargs={"variant": branch.name},
+            op_kwargs={"variant": branch.name, "model": branch.pushed_as},
             doc_md=PUSH_DOC,
             pool=DEPLOY_POOL,
-            outlets=[assets.served_model(branch.served_model)],
+            outlets=[assets.served_model(branch.pushed_as)],
         )
 
     def promote_champion(self):
