@@ -9,7 +9,7 @@ RUNTIME := .venv-runtime
 UV := $(VENV)/bin/uv
 PYTEST_ARGS ?=
 
-.PHONY: run test check setup chromium airflow lock clean-home serve bench-serving bench
+.PHONY: run test check setup chromium airflow stack stack-stop stack-packages lock clean-home serve bench-serving bench
 
 # A live view of the tasks, then the summary; every log line goes to a file it names (VERBOSE=1: the logs).
 run: setup
@@ -58,6 +58,21 @@ $(RUNTIME)/.installed: docker/runtime/requirements.lock $(VENV)/.installed
 # The Airflow UI with the project's DAGs, on http://127.0.0.1:8080 (login printed by standalone).
 airflow: setup
 	$(VENV)/bin/python -m taxi_pipeline.cli airflow standalone
+
+# Airflow as teams run it (include/taxi_pipeline/stack.py): PostgreSQL, Redis, the api-server, scheduler,
+# dag-processor, triggerer and two Celery workers, on loopback, data under TAXI_HOME; Ctrl-C stops it.
+stack: setup stack-packages
+	$(VENV)/bin/python -m taxi_pipeline.cli stack
+
+# From another terminal: stop the stack of this TAXI_HOME.
+stack-stop:
+	$(VENV)/bin/python -m taxi_pipeline.cli stack-stop
+
+# Debian's PostgreSQL server and Redis, installed when missing (as root or with sudo).
+stack-packages:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; } || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -q >/dev/null && \
+		$$SUDO apt-get install -y -q postgresql redis-server >/dev/null; }
 
 # Re-pin both environments after editing requirements.txt or docker/runtime/requirements.txt.
 lock: $(VENV)/.installed

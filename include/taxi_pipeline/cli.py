@@ -89,9 +89,14 @@ def _run(args, settings: Settings, out: TextIO, log_path: Path | None) -> int:
         f"Running {args.dag} on the {settings.platform} platform for logical date {args.date} "
         f"(TAXI_HOME={settings.home})"
     )
+    conf = {}
+    if "require_approval" in dag.params and dag.params["require_approval"] != "never":
+        # a run in this process has no one to answer the approval gate (make stack or make airflow has)
+        conf["require_approval"] = "never"
+        say("require_approval=never: no person answers an approval in `make run` (the UI's runs ask)")
     view = RunView(dag, logical_date, out) if log_path else contextlib.nullcontext()
     with warm_runtime(settings), view:  # the runtime steps skip their library imports (taxi_model.warm)
-        dag_run = run_in_process(dag, logical_date=logical_date)
+        dag_run = run_in_process(dag, logical_date=logical_date, run_conf=conf or None)
     layout = print_summary(dag, dag_run, say, tasks=log_path is None)
     if dag_run.state != "success":
         if log_path:
@@ -269,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--dag", default="taxi_daily_retrain")
     run_p.add_argument("--verbose", action="store_true", help="every log line on the terminal, no live view")
     sub.add_parser("load-warehouse", help="fetch the sample and (re)load the local warehouse")
+    sub.add_parser("stack", help="the production-shaped stack: PostgreSQL, Redis, Celery workers, triggerer")
+    sub.add_parser("stack-stop", help="stop the stack of this TAXI_HOME")
     af = sub.add_parser("airflow", help="run an airflow command in the project's Airflow home")
     af.add_argument("airflow_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -279,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "load-warehouse":
         ensure_warehouse(get_settings())
         return 0
+    if args.command in ("stack", "stack-stop"):
+        from taxi_pipeline import stack
+
+        if args.command == "stack-stop":
+            return stack.stop_stack(get_settings())
+        ensure_warehouse(get_settings())
+        return stack.run_stack(get_settings())
     settings = get_settings()
     ensure_warehouse(settings)
     ensure_airflow_db(settings)

@@ -25,3 +25,7 @@ def ensure_pools(env: dict[str, str]) -> None:
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
         )
+
+
+if __name__ == "__main__":  # on an Airflow of one's own: python -m taxi_pipeline.pools (README, "Deploying")
+    ensure_pools({})
