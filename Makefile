@@ -81,8 +81,10 @@ lock: $(VENV)/.installed
 		--override docker/runtime/overrides.txt -o docker/runtime/requirements.lock
 
 # Everything the local platform wrote (warehouse, artifacts, serving root, Airflow home).
+# (As root, make stack's PostgreSQL cluster lives outside it, linked from stack/postgres: removed too.)
 clean-home:
-	rm -rf $${TAXI_HOME:-.taxi}
+	@home=$${TAXI_HOME:-.taxi}; if [ -L "$$home/stack/postgres" ]; then \
+		rm -rf "$$(dirname "$$(readlink "$$home/stack/postgres")")"; fi; rm -rf "$$home"
 
 # The model server (TF-Serving's REST and gRPC APIs) on the local serving root: REST 8501, gRPC 8500.
 serve: setup

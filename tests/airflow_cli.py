@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -88,6 +89,12 @@ def task_states(env: dict, token: str, dag_id: str, run_id: str) -> dict[str, st
     return {ti["task_id"]: ti["state"] for ti in answer["task_instances"]}
 
 
+def tasks_per_worker(logs: Path, run_id: str) -> dict[str, set[str]]:
+    """The tasks of `run_id` each Celery worker of `airflow_services(celery=True)` ran, from its log."""
+    pattern = re.compile(rf"run_id={re.escape(run_id)}/task_id=([^/]+)/")
+    return {p.stem: set(pattern.findall(p.read_text())) for p in sorted(logs.glob("worker-*.log"))}
+
+
 def log_tails(logs: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
 
@@ -148,15 +155,27 @@ class Services:
 
 
 @contextlib.contextmanager
-def airflow_services(env: dict, logs: Path, unpause: tuple[str, ...]) -> Iterator[Services]:
-    """api-server + scheduler + dag-processor, each in a process group of its own (stopping a service
-    also stops its children: log server, workers); yields once the DAGs `unpause` are parsed and unpaused."""
+def airflow_services(env: dict, logs: Path, unpause: tuple[str, ...], celery: bool = False) -> Iterator[Services]:
+    """api-server + scheduler + dag-processor (LocalExecutor), or with `celery` as `make stack` runs
+    them: the CeleryExecutor with Redis, the triggerer and two Celery workers. Each service runs in a
+    process group of its own (stopping one also stops its children: log server, task processes);
+    yields once the DAGs `unpause` are parsed and unpaused."""
+    from taxi_pipeline import stack
+
     procs = {}
+    services = ("api-server", "scheduler", "dag-processor")
+    log_ports: tuple[int, ...] = ()
     try:
-        for name in ("api-server", "scheduler", "dag-processor"):
+        if celery:
+            redis_port = free_port()
+            paths = stack.StackPaths(Path(env["TAXI_HOME"]))
+            procs["redis"], password = stack.start_redis(paths, redis_port, log=logs / "redis.log")
+            env.update(stack.celery_env(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], password, redis_port))
+            services, log_ports = (*services, "triggerer"), (free_port(), free_port())
+        for name, (command, extra) in stack.service_commands(services, log_ports).items():
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name],
-                env=env,
+                command,
+                env={**env, **extra},
                 start_new_session=True,
                 stdout=open(logs / f"{name}.log", "w"),
                 stderr=subprocess.STDOUT,

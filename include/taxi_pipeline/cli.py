@@ -37,11 +37,21 @@ def ensure_warehouse(settings: Settings, say=print) -> None:
     say(f"Loaded {rows} trips from the tfx sample into {settings.warehouse_path}")
 
 
+def _has_schema(db: Path) -> bool:
+    """Whether the SQLite file holds Airflow's schema (connecting to a missing file creates an empty one)."""
+    import sqlite3
+
+    if not db.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone() is not None
+
+
 def ensure_airflow_db(settings: Settings) -> None:
     """Create (or upgrade) the metadata database of the project's Airflow home."""
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     marker = settings.airflow_home / ".migrated-with-pools"
-    if marker.exists():
+    if marker.exists() and _has_schema(settings.airflow_home / "airflow.db"):  # a removed DB is made again
         return
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],

@@ -62,7 +62,7 @@ class StackPaths:
         return Path("/var/lib/taxi-mlops") / key / "postgres"
 
 
-def start_redis(paths: StackPaths, port: int = REDIS_PORT) -> tuple[subprocess.Popen, str]:
+def start_redis(paths: StackPaths, port: int = REDIS_PORT, log: Path | None = None) -> tuple[subprocess.Popen, str]:
     """redis-server on 127.0.0.1:port with a generated password (in its 0600 config file, not on a
     command line), no persistence (the broker's queue is rebuilt by the scheduler)."""
     if not shutil.which("redis-server"):
@@ -81,17 +81,29 @@ def start_redis(paths: StackPaths, port: int = REDIS_PORT) -> tuple[subprocess.P
     config.chmod(0o600)
     server = subprocess.Popen(
         ["redis-server", str(config)],
-        stdout=open(paths.logs / "redis.log", "w"),
+        stdout=open(log or paths.logs / "redis.log", "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     return server, password
 
 
+def celery_env(metadata_url: str, redis_password: str, redis_port: int) -> dict[str, str]:
+    """The CeleryExecutor's settings: Redis as the broker, the metadata DB as the result backend."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
+        # the URL keeps +psycopg2: without it SQLAlchemy 2.1 picks psycopg 3, which is not installed
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+        # a task running longer than this is delivered again (a second copy): longer than any step runs
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+    }
+
+
 def stack_env(settings: Settings, cluster: postgres.Cluster, redis_password: str, redis_port: int = REDIS_PORT):
     """The environment of every Airflow service of the stack: the project's Airflow settings, the
-    PostgreSQL metadata DB, and the CeleryExecutor with Redis as the broker and PostgreSQL as the
-    result backend."""
+    PostgreSQL metadata DB, and the CeleryExecutor (celery_env)."""
     url = cluster.url(DATABASE)
     secrets_of_the_stack = {
         # one JWT secret for every service: the workers' task processes call the api-server's execution
@@ -104,22 +116,19 @@ def stack_env(settings: Settings, cluster: postgres.Cluster, redis_password: str
         **airflow_env(settings),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + url,  # SQLAlchemy 2.1 would pick psycopg 3 without +psycopg2
         **secrets_of_the_stack,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
-        # a task running longer than this is delivered again (a second copy): longer than any step runs
-        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+        **celery_env(url, redis_password, redis_port),
     }
 
 
-def service_commands() -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Each Airflow service of the stack: its command and the environment it adds."""
+def service_commands(
+    services: tuple[str, ...] = AIRFLOW_SERVICES, log_ports: tuple[int, ...] = LOG_SERVER_PORTS
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each Airflow service: its command and the environment it adds; a Celery worker per log port."""
     airflow = [sys.executable, "-m", "airflow"]
-    commands = {name: ([*airflow, name], {}) for name in AIRFLOW_SERVICES}
-    for number, port in enumerate(LOG_SERVER_PORTS, start=1):
+    commands = {name: ([*airflow, name], {}) for name in services}
+    for number, port in enumerate(log_ports, start=1):
         commands[f"worker-{number}"] = (
             [*airflow, "celery", "worker", "--celery-hostname", f"worker-{number}@%h"],
             {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)},

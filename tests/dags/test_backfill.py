@@ -1,6 +1,6 @@
 """Real backfills of taxi_sliding_window through Airflow's scheduler (not dag.test()).
 
-Starts the api-server, the scheduler and the dag-processor on a PostgreSQL metadata DB of its own, backfills
+Starts Airflow as `make stack` runs it (PostgreSQL, Celery with two workers, the triggerer), backfills
 three months, checks every run succeeded and wrote its own window, then reprocesses the same months
 and checks the artifacts are identical (the data splits, the metrics, blessings and window
 comparisons, by hash).
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from airflow_cli import airflow_services as start_services
-from airflow_cli import list_runs, services_env
+from airflow_cli import list_runs, services_env, tasks_per_worker
 from airflow_cli import log_tails as _tails
 
 DAG_ID = "taxi_sliding_window"
@@ -27,14 +27,15 @@ FROM_DATE, TO_DATE = "2014-04-01", "2014-06-01"  # three monthly runs
 
 @pytest.fixture(scope="module")
 def airflow_services(metadata_db, sample_files, tmp_path_factory):
-    """api-server + scheduler + dag-processor on loopback, with a metadata database and a TAXI_HOME
+    """Airflow as `make stack` runs it (the CeleryExecutor with Redis and two workers, the triggerer,
+    the api-server, scheduler and dag-processor) on loopback, with a metadata database and a TAXI_HOME
     of their own (so other tests' runs and artifacts don't mix with the backfill's)."""
     from taxi_pipeline.warehouse import load_trips
 
     home = tmp_path_factory.mktemp("backfill_home")
     load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
     env, logs = services_env(home, metadata_db), tmp_path_factory.mktemp("airflow_services")
-    with start_services(env, logs, unpause=(DAG_ID,)) as services:
+    with start_services(env, logs, unpause=(DAG_ID,), celery=True) as services:
         yield services, home
 
 
@@ -115,6 +116,9 @@ def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_arti
     start = time.time()
     first = backfill(services, since=start)
     assert [r["state"] for r in first] == ["success"] * 3, f"{first}\n{_tails(logs)}"
+
+    spread = [tasks_per_worker(logs, r["run_id"]) for r in first]  # the Celery workers shared the runs
+    assert all(any(ran.values()) for ran in spread) and any(all(ran.values()) for ran in spread), spread
 
     windows = sorted(p.name for p in artifacts.glob("window=*"))
     assert len(windows) == 3  # each run wrote its own window, once

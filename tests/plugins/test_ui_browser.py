@@ -1,5 +1,6 @@
-"""The on-call experience in a real browser: Airflow's api-server, scheduler and dag-processor with the
-project's DAGs and plugin, a real run of taxi_daily_retrain (a small window, few training steps) and a
+"""The on-call experience in a real browser: Airflow as `make stack` runs it (PostgreSQL, the
+CeleryExecutor with Redis and two workers, the triggerer, the api-server, scheduler and dag-processor)
+with the project's DAGs and plugin, a real run of taxi_daily_retrain (a small window, few training steps) and a
 run of taxi_serving_rollback, driven through headless Chromium (Debian's, via Playwright).
 
 It logs in (the simple auth manager, a user and password of its own), opens the DAG's grid and graph
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_cli import airflow, airflow_services, list_runs, services_env
+from airflow_cli import airflow, airflow_services, list_runs, services_env, tasks_per_worker
 from airflow_cli import log_tails as _tails
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +71,7 @@ def airflow_ui(metadata_db, sample_files, tmp_path_factory):
     )
     logs = tmp_path_factory.mktemp("ui_services")
     dag_ids = (DAG_ID, "taxi_serving_rollback", "taxi_batch_scoring", "taxi_model_monitor")
-    with airflow_services(env, logs, unpause=dag_ids) as services:
+    with airflow_services(env, logs, unpause=dag_ids, celery=True) as services:
         url = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
         yield {"env": env, "logs": logs, "home": home, "url": url, "password": password, "services": services}
 
@@ -126,9 +127,16 @@ def page(browser, airflow_ui):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
-    page.goto(airflow_ui["url"] + "/")
-    page.wait_for_url(re.compile(r".*/auth/login.*"))  # not logged in yet: the login page
-    page.locator("input[name=username]").fill(USER)
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        page.goto(airflow_ui["url"] + "/")
+    except PlaywrightError as error:  # the UI's own redirect to the login page cut the load of "/" short
+        assert "ERR_ABORTED" in str(error), error
+    username = page.locator("input[name=username]")
+    username.wait_for()  # not logged in yet: the login page (a locator waits through the redirects)
+    assert "/auth/login" in page.url, page.url
+    username.fill(USER)
     page.locator("input[name=password]").fill(airflow_ui["password"])
     page.locator("button[type=submit]").click()
     page.wait_for_url(re.compile(r"^(?!.*auth/login).*$"))
@@ -164,6 +172,13 @@ def test_the_run_shows_in_the_grid_and_the_graph(page, airflow_ui, daily_run):
     for group in ("standard", "coarse"):  # the two variants side by side
         page.get_by_text(group, exact=True).first.wait_for()
     shot(page, "graph")
+
+
+def test_the_runs_tasks_ran_on_both_celery_workers(airflow_ui, daily_run):
+    ran = tasks_per_worker(airflow_ui["logs"], daily_run["run_id"])
+    assert set(ran) == {"worker-1", "worker-2"} and all(ran.values()), ran
+    everything = ran["worker-1"] | ran["worker-2"]
+    assert {"wait_for_window", "standard.train", "coarse.train", "promote_champion"} <= everything
 
 
 def test_a_tasks_log_and_its_links_to_the_validation_and_data_reports(page, airflow_ui, daily_run):
