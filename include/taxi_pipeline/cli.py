@@ -21,7 +21,7 @@ from typing import TextIO
 from taxi_pipeline.pools import ensure_pools
 from taxi_pipeline.processes import stop_process
 from taxi_pipeline.run_view import RunView, TaskRow, failure_summary, finished_line, output_to, task_log
-from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings, private_home
+from taxi_pipeline.settings import REPO_ROOT, Settings, airflow_env, get_settings, private_home, ui_login
 
 DEFAULT_DATE = "2016-01-01"
 
@@ -351,10 +351,7 @@ def announce_the_ui(settings: Settings, airflow: subprocess.Popen, port: int = 8
     else:
         print("Airflow did not answer; see its log.", flush=True)
         return
-    passwords = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-    logins = json.loads(passwords.read_text()) if passwords.exists() else {}
-    login = ", ".join(f"{user} / {password}" for user, password in logins.items()) or "see the log"
-    print(f"Airflow UI: {url}   login: {login}   (Ctrl-C stops it)", flush=True)
+    print(f"Airflow UI: {url}   login: {ui_login(settings) or 'see the log'}   (Ctrl-C stops it)", flush=True)
 
 
 if __name__ == "__main__":

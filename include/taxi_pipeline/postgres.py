@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from taxi_pipeline.settings import secret_file
 
 USER = "taxi"
 PASSWORD_FILE = "taxi-password"  # beside (not in) the data folder: initdb wants that folder empty
@@ -80,9 +81,7 @@ class Cluster:
             return
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         password_file = self.folder / PASSWORD_FILE
-        if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(24))
-            password_file.chmod(0o600)
+        secret_file(password_file)
         self._hand_to_owner()
         subprocess.run(
             _as_owner(

@@ -90,27 +90,45 @@ def private_home(settings: Settings) -> None:
             path.chmod(0o600)
 
 
-def fernet_key(settings: Settings) -> str:
-    """This install's Fernet key (Airflow encrypts connections' passwords and extras and variables
-    with it), generated once into a 0600 file under the Airflow home; several processes starting at
-    once agree on one key (the first link wins). Production sets its own (README, "Security")."""
-    import base64
+def ui_login(settings: Settings) -> str | None:
+    """The UI's login(s), "user / password", from the simple auth manager's generated passwords file."""
+    import json
+
+    passwords = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    logins = json.loads(passwords.read_text()) if passwords.exists() else {}
+    return ", ".join(f"{user} / {password}" for user, password in logins.items()) or None
+
+
+def secret_file(path: Path, make=None) -> str:
+    """A secret generated once into a 0600 file at `path` (`make()`, else a random token); several
+    processes starting at once agree on one (the first link wins)."""
+    import secrets
     import uuid
 
-    path = settings.airflow_home / FERNET_KEY_FILE
     if not path.exists():
-        settings.airflow_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(base64.urlsafe_b64encode(os.urandom(32)).decode())
+            handle.write(make() if make else secrets.token_urlsafe(32))
         try:
-            os.link(staging, path)  # fails if another process published its key first: that one is used
+            os.link(staging, path)  # fails if another process published its secret first: that one is used
         except FileExistsError:
             pass
         finally:
             staging.unlink()
     return path.read_text().strip()
+
+
+def fernet_key(settings: Settings) -> str:
+    """This install's Fernet key (Airflow encrypts connections' passwords and extras and variables
+    with it), generated once into a 0600 file under the Airflow home. Production sets its own
+    (README, "Security")."""
+    import base64
+
+    return secret_file(
+        settings.airflow_home / FERNET_KEY_FILE, lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()
+    )
 
 
 def airflow_env(settings: Settings | None = None) -> dict[str, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taxi_pipeline import postgres
-from taxi_pipeline.settings import Settings, airflow_env
+from taxi_pipeline.settings import Settings, airflow_env, secret_file, ui_login
 
 POSTGRES_PORT = int(os.environ.get("TAXI_STACK_POSTGRES_PORT", "15432"))
 REDIS_PORT = int(os.environ.get("TAXI_STACK_REDIS_PORT", "16379"))
@@ -67,12 +66,7 @@ def start_redis(paths: StackPaths, port: int = REDIS_PORT, log: Path | None = No
     command line), no persistence (the broker's queue is rebuilt by the scheduler)."""
     if not shutil.which("redis-server"):
         raise RuntimeError("redis-server is not installed: apt-get install redis-server (make stack does)")
-    paths.redis.mkdir(mode=0o700, parents=True, exist_ok=True)
-    password_file = paths.redis / "password"
-    if not password_file.exists():
-        password_file.write_text(secrets.token_urlsafe(24))
-        password_file.chmod(0o600)
-    password = password_file.read_text().strip()
+    password = secret_file(paths.redis / "password")
     config = paths.redis / "redis.conf"
     config.write_text(
         f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nrequirepass {password}\ndir {paths.redis}\n"
@@ -108,8 +102,8 @@ def stack_env(settings: Settings, cluster: postgres.Cluster, redis_password: str
     secrets_of_the_stack = {
         # one JWT secret for every service: the workers' task processes call the api-server's execution
         # API with tokens it must accept; and one key for the workers' log servers and the api-server
-        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(StackPaths(settings.home).folder / "jwt_secret"),
-        "AIRFLOW__API__SECRET_KEY": _secret(StackPaths(settings.home).folder / "secret_key"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret_file(StackPaths(settings.home).folder / "jwt_secret"),
+        "AIRFLOW__API__SECRET_KEY": secret_file(StackPaths(settings.home).folder / "secret_key"),
     }
     return {
         **os.environ,
@@ -190,7 +184,8 @@ def run_stack(settings: Settings, say=print) -> int:
                 )
             say(f"Started {', '.join(processes)}; their logs: {paths.logs}")
             wait_until("the api-server", lambda: _answers(8080), processes, paths.logs, timeout=300)
-            _announce_the_ui(settings)
+            login = ui_login(settings) or "see the api-server's log"
+            say(f"Airflow UI: http://127.0.0.1:8080   login: {login}   (Ctrl-C or make stack-stop stops it)")
             while True:
                 dead = [name for name, process in processes.items() if process.poll() is not None]
                 if dead:
@@ -225,24 +220,6 @@ def stop_stack(settings: Settings, say=print) -> int:
         time.sleep(1)
     say("Stopped" if not pid_file.exists() else f"The stack (pid {pid}) did not stop within 120 s")
     return 0 if not pid_file.exists() else 1
-
-
-def _secret(path: Path) -> str:
-    """A secret generated once into a 0600 file (the same across restarts of the stack)."""
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-def _announce_the_ui(settings: Settings) -> None:
-    import json
-
-    passwords = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-    logins = json.loads(passwords.read_text()) if passwords.exists() else {}
-    login = ", ".join(f"{user} / {password}" for user, password in logins.items()) or "see the api-server's log"
-    print(f"Airflow UI: http://127.0.0.1:8080   login: {login}   (Ctrl-C or make stack-stop stops it)", flush=True)
 
 
 def _interrupt(signum, frame):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_cli import airflow, airflow_services, list_runs, services_env, tasks_per_worker
+from airflow_cli import add_user, airflow, airflow_services, list_runs, services_env, tasks_per_worker
 from airflow_cli import log_tails as _tails
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,22 +52,17 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def airflow_ui(metadata_db, sample_files, tmp_path_factory):
-    """The three services on loopback, a TAXI_HOME of their own, and a user `oncall` with a password."""
+    """Airflow's services on loopback (as make stack runs them), a TAXI_HOME of their own, and a user
+    `oncall` with a password."""
     from taxi_pipeline.warehouse import load_trips
 
     home = tmp_path_factory.mktemp("ui_home")
     load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
-    password = secrets.token_urlsafe(12)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({USER: password}))
     # A metadata database of its own (metadata_db): other tests' runs of the same DAG and day would
     # otherwise stand in the way of this backfill (a day that has a run is not backfilled again).
     env = services_env(home, metadata_db)
-    env.update(
-        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",  # only the runs this test asks for
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
-    )
+    env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"  # only the runs this test asks for
+    password = add_user(env, home, USER)
     logs = tmp_path_factory.mktemp("ui_services")
     dag_ids = (DAG_ID, "taxi_serving_rollback", "taxi_batch_scoring", "taxi_model_monitor")
     with airflow_services(env, logs, unpause=dag_ids, celery=True) as services:
