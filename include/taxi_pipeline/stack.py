@@ -66,10 +66,10 @@ def start_redis(paths: StackPaths, port: int = REDIS_PORT, log: Path | None = No
     command line), no persistence (the broker's queue is rebuilt by the scheduler)."""
     if not shutil.which("redis-server"):
         raise RuntimeError("redis-server is not installed: apt-get install redis-server (make stack does)")
-    password = secret_file(paths.redis / "password")
+    redis_password = secret_file(paths.redis / "password")
     config = paths.redis / "redis.conf"
     config.write_text(
-        f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nrequirepass {password}\ndir {paths.redis}\n"
+        f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nrequirepass {redis_password}\ndir {paths.redis}\n"
         'save ""\nappendonly no\ndaemonize no\n'
     )
     config.chmod(0o600)
@@ -79,7 +79,7 @@ def start_redis(paths: StackPaths, port: int = REDIS_PORT, log: Path | None = No
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    return server, password
+    return server, redis_password
 
 
 def celery_env(metadata_url: str, redis_password: str, redis_port: int) -> dict[str, str]:
