@@ -113,6 +113,7 @@ def services_env(taxi_home: Path, metadata_db: str) -> dict:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
     }
@@ -156,14 +157,13 @@ class Services:
 
 @contextlib.contextmanager
 def airflow_services(env: dict, logs: Path, unpause: tuple[str, ...], celery: bool = False) -> Iterator[Services]:
-    """api-server + scheduler + dag-processor (LocalExecutor), or with `celery` as `make stack` runs
-    them: the CeleryExecutor with Redis, the triggerer and two Celery workers. Each service runs in a
+    """api-server, scheduler, dag-processor and triggerer (the LocalExecutor), or with `celery` as
+    `make stack` runs them: the CeleryExecutor with Redis and two Celery workers. Each service runs in a
     process group of its own (stopping one also stops its children: log server, task processes);
     yields once the DAGs `unpause` are parsed and unpaused."""
     from taxi_pipeline import stack
 
     procs = {}
-    services = ("api-server", "scheduler", "dag-processor")
     log_ports: tuple[int, ...] = ()
     try:
         if celery:
@@ -171,8 +171,8 @@ def airflow_services(env: dict, logs: Path, unpause: tuple[str, ...], celery: bo
             paths = stack.StackPaths(Path(env["TAXI_HOME"]))
             procs["redis"], password = stack.start_redis(paths, redis_port, log=logs / "redis.log")
             env.update(stack.celery_env(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], password, redis_port))
-            services, log_ports = (*services, "triggerer"), (free_port(), free_port())
-        for name, (command, extra) in stack.service_commands(services, log_ports).items():
+            log_ports = (free_port(), free_port())
+        for name, (command, extra) in stack.service_commands(stack.AIRFLOW_SERVICES, log_ports).items():
             procs[name] = subprocess.Popen(
                 command,
                 env={**env, **extra},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CACHE = REPO / ".taxi" / "data"
 
 
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def pytest_configure(config):
+    # A run stopped by SIGTERM (a CI timeout, `kill`) unwinds as Ctrl-C does: the fixtures' teardowns
+    # stop the Airflow services, Redis and PostgreSQL clusters the tests started.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     # Every test session writes into its own TAXI_HOME / AIRFLOW_HOME, never into the user's.
     home = Path(tempfile.mkdtemp(prefix="taxi_home_"))
     os.environ["TAXI_HOME"] = str(home)

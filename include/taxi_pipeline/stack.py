@@ -27,6 +27,7 @@ from taxi_pipeline.settings import Settings, airflow_env, secret_file, ui_login
 POSTGRES_PORT = int(os.environ.get("TAXI_STACK_POSTGRES_PORT", "15432"))
 REDIS_PORT = int(os.environ.get("TAXI_STACK_REDIS_PORT", "16379"))
 LOG_SERVER_PORTS = (8793, 8794)  # each Celery worker serves its tasks' logs on its own port
+TRIGGER_LOG_SERVER_PORT = 8795  # the triggerer's log server (Airflow's default, 8794, is the second worker's)
 WORKER_CONCURRENCY = 4  # task processes per worker; the pools bound the heavy ML steps (taxi_pipeline.pools)
 DATABASE = "airflow"
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -112,6 +113,8 @@ def stack_env(settings: Settings, cluster: postgres.Cluster, redis_password: str
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
         **secrets_of_the_stack,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
+        # every service reads it: the api-server asks the triggerer for a deferred task's log there
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(TRIGGER_LOG_SERVER_PORT),
         **celery_env(url, redis_password, redis_port),
     }
 

@@ -4,12 +4,16 @@ Starts Airflow as `make stack` runs it (PostgreSQL, Celery with two workers, the
 three months, checks every run succeeded and wrote its own window, then reprocesses the same months
 and checks the artifacts are identical (the data splits, the metrics, blessings and window
 comparisons, by hash).
+
+The last month's trips land while the backfill runs: that run's wait_for_window defers to the
+triggerer, and goes on once they have landed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -17,12 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from airflow_cli import airflow, list_runs, services_env, tasks_per_worker
 from airflow_cli import airflow_services as start_services
-from airflow_cli import list_runs, services_env, tasks_per_worker
 from airflow_cli import log_tails as _tails
 
 DAG_ID = "taxi_sliding_window"
 FROM_DATE, TO_DATE = "2014-04-01", "2014-06-01"  # three monthly runs
+# Trips from this time on land during the first backfill: the last run's window [May, June) is not
+# complete until then, the second's [April, May) is (it needs a trip from May on). A backfill run is
+# named after its data interval's end.
+LANDS_LATE = "2014-05-15"
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +38,48 @@ def airflow_services(metadata_db, sample_files, tmp_path_factory):
     """Airflow as `make stack` runs it (the CeleryExecutor with Redis and two workers, the triggerer,
     the api-server, scheduler and dag-processor) on loopback, with a metadata database and a TAXI_HOME
     of their own (so other tests' runs and artifacts don't mix with the backfill's)."""
-    from taxi_pipeline.warehouse import load_trips
+    from taxi_pipeline.queries import LOCAL_SOURCE_TABLE
+    from taxi_pipeline.warehouse import connect, load_trips
 
-    home = tmp_path_factory.mktemp("backfill_home")
-    load_trips(home / "warehouse" / "taxi.duckdb", sample_files)
+    home, landing = tmp_path_factory.mktemp("backfill_home"), tmp_path_factory.mktemp("landing")
+    load_trips(landing / "taxi.duckdb", sample_files)  # everything, landed later by land_the_late_trips
+    warehouse = home / "warehouse" / "taxi.duckdb"
+    warehouse.parent.mkdir()
+    shutil.copy(landing / "taxi.duckdb", warehouse)
+    with connect(warehouse, read_only=False) as con:
+        con.execute(f"DELETE FROM {LOCAL_SOURCE_TABLE} WHERE trip_start_timestamp >= ?", [LANDS_LATE])
     env, logs = services_env(home, metadata_db), tmp_path_factory.mktemp("airflow_services")
     with start_services(env, logs, unpause=(DAG_ID,), celery=True) as services:
+        services.landing = landing / "taxi.duckdb"
         yield services, home
+
+
+def land_the_late_trips(services, home: Path) -> str:
+    """Once the last month's wait_for_window has deferred, land every trip (the warehouse replaced
+    whole, as load_trips does); returns that run's id."""
+    env = services.env
+
+    def last_window_deferred():
+        last = next((r for r in backfill_runs(env) if TO_DATE in r["run_id"]), None)
+        state = last and airflow("tasks", "state", DAG_ID, "wait_for_window", last["run_id"], env=env).split()[-1]
+        return last["run_id"] if state == "deferred" else None
+
+    run_id = services.wait_for(
+        "the last month's wait_for_window deferred", last_window_deferred, timeout=20 * 60, every=10
+    )
+    staging = home / "warehouse" / "taxi.duckdb.landing"
+    shutil.copy(services.landing, staging)
+    staging.replace(home / "warehouse" / "taxi.duckdb")
+    return run_id
 
 
 def backfill_runs(env) -> list[dict]:
     return [r for r in list_runs(DAG_ID, env) if r["run_id"].startswith("backfill__")]
 
 
-def backfill(services, *extra: str, since: float) -> list[dict]:
-    """Create a backfill and wait until its three runs have finished after `since` (a timestamp);
-    fails at once, with the services' logs, if one of them exits meanwhile."""
+def backfill(services, *extra: str, since: float, meanwhile=None) -> list[dict]:
+    """Create a backfill, call `meanwhile()` and wait until its three runs have finished after `since`
+    (a timestamp); fails at once, with the services' logs, if one of them exits meanwhile."""
     env = services.env
     command = [
         sys.executable,
@@ -83,7 +117,17 @@ def backfill(services, *extra: str, since: float) -> list[dict]:
         ]
         return finished if len(finished) == 3 else None
 
+    if meanwhile:
+        meanwhile()
     return services.wait_for("the backfill's three runs", three_finished, timeout=30 * 60, every=10)
+
+
+def task_logs(env, run_id: str, task_id: str) -> list[str]:
+    """The logs of a task of a run, each with its trigger's lines (the triggerer writes them beside the
+    attempt's log; the attempt's log itself starts again when the task resumes)."""
+    folder = Path(env["AIRFLOW_HOME"], "logs", f"dag_id={DAG_ID}", f"run_id={run_id}", f"task_id={task_id}")
+    attempts = sorted(p for p in folder.glob("attempt=*.log") if ".trigger." not in p.name)
+    return ["\n".join(p.read_text() for p in sorted(folder.glob(f"{a.name}*"))) for a in attempts]
 
 
 def _timestamp(iso: str) -> float:
@@ -114,8 +158,15 @@ def test_a_backfill_runs_each_window_once_and_a_reprocess_rewrites_the_same_arti
     env, logs = services.env, services.logs
     artifacts = home / "artifacts" / DAG_ID
     start = time.time()
-    first = backfill(services, since=start)
+    landed_late = []
+    first = backfill(services, since=start, meanwhile=lambda: landed_late.append(land_the_late_trips(services, home)))
     assert [r["state"] for r in first] == ["success"] * 3, f"{first}\n{_tails(logs)}"
+
+    # The last month waited in the triggerer, not in a worker, and went on once its trips had landed.
+    (sensor_log,) = task_logs(env, landed_late[0], "wait_for_window")
+    waited = "Window ending 2014-06-01T00:00:00+00:00: warehouse holds trips up to 2014-05-14 23:00:00+00:00"
+    assert f"{waited} -> not complete yet" in sensor_log and "Trigger fired event" in sensor_log, sensor_log
+    assert "warehouse holds trips up to 2016-12-30 16:45:00+00:00 -> complete" in sensor_log, sensor_log
 
     spread = [tasks_per_worker(logs, r["run_id"]) for r in first]  # the Celery workers shared the runs
     assert all(any(ran.values()) for ran in spread) and any(all(ran.values()) for ran in spread), spread

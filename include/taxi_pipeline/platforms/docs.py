@@ -4,7 +4,9 @@ means and what to do. The stage builders of both platforms use them; a gcp doc a
 WAIT_DOC = """
 ### wait_for_window
 Waits until the warehouse holds trips up to the end of this run's training window (a trip at or
-after the window's end has landed). Reschedules itself every 5 minutes, for up to 6 hours.
+after the window's end has landed). It checks once, then defers to the triggerer (the task shows
+as deferred and holds no worker slot), which looks again as soon as the warehouse changes and
+every 5 minutes at the latest, for up to 6 hours.
 
 **On failure** (timeout): the message says how far the trips table has landed. Check the ingestion
 into the trips table; once the data is there, clear this task.

@@ -27,8 +27,8 @@ def test_a_window_past_the_data_has_not_landed(warehouse):
     assert sensor.poke(context(datetime(2017, 1, 1, tzinfo=UTC))) is False
 
 
-def test_timeout_fails_with_the_watermark_it_saw(warehouse, monkeypatch):
-    sensor = WindowLandedSensor(task_id="wait_for_window", timeout=0, poke_interval=0, mode="poke")
+def test_without_a_triggerer_a_timeout_fails_with_the_watermark_it_saw(warehouse):
+    sensor = WindowLandedSensor(task_id="wait_for_window", timeout=0, poke_interval=0, mode="poke", deferrable=False)
     with pytest.raises(AirflowSensorTimeout, match=r"holds trips only up to 2016-12-30 16:45:00"):
         sensor.execute(context(datetime(2017, 1, 1, tzinfo=UTC)))
 
