@@ -112,8 +112,6 @@ def services_env(taxi_home: Path, metadata_db: str) -> dict:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
     }
@@ -159,23 +157,23 @@ class Services:
 def airflow_services(env: dict, logs: Path, unpause: tuple[str, ...], celery: bool = False) -> Iterator[Services]:
     """api-server, scheduler, dag-processor and triggerer (the LocalExecutor), or with `celery` as
     `make stack` runs them: the CeleryExecutor with Redis and two Celery workers. Each service runs in a
-    process group of its own (stopping one also stops its children: log server, task processes);
+    process group of its own (stopping one also stops its children, the task processes);
     yields once the DAGs `unpause` are parsed and unpaused."""
     from taxi_pipeline import stack
 
     procs = {}
-    log_ports: tuple[int, ...] = ()
+    workers = 0
     try:
         if celery:
             redis_port = free_port()
             paths = stack.StackPaths(Path(env["TAXI_HOME"]))
             procs["redis"], password = stack.start_redis(paths, redis_port, log=logs / "redis.log")
             env.update(stack.celery_env(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], password, redis_port))
-            log_ports = (free_port(), free_port())
-        for name, (command, extra) in stack.service_commands(stack.AIRFLOW_SERVICES, log_ports).items():
+            workers = stack.CELERY_WORKERS
+        for name, command in stack.service_commands(stack.AIRFLOW_SERVICES, workers).items():
             procs[name] = subprocess.Popen(
                 command,
-                env={**env, **extra},
+                env=env,
                 start_new_session=True,
                 stdout=open(logs / f"{name}.log", "w"),
                 stderr=subprocess.STDOUT,

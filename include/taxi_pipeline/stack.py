@@ -26,8 +26,7 @@ from taxi_pipeline.settings import Settings, airflow_env, secret_file, ui_login
 
 POSTGRES_PORT = int(os.environ.get("TAXI_STACK_POSTGRES_PORT", "15432"))
 REDIS_PORT = int(os.environ.get("TAXI_STACK_REDIS_PORT", "16379"))
-LOG_SERVER_PORTS = (8793, 8794)  # each Celery worker serves its tasks' logs on its own port
-TRIGGER_LOG_SERVER_PORT = 8795  # the triggerer's log server (Airflow's default, 8794, is the second worker's)
+CELERY_WORKERS = 2
 WORKER_CONCURRENCY = 4  # task processes per worker; the pools bound the heavy ML steps (taxi_pipeline.pools)
 DATABASE = "airflow"
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -113,23 +112,30 @@ def stack_env(settings: Settings, cluster: postgres.Cluster, redis_password: str
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
         **secrets_of_the_stack,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
-        # every service reads it: the api-server asks the triggerer for a deferred task's log there
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(TRIGGER_LOG_SERVER_PORT),
         **celery_env(url, redis_password, redis_port),
     }
 
 
 def service_commands(
-    services: tuple[str, ...] = AIRFLOW_SERVICES, log_ports: tuple[int, ...] = LOG_SERVER_PORTS
-) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Each Airflow service: its command and the environment it adds; a Celery worker per log port."""
+    services: tuple[str, ...] = AIRFLOW_SERVICES, workers: int = CELERY_WORKERS
+) -> dict[str, list[str]]:
+    """Each Airflow service's command, and `workers` Celery workers.
+
+    No service starts a log server: they all run on this machine and write one log folder, which the
+    api-server reads (a log server would listen on every interface, and need a port per process).
+    """
     airflow = [sys.executable, "-m", "airflow"]
-    commands = {name: ([*airflow, name], {}) for name in services}
-    for number, port in enumerate(log_ports, start=1):
-        commands[f"worker-{number}"] = (
-            [*airflow, "celery", "worker", "--celery-hostname", f"worker-{number}@%h"],
-            {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)},
-        )
+    serving_logs = ("scheduler", "triggerer")  # the services that would start one
+    commands = {name: [*airflow, name, *(["--skip-serve-logs"] if name in serving_logs else [])] for name in services}
+    for number in range(1, workers + 1):
+        commands[f"worker-{number}"] = [
+            *airflow,
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"worker-{number}@%h",
+            "--skip-serve-logs",
+        ]
     return commands
 
 
@@ -177,10 +183,10 @@ def run_stack(settings: Settings, say=print) -> int:
         )
         ensure_pools(env)
         with warm_runtime(settings, log_path=paths.logs / "warm_runtime.log"):
-            for name, (command, extra) in service_commands().items():
+            for name, command in service_commands().items():
                 processes[name] = subprocess.Popen(
                     command,
-                    env={**env, **extra},
+                    env=env,
                     stdout=open(paths.logs / f"{name}.log", "w"),
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
