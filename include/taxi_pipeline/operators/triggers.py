@@ -95,7 +95,7 @@ class WindowLandedTrigger(BaseTrigger):
                 checked_stamp, next_check = stamp, loop.time() + self.check_every
                 try:
                     latest = await asyncio.to_thread(self._latest)
-                except Exception as error:  # a writer holding the file: look again on the next change
+                except Exception as error:  # a writer holding the file: read again at the next look
                     self.log.info("Could not read the watermark of %s yet: %s", self.warehouse, error)
                     checked_stamp = None
                 else:
