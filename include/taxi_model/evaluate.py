@@ -22,21 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import taxi_model  # noqa: F401  (Keras 2 before TensorFlow)
 
 # isort: split
 
 import apache_beam as beam
-import numpy as np
-import pyarrow as pa
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 from tensorflow_model_analysis.proto import config_pb2
+from tfx_bsl.public.tfxio import TFExampleBeamRecord
 
-from taxi_model import features, serving_contract, step_logging
+from taxi_model import features, step_logging
 from taxi_model.beam_options import BATCH_SIZE, pipeline_options
 from taxi_model.blessing import BlessingPolicy, Verdict
 from taxi_model.columns import read_rows
@@ -75,92 +74,31 @@ def serving_version(base_path: str, before: int | None = None) -> str | None:
     return None if version is None else f"{base_path.rstrip('/')}/{version}"
 
 
-def _label(model: str) -> str:
-    return f"__label_{model}"
-
-
-def _prediction(model: str) -> str:
-    return f"__prediction_{model}"
-
-
-def scored(model_dir: str, serialized: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predictions) of a model on the serialized raw examples: the label from its
-    `transform_features` signature, the prediction from `serving_default`, in batches of BATCH_SIZE
-    (as TFMA's own extraction ran them: a fixed size keeps a rerun's predictions identical)."""
-    loaded = tf.saved_model.load(model_dir)
-    transform = loaded.signatures[serving_contract.TRANSFORM_SIGNATURE]
-    serve = loaded.signatures[serving_contract.SERVING_SIGNATURE]
-    labels, predictions = [], []
-    for start in range(0, len(serialized), BATCH_SIZE):
-        batch = tf.constant(serialized[start : start + BATCH_SIZE])
-        labels.append(transform(examples=batch)[features.LABEL_KEY].numpy().reshape(-1))
-        predictions.append(serve(examples=batch)[serving_contract.OUTPUT_KEY].numpy().reshape(-1))
-    return np.concatenate(labels), np.concatenate(predictions)
-
-
-def majority_class_rate(labels: np.ndarray) -> float:
+def majority_class_rate(model_dir: str, serialized: list[bytes]) -> float:
     """The accuracy of always predicting the eval set's majority class, with the contract's label."""
-    rate = int(labels.astype(np.int64).sum()) / max(len(labels), 1)
+    transform = tf.saved_model.load(model_dir).signatures["transform_features"]
+    positives = 0
+    for start in range(0, len(serialized), 4096):
+        batch = tf.constant(serialized[start : start + 4096])
+        positives += int(tf.reduce_sum(tf.cast(transform(examples=batch)[features.LABEL_KEY], tf.int64)))
+    rate = positives / max(len(serialized), 1)
     return max(rate, 1 - rate)
 
 
-def _slice_columns(rows: list[dict[str, str]]) -> dict[str, pa.Array]:
-    """The slicing features of the rows as the Arrow columns that decoding their raw tf.Examples
-    gives (taxi_model.features.raw_example: one value, or none where the CSV has NULL)."""
-    types = dict(features.RAW_COLUMNS)
-    columns = {}
-    for name in sorted({key for keys in SLICES for key in keys}):
-        dtype = types[name]
-        convert = features._RAW_TYPES[dtype][0]
-        values = [[convert(r[name])] if r.get(name) else [] for r in rows]
-        value_type = {tf.string: pa.large_binary(), tf.int64: pa.int64(), tf.float32: pa.float32()}[dtype]
-        columns[name] = pa.array(values, type=pa.large_list(value_type))
-    return columns
-
-
-def _materialized(config: config_pb2.EvalConfig):
-    """The models of the config as TFMA's models whose predictions are features of the examples (TFMA
-    loads none of them; it needs them to know there is a baseline): one, or a list of two."""
-    models = [
-        tfma.types.EvalSharedModel(
-            model_name=spec.name,
-            model_type=tfma.constants.MATERIALIZED_PREDICTION,
-            include_default_metrics=False,
-            is_baseline=spec.is_baseline,
-        )
-        for spec in config.model_specs
-    ]
-    return models if len(models) > 1 else models[0]
-
-
-def _write_arrow(columns: dict[str, pa.Array], path: str) -> None:
-    """The columns as an Arrow IPC stream of BATCH_SIZE-row record batches (uncompressed, so the same
-    columns always give the same bytes)."""
-    table = pa.Table.from_pydict(columns)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=BATCH_SIZE):
-            writer.write_batch(batch)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(sink.getvalue().to_pybytes())
-
-
-def _read_arrow(path: str) -> Iterator[pa.RecordBatch]:
-    with tf.io.gfile.GFile(path, "rb") as f:
-        yield from pa.ipc.open_stream(pa.BufferReader(f.read()))
-
-
 def eval_config(policy: BlessingPolicy, accuracy_bar: float, with_baseline: bool) -> config_pb2.EvalConfig:
-    # Each model's label and prediction are computed before TFMA (scored) and read by it as features
-    # (TFMA's "materialized predictions"): TFMA loads no model, and its input is a few small columns
-    # instead of the serialized examples.
-    specs = [config_pb2.ModelSpec(name=CANDIDATE, label_key=_label(CANDIDATE), prediction_key=_prediction(CANDIDATE))]
-    if with_baseline:
-        specs.append(
-            config_pb2.ModelSpec(
-                name=BASELINE, label_key=_label(BASELINE), prediction_key=_prediction(BASELINE), is_baseline=True
-            )
+    specs = [
+        config_pb2.ModelSpec(
+            name=CANDIDATE,
+            signature_name="serving_default",
+            preprocessing_function_names=["transform_features"],
+            label_key=features.LABEL_KEY,
         )
+    ]
+    if with_baseline:
+        baseline = config_pb2.ModelSpec()
+        baseline.CopyFrom(specs[0])
+        baseline.name, baseline.is_baseline = BASELINE, True
+        specs.append(baseline)
     overall = [config_pb2.SlicingSpec()]
     auc_threshold = config_pb2.MetricThreshold(
         value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": policy.auc_floor})
@@ -301,35 +239,33 @@ def run(
     if not rows:
         raise ValueError(f"no eval rows match {eval_pattern}")
     serialized = [features.raw_example(r).SerializeToString() for r in rows]
-    models = {CANDIDATE: model, **({BASELINE: baseline_model} if baseline_model else {})}
-    columns = _slice_columns(rows)
-    labels = {}
-    for name, model_dir in models.items():
-        labels[name], predictions = scored(model_dir, serialized)
-        columns[_label(name)] = pa.array(
-            labels[name].astype(np.int64).reshape(-1, 1).tolist(), pa.large_list(pa.int64())
-        )
-        columns[_prediction(name)] = pa.array(predictions.reshape(-1, 1).tolist(), pa.large_list(pa.float32()))
-    del serialized
-    accuracy_bar = majority_class_rate(labels[CANDIDATE]) + policy.accuracy_margin
+    accuracy_bar = majority_class_rate(model, serialized) + policy.accuracy_margin
     config = eval_config(policy, accuracy_bar, with_baseline=bool(baseline_model))
+    shared = [tfma.default_eval_shared_model(eval_saved_model_path=model, model_name=CANDIDATE, eval_config=config)]
+    if baseline_model:
+        shared.append(
+            tfma.default_eval_shared_model(
+                eval_saved_model_path=baseline_model, model_name=BASELINE, eval_config=config
+            )
+        )
     with atomic_output_dir(output) as staging:
-        tfma_dir, examples = f"{staging}/tfma", f"{staging}/examples.arrow"
-        # The pipeline reads its input from a file: a beam.Create of it is pickled and bzip2-compressed
-        # into the pipeline's proto more than once (a quarter of an evaluation's time at 1M trips).
-        _write_arrow(columns, examples)
-        del columns
+        tfma_dir = f"{staging}/tfma"
+        # TFMA reads Arrow record batches that keep the serialized example for the models.
+        examples = TFExampleBeamRecord(
+            physical_format="inmem",
+            telemetry_descriptors=["taxi_model"],
+            raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
+        )
         with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
             _ = (
                 pipeline
-                | "Path" >> beam.Create([examples])
-                | "RecordBatches" >> beam.FlatMap(_read_arrow)
+                | "Examples" >> beam.Create(serialized, reshuffle=False)
+                | "RecordBatches" >> examples.BeamSource(batch_size=BATCH_SIZE)
                 | "Evaluate"
                 >> tfma.ExtractEvaluateAndWriteResults(
-                    eval_config=config, eval_shared_model=_materialized(config), output_path=tfma_dir
+                    eval_config=config, eval_shared_model=shared if baseline_model else shared[0], output_path=tfma_dir
                 )
             )
-        tf.io.gfile.remove(examples)
         table = metrics_table(tfma_dir)
         verdict = verdict_from(tfma_dir, table, accuracy_bar, policy, baseline_model)
         with tf.io.gfile.GFile(f"{staging}/metrics.json", "w") as f:  # closed: flushed to gs:// too
