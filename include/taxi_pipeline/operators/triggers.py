@@ -46,6 +46,11 @@ def _file_stamp(path: str) -> tuple[int, int, int] | None:
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
+def _serialized(trigger: BaseTrigger, *names: str) -> tuple[str, dict[str, Any]]:
+    """What the triggerer rebuilds `trigger` from: its class path and the constructor's arguments."""
+    return f"{type(trigger).__module__}.{type(trigger).__qualname__}", {name: getattr(trigger, name) for name in names}
+
+
 class WindowLandedTrigger(BaseTrigger):
     """Fires once the local warehouse holds a trip starting at or after `window_end` (the watermark).
 
@@ -67,16 +72,7 @@ class WindowLandedTrigger(BaseTrigger):
         self.check_every, self.watch_every = check_every, watch_every
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "warehouse": self.warehouse,
-                "window_end": self.window_end,
-                "give_up_at": self.give_up_at,
-                "check_every": self.check_every,
-                "watch_every": self.watch_every,
-            },
-        )
+        return _serialized(self, "warehouse", "window_end", "give_up_at", "check_every", "watch_every")
 
     def _latest(self) -> datetime | None:
         from pathlib import Path
@@ -128,16 +124,7 @@ class PreviousRunSettledTrigger(BaseTrigger):
         self.give_up_at, self.check_every = give_up_at, check_every
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "dag_id": self.dag_id,
-                "run_id": self.run_id,
-                "task_ids": self.task_ids,
-                "give_up_at": self.give_up_at,
-                "check_every": self.check_every,
-            },
-        )
+        return _serialized(self, "dag_id", "run_id", "task_ids", "give_up_at", "check_every")
 
     def _states(self) -> tuple[str | None, dict[str, str | None]]:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
