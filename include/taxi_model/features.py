@@ -8,7 +8,7 @@ same `_xf` suffix for transformed features.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -131,6 +131,12 @@ _RAW_TYPES = {
 def raw_instance(row: Mapping[str, str]) -> dict[str, list]:
     """A window-CSV row (column -> text, '' = NULL) as typed raw values: one value, or none if NULL."""
     return {name: [_RAW_TYPES[dtype][0](row[name])] if row.get(name) else [] for name, dtype in RAW_COLUMNS}
+
+
+def raw_column(rows: Sequence[Mapping[str, str]], name: str) -> list:
+    """One raw column of window-CSV rows as typed values, None where NULL (raw_instance's values)."""
+    parse = _RAW_TYPES[dict(RAW_COLUMNS)[name]][0]
+    return [parse(row[name]) if row.get(name) else None for row in rows]
 
 
 def raw_example(row: Mapping[str, str]) -> tf.train.Example:

@@ -92,18 +92,25 @@ def score_options() -> dict[str, str]:
     }
 
 
-def evaluate_options(branch: Branch, serving_root: str) -> dict[str, str]:
-    """The evaluation's options: the baseline is the model in service, looked up when it runs."""
+def evaluate_arguments(branch: Branch, serving_root: str) -> list[str]:
+    """The evaluation's arguments: the baseline is the model in service, looked up when it runs."""
     from taxi_pipeline.serving_root import ServingRoot
 
-    return {
-        "model": branch.path("model_dir"),
-        "serving_base_path": ServingRoot(serving_root).base_path(branch.served_model) if branch.served_model else "",
-        "baseline_before": "{{ taxi_version() }}",
-        "eval": branch.eval_glob,
-        "output": branch.path("evaluation_dir"),
-        "variant": branch.name,
-    }
+    base_path = ServingRoot(serving_root).base_path(branch.served_model) if branch.served_model else ""
+    return [
+        "--model",
+        branch.path("model_dir"),
+        "--serving_base_path",
+        base_path,
+        "--baseline_before",
+        "{{ taxi_version() }}",
+        "--eval",
+        branch.eval_glob,
+        "--output",
+        branch.path("evaluation_dir"),
+        "--variant",
+        branch.name,
+    ]
 
 
 def _python(task_id: str, callable_name: str, doc_md: str, **kwargs):

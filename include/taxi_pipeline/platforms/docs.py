@@ -58,8 +58,9 @@ Classify: classes "0"/"1", scores 1 - p and p) and `transform_features` to
 """
 EVALUATE_DOC = """
 ### evaluate
-TFMA on Beam: evaluates the candidate on the raw eval split (overall, by hour, by company, by
-day x month) against the model in service for this variant: its newest version older than this
+TFMA's metrics of the candidate on the raw eval split (overall, by hour, by company, by
+day x month), summed per slice with NumPy from both models' predictions, against the model in
+service for this variant: its newest version older than this
 run's own, so a rerun is never judged against itself, nor an old window against a later model.
 Blesses it or not: AUC above a floor, accuracy above the majority-class rate, and AUC not worse
 than the served model's. Writes

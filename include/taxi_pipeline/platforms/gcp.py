@@ -9,7 +9,7 @@ from taxi_pipeline.platforms import (
     Platform,
     check_export_arguments,
     compare_windows_arguments,
-    evaluate_options,
+    evaluate_arguments,
     score_options,
     train_arguments,
     transform_options,
@@ -204,8 +204,8 @@ class GcpPlatform(Platform):
         )
 
     def evaluate(self, branch: Branch):
-        options = evaluate_options(branch, self.gcp.serving_root)
-        return self._beam_pipeline("evaluate", "taxi_model.evaluate", options, branch.name, EVALUATE_DOC)
+        arguments = evaluate_arguments(branch, self.gcp.serving_root)
+        return self._runtime_pod("evaluate", "taxi_model.evaluate", arguments, EVALUATE_DOC, pool=HEAVY_POOL)
 
     def score_trips(self):
         return self._beam_pipeline("score_trips", "taxi_model.batch_score", score_options(), "day", SCORE_DOC)

@@ -9,7 +9,7 @@ from taxi_pipeline.platforms import (
     Platform,
     check_export_arguments,
     compare_windows_arguments,
-    evaluate_options,
+    evaluate_arguments,
     score_options,
     train_arguments,
     transform_options,
@@ -85,8 +85,15 @@ class LocalPlatform(Platform):
         )
 
     def evaluate(self, branch: Branch):
-        options = evaluate_options(branch, get_settings().serving_root)
-        return self._beam_pipeline("evaluate", "taxi_model.evaluate", options, EVALUATE_DOC)
+        from taxi_pipeline.operators.runtime import RuntimeModuleOperator
+
+        return RuntimeModuleOperator(
+            task_id="evaluate",
+            module="taxi_model.evaluate",
+            doc_md=EVALUATE_DOC,
+            pool=HEAVY_POOL,
+            arguments=evaluate_arguments(branch, get_settings().serving_root),
+        )
 
     def score_trips(self):
         return self._beam_pipeline("score_trips", "taxi_model.batch_score", score_options(), SCORE_DOC)
