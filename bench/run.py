@@ -794,11 +794,14 @@ print("BENCH_RESULT " + json.dumps(rows))
 STEP_VALIDATE = r"""
 import json, shutil, sys
 from datetime import datetime
-from taxi_pipeline.validation import validate_window
+from taxi_pipeline.schema import made, render
+from taxi_pipeline.validation import inferred_schema, validate_window
 from taxi_pipeline.window import Window
 window = Window(datetime.fromisoformat(sys.argv[3]), datetime.fromisoformat(sys.argv[4]))
 shutil.rmtree(sys.argv[2], ignore_errors=True)
-report = validate_window(sys.argv[1], window, sys.argv[2], 500)
+# as a DAG's first run: the schema learned from the window's train split, then the validation
+schema = render(inferred_schema([sys.argv[1] + "/train"], made("inferred", run="bench")), "bench", 1)
+report = validate_window(sys.argv[1], window, sys.argv[2], 500, schema)
 print("BENCH_RESULT " + json.dumps({"success": report.success, "failures": report.failures}))
 """
 
@@ -898,7 +901,6 @@ def step_runs(bench: Bench, trips: int, steps: list[str]) -> dict:
                 f"{data}/eval/part-*.csv",
                 "--output",
                 str(out / "evaluation"),
-                "--runner=FnApiRunner",
             ]
         elif step == "trainer_input":
             command = [

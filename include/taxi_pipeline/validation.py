@@ -383,9 +383,14 @@ def run_schema(layout, plan) -> str:
     current = store.current()
     if current:
         return current
-    trips = [dataset_statistics(read_split(layout.split_dir("train", name))) for name in plan.windows]
     windows = {name or "window": str(window) for name, window in plan.windows.items()}
-    return store.next_text(infer_schema(trips, made("inferred", run=layout.run_id, windows=windows)))
+    train_dirs = [layout.split_dir("train", name) for name in plan.windows]
+    return store.next_text(inferred_schema(train_dirs, made("inferred", run=layout.run_id, windows=windows)))
+
+
+def inferred_schema(train_dirs: list[str], how: dict) -> dict:
+    """A first schema, learned from the statistics of the train splits under `train_dirs`."""
+    return infer_schema([dataset_statistics(read_split(d)) for d in train_dirs], how)
 
 
 def keep_schema(layout, schema_text: str) -> None:

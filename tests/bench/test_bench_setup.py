@@ -147,6 +147,17 @@ def test_figures_2_and_6_start_their_services_on_an_empty_work_dir(bench_run, wo
         db.close()
 
 
+def test_figure_7_runs_its_airflow_side_steps_as_the_pipeline_calls_them(bench_run, work):
+    """The steps' command lines (not their timing): extract, then validate as a DAG's first run
+    (a schema learned from the window). The regression: validate_window took a schema the bench's
+    step did not pass, and figure 7 failed at its second step."""
+    bench = bench_run.Bench(work=work)
+    results = bench_run.step_runs(bench, 4000, ["validate"])
+    assert sorted(results) == ["extract", "validate"]
+    assert results["extract"]["train"] + results["extract"]["eval"] == pytest.approx(4000, rel=0.01)
+    assert results["validate"]["success"], results["validate"]["failures"]
+
+
 def test_setup_only_prepares_the_chosen_figures_on_an_empty_work_dir(bench_run, work, capsys):
     """The command a user runs (`bench/run.py --setup-only`), for the figures that need no services."""
     argv = ["--figures", "1,3,4,7", "--sizes", "3000", "--memory-size", "4000", "--work", str(work), "--setup-only"]
