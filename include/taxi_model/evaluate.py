@@ -39,7 +39,6 @@ from tensorflow_model_analysis.proto import config_pb2
 from taxi_model import features, serving_contract, slice_metrics, step_logging
 from taxi_model.beam_options import BATCH_SIZE
 from taxi_model.blessing import BlessingPolicy, Verdict
-from taxi_model.columns import read_rows
 from taxi_model.fileio import atomic_output_dir
 from taxi_model.serving_layout import newest_before, versions_in
 from taxi_model.slice_metrics import Scored
@@ -253,16 +252,16 @@ def run(
     baseline_model: str | None = None,
     policy: BlessingPolicy = BlessingPolicy(),
 ) -> Verdict:
-    rows = read_rows(eval_pattern)
-    if not rows:
+    table = features.read_raw_columns(eval_pattern)
+    if not table.num_rows:
         raise ValueError(f"no eval rows match {eval_pattern}")
-    serialized = [features.raw_example(r).SerializeToString() for r in rows]
+    serialized = features.serialized_examples(table)
     models = {CANDIDATE: model, **({BASELINE: baseline_model} if baseline_model else {})}
     scores = {name: scored(path, serialized) for name, path in models.items()}
     del serialized
     accuracy_bar = majority_class_rate(scores[CANDIDATE].labels) + policy.accuracy_margin
     config = eval_config(policy, accuracy_bar, with_baseline=bool(baseline_model))
-    columns = {name: features.raw_column(rows, name) for keys in SLICES for name in keys}
+    columns = {name: table.column(name).to_pylist() for keys in SLICES for name in keys}
     evaluation = slice_metrics.evaluate(config, slice_metrics.slice_columns(columns, SLICES), list(scores.values()))
     with atomic_output_dir(output) as staging:
         tfma_dir = f"{staging}/tfma"

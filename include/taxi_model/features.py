@@ -8,8 +8,10 @@ same `_xf` suffix for transformed features.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
+import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -133,10 +135,52 @@ def raw_instance(row: Mapping[str, str]) -> dict[str, list]:
     return {name: [_RAW_TYPES[dtype][0](row[name])] if row.get(name) else [] for name, dtype in RAW_COLUMNS}
 
 
-def raw_column(rows: Sequence[Mapping[str, str]], name: str) -> list:
-    """One raw column of window-CSV rows as typed values, None where NULL (raw_instance's values)."""
-    parse = _RAW_TYPES[dict(RAW_COLUMNS)[name]][0]
-    return [parse(row[name]) if row.get(name) else None for row in rows]
+# Per raw type: the Arrow type a window CSV's text is read as, and the one its tf.Example list holds.
+# Floats are read as float64 and rounded to float32 once, as float(text) into a FloatList rounds them.
+_ARROW_TYPES = {
+    tf.string: (pa.string(), pa.large_binary()),
+    tf.int64: (pa.int64(), pa.int64()),
+    tf.float32: (pa.float64(), pa.float32()),
+}
+
+
+def read_raw_columns(csv_pattern: str) -> pa.Table:
+    """The window-CSV files a glob names (local or gs://; each with its header, in file order) as
+    typed Arrow columns, null where the text is empty (raw_instance's rule), in RAW_COLUMNS' order."""
+    import pyarrow.csv as pa_csv
+
+    convert = pa_csv.ConvertOptions(
+        column_types={name: _ARROW_TYPES[dtype][0] for name, dtype in RAW_COLUMNS},
+        include_columns=list(RAW_COLUMN_NAMES),
+        null_values=[""],
+        strings_can_be_null=True,
+    )
+    tables = []
+    for path in sorted(tf.io.gfile.glob(csv_pattern)):
+        source = path
+        if "://" in path:  # gs://: read through TensorFlow's file system
+            with tf.io.gfile.GFile(path, "rb") as f:
+                source = pa.BufferReader(f.read())
+        tables.append(pa_csv.read_csv(source, convert_options=convert))
+    if not tables:
+        return pa.table({name: pa.array([], _ARROW_TYPES[dtype][0]) for name, dtype in RAW_COLUMNS})
+    return pa.concat_tables(tables)
+
+
+def serialized_examples(table: pa.Table) -> list[bytes]:
+    """Each row of a read_raw_columns table as a serialized raw tf.Example: the features and values
+    raw_example gives the row (a NULL is an empty list), encoded by tfx_bsl in C++ (raw_example
+    costs ~170 us a row in Python, a minute for a year's eval split)."""
+    from tfx_bsl.coders import example_coder
+
+    lists = []
+    for name, dtype in RAW_COLUMNS:
+        column = table.column(name).combine_chunks().cast(_ARROW_TYPES[dtype][1])
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(present)]), pa.int64())
+        lists.append(pa.LargeListArray.from_arrays(offsets, column.drop_null()))
+    batch = pa.RecordBatch.from_arrays(lists, names=list(RAW_COLUMN_NAMES))
+    return example_coder.RecordBatchToExamplesEncoder().encode(batch)
 
 
 def raw_example(row: Mapping[str, str]) -> tf.train.Example:
