@@ -11,7 +11,7 @@ the goal and pass/miss. Figures (see issue 8 and README "Benchmarks"):
   platform's provider modules: include/airflow_local_settings.py), against bench/tfx_style_dag.py
   (TFX-style top-level TF/TFT/TFMA imports, runtime interpreter, forked the same way).
 2 time to a served model: one taxi_daily_retrain run (default window 2016-01-01, both variants)
-  through Airflow's scheduler (api-server, scheduler, dag-processor, LocalExecutor, beside the warm
+  through Airflow's scheduler (api-server, scheduler, dag-processor, triggerer, LocalExecutor, beside the warm
   runtime as `make airflow` runs them; triggered as a backfill of one date through the REST API),
   from the trigger until the new version answers a predict on the local model server (started
   before the trigger, polling the serving root); per-step times, the share of the wall time that
@@ -259,7 +259,8 @@ def figure_1(bench: Bench, args) -> None:
 
 
 class Services:
-    """api-server, scheduler and dag-processor of the bench's Airflow home (as tests/dags/test_backfill.py)."""
+    """api-server, scheduler, dag-processor and triggerer of the bench's Airflow home (as the tests
+    start them: tests/airflow_cli.py)."""
 
     def __init__(self, bench: Bench):
         self.bench = bench
@@ -278,7 +279,6 @@ class Services:
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             # only the bench's backfills run: no scheduled run of today once the DAG is unpaused
@@ -296,14 +296,16 @@ class Services:
 
     def __enter__(self):
         from taxi_pipeline.cli import ensure_airflow_db, ensure_warehouse
+        from taxi_pipeline.stack import AIRFLOW_SERVICES, service_commands
 
         settings = self.bench.settings()
         ensure_warehouse(settings)
         ensure_airflow_db(settings)
         self.logs.mkdir(parents=True, exist_ok=True)
-        for name in ("api-server", "scheduler", "dag-processor"):
+        # the services `make airflow` runs, the triggerer included: the DAG's waits defer to it
+        for name, command in service_commands(AIRFLOW_SERVICES, workers=0).items():
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name],
+                command,
                 env=self.env,
                 start_new_session=True,
                 stdout=open(self.logs / f"{name}.log", "w"),

@@ -140,6 +140,8 @@ def test_figures_2_and_6_start_their_services_on_an_empty_work_dir(bench_run, wo
         paused = ready.services.query("SELECT is_paused FROM dag WHERE dag_id = ?", bench_run.DAG_ID)
         assert paused == [(0,)]
         assert all(proc.poll() is None for proc in ready.services.procs.values())
+        # the triggerer too: without it, a backfill's deferred wait_for_previous_deploys waits for hours
+        assert {"api-server", "scheduler", "dag-processor", "triggerer"} <= set(ready.services.procs)
     db = sqlite3.connect(work / "home" / "airflow" / "airflow.db")
     try:
         assert db.execute("SELECT count(*) FROM dag WHERE dag_id = ?", (bench_run.DAG_ID,)).fetchone() == (1,)
