@@ -198,7 +198,8 @@ def test_figure_8_rows_give_each_size_its_growth_exponent_and_survive_a_failed_s
     def iso(seconds):
         return bench_run.dt.datetime.fromtimestamp(start + seconds, bench_run.dt.UTC).isoformat()
 
-    def measure_run(sub, ready, fixed, timeout):
+    def measure_run(sub, ready, fixed, timeout, run_date):
+        assert run_date == bench_run.RUN_DATE_8  # the window of whole months
         n = int(sub.work.name)
         if n == 300_000:
             raise RuntimeError("the run failed")
