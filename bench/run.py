@@ -80,9 +80,9 @@ GIB = 1024**3
 DAG_ID = "taxi_daily_retrain"
 RUN_DATE = dt.date(2016, 1, 1)  # the default window of `make run`: all of 2015
 # Figure 8's run: the window of whole months [2015-01-01, 2016-01-01). RUN_DATE's window ends with
-# the one day of 2016 the sample has, whose few trips have no big tipper: copied ~130 times in the
-# 1M-trip data, that day is a month whose label base rate is 0%, and validate_window refuses the
-# window (rightly: a month of 0% big tippers); at the smaller sizes the month is too small to judge.
+# the sample's one day of 2016, without a big tipper: in the 1M-trip window's data that day is a
+# month of 125 trips, none a big tipper, and validate_window refuses the window (rightly); at 300k
+# trips it had 38 trips and passed.
 RUN_DATE_8 = dt.date(2015, 12, 31)
 SIZES_3 = [100_000, 1_000_000]  # --sizes of figure 3 (trips of the whole scaled data, its window)
 SIZES_8 = [15_000, 100_000, 300_000, 1_000_000]  # --sizes of figure 8 (trips of the daily run's window)
