@@ -161,6 +161,13 @@ def _with_diffs(metrics: dict, baseline: str | None) -> dict:
     return {**metrics, **diffs}
 
 
+def _with_defaults(config: config_pb2.EvalConfig) -> config_pb2.EvalConfig:
+    """The config as TFMA's evaluation completes it (a single model's name emptied, the baseline's
+    computations added)."""
+    has_baseline = any(spec.is_baseline for spec in config.model_specs)
+    return config_util.update_eval_config_with_defaults(config, has_baseline=has_baseline)
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Per slice, TFMA's metrics and plots; and TFMA's validation result of the thresholds."""
@@ -173,9 +180,7 @@ class Evaluation:
 def evaluate(config: config_pb2.EvalConfig, slices: Sequence[SliceColumn], scored: Sequence[Scored]) -> Evaluation:
     """TFMA's evaluation of `config` (without confidence intervals or cross-slice metrics) on the
     slices, `scored` holding each model of the config's model_specs, in their order."""
-    config = config_util.update_eval_config_with_defaults(
-        config, has_baseline=any(spec.is_baseline for spec in config.model_specs)
-    )
+    config = _with_defaults(config)
     computations = tfma_evaluator._filter_and_separate_computations(
         metric_specs.to_computations(config.metrics_specs, config)
     )
@@ -224,8 +229,6 @@ def write(evaluation: Evaluation, config: config_pb2.EvalConfig, output_path: st
         with tf.io.TFRecordWriter(f"{output_path}/{name}") as out:
             for proto in protos:
                 out.write(proto.SerializeToString())
-    config = config_util.update_eval_config_with_defaults(
-        config, has_baseline=any(spec.is_baseline for spec in config.model_specs)
-    )
+    config = _with_defaults(config)
     with tf.io.gfile.GFile(f"{output_path}/{eval_config_writer.EVAL_CONFIG_FILE}.json", "w") as f:
         f.write(eval_config_writer._serialize_eval_run(config, "<in memory>", "<unknown>", dict(models)))
