@@ -12,7 +12,8 @@ window against a model of a later one.
 Runs on the raw eval split; the label comes from the model's `transform_features` signature, so
 nothing restates the feature contract. Each model scores the split once, in process; TFMA's metrics
 of every slice are then computed from those predictions by taxi_model.slice_metrics (TFMA's own
-computations, without its per-example Beam pipeline, which took 418 s at 1M trips). Writes atomically under --output:
+computations, without its per-example Beam pipeline, which took 418 s at 1M trips).
+Writes atomically under --output:
     tfma/           TFMA's metrics, plots and validation result
     metrics.json    overall and per-slice metrics of the candidate (and baseline)
     plots.json      overall calibration (10 bins), confusion matrix at 0.5 and ROC points of each model
@@ -252,16 +253,16 @@ def run(
     baseline_model: str | None = None,
     policy: BlessingPolicy = BlessingPolicy(),
 ) -> Verdict:
-    table = features.read_raw_columns(eval_pattern)
-    if not table.num_rows:
+    eval_split = features.read_raw_columns(eval_pattern)
+    if not eval_split.num_rows:
         raise ValueError(f"no eval rows match {eval_pattern}")
-    serialized = features.serialized_examples(table)
+    serialized = features.serialized_examples(eval_split)
     models = {CANDIDATE: model, **({BASELINE: baseline_model} if baseline_model else {})}
     scores = {name: scored(path, serialized) for name, path in models.items()}
     del serialized
     accuracy_bar = majority_class_rate(scores[CANDIDATE].labels) + policy.accuracy_margin
     config = eval_config(policy, accuracy_bar, with_baseline=bool(baseline_model))
-    columns = {name: table.column(name).to_pylist() for keys in SLICES for name in keys}
+    columns = {name: eval_split.column(name).to_pylist() for keys in SLICES for name in keys}
     evaluation = slice_metrics.evaluate(config, slice_metrics.slice_columns(columns, SLICES), list(scores.values()))
     with atomic_output_dir(output) as staging:
         tfma_dir = f"{staging}/tfma"
