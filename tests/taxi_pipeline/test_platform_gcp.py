@@ -283,7 +283,9 @@ def test_dataflow_pipeline_options_are_complete_and_valid_for_the_dataflow_runne
             assert gcp_options.temp_location.startswith("gs://") and gcp_options.region == "us-central1"
             assert pipeline_options.view_as(WorkerOptions).sdk_container_image.endswith("taxi-mlops-runtime:latest")
             names.add(entry["job_name"])
-    assert len(names) == 9  # one per DAG, window, branch and step: deterministic and distinct
+    # one per DAG, window and branch, deterministic and distinct: the transforms (2 variants, recent and
+    # long) and the day's scoring; evaluate is a runtime pod, not a Dataflow job
+    assert len(names) == 5
     assert "daily-retrain-20150101t0000-20160101t0000-standard-transform" in names
 
 
