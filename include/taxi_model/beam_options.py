@@ -9,11 +9,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 # The local engine of Beam's direct runner. Plain `DirectRunner` first tries the Prism runner, whose
 # binary it downloads from GitHub at run time (no network here), then falls back to this one.
 LOCAL_RUNNER = "FnApiRunner"
-# Rows per Arrow record batch in every pipeline (TFT's CSV reading and analysis), and per batch a model
-# scores in taxi_model.evaluate (the batches TFMA's extraction used: the same predictions). Left
-# unset, Beam's BatchElements tunes batch sizes to measured timings, so a busier machine batches
-# differently, and TFT's approximate quantiles and float sums then differ between reruns of the same
-# window. A fixed size makes a rerun reproduce its outputs. 1000 is tfx-bsl's own cap.
+# Rows per Arrow record batch of the transform (its CSV batches, so TFT's analysis) and of the batch
+# scoring, and per batch a model scores in taxi_model.evaluate (the batches TFMA's extraction used:
+# the same predictions). Left to Beam's BatchElements, batch sizes follow measured timings, so a
+# busier machine batches differently, and TFT's approximate quantiles and float sums then differ
+# between reruns of the same window. A fixed size makes a rerun reproduce its outputs. 1000 is
+# tfx-bsl's own cap.
 BATCH_SIZE = 1000
 
 

@@ -144,9 +144,9 @@ _ARROW_TYPES = {
 }
 
 
-def read_raw_columns(csv_pattern: str) -> pa.Table:
-    """The window-CSV files a glob names (local or gs://; each with its header, in file order) as
-    typed Arrow columns, null where the text is empty (raw_instance's rule), in RAW_COLUMNS' order."""
+def read_raw_file(path: str) -> pa.Table:
+    """One window-CSV file (local or gs://, with its header) as typed Arrow columns, null where the
+    text is empty (raw_instance's rule), in RAW_COLUMNS' order."""
     import pyarrow.csv as pa_csv
 
     convert = pa_csv.ConvertOptions(
@@ -155,16 +155,40 @@ def read_raw_columns(csv_pattern: str) -> pa.Table:
         null_values=[""],
         strings_can_be_null=True,
     )
-    tables = []
-    for path in sorted(tf.io.gfile.glob(csv_pattern)):
-        source = path
-        if "://" in path:  # gs://: read through TensorFlow's file system
-            with tf.io.gfile.GFile(path, "rb") as f:
-                source = pa.BufferReader(f.read())
-        tables.append(pa_csv.read_csv(source, convert_options=convert))
+    source = path
+    if "://" in path:  # gs://: read through TensorFlow's file system
+        with tf.io.gfile.GFile(path, "rb") as f:
+            source = pa.BufferReader(f.read())
+    try:
+        return pa_csv.read_csv(source, convert_options=convert)
+    except pa.ArrowInvalid as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def read_raw_columns(csv_pattern: str) -> pa.Table:
+    """The window-CSV files a glob names, each read by read_raw_file, in file order, as one table."""
+    tables = [read_raw_file(path) for path in sorted(tf.io.gfile.glob(csv_pattern))]
     if not tables:
         return pa.table({name: pa.array([], _ARROW_TYPES[dtype][0]) for name, dtype in RAW_COLUMNS})
     return pa.concat_tables(tables)
+
+
+def raw_arrow_schema() -> pa.Schema:
+    """The schema of raw_record_batch's batches: one list column per raw feature, typed as tfx_bsl's
+    CSV decoder and example coder type them."""
+    return pa.schema([(name, pa.large_list(_ARROW_TYPES[dtype][1])) for name, dtype in RAW_COLUMNS])
+
+
+def raw_record_batch(table: pa.Table) -> pa.RecordBatch:
+    """A read_raw_columns table as the record batch of raw features that TFT and tfx_bsl's encoder
+    take: each value a one-element list, a NULL an empty list (as raw_example leaves it)."""
+    lists = []
+    for name, dtype in RAW_COLUMNS:
+        column = table.column(name).combine_chunks().cast(_ARROW_TYPES[dtype][1])
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(present)]), pa.int64())
+        lists.append(pa.LargeListArray.from_arrays(offsets, column.drop_null()))
+    return pa.RecordBatch.from_arrays(lists, schema=raw_arrow_schema())
 
 
 def serialized_examples(table: pa.Table) -> list[bytes]:
@@ -173,14 +197,7 @@ def serialized_examples(table: pa.Table) -> list[bytes]:
     costs ~170 us a row in Python, a minute for a year's eval split)."""
     from tfx_bsl.coders import example_coder
 
-    lists = []
-    for name, dtype in RAW_COLUMNS:
-        column = table.column(name).combine_chunks().cast(_ARROW_TYPES[dtype][1])
-        present = column.is_valid().to_numpy(zero_copy_only=False)
-        offsets = pa.array(np.concatenate([[0], np.cumsum(present)]), pa.int64())
-        lists.append(pa.LargeListArray.from_arrays(offsets, column.drop_null()))
-    batch = pa.RecordBatch.from_arrays(lists, names=list(RAW_COLUMN_NAMES))
-    return example_coder.RecordBatchToExamplesEncoder().encode(batch)
+    return example_coder.RecordBatchToExamplesEncoder().encode(raw_record_batch(table))
 
 
 def raw_example(row: Mapping[str, str]) -> tf.train.Example:

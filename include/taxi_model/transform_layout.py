@@ -6,7 +6,7 @@
 
 TRANSFORM_GRAPH_DIR = "transform_graph"
 TRANSFORMED_DIR = "transformed"
-TRANSFORMED_SUFFIX = ".tfrecord.gz"  # the .gz suffix makes Beam write GZIP
+TRANSFORMED_SUFFIX = ".tfrecord.gz"  # gzipped TFRecords (transform._TFRecordBatchSink)
 SPLITS = ("train", "eval")
 
 

@@ -1,14 +1,17 @@
 """The transform pipeline and its atomic output."""
 
+import pickle
 import shutil
 
+import pyarrow as pa
 import pytest
 import tensorflow as tf  # noqa: E402  (after taxi_model: Keras 2 must be selected first)
 import tensorflow_transform as tft  # noqa: E402
-from model_test_data import COLUMNS, EVAL_ROWS, TRAIN_ROWS
+from model_test_data import COLUMNS, EVAL_ROWS, TRAIN_ROWS, synthetic_trips, write_csv
 
 from taxi_model import features, fileio, transform
 from taxi_model import transform_layout as layout
+from taxi_model.beam_options import BATCH_SIZE
 
 
 def _records(pattern: str) -> list[bytes]:
@@ -39,6 +42,32 @@ def test_transform_writes_graph_with_raw_schema_and_both_splits(transform_dir):
     assert len(_records(layout.transformed_glob(str(transform_dir), "eval"))) == EVAL_ROWS
     assert sorted(p.name for p in transform_dir.iterdir()) == [layout.TRANSFORM_GRAPH_DIR, layout.TRANSFORMED_DIR]
     assert _leftovers(transform_dir) == []
+
+
+def test_a_csv_file_is_read_as_fixed_size_batches_that_own_their_rows(tmp_path):
+    path = tmp_path / "part-00000.csv"
+    write_csv(path, synthetic_trips(2 * BATCH_SIZE + 500, seed=5))
+
+    batches = list(transform._raw_record_batches(str(path)))
+
+    assert [b.num_rows for b in batches] == [BATCH_SIZE, BATCH_SIZE, 500]
+    assert all(b.schema == features.raw_arrow_schema() for b in batches)
+    whole = features.raw_record_batch(features.read_raw_file(str(path)))
+    assert pa.Table.from_batches(batches).equals(pa.Table.from_batches([whole]))
+    # A Beam element is pickled between stages: a batch must not carry the whole file's buffers.
+    assert len(pickle.dumps(batches[0])) < len(pickle.dumps(whole)) / 2
+
+
+def test_transformed_files_are_gzipped_tfrecords_at_the_fast_level(transform_dir):
+    import gzip
+    import zlib
+
+    (path,) = tf.io.gfile.glob(layout.transformed_glob(str(transform_dir), "eval"))
+    compressed = open(path, "rb").read()
+    framed = gzip.decompress(compressed)
+    compressor = zlib.compressobj(transform.GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    assert compressor.compress(framed) + compressor.flush() == compressed
+    assert len(_records(path)) == EVAL_ROWS  # and TensorFlow reads them back, CRCs checked
 
 
 def test_rerun_replaces_the_output_with_the_same_result(window_dir, transform_dir, tmp_path, monkeypatch):
