@@ -15,8 +15,9 @@ PYTEST_ARGS ?=
 run: setup
 	$(VENV)/bin/python -m taxi_pipeline.cli run --dag $(DAG) --date $(DATE) $(if $(VERBOSE),--verbose)
 
-# What CI runs: the check, then every slow test (end-to-end runs, Airflow services, TFT and training).
-test: check
+# What CI runs: the check, then every slow test (end-to-end runs, Airflow services, TFT and training;
+# the stack tests start PostgreSQL and Redis, installed by stack-packages when missing).
+test: stack-packages check
 	$(VENV)/bin/python -m pytest tests --ignore=tests/taxi_model -m slow $(PYTEST_ARGS)
 	$(RUNTIME)/bin/python -m pytest tests/taxi_model -m slow $(PYTEST_ARGS)
 
