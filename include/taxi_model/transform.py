@@ -97,7 +97,7 @@ class _GzipWriter:
 
 class _TFRecordBatchSink(filebasedsink.FileBasedSink):
     """Beam's TFRecord sink, one element per record batch: the same framing, file names and
-    two-phase commit, but one Beam element per 1,000 examples instead of one per example (that
+    two-phase commit, but one Beam element per BATCH_SIZE examples instead of one per example (that
     per-element overhead was a fifth of the transform at 1M trips), gzipped at GZIP_LEVEL."""
 
     def __init__(self, file_path_prefix: str, file_name_suffix: str):
